@@ -1,0 +1,81 @@
+"""Settings from ``TIDINGS_*`` environment variables, then an optional TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tidings.domain.retry import RetryPolicy
+
+
+class Settings(BaseSettings):
+    """Every knob has the default DESIGN.md names; environment variables win over the file.
+
+    The config file is ``$TIDINGS_CONFIG`` if set, else ``tidings.toml`` in the working
+    directory when it exists.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="ignore")
+
+    database_url: str | None = None
+    data_dir: Path = Path(".tidings")
+    env: Literal["production", "development"] = "production"
+    delivery_timeout: float = Field(10.0, gt=0)
+    retry_base_delay: float = Field(10.0, ge=0)
+    retry_max_attempts: int = Field(11, ge=1)
+    retry_max_window: float = Field(86_400.0, gt=0)
+    breaker_threshold: int = Field(20, ge=0)
+    encryption_key: str | None = None
+    max_request_bytes: int = Field(1_048_576, gt=0)
+    dispatcher_concurrency: int = Field(200, ge=1)
+    dispatcher_batch_size: int = Field(200, ge=1)
+    dispatcher_poll_interval: float = Field(1.0, gt=0)
+    claim_lease: float | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        import os
+
+        path = Path(os.environ.get("TIDINGS_CONFIG", "tidings.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir.resolve() / 'tidings.db'}"
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim lasts: past it, another worker may retry the delivery."""
+        return self.claim_lease if self.claim_lease is not None else self.delivery_timeout + 20
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            base_delay=self.retry_base_delay,
+            max_attempts=self.retry_max_attempts,
+            max_window=self.retry_max_window,
+        )

@@ -1,0 +1,1 @@
+"""The dispatcher: claim due deliveries, sign, POST, record."""

@@ -1,0 +1,73 @@
+"""One HTTP POST per attempt, never following redirects, never reading a huge body."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import aiohttp
+
+from tidings import __version__
+from tidings.domain.deliveries import AttemptResult, parse_retry_after, truncate_body
+
+RESPONSE_READ_LIMIT = 16 * 1024
+"""Bytes read from a receiver's response; the log keeps 4000 characters of them."""
+
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+USER_AGENT = f"tidings/{__version__}"
+
+
+class Sender:
+    """Owns the connection pool; create it inside the event loop that uses it."""
+
+    def __init__(self, timeout: float, max_connections: int = 200) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=60),
+            timeout=self._timeout,
+            auto_decompress=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
+        started = time.perf_counter()
+        try:
+            async with self._session.post(
+                url,
+                data=body,
+                headers={**headers, "Content-Type": "application/json"},
+                allow_redirects=False,
+            ) as response:
+                raw = await response.content.read(RESPONSE_READ_LIMIT)
+                retry_after = None
+                if response.status in RETRY_AFTER_STATUSES:
+                    retry_after = parse_retry_after(
+                        response.headers.get("Retry-After"), int(time.time() * 1000)
+                    )
+                return AttemptResult(
+                    status_code=response.status,
+                    elapsed_ms=_elapsed_ms(started),
+                    response_body=truncate_body(raw.decode("utf-8", errors="replace")),
+                    error=None if 200 <= response.status < 300 else _status_error(response),
+                    retry_after=retry_after,
+                )
+        except TimeoutError:
+            error = f"timeout after {self._timeout.total:g}s"
+        except aiohttp.ClientError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except (OSError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        return AttemptResult(status_code=None, elapsed_ms=_elapsed_ms(started), error=error)
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+def _status_error(response: aiohttp.ClientResponse) -> str:
+    if 300 <= response.status < 400:
+        return f"redirect ({response.status}) not followed"
+    return f"HTTP {response.status}"

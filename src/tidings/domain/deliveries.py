@@ -1,0 +1,95 @@
+"""Delivery attempts: what counts as success, and what a result means for the queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+
+from tidings.domain.retry import RetryPolicy
+
+RESPONSE_BODY_LIMIT = 4000
+"""Characters of a receiver's response body kept in the attempt log."""
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class DisableReason(StrEnum):
+    BREAKER = "breaker"
+    GONE = "gone"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one POST to a receiver produced. ``status_code`` is None when no response came."""
+
+    status_code: int | None
+    elapsed_ms: int
+    response_body: str = ""
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def gone(self) -> bool:
+        return self.status_code == 410
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The queue's next state for a delivery after one attempt."""
+
+    status: DeliveryStatus
+    next_attempt_ms: int | None
+    disable: DisableReason | None = None
+
+
+def truncate_body(text: str) -> str:
+    return text[:RESPONSE_BODY_LIMIT]
+
+
+def judge_attempt(
+    result: AttemptResult,
+    attempt: int,
+    event_created_ms: int,
+    now_ms: int,
+    policy: RetryPolicy,
+) -> Verdict:
+    """2xx delivers; 410 means the receiver unsubscribed; anything else is retried."""
+    if result.succeeded:
+        return Verdict(DeliveryStatus.SUCCEEDED, None)
+    if result.gone:
+        return Verdict(DeliveryStatus.FAILED, None, DisableReason.GONE)
+    due_ms = policy.next_attempt_ms(attempt, event_created_ms, now_ms, result.retry_after)
+    if due_ms is None:
+        return Verdict(DeliveryStatus.FAILED, None)
+    return Verdict(DeliveryStatus.PENDING, due_ms)
+
+
+def breaker_tripped(consecutive_failures: int, threshold: int) -> bool:
+    return threshold > 0 and consecutive_failures >= threshold
+
+
+def parse_retry_after(value: str | None, now_ms: int) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - now_ms / 1000)

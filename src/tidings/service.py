@@ -1,0 +1,289 @@
+"""The application core: what the HTTP API, the CLI and the dispatcher have in common.
+
+``Tidings`` turns validated requests into domain objects and store calls; it owns the
+store, the secret box and the HTTP sender, and runs the dispatcher when asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from tidings.config import Settings
+from tidings.dispatcher.sender import Sender
+from tidings.dispatcher.worker import Dispatcher
+from tidings.domain.catalog import find_event_type
+from tidings.domain.deliveries import AttemptResult, DisableReason
+from tidings.domain.events import Envelope, EventPattern, normalize_event_type
+from tidings.domain.ids import new_id
+from tidings.domain.signatures import generate_secret, signature_headers, validate_secret
+from tidings.domain.subscriptions import (
+    InvalidUrl,
+    Subscription,
+    SubscriptionKind,
+    normalize_patterns,
+    validate_url_shape,
+)
+from tidings.secretbox import SecretBox
+from tidings.storage import ApiKey, Store, StoredEvent, open_store
+
+API_KEY_PREFIX = "tdg_"
+SCOPES = frozenset({"events:write", "events:read", "webhooks:read", "webhooks:write", "admin"})
+SUBSCRIPTION_DISABLED = "subscription.disabled"
+
+
+class Conflict(Exception):
+    """The request contradicts what is stored (e.g. an idempotency key reused)."""
+
+
+class Invalid(ValueError):
+    """A request that is well-formed JSON but breaks a rule; ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def hash_api_key(plaintext: str) -> str:
+    """API keys carry 256 random bits, so a plain SHA-256 is a safe, fast lookup hash."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def request_fingerprint(event_type: str, payload: Any, metadata: Any) -> str:
+    canonical = json.dumps([event_type, payload, metadata], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TestResult:
+    success: bool
+    status_code: int | None
+    elapsed_ms: int
+    response_body: str
+    error: str | None
+
+
+class Tidings:
+    def __init__(self, settings: Settings, store: Store, secretbox: SecretBox) -> None:
+        self.settings = settings
+        self.store = store
+        self.secretbox = secretbox
+        self._sender: Sender | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Tidings:
+        store = open_store(settings.resolved_database_url)
+        box = SecretBox.from_config(settings.encryption_key, settings.data_dir)
+        return cls(settings, store, box)
+
+    @property
+    def sender(self) -> Sender:
+        if self._sender is None:
+            self._sender = Sender(
+                self.settings.delivery_timeout, self.settings.dispatcher_concurrency
+            )
+        return self._sender
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            await self._sender.close()
+        await self.store.close()
+
+    # --- keys -------------------------------------------------------------------------
+
+    async def create_api_key(self, tenant_name: str, scopes: Sequence[str]) -> tuple[ApiKey, str]:
+        unknown = set(scopes) - SCOPES
+        if unknown or not scopes:
+            raise Invalid("scope", f"scopes must be among {sorted(SCOPES)}")
+        tenant = await self.store.ensure_tenant(tenant_name)
+        plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        key = await self.store.insert_api_key(
+            tenant.id, hash_api_key(plaintext), plaintext[:12], scopes
+        )
+        return key, plaintext
+
+    async def authenticate(self, plaintext: str) -> ApiKey | None:
+        return await self.store.find_api_key(hash_api_key(plaintext))
+
+    # --- events -----------------------------------------------------------------------
+
+    async def emit(
+        self,
+        tenant_id: str,
+        event_type: str,
+        payload: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[StoredEvent, bool]:
+        """Store an event and queue it for every matching subscription.
+
+        Re-emitting with the same idempotency key returns the first event; with a
+        different request it raises Conflict.
+        """
+        name = normalize_event_type(event_type)
+        meta = dict(metadata or {})
+        fingerprint = request_fingerprint(name, payload, meta)
+        created_ms = int(time.time() * 1000)
+        envelope = Envelope(new_id("evt", created_ms), name, created_ms, tenant_id, payload, meta)
+        draft = StoredEvent(
+            0, envelope.id, tenant_id, name, created_ms, envelope.to_json(), fingerprint
+        )
+        stored, created = await self.store.insert_event(draft, idempotency_key)
+        if not created and stored.request_hash != fingerprint:
+            raise Conflict("Idempotency-Key was already used for a different event")
+        return stored, created
+
+    async def redeliver(
+        self, tenant_id: str, event: StoredEvent, subscription_id: str | None
+    ) -> list[str]:
+        if subscription_id is not None:
+            sub = await self.store.get_subscription(tenant_id, subscription_id)
+            if sub is None or not sub.enabled:
+                raise Invalid("subscriptionId", "no enabled subscription with that id")
+            targets = [sub.id]
+        else:
+            subs = await self.store.matching_subscriptions(tenant_id, event.type)
+            targets = [s.id for s in subs]
+        await self.store.enqueue(event, targets)
+        return targets
+
+    # --- subscriptions ----------------------------------------------------------------
+
+    def check_url(self, url: str) -> str:
+        validate_url_shape(url, allow_http=self.settings.development)
+        if not self.settings.development:
+            host = urlsplit(url).hostname or ""
+            try:
+                address = ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                return url
+            if not address.is_global:
+                raise InvalidUrl(f"url points to a non-public address ({address})")
+        return url
+
+    async def check_patterns(self, tenant_id: str, raw: Sequence[str]) -> tuple[str, ...]:
+        patterns = normalize_patterns(raw)
+        for text in patterns:
+            if EventPattern(text).is_wildcard or find_event_type(text) is not None:
+                continue
+            if not await self.store.event_type_seen(tenant_id, text):
+                raise Invalid(
+                    "eventTypes",
+                    f"unknown event type {text!r}: see GET /api/v1/event-types",
+                )
+        return patterns
+
+    async def create_subscription(
+        self,
+        tenant_id: str,
+        url: str,
+        event_types: Sequence[str],
+        *,
+        enabled: bool = True,
+        description: str | None = None,
+        signing_secret: str | None = None,
+        kind: SubscriptionKind = SubscriptionKind.WEBHOOK,
+    ) -> tuple[Subscription, str]:
+        try:
+            self.check_url(url)
+        except InvalidUrl as exc:
+            raise Invalid("url", str(exc)) from exc
+        patterns = await self.check_patterns(tenant_id, event_types)
+        try:
+            secret = validate_secret(signing_secret) if signing_secret else generate_secret()
+        except ValueError as exc:
+            raise Invalid("signingSecret", str(exc)) from exc
+        now = int(time.time() * 1000)
+        sub = Subscription(
+            id=new_id("sub", now),
+            tenant_id=tenant_id,
+            url=url,
+            event_types=patterns,
+            enabled=enabled,
+            description=description,
+            kind=kind,
+            disabled_reason=None if enabled else DisableReason.MANUAL,
+            consecutive_failures=0,
+            created_ms=now,
+            updated_ms=now,
+        )
+        await self.store.insert_subscription(sub, self.secretbox.encrypt(secret))
+        return sub, secret
+
+    async def test_delivery(
+        self, subscription: Subscription, event_type: str, use_sample: bool
+    ) -> TestResult:
+        """Send one signed envelope now and report what the receiver said; nothing is stored."""
+        known = find_event_type(event_type)
+        if known is None:
+            raise Invalid("eventType", f"unknown event type {event_type!r}")
+        secret_enc = await self.store.subscription_secret(subscription.tenant_id, subscription.id)
+        if secret_enc is None:
+            raise Invalid("id", "subscription vanished")
+        created_ms = int(time.time() * 1000)
+        payload = dict(known.sample) if use_sample else {}
+        envelope = Envelope(
+            new_id("evt", created_ms),
+            known.name,
+            created_ms,
+            subscription.tenant_id,
+            payload,
+            {"test": True},
+        )
+        body = envelope.to_json().encode()
+        headers = signature_headers(
+            [self.secretbox.decrypt(secret_enc)], envelope.id, created_ms // 1000, body
+        )
+        result: AttemptResult = await self.sender.post(subscription.url, body, headers)
+        return TestResult(
+            result.succeeded,
+            result.status_code,
+            result.elapsed_ms,
+            result.response_body,
+            result.error,
+        )
+
+    async def subscription_disabled(
+        self, tenant_id: str, subscription_id: str, reason: DisableReason, streak: int
+    ) -> None:
+        """Tell the tenant through its own event stream (they may subscribe to it)."""
+        sub = await self.store.get_subscription(tenant_id, subscription_id)
+        await self.emit(
+            tenant_id,
+            SUBSCRIPTION_DISABLED,
+            {
+                "subscriptionId": subscription_id,
+                "url": sub.url if sub else "",
+                "reason": reason.value,
+                "consecutiveFailures": streak,
+                "disabledUtc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
+
+    # --- the dispatcher ---------------------------------------------------------------
+
+    def dispatcher(self) -> Dispatcher:
+        s = self.settings
+        return Dispatcher(
+            self.store,
+            self.sender,
+            self.secretbox,
+            s.retry_policy,
+            self.subscription_disabled,
+            breaker_threshold=s.breaker_threshold,
+            concurrency=s.dispatcher_concurrency,
+            batch_size=s.dispatcher_batch_size,
+            lease_seconds=s.lease_seconds,
+            poll_interval=s.dispatcher_poll_interval,
+        )
+
+    async def run_dispatcher(self, stop: asyncio.Event) -> None:
+        await self.dispatcher().run(stop)

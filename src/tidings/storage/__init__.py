@@ -1,0 +1,25 @@
+"""Storage: one interface (``Store``), with SQLite and PostgreSQL connectors."""
+
+from tidings.storage.base import (
+    ApiKey,
+    AttemptRecord,
+    ClaimedDelivery,
+    Outcome,
+    Page,
+    Store,
+    StoredEvent,
+    Tenant,
+)
+from tidings.storage.factory import open_store
+
+__all__ = [
+    "ApiKey",
+    "AttemptRecord",
+    "ClaimedDelivery",
+    "Outcome",
+    "Page",
+    "Store",
+    "StoredEvent",
+    "Tenant",
+    "open_store",
+]

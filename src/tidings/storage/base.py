@@ -1,0 +1,160 @@
+"""The storage interface every database connector implements, and the rows it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from tidings.domain.deliveries import AttemptResult, DisableReason, Verdict
+from tidings.domain.subscriptions import Subscription
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    tenant_id: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    id: str
+    tenant_id: str
+    type: str
+    created_ms: int
+    body: str
+    """The envelope JSON, byte for byte what receivers get."""
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_key: int | None
+    """Opaque to callers: pass it back as ``after`` for the next page; None on the last."""
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    id: int
+    delivery_id: int
+    event_id: str
+    subscription_id: str
+    attempt: int
+    outcome: str
+    status_code: int | None
+    elapsed_ms: int
+    response_body: str
+    error: str | None
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A due delivery leased to one worker until ``lease_until_ms``."""
+
+    delivery_id: int
+    claim_token: str
+    attempt: int
+    tenant_id: str
+    event_id: str
+    event_created_ms: int
+    body: str
+    subscription_id: str
+    url: str
+    secret_enc: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    claimed: ClaimedDelivery
+    result: AttemptResult
+    verdict: Verdict
+    finished_ms: int
+
+
+class Store(Protocol):
+    """Durable state. Every method is one transaction; tenant ids scope every read."""
+
+    async def migrate(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # tenants and keys
+    async def ensure_tenant(self, name: str) -> Tenant: ...
+    async def insert_api_key(
+        self, tenant_id: str, key_hash: str, prefix: str, scopes: Sequence[str]
+    ) -> ApiKey: ...
+    async def find_api_key(self, key_hash: str) -> ApiKey | None: ...
+    async def count_api_keys(self, tenant_id: str) -> int: ...
+
+    # events
+    async def insert_event(
+        self, event: StoredEvent, idempotency_key: str | None
+    ) -> tuple[StoredEvent, bool]:
+        """Store the event and fan it out to matching enabled subscriptions, atomically.
+
+        Returns the stored event and whether it was new; an existing event with the same
+        idempotency key is returned unchanged (created=False).
+        """
+        ...
+
+    async def get_event(self, tenant_id: str, event_id: str) -> StoredEvent | None: ...
+    async def list_events(
+        self, tenant_id: str, types: Sequence[str], after: int | None, limit: int
+    ) -> Page[StoredEvent]: ...
+    async def event_type_seen(self, tenant_id: str, event_type: str) -> bool: ...
+    async def event_attempts(self, tenant_id: str, event_id: str) -> list[AttemptRecord]: ...
+    async def enqueue(self, event: StoredEvent, subscription_ids: Sequence[str]) -> int: ...
+
+    # subscriptions
+    async def insert_subscription(self, subscription: Subscription, secret_enc: str) -> None: ...
+    async def get_subscription(
+        self, tenant_id: str, subscription_id: str
+    ) -> Subscription | None: ...
+    async def list_subscriptions(
+        self, tenant_id: str, after: int | None, limit: int
+    ) -> Page[Subscription]: ...
+    async def matching_subscriptions(
+        self, tenant_id: str, event_type: str
+    ) -> list[Subscription]: ...
+    async def update_subscription(
+        self, tenant_id: str, subscription_id: str, changes: Mapping[str, Any]
+    ) -> Subscription | None: ...
+    async def delete_subscription(self, tenant_id: str, subscription_id: str) -> bool: ...
+    async def subscription_secret(self, tenant_id: str, subscription_id: str) -> str | None: ...
+    async def subscription_attempts(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        outcome: str | None,
+        before: int | None,
+        limit: int,
+    ) -> Page[AttemptRecord]: ...
+
+    # the dispatcher's queue
+    async def claim_due(self, limit: int, lease_ms: int, now_ms: int) -> list[ClaimedDelivery]: ...
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
+        """Log attempts and move deliveries on; returns failure streaks of failing subscriptions."""
+        ...
+
+    async def disable_subscription(
+        self, tenant_id: str, subscription_id: str, reason: DisableReason
+    ) -> Subscription | None:
+        """Disable if enabled and cancel its pending deliveries; None if nothing changed."""
+        ...
+
+    def notify_work(self) -> None:
+        """Wake waiting dispatchers: new deliveries are due."""
+        ...
+
+    async def wait_for_work(self, seconds: float) -> None: ...
