@@ -1,0 +1,38 @@
+"""``X-Api-Key`` authentication and scope checks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from tidings.api.errors import ApiError
+from tidings.service import Tidings
+from tidings.storage import ApiKey
+
+api_key_header = APIKeyHeader(name="X-Api-Key", auto_error=False)
+
+
+def get_tidings(request: Request) -> Tidings:
+    tidings: Tidings = request.app.state.tidings
+    return tidings
+
+
+def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency that yields the caller's key if it holds ``scope`` (or ``admin``)."""
+
+    async def dependency(
+        plaintext: str | None = Depends(api_key_header),
+        tidings: Tidings = Depends(get_tidings),
+    ) -> ApiKey:
+        if not plaintext:
+            raise ApiError(401, "unauthorized", "missing X-Api-Key header")
+        key = await tidings.authenticate(plaintext)
+        if key is None:
+            raise ApiError(401, "unauthorized", "invalid API key")
+        if scope not in key.scopes and "admin" not in key.scopes:
+            raise ApiError(403, "forbidden", f"this API key lacks the {scope!r} scope")
+        return key
+
+    return dependency

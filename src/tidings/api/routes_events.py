@@ -1,0 +1,120 @@
+"""Emit, poll and inspect events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
+
+from tidings.api.auth import get_tidings, require
+from tidings.api.errors import ApiError, not_found
+from tidings.api.pagination import decode_cursor, set_next_cursor
+from tidings.api.schemas import (
+    Attempt,
+    EmitEvent,
+    EventEnvelope,
+    Redeliver,
+    RedeliverResult,
+)
+from tidings.domain.events import InvalidEventType, normalize_event_type
+from tidings.service import Conflict, Invalid, Tidings
+from tidings.storage import ApiKey, StoredEvent
+
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
+
+JSON = "application/json"
+
+
+def envelope_response(
+    body: str, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+async def owned_event(tidings: Tidings, key: ApiKey, event_id: str) -> StoredEvent:
+    event = await tidings.store.get_event(key.tenant_id, event_id)
+    if event is None:
+        raise not_found("event")
+    return event
+
+
+@router.post("", status_code=201, response_model=EventEnvelope)
+async def emit_event(
+    request: EmitEvent,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    key: ApiKey = Depends(require("events:write")),
+    tidings: Tidings = Depends(get_tidings),
+) -> Response:
+    """Store an event and deliver it to every matching subscription.
+
+    Retrying with the same ``Idempotency-Key`` returns the original event (with
+    ``Idempotent-Replayed: true``); reusing a key for a different event is a 409.
+    """
+    try:
+        event, created = await tidings.emit(
+            key.tenant_id, request.type, request.payload, request.metadata, idempotency_key
+        )
+    except InvalidEventType as exc:
+        raise ApiError(422, "invalid_event_type", str(exc), [{"field": "type"}]) from exc
+    except Conflict as exc:
+        raise ApiError(409, "idempotency_conflict", str(exc)) from exc
+    headers = {"Location": f"/api/v1/events/{event.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return envelope_response(event.body, 201, headers)
+
+
+@router.get("", response_model=list[EventEnvelope])
+async def list_events(
+    type: Annotated[list[str] | None, Query(description="Filter; repeat for several.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    key: ApiKey = Depends(require("events:read")),
+    tidings: Tidings = Depends(get_tidings),
+) -> Response:
+    """Events oldest first; the next page's cursor is in ``X-Paging-Cursor``."""
+    try:
+        types = [normalize_event_type(t) for raw in type or [] for t in raw.split(",") if t]
+    except InvalidEventType as exc:
+        raise ApiError(422, "invalid_event_type", str(exc), [{"field": "type"}]) from exc
+    page = await tidings.store.list_events(key.tenant_id, types, decode_cursor("e", cursor), limit)
+    response = envelope_response("[" + ",".join(e.body for e in page.items) + "]")
+    set_next_cursor(response, "e", page.next_key)
+    return response
+
+
+@router.get("/{event_id}", response_model=EventEnvelope)
+async def get_event(
+    event_id: str,
+    key: ApiKey = Depends(require("events:read")),
+    tidings: Tidings = Depends(get_tidings),
+) -> Response:
+    return envelope_response((await owned_event(tidings, key, event_id)).body)
+
+
+@router.get("/{event_id}/deliveries", response_model=list[Attempt])
+async def event_deliveries(
+    event_id: str,
+    key: ApiKey = Depends(require("events:read")),
+    tidings: Tidings = Depends(get_tidings),
+) -> list[Attempt]:
+    """Every delivery attempt for this event, oldest first."""
+    event = await owned_event(tidings, key, event_id)
+    return [Attempt.of(a) for a in await tidings.store.event_attempts(key.tenant_id, event.id)]
+
+
+@router.post("/{event_id}/redeliver", status_code=202, response_model=RedeliverResult)
+async def redeliver_event(
+    event_id: str,
+    request: Annotated[Redeliver | None, Body()] = None,
+    key: ApiKey = Depends(require("webhooks:write")),
+    tidings: Tidings = Depends(get_tidings),
+) -> RedeliverResult:
+    """Queue the event again for one subscription, or for every one that matches it now."""
+    event = await owned_event(tidings, key, event_id)
+    subscription_id = request.subscription_id if request else None
+    try:
+        targets = await tidings.redeliver(key.tenant_id, event, subscription_id)
+    except Invalid as exc:
+        raise not_found("subscription") from exc
+    return RedeliverResult(event_id=event.id, subscription_ids=targets)

@@ -1,0 +1,168 @@
+"""Webhook subscriptions: CRUD, test sends and the delivery log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from tidings.api.auth import get_tidings, require
+from tidings.api.errors import ApiError, not_found
+from tidings.api.pagination import decode_cursor, set_next_cursor
+from tidings.api.schemas import (
+    Attempt,
+    CreatedSubscription,
+    CreateSubscription,
+    SubscriptionOut,
+    TestDelivery,
+    TestDeliveryResult,
+    UpdateSubscription,
+)
+from tidings.domain.events import InvalidEventType
+from tidings.domain.subscriptions import InvalidUrl, Subscription
+from tidings.service import Invalid, Tidings
+from tidings.storage import ApiKey
+
+router = APIRouter(prefix="/api/v1/webhooks/subscriptions", tags=["subscriptions"])
+
+
+def invalid(field: str, exc: Exception) -> ApiError:
+    return ApiError(422, "validation_error", str(exc), [{"field": field, "message": str(exc)}])
+
+
+async def owned(tidings: Tidings, key: ApiKey, subscription_id: str) -> Subscription:
+    sub = await tidings.store.get_subscription(key.tenant_id, subscription_id)
+    if sub is None:
+        raise not_found("subscription")
+    return sub
+
+
+@router.post("", status_code=201, response_model=CreatedSubscription)
+async def create_subscription(
+    request: CreateSubscription,
+    key: ApiKey = Depends(require("webhooks:write")),
+    tidings: Tidings = Depends(get_tidings),
+) -> CreatedSubscription:
+    """Create a subscription. ``signingSecret`` is generated if absent and shown only here."""
+    try:
+        sub, secret = await tidings.create_subscription(
+            key.tenant_id,
+            request.url,
+            request.event_types,
+            enabled=request.enabled,
+            description=request.description,
+            signing_secret=request.signing_secret,
+        )
+    except Invalid as exc:
+        raise invalid(exc.field, exc) from exc
+    except (InvalidEventType, ValueError) as exc:
+        raise invalid("eventTypes", exc) from exc
+    return CreatedSubscription(**SubscriptionOut.of(sub).model_dump(), signing_secret=secret)
+
+
+@router.get("", response_model=list[SubscriptionOut])
+async def list_subscriptions(
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    key: ApiKey = Depends(require("webhooks:read")),
+    tidings: Tidings = Depends(get_tidings),
+) -> list[SubscriptionOut]:
+    page = await tidings.store.list_subscriptions(key.tenant_id, decode_cursor("s", cursor), limit)
+    set_next_cursor(response, "s", page.next_key)
+    return [SubscriptionOut.of(s) for s in page.items]
+
+
+@router.get("/{subscription_id}", response_model=SubscriptionOut)
+async def get_subscription(
+    subscription_id: str,
+    key: ApiKey = Depends(require("webhooks:read")),
+    tidings: Tidings = Depends(get_tidings),
+) -> SubscriptionOut:
+    return SubscriptionOut.of(await owned(tidings, key, subscription_id))
+
+
+@router.patch("/{subscription_id}", response_model=SubscriptionOut)
+async def update_subscription(
+    subscription_id: str,
+    request: UpdateSubscription,
+    key: ApiKey = Depends(require("webhooks:write")),
+    tidings: Tidings = Depends(get_tidings),
+) -> SubscriptionOut:
+    """Edit url, eventTypes, enabled or description. ``enabled: true`` resets the breaker."""
+    await owned(tidings, key, subscription_id)
+    changes: dict[str, Any] = {}
+    fields = request.model_fields_set
+    try:
+        if "url" in fields and request.url is not None:
+            changes["url"] = tidings.check_url(request.url)
+        if "event_types" in fields and request.event_types is not None:
+            changes["event_types"] = await tidings.check_patterns(
+                key.tenant_id, request.event_types
+            )
+    except InvalidUrl as exc:
+        raise invalid("url", exc) from exc
+    except Invalid as exc:
+        raise invalid(exc.field, exc) from exc
+    except (InvalidEventType, ValueError) as exc:
+        raise invalid("eventTypes", exc) from exc
+    if "enabled" in fields and request.enabled is not None:
+        changes["enabled"] = request.enabled
+    if "description" in fields:
+        changes["description"] = request.description
+    sub = await tidings.store.update_subscription(key.tenant_id, subscription_id, changes)
+    if sub is None:
+        raise not_found("subscription")
+    return SubscriptionOut.of(sub)
+
+
+@router.delete("/{subscription_id}", status_code=204)
+async def delete_subscription(
+    subscription_id: str,
+    key: ApiKey = Depends(require("webhooks:write")),
+    tidings: Tidings = Depends(get_tidings),
+) -> Response:
+    if not await tidings.store.delete_subscription(key.tenant_id, subscription_id):
+        raise not_found("subscription")
+    return Response(status_code=204)
+
+
+@router.post("/{subscription_id}/test", response_model=TestDeliveryResult)
+async def test_subscription(
+    subscription_id: str,
+    request: TestDelivery,
+    key: ApiKey = Depends(require("webhooks:write")),
+    tidings: Tidings = Depends(get_tidings),
+) -> TestDeliveryResult:
+    """Send one signed sample event now and report the receiver's answer."""
+    sub = await owned(tidings, key, subscription_id)
+    try:
+        result = await tidings.test_delivery(sub, request.event_type, request.use_sample_payload)
+    except Invalid as exc:
+        raise invalid(exc.field, exc) from exc
+    return TestDeliveryResult(
+        success=result.success,
+        status_code=result.status_code,
+        elapsed_ms=result.elapsed_ms,
+        response_body=result.response_body,
+        error=result.error,
+    )
+
+
+@router.get("/{subscription_id}/deliveries", response_model=list[Attempt])
+async def subscription_deliveries(
+    subscription_id: str,
+    response: Response,
+    status: Literal["succeeded", "failed"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    key: ApiKey = Depends(require("webhooks:read")),
+    tidings: Tidings = Depends(get_tidings),
+) -> list[Attempt]:
+    """The delivery log, newest first, optionally only succeeded or failed attempts."""
+    sub = await owned(tidings, key, subscription_id)
+    page = await tidings.store.subscription_attempts(
+        key.tenant_id, sub.id, status, decode_cursor("a", cursor), limit
+    )
+    set_next_cursor(response, "a", page.next_key)
+    return [Attempt.of(a) for a in page.items]

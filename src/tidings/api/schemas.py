@@ -1,0 +1,176 @@
+"""Request and response bodies, in the API's camelCase."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from tidings.domain.events import format_utc, utc_from_ms
+from tidings.domain.subscriptions import MAX_URL_LENGTH, Subscription
+from tidings.storage import AttemptRecord
+
+MAX_JSON_DEPTH = 32
+
+
+def json_depth(value: Any, depth: int = 0) -> int:
+    if isinstance(value, dict):
+        return max((json_depth(v, depth + 1) for v in value.values()), default=depth + 1)
+    if isinstance(value, list):
+        return max((json_depth(v, depth + 1) for v in value), default=depth + 1)
+    return depth
+
+
+def utc(ms: int) -> str:
+    return format_utc(utc_from_ms(ms))
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Reply(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class EmitEvent(Request):
+    type: str = Field(min_length=1, max_length=128, examples=["client.created"])
+    payload: dict[str, Any]
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("payload", "metadata")
+    @classmethod
+    def shallow_enough(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and json_depth(value) > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        return value
+
+
+class EventEnvelope(Reply):
+    """The envelope exactly as receivers get it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    type: str
+    createdUtc: str
+    companyId: str
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+class Redeliver(Request):
+    subscription_id: str | None = None
+
+
+class RedeliverResult(Reply):
+    event_id: str
+    subscription_ids: list[str]
+
+
+class CreateSubscription(Request):
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
+    event_types: list[str] = Field(min_length=1, max_length=100)
+    enabled: bool = True
+    description: str | None = Field(None, max_length=1000)
+    signing_secret: str | None = Field(None, max_length=200)
+
+
+class UpdateSubscription(Request):
+    url: str | None = Field(None, min_length=1, max_length=MAX_URL_LENGTH)
+    event_types: list[str] | None = Field(None, min_length=1, max_length=100)
+    enabled: bool | None = None
+    description: str | None = Field(None, max_length=1000)
+
+
+class SubscriptionOut(Reply):
+    id: str
+    url: str
+    event_types: list[str]
+    enabled: bool
+    status: Literal["active", "disabled"]
+    disabled_reason: str | None
+    description: str | None
+    kind: str
+    consecutive_failures: int
+    created_utc: str
+    updated_utc: str
+
+    @classmethod
+    def of(cls, sub: Subscription) -> SubscriptionOut:
+        return cls(
+            id=sub.id,
+            url=sub.url,
+            event_types=list(sub.event_types),
+            enabled=sub.enabled,
+            status="active" if sub.enabled else "disabled",
+            disabled_reason=sub.disabled_reason.value if sub.disabled_reason else None,
+            description=sub.description,
+            kind=sub.kind.value,
+            consecutive_failures=sub.consecutive_failures,
+            created_utc=utc(sub.created_ms),
+            updated_utc=utc(sub.updated_ms),
+        )
+
+
+class CreatedSubscription(SubscriptionOut):
+    signing_secret: str = Field(description="Shown only in this response.")
+
+
+class TestDelivery(Request):
+    event_type: str = Field(min_length=1, max_length=128)
+    use_sample_payload: bool = True
+
+
+class TestDeliveryResult(Reply):
+    success: bool
+    status_code: int | None
+    elapsed_ms: int
+    response_body: str
+    error: str | None
+
+
+class Attempt(Reply):
+    id: int
+    event_id: str
+    subscription_id: str
+    attempt: int
+    status: Literal["succeeded", "failed"]
+    status_code: int | None
+    elapsed_ms: int
+    response_body: str
+    error: str | None
+    created_utc: str
+
+    @classmethod
+    def of(cls, record: AttemptRecord) -> Attempt:
+        return cls(
+            id=record.id,
+            event_id=record.event_id,
+            subscription_id=record.subscription_id,
+            attempt=record.attempt,
+            status="succeeded" if record.outcome == "succeeded" else "failed",
+            status_code=record.status_code,
+            elapsed_ms=record.elapsed_ms,
+            response_body=record.response_body,
+            error=record.error,
+            created_utc=utc(record.created_ms),
+        )
+
+
+class EventTypeOut(Reply):
+    name: str
+    description: str
+    schema_: dict[str, Any] = Field(alias="schema")
+    sample_payload: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

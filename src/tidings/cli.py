@@ -1,0 +1,141 @@
+"""The ``tidings`` command: serve, worker, dev, migrate, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from tidings.config import Settings
+from tidings.service import SCOPES, Tidings
+
+app = typer.Typer(help="tidings: durable, signed webhook delivery.", no_args_is_help=True)
+keys = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+
+DEV_TENANT = "dev"
+DEV_KEY_FILE = "dev-api-key"
+
+Host = Annotated[str, typer.Option(help="Interface to bind.")]
+Port = Annotated[int, typer.Option(help="TCP port.")]
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    from tidings.api.app import create_app
+
+    tidings = Tidings.from_settings(settings)
+    uvicorn.run(create_app(tidings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+    """Migrate if needed, then serve the API with a dispatcher in the same process."""
+    _serve(Settings(), host, port)
+
+
+@app.command()
+def worker() -> None:
+    """Run a dispatcher only (scale out by running several)."""
+    asyncio.run(_worker(Settings()))
+
+
+async def _worker(settings: Settings) -> None:
+    tidings = Tidings.from_settings(settings)
+    await tidings.store.migrate()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    typer.echo("tidings worker: delivering (SIGTERM to stop)")
+    try:
+        await tidings.run_dispatcher(stop)
+    finally:
+        await tidings.close()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+
+    async def run() -> None:
+        tidings = Tidings.from_settings(Settings())
+        try:
+            await tidings.store.migrate()
+        finally:
+            await tidings.close()
+
+    asyncio.run(run())
+    typer.echo("database is up to date")
+
+
+@app.command()
+def dev(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+    """Serve in development mode on SQLite; creates a dev tenant and admin key on first run."""
+    os.environ.setdefault("TIDINGS_ENV", "development")
+    settings = Settings()
+    key = asyncio.run(_dev_key(settings))
+    base = f"http://{host}:{port}"
+    typer.echo(
+        f"\ntidings dev\n"
+        f"  database  {settings.resolved_database_url}\n"
+        f"  API       {base}/api/v1\n"
+        f"  OpenAPI   {base}/openapi.json   docs: {base}/docs\n"
+        f"  tenant    {DEV_TENANT}\n"
+        f"  admin key {key}\n"
+        f"  try:      curl -H 'X-Api-Key: {key}' {base}/api/v1/event-types\n"
+    )
+    _serve(settings, host, port)
+
+
+async def _dev_key(settings: Settings) -> str:
+    """The dev admin key, kept in the data directory so later runs print the same one."""
+    path = Path(settings.data_dir) / DEV_KEY_FILE
+    tidings = Tidings.from_settings(settings)
+    try:
+        await tidings.store.migrate()
+        if path.is_file():
+            saved = path.read_text().strip()
+            if await tidings.authenticate(saved) is not None:
+                return saved
+        _, plaintext = await tidings.create_api_key(DEV_TENANT, ["admin"])
+    finally:
+        await tidings.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(plaintext + "\n")
+    return plaintext
+
+
+@keys.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
+    scope: Annotated[
+        list[str], typer.Option(help=f"Repeatable: {', '.join(sorted(SCOPES))}.")
+    ],
+) -> None:
+    """Create a tenant if needed and an API key; the plaintext key is the last line."""
+    unknown = sorted(set(scope) - SCOPES)
+    if unknown:
+        raise typer.BadParameter(f"unknown scope(s) {unknown}; use {sorted(SCOPES)}")
+
+    async def run() -> str:
+        tidings = Tidings.from_settings(Settings())
+        try:
+            await tidings.store.migrate()
+            key, plaintext = await tidings.create_api_key(tenant, scope)
+            typer.echo(f"tenant {tenant} ({key.tenant_id}), key {key.id}, scopes {sorted(scope)}")
+            return plaintext
+        finally:
+            await tidings.close()
+
+    typer.echo(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,107 @@
+"""Shared fixtures: real databases, a real receiver on 127.0.0.1, the app over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.support.receiver import Receiver
+from tidings.api.app import create_app
+from tidings.config import Settings
+from tidings.service import Tidings
+
+FAST_RETRIES: dict[str, Any] = {
+    "retry_base_delay": 0.05,
+    "dispatcher_poll_interval": 0.05,
+    "delivery_timeout": 3.0,
+}
+
+
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tidings.db'}"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+    key = Fernet.generate_key().decode()
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "data_dir": tmp_path / "data",
+            "env": "development",
+            "encryption_key": key,
+            **FAST_RETRIES,
+            **overrides,
+        }
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rx = Receiver()
+    await rx.start()
+    yield rx
+    await rx.stop()
+
+
+class Api:
+    """An httpx client on the ASGI app, plus the service behind it for setup."""
+
+    def __init__(self, client: httpx.AsyncClient, tidings: Tidings) -> None:
+        self.client = client
+        self.tidings = tidings
+
+    async def key(self, tenant: str = "acme", *scopes: str) -> dict[str, str]:
+        _, plaintext = await self.tidings.create_api_key(tenant, list(scopes) or ["admin"])
+        return {"X-Api-Key": plaintext}
+
+
+@contextlib.asynccontextmanager
+async def running_api(settings: Settings, dispatcher: bool = True) -> AsyncIterator[Api]:
+    tidings = Tidings.from_settings(settings)
+    app = create_app(tidings, run_dispatcher=dispatcher)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tidings") as client:
+            yield Api(client, tidings)
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    async with running_api(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def start_api(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
+    """For tests that need non-default settings: ``async with start_api(**overrides)``."""
+
+    def start(dispatcher: bool = True, **overrides: Any) -> contextlib.AbstractAsyncContextManager[Api]:
+        return running_api(make_settings(**overrides), dispatcher)
+
+    return start
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.02
+) -> None:
+    """Poll an async condition that has no event to await (e.g. a database row)."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(interval)

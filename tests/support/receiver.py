@@ -1,0 +1,80 @@
+"""A real HTTP receiver on 127.0.0.1 that records what it gets and answers as scripted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float = field(default_factory=time.monotonic)
+
+
+Responder = Callable[[int], web.Response]
+"""Given the 1-based count of requests seen so far on a path, build the response."""
+
+
+def ok(_: int) -> web.Response:
+    return web.Response(status=200, text="ok")
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.responders: dict[str, Responder] = {}
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def on(self, path: str, responder: Responder) -> str:
+        self.responders[path] = responder
+        return self.url(path)
+
+    def at(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        received = Received(request.path, dict(request.headers), body)
+        self.requests.append(received)
+        responder = self.responders.get(request.path, ok)
+        response = responder(len(self.at(request.path)))
+        async with self._changed:
+            self._changed.notify_all()
+        return response
+
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = 15.0
+    ) -> None:
+        """Wait until ``predicate()`` holds after some request arrived (or fail on timeout)."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(predicate)
+
+    async def wait_count(self, path: str, count: int, timeout: float = 15.0) -> list[Received]:
+        await self.wait_for(lambda: len(self.at(path)) >= count, timeout)
+        return self.at(path)
