@@ -69,15 +69,27 @@ async def list_events(
     type: Annotated[list[str] | None, Query(description="Filter; repeat for several.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    after: Annotated[
+        str | None, Query(max_length=64, description="Resume after this event id.")
+    ] = None,
     key: ApiKey = Depends(require("events:read")),
     tidings: Tidings = Depends(get_tidings),
 ) -> Response:
-    """Events oldest first; the next page's cursor is in ``X-Paging-Cursor``."""
+    """Events oldest first; the next page's cursor is in ``X-Paging-Cursor``.
+
+    The header is absent on the last page. To poll for newer events later, pass the
+    last event id you processed as ``after``.
+    """
     try:
         types = [normalize_event_type(t) for raw in type or [] for t in raw.split(",") if t]
     except InvalidEventType as exc:
         raise ApiError(422, "invalid_event_type", str(exc), [{"field": "type"}]) from exc
-    page = await tidings.store.list_events(key.tenant_id, types, decode_cursor("e", cursor), limit)
+    position = decode_cursor("e", cursor)
+    if after is not None:
+        if cursor is not None:
+            raise ApiError(400, "bad_request", "pass either cursor or after, not both")
+        position = (await owned_event(tidings, key, after)).seq
+    page = await tidings.store.list_events(key.tenant_id, types, position, limit)
     response = envelope_response("[" + ",".join(e.body for e in page.items) + "]")
     set_next_cursor(response, "e", page.next_key)
     return response
