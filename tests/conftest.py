@@ -19,6 +19,7 @@ from tidings.service import Tidings
 
 FAST_RETRIES: dict[str, Any] = {
     "retry_base_delay": 0.05,
+    "retry_max_delay": 0.2,
     "dispatcher_poll_interval": 0.05,
     "delivery_timeout": 3.0,
 }

@@ -12,9 +12,17 @@ import typer
 import uvicorn
 
 from tidings.config import Settings
+from tidings.logs import configure_logging
 from tidings.service import SCOPES, Tidings
 
 app = typer.Typer(help="tidings: durable, signed webhook delivery.", no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """tidings: durable, signed webhook delivery."""
+    configure_logging(development=os.environ.get("TIDINGS_ENV") == "development")
+
 keys = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 
@@ -78,6 +86,7 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     """Serve in development mode on SQLite; creates a dev tenant and admin key on first run."""
     os.environ.setdefault("TIDINGS_ENV", "development")
     settings = Settings()
+    configure_logging(development=settings.development)
     key = asyncio.run(_dev_key(settings))
     base = f"http://{host}:{port}"
     typer.echo(

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     retry_base_delay: float = Field(10.0, ge=0)
     retry_max_attempts: int = Field(11, ge=1)
     retry_max_window: float = Field(86_400.0, gt=0)
+    retry_max_delay: float = Field(21_600.0, gt=0)
     breaker_threshold: int = Field(20, ge=0)
     encryption_key: str | None = None
     max_request_bytes: int = Field(1_048_576, gt=0)
@@ -78,4 +79,5 @@ class Settings(BaseSettings):
             base_delay=self.retry_base_delay,
             max_attempts=self.retry_max_attempts,
             max_window=self.retry_max_window,
+            max_delay=self.retry_max_delay,
         )

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 class RetryPolicy:
     """Exponential backoff with jitter, bounded by a count and a time window.
 
+    Each delay doubles from ``base_delay`` up to ``max_delay``, then varies by
+    ``jitter`` (a fraction, both ways) so retries from one outage do not arrive together.
+
     ``max_attempts`` counts the first try, so the default 11 means ten retries.
     The window is measured from the event's creation: no retry is scheduled after it.
     """
@@ -20,10 +23,11 @@ class RetryPolicy:
     max_window: float = 86_400.0
     jitter: float = 0.2
     max_retry_after: float = 3_600.0
+    max_delay: float = 21_600.0
 
     def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        delay = self.base_delay * 2.0 ** (attempt - 1)
+        delay = min(self.base_delay * 2.0 ** (attempt - 1), self.max_delay)
         spread = 1 + self.jitter * (2 * rand() - 1)
         return delay * spread
 
