@@ -93,7 +93,9 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
 def start_api(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
     """For tests that need non-default settings: ``async with start_api(**overrides)``."""
 
-    def start(dispatcher: bool = True, **overrides: Any) -> contextlib.AbstractAsyncContextManager[Api]:
+    def start(
+        dispatcher: bool = True, **overrides: Any
+    ) -> contextlib.AbstractAsyncContextManager[Api]:
         return running_api(make_settings(**overrides), dispatcher)
 
     return start

@@ -23,6 +23,7 @@ def main() -> None:
     """tidings: durable, signed webhook delivery."""
     configure_logging(development=os.environ.get("TIDINGS_ENV") == "development")
 
+
 keys = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 
@@ -124,9 +125,7 @@ async def _dev_key(settings: Settings) -> str:
 @keys.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
-    scope: Annotated[
-        list[str], typer.Option(help=f"Repeatable: {', '.join(sorted(SCOPES))}.")
-    ],
+    scope: Annotated[list[str], typer.Option(help=f"Repeatable: {', '.join(sorted(SCOPES))}.")],
 ) -> None:
     """Create a tenant if needed and an API key; the plaintext key is the last line."""
     unknown = sorted(set(scope) - SCOPES)

@@ -25,9 +25,7 @@ def assert_error(response: object, status: int, code: str | None = None) -> dict
 
 async def test_missing_and_invalid_key_are_401(api: Api) -> None:
     assert_error(await api.client.get("/api/v1/events"), 401, "unauthorized")
-    assert_error(
-        await api.client.get("/api/v1/events", headers={"X-Api-Key": "tdg_wrong"}), 401
-    )
+    assert_error(await api.client.get("/api/v1/events", headers={"X-Api-Key": "tdg_wrong"}), 401)
 
 
 async def test_missing_scope_is_403(api: Api) -> None:

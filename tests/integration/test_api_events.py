@@ -12,7 +12,9 @@ from tests.conftest import Api
 pytestmark = pytest.mark.asyncio
 
 
-async def emit(api: Api, headers: dict[str, str], type_: str = "client.created", **extra: object) -> dict[str, object]:
+async def emit(
+    api: Api, headers: dict[str, str], type_: str = "client.created", **extra: object
+) -> dict[str, object]:
     response = await api.client.post(
         "/api/v1/events", json={"type": type_, "payload": {"n": 1}, **extra}, headers=headers
     )
@@ -92,6 +94,7 @@ async def test_cursor_pages_miss_nothing_under_concurrent_inserts(api: Api) -> N
     async def consumer() -> None:
         params: dict[str, object] = {"limit": 7}
         while True:
+            producer_finished = done.is_set()  # read before polling, or the last page races
             response = await api.client.get("/api/v1/events", params=params, headers=headers)
             page = [e["id"] for e in response.json()]
             seen.extend(page)
@@ -100,7 +103,7 @@ async def test_cursor_pages_miss_nothing_under_concurrent_inserts(api: Api) -> N
                 params = {"limit": 7, "cursor": next_cursor}
             elif page:
                 params = {"limit": 7, "after": page[-1]}  # caught up: poll from here
-            elif done.is_set():
+            elif producer_finished:
                 return
             await asyncio.sleep(0)  # let the producer run between polls
 
@@ -152,9 +155,16 @@ async def test_catalog_lists_the_crm_types_with_schemas(api: Api) -> None:
     assert response.status_code == 200
     names = {t["name"] for t in response.json()}
     assert {
-        "client.created", "client.updated", "client.status_changed", "lead.created",
-        "lead.converted", "note.created", "payment.succeeded", "payment.failed",
-        "invoice.created", "agreement.signed",
+        "client.created",
+        "client.updated",
+        "client.status_changed",
+        "lead.created",
+        "lead.converted",
+        "note.created",
+        "payment.succeeded",
+        "payment.failed",
+        "invoice.created",
+        "agreement.signed",
     } <= names
     one = await api.client.get("/api/v1/event-types/Payment.Failed", headers=headers)
     assert one.json()["schema"]["type"] == "object"

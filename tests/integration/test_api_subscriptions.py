@@ -12,7 +12,9 @@ pytestmark = pytest.mark.asyncio
 
 async def create(api: Api, headers: dict[str, str], **body: object) -> dict[str, object]:
     payload = {"url": "https://example.com/hook", "eventTypes": ["client.created"], **body}
-    response = await api.client.post("/api/v1/webhooks/subscriptions", json=payload, headers=headers)
+    response = await api.client.post(
+        "/api/v1/webhooks/subscriptions", json=payload, headers=headers
+    )
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -25,7 +27,9 @@ async def test_create_returns_generated_secret_once(api: Api) -> None:
     assert created["eventTypes"] == ["client.created", "payment.*"]
     assert created["enabled"] is True
 
-    fetched = await api.client.get(f"/api/v1/webhooks/subscriptions/{created['id']}", headers=headers)
+    fetched = await api.client.get(
+        f"/api/v1/webhooks/subscriptions/{created['id']}", headers=headers
+    )
     assert fetched.status_code == 200
     assert "signingSecret" not in fetched.json()
     assert secret not in fetched.text
@@ -57,7 +61,10 @@ async def test_patch_and_delete(api: Api) -> None:
     assert patched.status_code == 200, patched.text
     body = patched.json()
     assert (body["enabled"], body["disabledReason"], body["description"], body["eventTypes"]) == (
-        False, "manual", "paused", ["*"],
+        False,
+        "manual",
+        "paused",
+        ["*"],
     )
     enabled = await api.client.patch(url, json={"enabled": True}, headers=headers)
     assert enabled.json()["enabled"] is True and enabled.json()["disabledReason"] is None

@@ -55,7 +55,9 @@ async def test_matching_subscriptions_get_signed_envelope(api: Api, receiver: Re
     await subscribe(api, headers, receiver.url("/payments"), "payment.succeeded")
     event = await emit(api, headers, "client.created")
     [got] = await receiver.wait_count("/clients", 1)
-    assert got.body == (await api.client.get(f"/api/v1/events/{event['id']}", headers=headers)).content
+    assert (
+        got.body == (await api.client.get(f"/api/v1/events/{event['id']}", headers=headers)).content
+    )
     assert got.headers["X-Webhook-Id"] == got.headers["webhook-id"] == event["id"]
     assert got.headers["Content-Type"] == "application/json"
     verify(clients["signingSecret"], got.headers, got.body)
@@ -120,9 +122,7 @@ async def test_gone_disables_the_subscription(api: Api, receiver: Receiver) -> N
     assert len(receiver.at("/gone")) == 1, "a disabled subscription gets nothing more"
 
 
-async def test_breaker_trips_after_consecutive_failures(
-    start_api: Any, receiver: Receiver
-) -> None:
+async def test_breaker_trips_after_consecutive_failures(start_api: Any, receiver: Receiver) -> None:
     async with start_api(retry_max_attempts=11, breaker_threshold=20) as api:
         headers = await api.key()
         url = receiver.on("/broken", fail_times(10_000))
@@ -174,8 +174,11 @@ async def test_retry_after_is_honoured(start_api: Any, receiver: Receiver) -> No
         headers = await api.key()
         url = receiver.on(
             "/busy",
-            lambda n: web.Response(status=429, headers={"Retry-After": "0"}) if n == 1
-            else web.Response(status=200),
+            lambda n: (
+                web.Response(status=429, headers={"Retry-After": "0"})
+                if n == 1
+                else web.Response(status=200)
+            ),
         )
         await subscribe(api, headers, url)
         await emit(api, headers)
@@ -189,7 +192,8 @@ async def test_redeliver_queues_the_event_again(api: Api, receiver: Receiver) ->
     event = await emit(api, headers)
     await receiver.wait_count("/again", 1)
     response = await api.client.post(
-        f"/api/v1/events/{event['id']}/redeliver", json={"subscriptionId": sub["id"]},
+        f"/api/v1/events/{event['id']}/redeliver",
+        json={"subscriptionId": sub["id"]},
         headers=headers,
     )
     assert response.status_code == 202
@@ -201,9 +205,7 @@ async def test_redeliver_queues_the_event_again(api: Api, receiver: Receiver) ->
     await receiver.wait_count("/again", 3)
 
 
-async def test_test_endpoint_reports_the_receivers_answer(
-    api: Api, receiver: Receiver
-) -> None:
+async def test_test_endpoint_reports_the_receivers_answer(api: Api, receiver: Receiver) -> None:
     headers = await api.key()
     url = receiver.on("/t", lambda _: web.Response(status=202, text="thanks"))
     sub = await subscribe(api, headers, url, "payment.succeeded")
@@ -214,7 +216,9 @@ async def test_test_endpoint_reports_the_receivers_answer(
     )
     result = response.json()
     assert (result["success"], result["statusCode"], result["responseBody"]) == (
-        True, 202, "thanks",
+        True,
+        202,
+        "thanks",
     )
     assert isinstance(result["elapsedMs"], int)
     [got] = receiver.at("/t")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -18,7 +19,7 @@ class Received:
     at: float = field(default_factory=time.monotonic)
 
 
-Responder = Callable[[int], web.Response]
+Responder = Callable[[int], web.Response | Awaitable[web.Response]]
 """Given the 1-based count of requests seen so far on a path, build the response."""
 
 
@@ -61,15 +62,14 @@ class Receiver:
         body = await request.read()
         received = Received(request.path, dict(request.headers), body)
         self.requests.append(received)
-        responder = self.responders.get(request.path, ok)
-        response = responder(len(self.at(request.path)))
         async with self._changed:
             self._changed.notify_all()
+        response = self.responders.get(request.path, ok)(len(self.at(request.path)))
+        if inspect.isawaitable(response):
+            response = await response
         return response
 
-    async def wait_for(
-        self, predicate: Callable[[], bool], timeout: float = 15.0
-    ) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
         """Wait until ``predicate()`` holds after some request arrived (or fail on timeout)."""
         async with asyncio.timeout(timeout):
             async with self._changed:

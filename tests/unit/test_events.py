@@ -20,8 +20,21 @@ def test_event_types_are_lowercased() -> None:
     assert normalize_event_type(" Client.Created ") == "client.created"
 
 
-@pytest.mark.parametrize("bad", ["", "client..created", ".x", "x.", "a b", "a.*", "é.x", "1a.b",
-                                 "a" * 129, "client.created\r\nX-Evil: 1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "client..created",
+        ".x",
+        "x.",
+        "a b",
+        "a.*",
+        "é.x",
+        "1a.b",
+        "a" * 129,
+        "client.created\r\nX-Evil: 1",
+    ],
+)
 def test_bad_event_types(bad: str) -> None:
     with pytest.raises(InvalidEventType):
         normalize_event_type(bad)

@@ -58,8 +58,12 @@ def test_rotation_signs_with_every_secret() -> None:
     assert len(headers["webhook-signature"].split()) == 2
     for secret in (old, new):
         verify(secret, headers, body, now=1_700_000_000)
-        verify(secret, {k: v for k, v in headers.items() if k.startswith("X-")}, body,
-               now=1_700_000_000)
+        verify(
+            secret,
+            {k: v for k, v in headers.items() if k.startswith("X-")},
+            body,
+            now=1_700_000_000,
+        )
 
 
 @pytest.mark.parametrize("bad", ["", "whsec_", "sk_abc", "whsec_!!!!", "whsec_" + "A" * 8])
@@ -94,8 +98,13 @@ def test_verify_rejects_tampering_staleness_and_wrong_secret() -> None:
         verify(secret, legacy_only, body + b" ", now=1_700_000_000)
 
 
-@given(body=st.binary(max_size=512), ts=st.integers(0, 2**40), msg_id=st.text(
-    alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40))
+@given(
+    body=st.binary(max_size=512),
+    ts=st.integers(0, 2**40),
+    msg_id=st.text(
+        alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40
+    ),
+)
 def test_own_signatures_always_verify(body: bytes, ts: int, msg_id: str) -> None:
     secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
     headers = signature_headers([secret], msg_id, ts, body)
@@ -103,10 +112,20 @@ def test_own_signatures_always_verify(body: bytes, ts: int, msg_id: str) -> None
     assert headers["X-Webhook-Signature"] == "sha256=" + sign_sha256_hex(secret, ts, body)
 
 
-@given(garbage=st.dictionaries(
-    st.sampled_from(["webhook-id", "webhook-timestamp", "webhook-signature",
-                     "X-Webhook-Signature", "X-Webhook-Timestamp"]),
-    st.text(max_size=80)))
+@given(
+    garbage=st.dictionaries(
+        st.sampled_from(
+            [
+                "webhook-id",
+                "webhook-timestamp",
+                "webhook-signature",
+                "X-Webhook-Signature",
+                "X-Webhook-Timestamp",
+            ]
+        ),
+        st.text(max_size=80),
+    )
+)
 def test_verify_never_accepts_garbage_headers(garbage: dict[str, str]) -> None:
     with pytest.raises(WebhookVerificationError):
         verify(generate_secret(), garbage, b"{}", now=0)

@@ -1,0 +1,73 @@
+"""The real server (uvicorn on a real port) and a real receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.support.processes import Process, create_key, free_port, tidings_env, wait_until_serving
+from tests.support.receiver import Receiver
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    env = tidings_env(tmp_path / "data")
+    key = create_key(env)
+    port = free_port()
+    process = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_until_serving(base, process)
+        yield base, key
+    finally:
+        # uvicorn re-raises SIGTERM after a graceful shutdown.
+        assert process.stop() in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in process.log.read_text()
+
+
+def seed_docs_verify(secret: str, headers: dict[str, str], raw_body: bytes) -> bool:
+    """The seed docs' receiver: HMAC of "{timestamp}.{raw_body}", sha256= prefix."""
+    timestamp = headers["X-Webhook-Timestamp"]
+    signed = f"{timestamp}.{raw_body.decode('utf-8')}"
+    expected = "sha256=" + hmac.new(secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers["X-Webhook-Signature"])
+
+
+async def test_emit_deliver_verify_poll(server: tuple[str, str], receiver: Receiver) -> None:
+    base, key = server
+    headers = {"X-Api-Key": key}
+    async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+        created = await client.post(
+            "/api/v1/webhooks/subscriptions",
+            json={"url": receiver.url("/hook"), "eventTypes": ["client.created"]},
+        )
+        assert created.status_code == 201, created.text
+        secret = created.json()["signingSecret"]
+        emitted = await client.post(
+            "/api/v1/events",
+            json={"type": "client.created", "payload": {"clientId": "cli_1", "name": "Ada"}},
+        )
+        assert emitted.status_code == 201
+        event: dict[str, Any] = emitted.json()
+
+        [got] = await receiver.wait_count("/hook", 1)
+        assert seed_docs_verify(secret, got.headers, got.body)
+        assert Webhook(secret).verify(got.body, got.headers)["id"] == event["id"]
+        assert got.headers["X-Webhook-Id"] == event["id"]
+
+        polled = await client.get("/api/v1/events", params={"type": "client.created"})
+        assert [e["id"] for e in polled.json()] == [event["id"]]
+        assert polled.json()[0] == event
+
+        spec = (await client.get("/openapi.json")).json()
+        assert spec["info"]["title"] == "tidings"
