@@ -106,5 +106,5 @@ async def eventually(
 ) -> None:
     """Poll an async condition that has no event to await (e.g. a database row)."""
     async with asyncio.timeout(timeout):
-        while not await check():
+        while not await check():  # noqa: ASYNC110 - the condition lives in a database
             await asyncio.sleep(interval)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.conftest import eventually
 from tests.support.processes import Process, tidings_env
 from tests.support.receiver import Receiver
 from tidings.config import Settings
@@ -50,9 +51,7 @@ async def test_sigkilled_worker_delivery_is_retried(tmp_path: Path, receiver: Re
             attempts = await tidings.store.event_attempts(key.tenant_id, event.id)
             return any(a.outcome == "succeeded" for a in attempts)
 
-        async with asyncio.timeout(30):
-            while not await logged():
-                await asyncio.sleep(0.05)
+        await eventually(logged, timeout=30)
         attempts = await tidings.store.event_attempts(key.tenant_id, event.id)
         assert [a.subscription_id for a in attempts] == [sub.id]
         assert attempts[0].attempt == 1, "the killed worker recorded nothing; the retry is try 1"
