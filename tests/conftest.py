@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.support import postgres
 from tests.support.receiver import Receiver
 from tidings.api.app import create_app
 from tidings.config import Settings
@@ -25,9 +27,23 @@ FAST_RETRIES: dict[str, Any] = {
 }
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    if not postgres.available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is required in CI (apt-get install postgresql)")
+        pytest.skip("PostgreSQL server not installed (apt-get install postgresql)")
+    with postgres.cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'tidings.db'}"
+    """Every test that touches the database runs on both connectors."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tidings.db'}"
+    server: str = request.getfixturevalue("postgres_server")
+    return postgres.create_database(server)
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
-    env = tidings_env(tmp_path / "data")
+async def server(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, str]]:
+    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
     key = create_key(env)
     port = free_port()
     process = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")

@@ -17,10 +17,12 @@ from tidings.service import Tidings
 pytestmark = pytest.mark.asyncio
 
 
-async def test_sigkilled_worker_delivery_is_retried(tmp_path: Path, receiver: Receiver) -> None:
+async def test_sigkilled_worker_delivery_is_retried(
+    tmp_path: Path, receiver: Receiver, database_url: str
+) -> None:
     data = tmp_path / "data"
-    env = tidings_env(data, TIDINGS_CLAIM_LEASE="1")
-    settings = Settings(data_dir=data, env="development")
+    env = tidings_env(data, TIDINGS_CLAIM_LEASE="1", TIDINGS_DATABASE_URL=database_url)
+    settings = Settings(data_dir=data, env="development", database_url=database_url)
     tidings = Tidings.from_settings(settings)
     await tidings.store.migrate()
 

@@ -1,19 +1,74 @@
 """The PostgreSQL connector: many API processes and workers share one database.
 
-Claims use ``FOR UPDATE SKIP LOCKED`` (rendered by the shared claim query).
+* Claims use ``FOR UPDATE SKIP LOCKED`` (rendered by the shared claim query), so
+  concurrent workers never take the same row.
+* New work is announced with ``NOTIFY`` inside the inserting transaction (delivered on
+  commit); each process LISTENs on one dedicated connection and wakes its dispatcher.
+  The dispatcher's short poll remains the fallback if a notification is missed.
+* Emits of one tenant serialise on a transaction-level advisory lock, so events commit
+  in ``seq`` order and a cursor past ``seq`` N can never later miss an event below N.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from tidings.storage.sql import SQLStore
 
+CHANNEL = "tidings_work"
+
 
 class PostgresStore(SQLStore):
+    def __init__(self, *args: Any, listen_dsn: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listen_dsn = listen_dsn
+        self._listener: asyncpg.Connection | None = None
+        self._listen_lock = asyncio.Lock()
+
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
-        parsed = make_url(url).set(drivername="postgresql+asyncpg")
-        engine = create_async_engine(parsed, pool_size=10, max_overflow=10)
-        return cls(engine)
+        parsed = make_url(url)
+        engine = create_async_engine(
+            parsed.set(drivername="postgresql+asyncpg"), pool_size=10, max_overflow=10
+        )
+        dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        return cls(engine, listen_dsn=dsn)
+
+    async def _lock_event_stream(self, conn: AsyncConnection, tenant_id: str) -> None:
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": "tidings.events:" + tenant_id},
+        )
+
+    async def _announce_work(self, conn: AsyncConnection) -> None:
+        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+
+    async def wait_for_work(self, seconds: float) -> None:
+        await self._ensure_listening()
+        await super().wait_for_work(seconds)
+
+    async def _ensure_listening(self) -> None:
+        async with self._listen_lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            try:
+                self._listener = await asyncpg.connect(self._listen_dsn)
+                await self._listener.add_listener(CHANNEL, self._on_notify)
+            except (OSError, asyncpg.PostgresError):
+                self._listener = None  # fall back to polling; retried on the next wait
+
+    def _on_notify(self, *_: object) -> None:
+        self.notify_work()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        await super().close()

@@ -169,6 +169,7 @@ class SQLStore:
                     existing = await self._event_by_key(conn, event.tenant_id, idempotency_key)
                     if existing is not None:
                         return existing, False
+                await self._lock_event_stream(conn, event.tenant_id)
                 stored = await self._insert_event(conn, event, idempotency_key)
                 await self._fan_out(conn, stored)
         except IntegrityError:
@@ -182,6 +183,15 @@ class SQLStore:
             return existing, False
         self.notify_work()
         return stored, True
+
+    async def _lock_event_stream(self, conn: AsyncConnection, tenant_id: str) -> None:
+        """Make a tenant's events commit in ``seq`` order, so cursors never skip one.
+
+        A no-op here: SQLite's ``BEGIN IMMEDIATE`` already serialises writers.
+        """
+
+    async def _announce_work(self, conn: AsyncConnection) -> None:
+        """Tell other processes, once this transaction commits, that deliveries are due."""
 
     async def _event_by_key(
         self, conn: AsyncConnection, tenant_id: str, key: str
@@ -233,6 +243,7 @@ class SQLStore:
         if not subscription_ids:
             return
         stamp = now_ms()
+        await self._announce_work(conn)
         await conn.execute(
             insert(deliveries),
             [
