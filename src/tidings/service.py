@@ -191,6 +191,8 @@ class Tidings:
         description: str | None = None,
         signing_secret: str | None = None,
         kind: SubscriptionKind = SubscriptionKind.WEBHOOK,
+        max_concurrency: int | None = None,
+        rate_limit: float | None = None,
     ) -> tuple[Subscription, str]:
         try:
             self.check_url(url)
@@ -214,6 +216,8 @@ class Tidings:
             consecutive_failures=0,
             created_ms=now,
             updated_ms=now,
+            max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
         )
         await self.store.insert_subscription(sub, self.secretbox.encrypt(secret))
         return sub, secret
@@ -280,6 +284,7 @@ class Tidings:
             self.subscription_disabled,
             breaker_threshold=s.breaker_threshold,
             concurrency=s.dispatcher_concurrency,
+            subscription_concurrency=s.subscription_concurrency,
             batch_size=s.dispatcher_batch_size,
             lease_seconds=s.lease_seconds,
             poll_interval=s.dispatcher_poll_interval,

@@ -52,6 +52,8 @@ async def create_subscription(
             enabled=request.enabled,
             description=request.description,
             signing_secret=request.signing_secret,
+            max_concurrency=request.max_concurrency,
+            rate_limit=request.rate_limit,
         )
     except Invalid as exc:
         raise invalid(exc.field, exc) from exc
@@ -108,8 +110,9 @@ async def update_subscription(
         raise invalid("eventTypes", exc) from exc
     if "enabled" in fields and request.enabled is not None:
         changes["enabled"] = request.enabled
-    if "description" in fields:
-        changes["description"] = request.description
+    for name in ("description", "max_concurrency", "rate_limit"):
+        if name in fields:
+            changes[name] = getattr(request, name)
     sub = await tidings.store.update_subscription(key.tenant_id, subscription_id, changes)
     if sub is None:
         raise not_found("subscription")

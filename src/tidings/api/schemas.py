@@ -75,6 +75,12 @@ class CreateSubscription(Request):
     enabled: bool = True
     description: str | None = Field(None, max_length=1000)
     signing_secret: str | None = Field(None, max_length=200)
+    max_concurrency: int | None = Field(
+        None, ge=1, le=1000, description="Deliveries in flight at once, per worker."
+    )
+    rate_limit: float | None = Field(
+        None, gt=0, le=10_000, description="Deliveries per second, per worker."
+    )
 
 
 class UpdateSubscription(Request):
@@ -82,6 +88,8 @@ class UpdateSubscription(Request):
     event_types: list[str] | None = Field(None, min_length=1, max_length=100)
     enabled: bool | None = None
     description: str | None = Field(None, max_length=1000)
+    max_concurrency: int | None = Field(None, ge=1, le=1000)
+    rate_limit: float | None = Field(None, gt=0, le=10_000)
 
 
 class SubscriptionOut(Reply):
@@ -94,6 +102,8 @@ class SubscriptionOut(Reply):
     description: str | None
     kind: str
     consecutive_failures: int
+    max_concurrency: int | None
+    rate_limit: float | None
     created_utc: str
     updated_utc: str
 
@@ -109,6 +119,8 @@ class SubscriptionOut(Reply):
             description=sub.description,
             kind=sub.kind.value,
             consecutive_failures=sub.consecutive_failures,
+            max_concurrency=sub.max_concurrency,
+            rate_limit=sub.rate_limit,
             created_utc=utc(sub.created_ms),
             updated_utc=utc(sub.updated_ms),
         )

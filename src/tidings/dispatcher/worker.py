@@ -21,12 +21,16 @@ from tidings.domain.deliveries import (
     breaker_tripped,
     judge_attempt,
 )
+from tidings.domain.ratelimit import Pacer
 from tidings.domain.retry import RetryPolicy
 from tidings.domain.signatures import signature_headers
 from tidings.secretbox import SecretBox
 from tidings.storage.base import ClaimedDelivery, Outcome, Store
 
 log = structlog.get_logger("tidings.dispatcher")
+
+MAX_SKIPPED = 500
+"""Saturated subscriptions named in one claim query, at most."""
 
 OnDisabled = Callable[[str, str, DisableReason, int], Awaitable[None]]
 """Called with (tenant id, subscription id, reason, failure streak) after a disable."""
@@ -43,6 +47,7 @@ class Dispatcher:
         *,
         breaker_threshold: int = 20,
         concurrency: int = 200,
+        subscription_concurrency: int = 20,
         batch_size: int = 200,
         lease_seconds: float = 30.0,
         poll_interval: float = 1.0,
@@ -62,6 +67,8 @@ class Dispatcher:
         self._finished_ready = asyncio.Event()
         self._secrets: dict[str, str] = {}
         self._closing = False
+        self._pacer = Pacer(subscription_concurrency)
+        self._limits: dict[str, int | None] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, then finish in-flight attempts and record them."""
@@ -82,11 +89,26 @@ class Dispatcher:
             await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
             return
         now = int(time.time() * 1000)
-        claimed = await self._store.claim_due(min(free, self._batch_size), self._lease_ms, now)
+        saturated = self._pacer.saturated(self._limits)[:MAX_SKIPPED]
+        claimed = await self._store.claim_due(
+            min(free, self._batch_size), self._lease_ms, now, saturated
+        )
+        deferred = []
         for delivery in claimed:
-            task = asyncio.create_task(self._deliver(delivery))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self._limits[delivery.subscription_id] = delivery.max_concurrency
+            wait = self._pacer.try_start(
+                delivery.subscription_id,
+                delivery.max_concurrency,
+                delivery.rate_limit,
+                time.monotonic(),
+            )
+            if wait is None:
+                task = asyncio.create_task(self._deliver(delivery))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+            else:
+                deferred.append((delivery, now + int(wait * 1000)))
+        await self._store.release(deferred)
         if not claimed:
             await _first_of(self._store.wait_for_work(self._poll_interval), stop.wait())
 
@@ -112,6 +134,7 @@ class Dispatcher:
         verdict = judge_attempt(
             result, delivery.attempt, delivery.event_created_ms, finished, self._policy
         )
+        self._pacer.finish(delivery.subscription_id)
         self._finished.append(Outcome(delivery, result, verdict, finished))
         self._finished_ready.set()
 

@@ -36,6 +36,10 @@ class Subscription:
     consecutive_failures: int
     created_ms: int
     updated_ms: int
+    max_concurrency: int | None = None
+    """Deliveries in flight at once, per dispatcher process (None: the server default)."""
+    rate_limit: float | None = None
+    """Deliveries started per second, per dispatcher process (None: unlimited)."""
 
     def wants(self, event_type: str) -> bool:
         return any(EventPattern.parse(p).matches(event_type) for p in self.event_types)

@@ -73,6 +73,8 @@ class ClaimedDelivery:
     subscription_id: str
     url: str
     secret_enc: str
+    max_concurrency: int | None = None
+    rate_limit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,13 @@ class Store(Protocol):
     ) -> Page[AttemptRecord]: ...
 
     # the dispatcher's queue
-    async def claim_due(self, limit: int, lease_ms: int, now_ms: int) -> list[ClaimedDelivery]: ...
+    async def claim_due(
+        self, limit: int, lease_ms: int, now_ms: int, skip_subscriptions: Sequence[str] = ()
+    ) -> list[ClaimedDelivery]: ...
+    async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
+        """Give claimed deliveries back unattempted, due again at the given epoch ms."""
+        ...
+
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
         """Log attempts and move deliveries on; returns failure streaks of failing subscriptions."""
         ...

@@ -60,6 +60,8 @@ def _subscription(row: RowMapping) -> Subscription:
         consecutive_failures=row["consecutive_failures"],
         created_ms=row["created_ms"],
         updated_ms=row["updated_ms"],
+        max_concurrency=row["max_concurrency"],
+        rate_limit=row["rate_limit"],
     )
 
 
@@ -321,6 +323,8 @@ class SQLStore:
                     disabled_reason=subscription.disabled_reason,
                     secret_enc=secret_enc,
                     consecutive_failures=0,
+                    max_concurrency=subscription.max_concurrency,
+                    rate_limit=subscription.rate_limit,
                     created_ms=subscription.created_ms,
                     updated_ms=subscription.updated_ms,
                 )
@@ -426,10 +430,13 @@ class SQLStore:
 
     # --- the dispatcher's queue -------------------------------------------------------
 
-    async def claim_due(self, limit: int, lease_ms: int, now_ms: int) -> list[ClaimedDelivery]:
+    async def claim_due(
+        self, limit: int, lease_ms: int, now_ms: int, skip_subscriptions: Sequence[str] = ()
+    ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries by pushing their due time past the lease.
 
         A worker that dies simply lets the lease run out: the row is due again.
+        ``skip_subscriptions`` leaves the rows of saturated subscriptions for later.
         """
         token = uuid.uuid4().hex
         due = (
@@ -442,73 +449,61 @@ class SQLStore:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        if skip_subscriptions:
+            due = due.where(deliveries.c.subscription_id.not_in(list(skip_subscriptions)))
+        lease = (
+            update(deliveries)
+            .where(deliveries.c.id.in_(due.scalar_subquery()))
+            .values(due_ms=now_ms + lease_ms, claim_token=token)
+            .returning(deliveries.c.id, deliveries.c.attempts)
+        )
         async with self.writer.begin() as conn:
-            claimed = (
-                await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(due.scalar_subquery()))
-                    .values(due_ms=now_ms + lease_ms, claim_token=token)
-                    .returning(
-                        deliveries.c.id,
-                        deliveries.c.attempts,
-                        deliveries.c.event_seq,
-                        deliveries.c.subscription_id,
-                    )
-                )
-            ).all()
+            claimed = {row.id: row.attempts for row in await conn.execute(lease)}
             if not claimed:
                 return []
-            details = (
-                (
-                    await conn.execute(
-                        select(
-                            deliveries.c.id,
-                            events.c.id.label("event_id"),
-                            events.c.tenant_id,
-                            events.c.created_ms,
-                            events.c.body,
-                            subscriptions.c.id.label("subscription_id"),
-                            subscriptions.c.url,
-                            subscriptions.c.secret_enc,
-                            subscriptions.c.enabled,
-                        )
-                        .select_from(
-                            deliveries.join(
-                                events, events.c.seq == deliveries.c.event_seq
-                            ).outerjoin(
-                                subscriptions, subscriptions.c.id == deliveries.c.subscription_id
-                            )
-                        )
-                        .where(deliveries.c.id.in_([row.id for row in claimed]))
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            by_id = {row["id"]: row for row in details}
-            orphaned = [row.id for row in claimed if not by_id[row.id]["enabled"]]
-            if orphaned:
+            rows = (await conn.execute(_CLAIM_DETAILS, {"ids": list(claimed)})).mappings().all()
+            disabled = [row["id"] for row in rows if not row["enabled"]]
+            if disabled:
                 await conn.execute(
                     update(deliveries)
-                    .where(deliveries.c.id.in_(orphaned))
+                    .where(deliveries.c.id.in_(disabled))
                     .values(status=DeliveryStatus.CANCELLED.value, claim_token=None)
                 )
         return [
             ClaimedDelivery(
-                delivery_id=row.id,
+                delivery_id=row["id"],
                 claim_token=token,
-                attempt=row.attempts + 1,
-                tenant_id=by_id[row.id]["tenant_id"],
-                event_id=by_id[row.id]["event_id"],
-                event_created_ms=by_id[row.id]["created_ms"],
-                body=by_id[row.id]["body"],
-                subscription_id=row.subscription_id,
-                url=by_id[row.id]["url"],
-                secret_enc=by_id[row.id]["secret_enc"],
+                attempt=claimed[row["id"]] + 1,
+                tenant_id=row["tenant_id"],
+                event_id=row["event_id"],
+                event_created_ms=row["created_ms"],
+                body=row["body"],
+                subscription_id=row["subscription_id"],
+                url=row["url"],
+                secret_enc=row["secret_enc"],
+                max_concurrency=row["max_concurrency"],
+                rate_limit=row["rate_limit"],
             )
-            for row in claimed
-            if by_id[row.id]["enabled"]
+            for row in rows
+            if row["enabled"]
         ]
+
+    async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
+        if not deferrals:
+            return
+        async with self.writer.begin() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.id == bindparam("b_id"),
+                    deliveries.c.claim_token == bindparam("b_token"),
+                )
+                .values(due_ms=bindparam("b_due"), claim_token=None),
+                [
+                    {"b_id": d.delivery_id, "b_token": d.claim_token, "b_due": due}
+                    for d, due in deferrals
+                ],
+            )
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
         if not outcomes:
@@ -585,6 +580,30 @@ class SQLStore:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), seconds)
         self._work.clear()
+
+
+_CLAIM_DETAILS = (
+    select(
+        deliveries.c.id,
+        events.c.id.label("event_id"),
+        events.c.tenant_id,
+        events.c.created_ms,
+        events.c.body,
+        deliveries.c.subscription_id,
+        subscriptions.c.url,
+        subscriptions.c.secret_enc,
+        subscriptions.c.enabled,
+        subscriptions.c.max_concurrency,
+        subscriptions.c.rate_limit,
+    )
+    .select_from(
+        deliveries.join(events, events.c.seq == deliveries.c.event_seq).outerjoin(
+            subscriptions, subscriptions.c.id == deliveries.c.subscription_id
+        )
+    )
+    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
+)
+"""What a worker needs to send a claimed delivery (a vanished subscription reads as disabled)."""
 
 
 def _attempt_row(o: Outcome) -> dict[str, Any]:
