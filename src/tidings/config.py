@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     dispatcher_batch_size: int = Field(200, ge=1)
     dispatcher_poll_interval: float = Field(1.0, gt=0)
     claim_lease: float | None = None
+    retention_days: float = Field(30.0, gt=0)
+    response_body_retention_days: float = Field(7.0, gt=0)
+    prune_interval: float = Field(300.0, gt=0)
+    prune_batch_size: int = Field(1000, ge=1)
 
     @classmethod
     def settings_customise_sources(

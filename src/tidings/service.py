@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tidings.config import Settings
+from tidings.dispatcher.retention import run_pruner
 from tidings.dispatcher.sender import Sender
 from tidings.dispatcher.worker import Dispatcher
 from tidings.domain.catalog import find_event_type
@@ -291,4 +292,20 @@ class Tidings:
         )
 
     async def run_dispatcher(self, stop: asyncio.Event) -> None:
-        await self.dispatcher().run(stop)
+        """Deliver, and prune past the retention period, until ``stop`` is set."""
+        s = self.settings
+        pruner = asyncio.create_task(
+            run_pruner(
+                self.store,
+                stop,
+                retention_days=s.retention_days,
+                body_retention_days=s.response_body_retention_days,
+                batch=s.prune_batch_size,
+                interval=s.prune_interval,
+            )
+        )
+        try:
+            await self.dispatcher().run(stop)
+        finally:
+            stop.set()
+            await pruner

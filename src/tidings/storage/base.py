@@ -161,6 +161,15 @@ class Store(Protocol):
         """Disable if enabled and cancel its pending deliveries; None if nothing changed."""
         ...
 
+    # retention
+    async def prune_response_bodies(self, before_ms: int, batch: int) -> int:
+        """Blank the logged response bodies of up to ``batch`` attempts older than the cutoff."""
+        ...
+
+    async def prune_events(self, before_ms: int, batch: int) -> int:
+        """Delete up to ``batch`` old events with nothing pending, with their deliveries and log."""
+        ...
+
     def notify_work(self) -> None:
         """Wake waiting dispatchers: new deliveries are due."""
         ...

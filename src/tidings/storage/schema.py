@@ -58,6 +58,7 @@ events = Table(
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_events_idempotency"),
     Index("ix_events_tenant_seq", "tenant_id", "seq"),
     Index("ix_events_tenant_type_seq", "tenant_id", "type", "seq"),
+    Index("ix_events_created", "created_ms"),
 )
 
 subscriptions = Table(
@@ -117,4 +118,5 @@ attempts = Table(
     Column("created_ms", BigInteger, nullable=False),
     Index("ix_attempts_event", "event_id", "id"),
     Index("ix_attempts_subscription", "subscription_id", "id"),
+    Index("ix_attempts_created", "created_ms"),
 )

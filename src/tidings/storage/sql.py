@@ -573,6 +573,49 @@ class SQLStore:
             await self._cancel_pending(conn, subscription_id)
         return _subscription(row)
 
+    # --- retention ----------------------------------------------------------------------
+
+    async def prune_response_bodies(self, before_ms: int, batch: int) -> int:
+        old = (
+            select(attempts.c.id)
+            .where(attempts.c.created_ms < before_ms, attempts.c.response_body != "")
+            .limit(batch)
+        )
+        async with self.writer.begin() as conn:
+            result = await conn.execute(
+                update(attempts)
+                .where(attempts.c.id.in_(old.scalar_subquery()))
+                .values(response_body="")
+            )
+        return int(result.rowcount)
+
+    async def prune_events(self, before_ms: int, batch: int) -> int:
+        pending = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.event_seq == events.c.seq,
+                deliveries.c.status == DeliveryStatus.PENDING.value,
+            )
+            .exists()
+        )
+        old = (
+            select(events.c.seq, events.c.id)
+            .where(events.c.created_ms < before_ms, ~pending)
+            .order_by(events.c.created_ms)
+            .limit(batch)
+        )
+        async with self.writer.begin() as conn:
+            rows = (await conn.execute(old)).all()
+            if not rows:
+                return 0
+            seqs = [row.seq for row in rows]
+            await conn.execute(
+                delete(attempts).where(attempts.c.event_id.in_([r.id for r in rows]))
+            )
+            await conn.execute(delete(deliveries).where(deliveries.c.event_seq.in_(seqs)))
+            await conn.execute(delete(events).where(events.c.seq.in_(seqs)))
+        return len(rows)
+
     def notify_work(self) -> None:
         self._work.set()
 

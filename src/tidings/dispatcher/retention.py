@@ -1,0 +1,73 @@
+"""Retention: prune old events and logged response bodies, a small batch at a time.
+
+Each batch is its own short transaction, and the loop yields between batches, so the
+dispatcher's claims and records interleave with pruning instead of waiting behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from tidings.storage.base import Store
+
+log = structlog.get_logger("tidings.retention")
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Pruned:
+    events: int
+    bodies: int
+
+
+async def prune_once(
+    store: Store, retention_days: float, body_retention_days: float, batch: int, now_ms: int
+) -> Pruned:
+    """Prune everything past its retention now; returns how much went."""
+    bodies = await _drain(
+        lambda: store.prune_response_bodies(now_ms - int(body_retention_days * DAY_MS), batch),
+        batch,
+    )
+    events = await _drain(
+        lambda: store.prune_events(now_ms - int(retention_days * DAY_MS), batch), batch
+    )
+    return Pruned(events=events, bodies=bodies)
+
+
+async def _drain(step: Callable[[], Awaitable[int]], batch: int) -> int:
+    total = 0
+    while True:
+        done = await step()
+        total += done
+        if done < batch:
+            return total
+        await asyncio.sleep(0)
+
+
+async def run_pruner(
+    store: Store,
+    stop: asyncio.Event,
+    *,
+    retention_days: float,
+    body_retention_days: float,
+    batch: int,
+    interval: float,
+) -> None:
+    while not stop.is_set():
+        try:
+            pruned = await prune_once(
+                store, retention_days, body_retention_days, batch, int(time.time() * 1000)
+            )
+            if pruned.events or pruned.bodies:
+                log.info("pruned", events=pruned.events, response_bodies=pruned.bodies)
+        except Exception:
+            log.exception("prune_failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
