@@ -24,7 +24,6 @@ from pathlib import Path
 
 import httpx
 from cryptography.fernet import Fernet
-from sqlalchemy import func, select
 
 from tidings.config import Settings
 from tidings.domain.deliveries import DeliveryStatus
@@ -32,7 +31,6 @@ from tidings.domain.events import Envelope
 from tidings.domain.signatures import generate_secret, signature_headers
 from tidings.logs import configure_logging
 from tidings.service import Tidings
-from tidings.storage.schema import deliveries
 
 
 def free_port() -> int:
@@ -96,17 +94,9 @@ async def tidings_run(url: str, events: int, subs: int, workdir: Path) -> tuple[
     stop = asyncio.Event()
     started = time.perf_counter()
     worker = asyncio.create_task(tidings.run_dispatcher(stop))
-    writer = tidings.store.writer  # type: ignore[attr-defined]
     async with asyncio.timeout(600):
         while True:
-            async with writer.connect() as conn:
-                done = (
-                    await conn.execute(
-                        select(func.count())
-                        .select_from(deliveries)
-                        .where(deliveries.c.status == DeliveryStatus.SUCCEEDED.value)
-                    )
-                ).scalar_one()
+            done = (await tidings.store.delivery_counts()).get(DeliveryStatus.SUCCEEDED, 0)
             if done >= total:
                 break
             await asyncio.sleep(0.05)

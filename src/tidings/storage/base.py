@@ -161,6 +161,10 @@ class Store(Protocol):
         """Disable if enabled and cancel its pending deliveries; None if nothing changed."""
         ...
 
+    async def delivery_counts(self) -> dict[str, int]:
+        """Deliveries per status, across tenants (for operators, benchmarks and tests)."""
+        ...
+
     # retention
     async def prune_response_bodies(self, before_ms: int, batch: int) -> int:
         """Blank the logged response bodies of up to ``batch`` attempts older than the cutoff."""

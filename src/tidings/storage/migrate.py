@@ -1,4 +1,4 @@
-"""Schema migrations with Alembic, run over the same async engine the store uses."""
+"""Schema migrations with Alembic, run inside the store's own write transaction."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATION_LOCK = 7316017
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -19,12 +19,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    def run(connection: Connection) -> None:
-        command.upgrade(alembic_config(connection), revision)
-
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Processes starting together must not run the same migration twice.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(7316017)"))
-        await conn.run_sync(run)
+def upgrade_connection(connection: Connection, revision: str = "head") -> None:
+    if connection.dialect.name == "postgresql":
+        # Processes starting together must not run the same migration twice.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    command.upgrade(alembic_config(connection), revision)

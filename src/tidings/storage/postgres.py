@@ -13,21 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tidings.storage.sql import SQLStore
 
 CHANNEL = "tidings_work"
 
 
+T = TypeVar("T")
+
+
 class PostgresStore(SQLStore):
-    def __init__(self, *args: Any, listen_dsn: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, engine: AsyncEngine, listen_dsn: str) -> None:
+        super().__init__()
+        self.engine = engine
         self._listen_dsn = listen_dsn
         self._listener: asyncpg.Connection | None = None
         self._listen_lock = asyncio.Lock()
@@ -41,14 +46,22 @@ class PostgresStore(SQLStore):
         dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         return cls(engine, listen_dsn=dsn)
 
-    async def _lock_event_stream(self, conn: AsyncConnection, tenant_id: str) -> None:
-        await conn.execute(
+    async def _write(self, tx: Callable[[Connection], T]) -> T:
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(tx)
+
+    async def _read(self, tx: Callable[[Connection], T]) -> T:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(tx)
+
+    def _lock_event_stream(self, conn: Connection, tenant_id: str) -> None:
+        conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
             {"key": "tidings.events:" + tenant_id},
         )
 
-    async def _announce_work(self, conn: AsyncConnection) -> None:
-        await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    def _announce_work(self, conn: Connection) -> None:
+        conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
     async def wait_for_work(self, seconds: float) -> None:
         await self._ensure_listening()
@@ -71,4 +84,4 @@ class PostgresStore(SQLStore):
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
-        await super().close()
+        await self.engine.dispose()

@@ -1,22 +1,24 @@
 """The ``Store`` over SQLAlchemy Core: everything both databases share.
 
-Connectors subclass it to set up their engines and to wake workers
-(``sqlite.py``: an in-process signal; ``postgres.py``: LISTEN/NOTIFY).
+Every transaction is a plain synchronous function of a ``Connection``. Connectors decide
+how to run it (``_write`` / ``_read``): ``sqlite.py`` in a dedicated thread on the
+standard library driver (one hop per transaction, not per statement); ``postgres.py`` on
+asyncpg through ``AsyncConnection.run_sync``. They also decide how to wake workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import RowMapping, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tidings.domain.deliveries import DeliveryStatus, DisableReason
 from tidings.domain.ids import new_id
@@ -102,151 +104,120 @@ def _page(
 
 
 class SQLStore:
-    """Writes go through ``writer``; reads through ``reader`` (the same engine on PostgreSQL)."""
+    """The shared implementation; connectors provide ``_write``, ``_read`` and the hooks."""
 
-    def __init__(self, writer: AsyncEngine, reader: AsyncEngine | None = None) -> None:
-        self.writer = writer
-        self.reader = reader or writer
+    def __init__(self) -> None:
         self._work = asyncio.Event()
 
+    async def _write(self, tx: Callable[[Connection], T]) -> T:
+        """Run ``tx`` in one write transaction."""
+        raise NotImplementedError
+
+    async def _read(self, tx: Callable[[Connection], T]) -> T:
+        raise NotImplementedError
+
     async def migrate(self) -> None:
-        await migrations.upgrade(self.writer)
+        await self._write(migrations.upgrade_connection)
 
     async def close(self) -> None:
-        await self.writer.dispose()
-        if self.reader is not self.writer:
-            await self.reader.dispose()
+        raise NotImplementedError
+
+    def _lock_event_stream(self, conn: Connection, tenant_id: str) -> None:
+        """Make a tenant's events commit in ``seq`` order, so cursors never skip one.
+
+        A no-op here: SQLite's ``BEGIN IMMEDIATE`` already serialises writers.
+        """
+
+    def _announce_work(self, conn: Connection) -> None:
+        """Tell other processes, once this transaction commits, that deliveries are due."""
 
     # --- tenants and keys -------------------------------------------------------------
 
     async def ensure_tenant(self, name: str) -> Tenant:
-        async with self.writer.begin() as conn:
-            row = (await conn.execute(select(tenants).where(tenants.c.name == name))).first()
+        def tx(conn: Connection) -> Tenant:
+            row = conn.execute(select(tenants).where(tenants.c.name == name)).first()
             if row is not None:
                 return Tenant(row.id, row.name)
             tenant = Tenant(new_id("ten"), name)
-            await conn.execute(insert(tenants).values(id=tenant.id, name=name, created_ms=now_ms()))
+            conn.execute(insert(tenants).values(id=tenant.id, name=name, created_ms=now_ms()))
             return tenant
+
+        return await self._write(tx)
 
     async def insert_api_key(
         self, tenant_id: str, key_hash: str, prefix: str, scopes: Sequence[str]
     ) -> ApiKey:
         key = ApiKey(new_id("key"), tenant_id, frozenset(scopes))
-        async with self.writer.begin() as conn:
-            await conn.execute(
-                insert(api_keys).values(
-                    id=key.id,
-                    tenant_id=tenant_id,
-                    key_hash=key_hash,
-                    prefix=prefix,
-                    scopes=" ".join(sorted(scopes)),
-                    created_ms=now_ms(),
-                )
-            )
+        statement = insert(api_keys).values(
+            id=key.id,
+            tenant_id=tenant_id,
+            key_hash=key_hash,
+            prefix=prefix,
+            scopes=" ".join(sorted(scopes)),
+            created_ms=now_ms(),
+        )
+        await self._write(lambda conn: conn.execute(statement))
         return key
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
         query = select(api_keys).where(
             api_keys.c.key_hash == key_hash, api_keys.c.revoked_ms.is_(None)
         )
-        async with self.reader.connect() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self._read(lambda conn: conn.execute(query).first())
         if row is None:
             return None
         return ApiKey(row.id, row.tenant_id, frozenset(row.scopes.split()))
 
     async def count_api_keys(self, tenant_id: str) -> int:
         query = select(func.count()).select_from(api_keys).where(api_keys.c.tenant_id == tenant_id)
-        async with self.reader.connect() as conn:
-            return int((await conn.execute(query)).scalar_one())
+        return int(await self._read(lambda conn: conn.execute(query).scalar_one()))
 
     # --- events -----------------------------------------------------------------------
 
     async def insert_event(
         self, event: StoredEvent, idempotency_key: str | None
     ) -> tuple[StoredEvent, bool]:
+        def tx(conn: Connection) -> tuple[StoredEvent, bool]:
+            if idempotency_key is not None:
+                existing = _event_by_key(conn, event.tenant_id, idempotency_key)
+                if existing is not None:
+                    return existing, False
+            self._lock_event_stream(conn, event.tenant_id)
+            stored = _insert_event(conn, event, idempotency_key)
+            self._fan_out(conn, stored)
+            return stored, True
+
         try:
-            async with self.writer.begin() as conn:
-                if idempotency_key is not None:
-                    existing = await self._event_by_key(conn, event.tenant_id, idempotency_key)
-                    if existing is not None:
-                        return existing, False
-                await self._lock_event_stream(conn, event.tenant_id)
-                stored = await self._insert_event(conn, event, idempotency_key)
-                await self._fan_out(conn, stored)
+            stored, created = await self._write(tx)
         except IntegrityError:
             if idempotency_key is None:
                 raise
             # A concurrent emit with the same key won the race: return its event.
-            async with self.reader.connect() as conn:
-                existing = await self._event_by_key(conn, event.tenant_id, idempotency_key)
+            key = idempotency_key
+            existing = await self._read(lambda conn: _event_by_key(conn, event.tenant_id, key))
             if existing is None:
                 raise
             return existing, False
-        self.notify_work()
-        return stored, True
+        if created:
+            self.notify_work()
+        return stored, created
 
-    async def _lock_event_stream(self, conn: AsyncConnection, tenant_id: str) -> None:
-        """Make a tenant's events commit in ``seq`` order, so cursors never skip one.
-
-        A no-op here: SQLite's ``BEGIN IMMEDIATE`` already serialises writers.
-        """
-
-    async def _announce_work(self, conn: AsyncConnection) -> None:
-        """Tell other processes, once this transaction commits, that deliveries are due."""
-
-    async def _event_by_key(
-        self, conn: AsyncConnection, tenant_id: str, key: str
-    ) -> StoredEvent | None:
-        query = select(events).where(
-            events.c.tenant_id == tenant_id, events.c.idempotency_key == key
-        )
-        row = (await conn.execute(query)).mappings().first()
-        return _event(row) if row is not None else None
-
-    async def _insert_event(
-        self, conn: AsyncConnection, event: StoredEvent, idempotency_key: str | None
-    ) -> StoredEvent:
-        result = await conn.execute(
-            insert(events)
-            .values(
-                id=event.id,
-                tenant_id=event.tenant_id,
-                type=event.type,
-                created_ms=event.created_ms,
-                body=event.body,
-                idempotency_key=idempotency_key,
-                request_hash=event.request_hash,
-            )
-            .returning(events.c.seq)
-        )
-        seq = result.scalar_one()
-        return StoredEvent(
-            seq,
-            event.id,
-            event.tenant_id,
-            event.type,
-            event.created_ms,
-            event.body,
-            event.request_hash,
-        )
-
-    async def _fan_out(self, conn: AsyncConnection, event: StoredEvent) -> None:
+    def _fan_out(self, conn: Connection, event: StoredEvent) -> None:
         query = select(subscriptions).where(
             subscriptions.c.tenant_id == event.tenant_id, subscriptions.c.enabled.is_(True)
         )
-        rows = (await conn.execute(query)).mappings().all()
+        rows = conn.execute(query).mappings().all()
         targets = [row["id"] for row in rows if _subscription(row).wants(event.type)]
-        await self._insert_deliveries(conn, event, targets)
+        self._insert_deliveries(conn, event, targets)
 
-    async def _insert_deliveries(
-        self, conn: AsyncConnection, event: StoredEvent, subscription_ids: Sequence[str]
+    def _insert_deliveries(
+        self, conn: Connection, event: StoredEvent, subscription_ids: Sequence[str]
     ) -> None:
         if not subscription_ids:
             return
         stamp = now_ms()
-        await self._announce_work(conn)
-        await conn.execute(
+        self._announce_work(conn)
+        conn.execute(
             insert(deliveries),
             [
                 {
@@ -264,15 +235,13 @@ class SQLStore:
         )
 
     async def enqueue(self, event: StoredEvent, subscription_ids: Sequence[str]) -> int:
-        async with self.writer.begin() as conn:
-            await self._insert_deliveries(conn, event, subscription_ids)
+        await self._write(lambda conn: self._insert_deliveries(conn, event, subscription_ids))
         self.notify_work()
         return len(subscription_ids)
 
     async def get_event(self, tenant_id: str, event_id: str) -> StoredEvent | None:
         query = select(events).where(events.c.tenant_id == tenant_id, events.c.id == event_id)
-        async with self.reader.connect() as conn:
-            row = (await conn.execute(query)).mappings().first()
+        row = await self._read(lambda conn: conn.execute(query).mappings().first())
         return _event(row) if row is not None else None
 
     async def list_events(
@@ -284,8 +253,7 @@ class SQLStore:
         if after is not None:
             query = query.where(events.c.seq > after)
         query = query.order_by(events.c.seq).limit(limit + 1)
-        async with self.reader.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+        rows = await self._read(lambda conn: conn.execute(query).mappings().all())
         return _page(rows, limit, "seq", _event)
 
     async def event_type_seen(self, tenant_id: str, event_type: str) -> bool:
@@ -294,8 +262,7 @@ class SQLStore:
             .where(events.c.tenant_id == tenant_id, events.c.type == event_type)
             .limit(1)
         )
-        async with self.reader.connect() as conn:
-            return (await conn.execute(query)).first() is not None
+        return await self._read(lambda conn: conn.execute(query).first() is not None)
 
     async def event_attempts(self, tenant_id: str, event_id: str) -> list[AttemptRecord]:
         query = (
@@ -303,40 +270,33 @@ class SQLStore:
             .where(attempts.c.tenant_id == tenant_id, attempts.c.event_id == event_id)
             .order_by(attempts.c.id)
         )
-        async with self.reader.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+        rows = await self._read(lambda conn: conn.execute(query).mappings().all())
         return [_attempt(r) for r in rows]
 
     # --- subscriptions ----------------------------------------------------------------
 
     async def insert_subscription(self, subscription: Subscription, secret_enc: str) -> None:
-        async with self.writer.begin() as conn:
-            await conn.execute(
-                insert(subscriptions).values(
-                    id=subscription.id,
-                    tenant_id=subscription.tenant_id,
-                    kind=subscription.kind.value,
-                    url=subscription.url,
-                    event_types=json.dumps(list(subscription.event_types)),
-                    description=subscription.description,
-                    enabled=subscription.enabled,
-                    disabled_reason=subscription.disabled_reason,
-                    secret_enc=secret_enc,
-                    consecutive_failures=0,
-                    max_concurrency=subscription.max_concurrency,
-                    rate_limit=subscription.rate_limit,
-                    created_ms=subscription.created_ms,
-                    updated_ms=subscription.updated_ms,
-                )
-            )
-
-    def _owned(self, tenant_id: str, subscription_id: str) -> Any:
-        return and_(subscriptions.c.tenant_id == tenant_id, subscriptions.c.id == subscription_id)
+        statement = insert(subscriptions).values(
+            id=subscription.id,
+            tenant_id=subscription.tenant_id,
+            kind=subscription.kind.value,
+            url=subscription.url,
+            event_types=json.dumps(list(subscription.event_types)),
+            description=subscription.description,
+            enabled=subscription.enabled,
+            disabled_reason=subscription.disabled_reason,
+            secret_enc=secret_enc,
+            consecutive_failures=0,
+            max_concurrency=subscription.max_concurrency,
+            rate_limit=subscription.rate_limit,
+            created_ms=subscription.created_ms,
+            updated_ms=subscription.updated_ms,
+        )
+        await self._write(lambda conn: conn.execute(statement))
 
     async def get_subscription(self, tenant_id: str, subscription_id: str) -> Subscription | None:
-        query = select(subscriptions).where(self._owned(tenant_id, subscription_id))
-        async with self.reader.connect() as conn:
-            row = (await conn.execute(query)).mappings().first()
+        query = select(subscriptions).where(_owned(tenant_id, subscription_id))
+        row = await self._read(lambda conn: conn.execute(query).mappings().first())
         return _subscription(row) if row is not None else None
 
     async def list_subscriptions(
@@ -346,16 +306,14 @@ class SQLStore:
         if after is not None:
             query = query.where(subscriptions.c.seq > after)
         query = query.order_by(subscriptions.c.seq).limit(limit + 1)
-        async with self.reader.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+        rows = await self._read(lambda conn: conn.execute(query).mappings().all())
         return _page(rows, limit, "seq", _subscription)
 
     async def matching_subscriptions(self, tenant_id: str, event_type: str) -> list[Subscription]:
         query = select(subscriptions).where(
             subscriptions.c.tenant_id == tenant_id, subscriptions.c.enabled.is_(True)
         )
-        async with self.reader.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+        rows = await self._read(lambda conn: conn.execute(query).mappings().all())
         found = [_subscription(r) for r in rows]
         return [s for s in found if s.wants(event_type)]
 
@@ -370,42 +328,35 @@ class SQLStore:
         elif values.get("enabled") is False:
             values["disabled_reason"] = DisableReason.MANUAL.value
         values["updated_ms"] = now_ms()
-        async with self.writer.begin() as conn:
-            result = await conn.execute(
-                update(subscriptions)
-                .where(self._owned(tenant_id, subscription_id))
-                .values(**values)
-                .returning(*subscriptions.c)
-            )
-            row = result.mappings().first()
+        statement = (
+            update(subscriptions)
+            .where(_owned(tenant_id, subscription_id))
+            .values(**values)
+            .returning(*subscriptions.c)
+        )
+
+        def tx(conn: Connection) -> RowMapping | None:
+            row = conn.execute(statement).mappings().first()
             if row is not None and values.get("enabled") is False:
-                await self._cancel_pending(conn, subscription_id)
+                _cancel_pending(conn, subscription_id)
+            return row
+
+        row = await self._write(tx)
         return _subscription(row) if row is not None else None
 
     async def delete_subscription(self, tenant_id: str, subscription_id: str) -> bool:
-        async with self.writer.begin() as conn:
-            result = await conn.execute(
-                delete(subscriptions).where(self._owned(tenant_id, subscription_id))
-            )
+        def tx(conn: Connection) -> bool:
+            result = conn.execute(delete(subscriptions).where(_owned(tenant_id, subscription_id)))
             if result.rowcount == 0:
                 return False
-            await self._cancel_pending(conn, subscription_id)
-        return True
+            _cancel_pending(conn, subscription_id)
+            return True
 
-    async def _cancel_pending(self, conn: AsyncConnection, subscription_id: str) -> None:
-        await conn.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.subscription_id == subscription_id,
-                deliveries.c.status == DeliveryStatus.PENDING.value,
-            )
-            .values(status=DeliveryStatus.CANCELLED.value, claim_token=None, updated_ms=now_ms())
-        )
+        return await self._write(tx)
 
     async def subscription_secret(self, tenant_id: str, subscription_id: str) -> str | None:
-        query = select(subscriptions.c.secret_enc).where(self._owned(tenant_id, subscription_id))
-        async with self.reader.connect() as conn:
-            value = (await conn.execute(query)).scalar_one_or_none()
+        query = select(subscriptions.c.secret_enc).where(_owned(tenant_id, subscription_id))
+        value = await self._read(lambda conn: conn.execute(query).scalar_one_or_none())
         return str(value) if value is not None else None
 
     async def subscription_attempts(
@@ -424,8 +375,7 @@ class SQLStore:
         if before is not None:
             query = query.where(attempts.c.id < before)
         query = query.order_by(attempts.c.id.desc()).limit(limit + 1)
-        async with self.reader.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+        rows = await self._read(lambda conn: conn.execute(query).mappings().all())
         return _page(rows, limit, "id", _attempt)
 
     # --- the dispatcher's queue -------------------------------------------------------
@@ -457,18 +407,22 @@ class SQLStore:
             .values(due_ms=now_ms + lease_ms, claim_token=token)
             .returning(deliveries.c.id, deliveries.c.attempts)
         )
-        async with self.writer.begin() as conn:
-            claimed = {row.id: row.attempts for row in await conn.execute(lease)}
+
+        def tx(conn: Connection) -> tuple[dict[int, int], Sequence[RowMapping]]:
+            claimed = {row.id: row.attempts for row in conn.execute(lease)}
             if not claimed:
-                return []
-            rows = (await conn.execute(_CLAIM_DETAILS, {"ids": list(claimed)})).mappings().all()
+                return claimed, []
+            rows = conn.execute(_CLAIM_DETAILS, {"ids": list(claimed)}).mappings().all()
             disabled = [row["id"] for row in rows if not row["enabled"]]
             if disabled:
-                await conn.execute(
+                conn.execute(
                     update(deliveries)
                     .where(deliveries.c.id.in_(disabled))
                     .values(status=DeliveryStatus.CANCELLED.value, claim_token=None)
                 )
+            return claimed, rows
+
+        claimed, rows = await self._write(tx)
         return [
             ClaimedDelivery(
                 delivery_id=row["id"],
@@ -491,87 +445,45 @@ class SQLStore:
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
         if not deferrals:
             return
-        async with self.writer.begin() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.id == bindparam("b_id"),
-                    deliveries.c.claim_token == bindparam("b_token"),
-                )
-                .values(due_ms=bindparam("b_due"), claim_token=None),
-                [
-                    {"b_id": d.delivery_id, "b_token": d.claim_token, "b_due": due}
-                    for d, due in deferrals
-                ],
-            )
+        params = [
+            {"b_id": d.delivery_id, "b_token": d.claim_token, "b_due": due} for d, due in deferrals
+        ]
+        await self._write(lambda conn: conn.execute(_RELEASE, params))
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
         if not outcomes:
             return {}
-        async with self.writer.begin() as conn:
-            await conn.execute(insert(attempts), [_attempt_row(o) for o in outcomes])
-            await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.id == bindparam("b_id"),
-                    deliveries.c.claim_token == bindparam("b_token"),
-                )
-                .values(
-                    status=bindparam("b_status"),
-                    attempts=bindparam("b_attempt"),
-                    due_ms=bindparam("b_due"),
-                    claim_token=None,
-                    last_status_code=bindparam("b_code"),
-                    updated_ms=bindparam("b_now"),
-                ),
-                [_delivery_update(o) for o in outcomes],
-            )
-            return await self._update_streaks(conn, outcomes)
 
-    async def _update_streaks(
-        self, conn: AsyncConnection, outcomes: Sequence[Outcome]
-    ) -> dict[str, int]:
-        """Reset a subscription's failure streak on success, extend it on failure."""
-        delta: dict[str, int | None] = {}
-        for o in outcomes:
-            sub_id = o.claimed.subscription_id
-            if o.result.succeeded:
-                delta[sub_id] = None
-            else:
-                previous = delta.get(sub_id, 0)
-                delta[sub_id] = (previous or 0) + 1
-        for sub_id, failures in delta.items():
-            column = subscriptions.c.consecutive_failures
-            await conn.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id == sub_id)
-                .values(consecutive_failures=0 if failures is None else column + failures)
-            )
-        failing = [sub_id for sub_id, failures in delta.items() if failures is not None]
-        if not failing:
-            return {}
-        rows = await conn.execute(
-            select(subscriptions.c.id, subscriptions.c.consecutive_failures).where(
-                subscriptions.c.id.in_(failing)
-            )
-        )
-        return {row.id: row.consecutive_failures for row in rows}
+        def tx(conn: Connection) -> dict[str, int]:
+            conn.execute(insert(attempts), [_attempt_row(o) for o in outcomes])
+            conn.execute(_RECORD, [_delivery_update(o) for o in outcomes])
+            return _update_streaks(conn, outcomes)
+
+        return await self._write(tx)
 
     async def disable_subscription(
         self, tenant_id: str, subscription_id: str, reason: DisableReason
     ) -> Subscription | None:
-        async with self.writer.begin() as conn:
-            result = await conn.execute(
-                update(subscriptions)
-                .where(self._owned(tenant_id, subscription_id), subscriptions.c.enabled.is_(True))
-                .values(enabled=False, disabled_reason=reason.value, updated_ms=now_ms())
-                .returning(*subscriptions.c)
-            )
-            row = result.mappings().first()
-            if row is None:
-                return None
-            await self._cancel_pending(conn, subscription_id)
-        return _subscription(row)
+        statement = (
+            update(subscriptions)
+            .where(_owned(tenant_id, subscription_id), subscriptions.c.enabled.is_(True))
+            .values(enabled=False, disabled_reason=reason.value, updated_ms=now_ms())
+            .returning(*subscriptions.c)
+        )
+
+        def tx(conn: Connection) -> RowMapping | None:
+            row = conn.execute(statement).mappings().first()
+            if row is not None:
+                _cancel_pending(conn, subscription_id)
+            return row
+
+        row = await self._write(tx)
+        return _subscription(row) if row is not None else None
+
+    async def delivery_counts(self) -> dict[str, int]:
+        query = select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return {status: int(count) for status, count in rows}
 
     # --- retention ----------------------------------------------------------------------
 
@@ -581,13 +493,12 @@ class SQLStore:
             .where(attempts.c.created_ms < before_ms, attempts.c.response_body != "")
             .limit(batch)
         )
-        async with self.writer.begin() as conn:
-            result = await conn.execute(
-                update(attempts)
-                .where(attempts.c.id.in_(old.scalar_subquery()))
-                .values(response_body="")
-            )
-        return int(result.rowcount)
+        statement = (
+            update(attempts)
+            .where(attempts.c.id.in_(old.scalar_subquery()))
+            .values(response_body="")
+        )
+        return await self._write(lambda conn: int(conn.execute(statement).rowcount))
 
     async def prune_events(self, before_ms: int, batch: int) -> int:
         pending = (
@@ -604,17 +515,21 @@ class SQLStore:
             .order_by(events.c.created_ms)
             .limit(batch)
         )
-        async with self.writer.begin() as conn:
-            rows = (await conn.execute(old)).all()
+
+        def tx(conn: Connection) -> int:
+            rows = conn.execute(old).all()
             if not rows:
                 return 0
             seqs = [row.seq for row in rows]
-            await conn.execute(
-                delete(attempts).where(attempts.c.event_id.in_([r.id for r in rows]))
-            )
-            await conn.execute(delete(deliveries).where(deliveries.c.event_seq.in_(seqs)))
-            await conn.execute(delete(events).where(events.c.seq.in_(seqs)))
-        return len(rows)
+            event_ids = [row.id for row in rows]
+            conn.execute(delete(attempts).where(attempts.c.event_id.in_(event_ids)))
+            conn.execute(delete(deliveries).where(deliveries.c.event_seq.in_(seqs)))
+            conn.execute(delete(events).where(events.c.seq.in_(seqs)))
+            return len(rows)
+
+        return await self._write(tx)
+
+    # --- waking workers ---------------------------------------------------------------
 
     def notify_work(self) -> None:
         self._work.set()
@@ -623,6 +538,90 @@ class SQLStore:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), seconds)
         self._work.clear()
+
+
+def _owned(tenant_id: str, subscription_id: str) -> Any:
+    return and_(subscriptions.c.tenant_id == tenant_id, subscriptions.c.id == subscription_id)
+
+
+def _event_by_key(conn: Connection, tenant_id: str, key: str) -> StoredEvent | None:
+    query = select(events).where(events.c.tenant_id == tenant_id, events.c.idempotency_key == key)
+    row = conn.execute(query).mappings().first()
+    return _event(row) if row is not None else None
+
+
+def _insert_event(conn: Connection, event: StoredEvent, idempotency_key: str | None) -> StoredEvent:
+    statement = (
+        insert(events)
+        .values(
+            id=event.id,
+            tenant_id=event.tenant_id,
+            type=event.type,
+            created_ms=event.created_ms,
+            body=event.body,
+            idempotency_key=idempotency_key,
+            request_hash=event.request_hash,
+        )
+        .returning(events.c.seq)
+    )
+    seq = conn.execute(statement).scalar_one()
+    return dataclasses.replace(event, seq=seq)
+
+
+def _cancel_pending(conn: Connection, subscription_id: str) -> None:
+    conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.subscription_id == subscription_id,
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+        )
+        .values(status=DeliveryStatus.CANCELLED.value, claim_token=None, updated_ms=now_ms())
+    )
+
+
+def _update_streaks(conn: Connection, outcomes: Sequence[Outcome]) -> dict[str, int]:
+    """Reset a subscription's failure streak on success, extend it on failure.
+
+    Returns the streaks of the subscriptions that failed in this batch.
+    """
+    delta: dict[str, int | None] = {}
+    for o in outcomes:
+        sub_id = o.claimed.subscription_id
+        delta[sub_id] = None if o.result.succeeded else (delta.get(sub_id) or 0) + 1
+    column = subscriptions.c.consecutive_failures
+    for sub_id, failures in delta.items():
+        conn.execute(
+            update(subscriptions)
+            .where(subscriptions.c.id == sub_id)
+            .values(consecutive_failures=0 if failures is None else column + failures)
+        )
+    failing = [sub_id for sub_id, failures in delta.items() if failures is not None]
+    if not failing:
+        return {}
+    rows = conn.execute(select(subscriptions.c.id, column).where(subscriptions.c.id.in_(failing)))
+    return {row.id: row.consecutive_failures for row in rows}
+
+
+_RELEASE = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.claim_token == bindparam("b_token"))
+    .values(due_ms=bindparam("b_due"), claim_token=None)
+)
+
+_RECORD = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.claim_token == bindparam("b_token"))
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempt"),
+        due_ms=bindparam("b_due"),
+        claim_token=None,
+        last_status_code=bindparam("b_code"),
+        updated_ms=bindparam("b_now"),
+    )
+)
+"""Only the holder of the claim moves a delivery on: a worker whose lease ran out
+(and whose delivery another worker took over) logs its attempt but changes nothing."""
 
 
 _CLAIM_DETAILS = (
