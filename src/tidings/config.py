@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     encryption_key: str | None = None
     max_request_bytes: int = Field(1_048_576, gt=0)
     dispatcher_concurrency: int = Field(200, ge=1)
-    subscription_concurrency: int = Field(20, ge=1)
+    subscription_concurrency: int = Field(50, ge=1)
     dispatcher_batch_size: int = Field(200, ge=1)
     dispatcher_poll_interval: float = Field(1.0, gt=0)
     claim_lease: float | None = None

@@ -20,9 +20,7 @@ def test_pacer_caps_in_flight_per_subscription() -> None:
     assert pacer.try_start("a", None, None, 0) is None
     assert pacer.try_start("a", None, None, 0) is not None
     assert pacer.try_start("b", None, None, 0) is None, "one busy subscription blocks no other"
-    assert pacer.saturated({}) == ["a"]
     pacer.finish("a")
-    assert pacer.saturated({}) == []
     assert pacer.try_start("a", None, None, 0) is None
 
 
@@ -30,7 +28,6 @@ def test_pacer_uses_the_subscription_limit() -> None:
     pacer = Pacer(default_concurrency=10)
     assert pacer.try_start("a", 1, None, 0) is None
     assert pacer.try_start("a", 1, None, 0) is not None
-    assert pacer.saturated({"a": 1}) == ["a"]
 
 
 def test_pacer_rate_limit_returns_the_wait() -> None:
@@ -38,3 +35,12 @@ def test_pacer_rate_limit_returns_the_wait() -> None:
     assert pacer.try_start("a", None, 1.0, 50.0) is None
     wait = pacer.try_start("a", None, 1.0, 50.0)
     assert wait is not None and 0.99 <= wait <= 1.0
+
+
+def test_pick_claims_respects_room_per_subscription_and_limit() -> None:
+    from tidings.storage.sql import pick_claims
+
+    rows = [(1, "a"), (2, "a"), (3, "b"), (4, "a"), (5, "c"), (6, "b")]
+    room = {"a": 2, "b": 1, "c": 0}
+    assert pick_claims(rows, lambda s: room[s], limit=10) == [1, 2, 3]
+    assert pick_claims(rows, lambda s: 5, limit=4) == [1, 2, 3, 4]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -29,14 +30,18 @@ from tidings.storage.base import ClaimedDelivery, Outcome, Store
 
 log = structlog.get_logger("tidings.dispatcher")
 
-MAX_SKIPPED = 500
-"""Saturated subscriptions named in one claim query, at most."""
-
 OnDisabled = Callable[[str, str, DisableReason, int], Awaitable[None]]
 """Called with (tenant id, subscription id, reason, failure streak) after a disable."""
 
 
 class Dispatcher:
+    """Claims due deliveries in batches and keeps up to ``concurrency`` of them in hand.
+
+    Each subscription may have ``max_concurrency`` attempts in flight and as many again
+    waiting in a local queue (their leases held); claims ask the store for no more than
+    that room, so a slow receiver can hold at most its share of the worker.
+    """
+
     def __init__(
         self,
         store: Store,
@@ -47,7 +52,7 @@ class Dispatcher:
         *,
         breaker_threshold: int = 20,
         concurrency: int = 200,
-        subscription_concurrency: int = 20,
+        subscription_concurrency: int = 50,
         batch_size: int = 200,
         lease_seconds: float = 30.0,
         poll_interval: float = 1.0,
@@ -59,7 +64,7 @@ class Dispatcher:
         self._on_disabled = on_disabled
         self._breaker_threshold = breaker_threshold
         self._concurrency = concurrency
-        self._batch_size = batch_size
+        self._batch_size = min(batch_size, concurrency)
         self._lease_ms = int(lease_seconds * 1000)
         self._poll_interval = poll_interval
         self._inflight: set[asyncio.Task[None]] = set()
@@ -67,50 +72,91 @@ class Dispatcher:
         self._finished_ready = asyncio.Event()
         self._secrets: dict[str, str] = {}
         self._closing = False
+        self._stopping = False
         self._pacer = Pacer(subscription_concurrency)
         self._limits: dict[str, int | None] = {}
+        self._queues: dict[str, deque[ClaimedDelivery]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._room_freed = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set, then finish in-flight attempts and record them."""
+        """Deliver until ``stop`` is set; then hand back what was not started, finish
+        what was, and record it."""
         recorder = asyncio.create_task(self._record_loop())
         try:
             while not stop.is_set():
                 await self._fill(stop)
         finally:
+            self._stopping = True
+            for timer in self._timers.values():
+                timer.cancel()
+            await self._release_queued()
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             self._closing = True
             self._finished_ready.set()
             await recorder
 
+    @property
+    def _held(self) -> int:
+        return len(self._inflight) + sum(len(q) for q in self._queues.values())
+
+    def _limit(self, sub_id: str) -> int:
+        return self._limits.get(sub_id) or self._pacer.default_concurrency
+
+    def _room(self, sub_id: str) -> int:
+        """In flight plus queued stays within twice the subscription's concurrency."""
+        held = self._pacer.active.get(sub_id, 0) + len(self._queues.get(sub_id, ()))
+        return 2 * self._limit(sub_id) - held
+
     async def _fill(self, stop: asyncio.Event) -> None:
-        free = self._concurrency - len(self._inflight)
-        if free <= 0:
-            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+        free = self._concurrency - self._held
+        if self._held and free < self._batch_size // 4:
+            self._room_freed.clear()
+            await _first_of(self._room_freed.wait(), stop.wait())
             return
         now = int(time.time() * 1000)
-        saturated = self._pacer.saturated(self._limits)[:MAX_SKIPPED]
         claimed = await self._store.claim_due(
-            min(free, self._batch_size), self._lease_ms, now, saturated
+            min(free, self._batch_size), self._lease_ms, now, self._room
         )
-        deferred = []
         for delivery in claimed:
             self._limits[delivery.subscription_id] = delivery.max_concurrency
-            wait = self._pacer.try_start(
-                delivery.subscription_id,
-                delivery.max_concurrency,
-                delivery.rate_limit,
-                time.monotonic(),
-            )
-            if wait is None:
-                task = asyncio.create_task(self._deliver(delivery))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
-            else:
-                deferred.append((delivery, now + int(wait * 1000)))
-        await self._store.release(deferred)
+            self._queues.setdefault(delivery.subscription_id, deque()).append(delivery)
+        for sub_id in {d.subscription_id for d in claimed}:
+            self._start_ready(sub_id)
         if not claimed:
-            await _first_of(self._store.wait_for_work(self._poll_interval), stop.wait())
+            self._room_freed.clear()
+            waits = [self._store.wait_for_work(self._poll_interval), stop.wait()]
+            if self._held:
+                waits.append(self._room_freed.wait())
+            await _first_of(*waits)
+
+    def _start_ready(self, sub_id: str) -> None:
+        """Start queued deliveries of ``sub_id`` while its pacing allows."""
+        self._timers.pop(sub_id, None)
+        queue = self._queues.get(sub_id)
+        while queue:
+            head = queue[0]
+            wait = self._pacer.try_start(
+                sub_id, head.max_concurrency, head.rate_limit, time.monotonic()
+            )
+            if wait is not None:
+                if head.rate_limit and sub_id not in self._timers:
+                    loop = asyncio.get_running_loop()
+                    self._timers[sub_id] = loop.call_later(wait, self._start_ready, sub_id)
+                return
+            queue.popleft()
+            task = asyncio.create_task(self._deliver(head))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        self._queues.pop(sub_id, None)
+
+    async def _release_queued(self) -> None:
+        now = int(time.time() * 1000)
+        waiting = [(d, now) for queue in self._queues.values() for d in queue]
+        self._queues.clear()
+        if waiting:
+            await self._store.release(waiting)
 
     def _secret(self, secret_enc: str) -> str:
         secret = self._secrets.get(secret_enc)
@@ -137,6 +183,9 @@ class Dispatcher:
         self._pacer.finish(delivery.subscription_id)
         self._finished.append(Outcome(delivery, result, verdict, finished))
         self._finished_ready.set()
+        self._room_freed.set()
+        if not self._stopping:
+            self._start_ready(delivery.subscription_id)
 
     async def _record_loop(self) -> None:
         while True:

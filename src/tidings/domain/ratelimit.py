@@ -70,11 +70,3 @@ class Pacer:
             self.active[sub_id] = remaining
         else:
             self.active.pop(sub_id, None)
-
-    def saturated(self, max_concurrency_of: dict[str, int | None]) -> list[str]:
-        """Subscriptions at their in-flight cap: leave their rows for later claims."""
-        return [
-            sub_id
-            for sub_id, count in self.active.items()
-            if count >= (max_concurrency_of.get(sub_id) or self.default_concurrency)
-        ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -85,6 +85,10 @@ class Outcome:
     finished_ms: int
 
 
+def unbounded_room(_: str) -> int:
+    return 1 << 30
+
+
 class Store(Protocol):
     """Durable state. Every method is one transaction; tenant ids scope every read."""
 
@@ -145,8 +149,11 @@ class Store(Protocol):
 
     # the dispatcher's queue
     async def claim_due(
-        self, limit: int, lease_ms: int, now_ms: int, skip_subscriptions: Sequence[str] = ()
-    ) -> list[ClaimedDelivery]: ...
+        self, limit: int, lease_ms: int, now_ms: int, room: Callable[[str], int] = unbounded_room
+    ) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due deliveries, at most ``room(subscription_id)`` of each."""
+        ...
+
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
         """Give claimed deliveries back unattempted, due again at the given epoch ms."""
         ...

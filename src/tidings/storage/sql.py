@@ -32,6 +32,7 @@ from tidings.storage.base import (
     Page,
     StoredEvent,
     Tenant,
+    unbounded_room,
 )
 from tidings.storage.schema import (
     api_keys,
@@ -381,35 +382,39 @@ class SQLStore:
     # --- the dispatcher's queue -------------------------------------------------------
 
     async def claim_due(
-        self, limit: int, lease_ms: int, now_ms: int, skip_subscriptions: Sequence[str] = ()
+        self, limit: int, lease_ms: int, now_ms: int, room: Callable[[str], int] = unbounded_room
     ) -> list[ClaimedDelivery]:
-        """Lease up to ``limit`` due deliveries by pushing their due time past the lease.
+        """Lease due deliveries by pushing their due time past the lease.
 
-        A worker that dies simply lets the lease run out: the row is due again.
-        ``skip_subscriptions`` leaves the rows of saturated subscriptions for later.
+        A worker that dies simply lets the lease run out: the row is due again. The
+        oldest due rows are scanned (locked with SKIP LOCKED where the database has it)
+        and at most ``room(subscription)`` of each subscription are leased, so one
+        subscription's backlog neither crowds out the others nor gets claimed only to
+        be handed back.
         """
         token = uuid.uuid4().hex
-        due = (
-            select(deliveries.c.id)
+        scan = (
+            select(deliveries.c.id, deliveries.c.subscription_id)
             .where(
                 deliveries.c.status == DeliveryStatus.PENDING.value,
                 deliveries.c.due_ms <= now_ms,
             )
             .order_by(deliveries.c.due_ms)
-            .limit(limit)
+            .limit(limit * CLAIM_SCAN_FACTOR)
             .with_for_update(skip_locked=True)
         )
-        if skip_subscriptions:
-            due = due.where(deliveries.c.subscription_id.not_in(list(skip_subscriptions)))
         lease = (
             update(deliveries)
-            .where(deliveries.c.id.in_(due.scalar_subquery()))
+            .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
             .values(due_ms=now_ms + lease_ms, claim_token=token)
             .returning(deliveries.c.id, deliveries.c.attempts)
         )
 
         def tx(conn: Connection) -> tuple[dict[int, int], Sequence[RowMapping]]:
-            claimed = {row.id: row.attempts for row in conn.execute(lease)}
+            chosen = pick_claims(conn.execute(scan).all(), room, limit)
+            if not chosen:
+                return {}, []
+            claimed = {row.id: row.attempts for row in conn.execute(lease, {"ids": chosen})}
             if not claimed:
                 return claimed, []
             rows = conn.execute(_CLAIM_DETAILS, {"ids": list(claimed)}).mappings().all()
@@ -538,6 +543,24 @@ class SQLStore:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), seconds)
         self._work.clear()
+
+
+CLAIM_SCAN_FACTOR = 4
+"""Due rows looked at per row wanted, so per-subscription room can skip some."""
+
+
+def pick_claims(candidates: Sequence[Any], room: Callable[[str], int], limit: int) -> list[int]:
+    """Oldest first, at most ``room(sub)`` per subscription and ``limit`` in all."""
+    taken: dict[str, int] = {}
+    chosen: list[int] = []
+    for delivery_id, sub_id in candidates:
+        count = taken.get(sub_id, 0)
+        if count < room(sub_id):
+            taken[sub_id] = count + 1
+            chosen.append(delivery_id)
+            if len(chosen) == limit:
+                break
+    return chosen
 
 
 def _owned(tenant_id: str, subscription_id: str) -> Any:
