@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -38,7 +39,8 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     from tidings.api.app import create_app
 
     tidings = Tidings.from_settings(settings)
-    uvicorn.run(create_app(tidings), host=host, port=port, log_level="info")
+    app = create_app(tidings, run_dispatcher=settings.dispatcher_enabled)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=settings.development)
 
 
 @app.command()
@@ -50,7 +52,17 @@ def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
 @app.command()
 def worker() -> None:
     """Run a dispatcher only (scale out by running several)."""
-    asyncio.run(_worker(Settings()))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_worker(Settings()))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed (it comes with uvicorn[standard]); asyncio's loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _worker(settings: Settings) -> None:

@@ -39,6 +39,8 @@ from tidings.storage import ApiKey, Store, StoredEvent, open_store
 API_KEY_PREFIX = "tdg_"
 SCOPES = frozenset({"events:write", "events:read", "webhooks:read", "webhooks:write", "admin"})
 SUBSCRIPTION_DISABLED = "subscription.disabled"
+KEY_CACHE_SECONDS = 5.0
+KEY_CACHE_SIZE = 10_000
 
 
 class Conflict(Exception):
@@ -78,6 +80,7 @@ class Tidings:
         self.store = store
         self.secretbox = secretbox
         self._sender: Sender | None = None
+        self._keys: dict[str, tuple[ApiKey, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tidings:
@@ -112,7 +115,19 @@ class Tidings:
         return key, plaintext
 
     async def authenticate(self, plaintext: str) -> ApiKey | None:
-        return await self.store.find_api_key(hash_api_key(plaintext))
+        """Look a key up by its hash; valid keys are remembered for ``KEY_CACHE_SECONDS``
+        so a busy client does not cost a database read per request."""
+        key_hash = hash_api_key(plaintext)
+        now = time.monotonic()
+        cached = self._keys.get(key_hash)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        key = await self.store.find_api_key(key_hash)
+        if key is not None:
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[key_hash] = (key, now + KEY_CACHE_SECONDS)
+        return key
 
     # --- events -----------------------------------------------------------------------
 

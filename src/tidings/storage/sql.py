@@ -109,6 +109,7 @@ class SQLStore:
 
     def __init__(self) -> None:
         self._work = asyncio.Event()
+        self._woken = False
 
     async def _write(self, tx: Callable[[Connection], T]) -> T:
         """Run ``tx`` in one write transaction."""
@@ -542,6 +543,7 @@ class SQLStore:
     async def wait_for_work(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), seconds)
+        self._woken = self._work.is_set()
         self._work.clear()
 
 

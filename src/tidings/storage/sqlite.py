@@ -11,19 +11,23 @@ serialises writers.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 
+from tidings.domain.deliveries import DeliveryStatus
+from tidings.storage.schema import deliveries
 from tidings.storage.sql import SQLStore
 
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
+PROBE_INTERVAL = 0.05
 READERS = 4
 
 
@@ -46,6 +50,18 @@ def _engine(url: Any, *, immediate: bool, pool_size: int) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _due_now(conn: Connection) -> bool:
+    query = (
+        select(deliveries.c.id)
+        .where(
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+            deliveries.c.due_ms <= int(time.time() * 1000),
+        )
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
 
 
 class SQLiteStore(SQLStore):
@@ -79,6 +95,17 @@ class SQLiteStore(SQLStore):
                 return tx(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._read_threads, run)
+
+    async def wait_for_work(self, seconds: float) -> None:
+        """SQLite has no NOTIFY: besides this process's own signal, look every
+        ``PROBE_INTERVAL`` for rows that another process (``tidings serve`` beside a
+        ``tidings worker``) made due, with a read that takes no write lock."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            await super().wait_for_work(min(PROBE_INTERVAL, left))
+            if self._woken or await self._read(_due_now):
+                return
 
     async def close(self) -> None:
         self._write_thread.shutdown(wait=True)
