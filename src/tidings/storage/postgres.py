@@ -30,6 +30,23 @@ T = TypeVar("T")
 
 
 class PostgresStore(SQLStore):
+    FAN_OUT_NOTIFIES = True
+    FAN_OUT = text(
+        f"""
+        WITH queued AS (
+        INSERT INTO deliveries (tenant_id, event_seq, subscription_id, status, attempts,
+                                due_ms, created_ms, updated_ms)
+        SELECT s.tenant_id, :seq, s.id, 'pending', 0, :now, :now, :now
+        FROM subscriptions AS s
+        WHERE s.tenant_id = :tenant AND s.enabled AND EXISTS (
+            SELECT 1 FROM json_array_elements_text(s.event_types::json) AS p(v)
+            WHERE p.v = '*' OR p.v = :type
+               OR (right(p.v, 2) = '.*' AND starts_with(:type, left(p.v, -1))))
+        RETURNING 1)
+        SELECT pg_notify('{CHANNEL}', '') FROM queued LIMIT 1
+        """
+    )
+
     def __init__(self, engine: AsyncEngine, listen_dsn: str) -> None:
         super().__init__()
         self.engine = engine

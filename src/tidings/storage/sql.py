@@ -17,7 +17,18 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, RowMapping, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    TextClause,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from tidings.domain.deliveries import DeliveryStatus, DisableReason
@@ -204,13 +215,20 @@ class SQLStore:
             self.notify_work()
         return stored, created
 
+    FAN_OUT_NOTIFIES = False
+    FAN_OUT: TextClause
+    """One INSERT ... SELECT queueing a delivery for every enabled subscription whose
+    patterns match ``:type``; the connector writes it in its dialect's JSON functions.
+    It mirrors ``EventPattern.matches`` (a test holds the two to the same answers)."""
+
     def _fan_out(self, conn: Connection, event: StoredEvent) -> None:
-        query = select(subscriptions).where(
-            subscriptions.c.tenant_id == event.tenant_id, subscriptions.c.enabled.is_(True)
+        stamp = now_ms()
+        result = conn.execute(
+            self.FAN_OUT,
+            {"tenant": event.tenant_id, "seq": event.seq, "type": event.type, "now": stamp},
         )
-        rows = conn.execute(query).mappings().all()
-        targets = [row["id"] for row in rows if _subscription(row).wants(event.type)]
-        self._insert_deliveries(conn, event, targets)
+        if result.rowcount and not self.FAN_OUT_NOTIFIES:
+            self._announce_work(conn)
 
     def _insert_deliveries(
         self, conn: Connection, event: StoredEvent, subscription_ids: Sequence[str]

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 
 from tidings.domain.deliveries import DeliveryStatus
@@ -65,6 +65,21 @@ def _due_now(conn: Connection) -> bool:
 
 
 class SQLiteStore(SQLStore):
+    FAN_OUT = text(
+        """
+        INSERT INTO deliveries (tenant_id, event_seq, subscription_id, status, attempts,
+                                due_ms, created_ms, updated_ms)
+        SELECT s.tenant_id, :seq, s.id, 'pending', 0, :now, :now, :now
+        FROM subscriptions AS s
+        WHERE s.tenant_id = :tenant AND s.enabled = 1 AND EXISTS (
+            SELECT 1 FROM json_each(s.event_types) AS p
+            WHERE p.value = '*' OR p.value = :type
+               OR (substr(p.value, -2) = '.*'
+                   AND substr(:type, 1, length(p.value) - 1)
+                       = substr(p.value, 1, length(p.value) - 1)))
+        """
+    )
+
     def __init__(self, writer: Engine, reader: Engine) -> None:
         super().__init__()
         self.writer = writer
