@@ -625,6 +625,9 @@ def _cancel_pending(conn: Connection, subscription_id: str) -> None:
 def _update_streaks(conn: Connection, outcomes: Sequence[Outcome]) -> dict[str, int]:
     """Reset a subscription's failure streak on success, extend it on failure.
 
+    Rows are updated in id order, so two workers recording at once lock them in the same
+    order and cannot deadlock; a streak already at 0 is not rewritten, so healthy
+    subscriptions do not become a row every worker's record transaction must lock.
     Returns the streaks of the subscriptions that failed in this batch.
     """
     delta: dict[str, int | None] = {}
@@ -632,12 +635,19 @@ def _update_streaks(conn: Connection, outcomes: Sequence[Outcome]) -> dict[str, 
         sub_id = o.claimed.subscription_id
         delta[sub_id] = None if o.result.succeeded else (delta.get(sub_id) or 0) + 1
     column = subscriptions.c.consecutive_failures
-    for sub_id, failures in delta.items():
-        conn.execute(
-            update(subscriptions)
-            .where(subscriptions.c.id == sub_id)
-            .values(consecutive_failures=0 if failures is None else column + failures)
-        )
+    for sub_id, failures in sorted(delta.items()):
+        if failures is None:
+            conn.execute(
+                update(subscriptions)
+                .where(subscriptions.c.id == sub_id, column != 0)
+                .values(consecutive_failures=0)
+            )
+        else:
+            conn.execute(
+                update(subscriptions)
+                .where(subscriptions.c.id == sub_id)
+                .values(consecutive_failures=column + failures)
+            )
     failing = [sub_id for sub_id, failures in delta.items() if failures is not None]
     if not failing:
         return {}
