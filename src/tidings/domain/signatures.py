@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
@@ -55,12 +56,17 @@ def validate_secret(secret: str) -> str:
 
 def sign_sha256_hex(secret: str, timestamp: int, body: bytes) -> str:
     message = f"{timestamp}.".encode() + body
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), message, hashlib.sha256).hex()
+
+
+@functools.lru_cache(maxsize=4096)
+def _standard_key(secret: str) -> bytes:
+    return secret_key_bytes(secret)
 
 
 def sign_standard_v1(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     message = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret_key_bytes(secret), message, hashlib.sha256).digest()
+    digest = hmac.digest(_standard_key(secret), message, hashlib.sha256)
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 

@@ -1,0 +1,347 @@
+"""tidings against a Celery + Redis + requests sender, on this machine, in one run.
+
+Run: ``make bench`` or ``.venv/bin/python bench/benchmark.py [--db sqlite postgresql]``.
+
+For each database it starts, as separate processes: a fast receiver (bench/receiver.py),
+``tidings serve`` with its dispatcher off (the API), and one ``tidings worker``.
+
+* throughput: with the worker stopped, ``--events`` events are emitted through the API
+  to ``--subs`` subscriptions; then the worker starts and drains the backlog.
+  deliveries/s = deliveries / (last receive - worker start).
+* latency: the worker idle, events are emitted through the API at ``--rate`` per second
+  for ``--seconds`` (after 2 s of the same to warm connection pools); each payload
+  carries its send time, the receiver measures emit -> receive. p50/p95/p99.
+* memory: peak RSS of the API and worker processes over the run.
+* backlog (``--backlog N``): N events are bulk-inserted, then the worker drains for
+  ``--backlog-seconds``; its RSS is sampled to show it stays flat.
+
+The Celery baseline sends the same number of deliveries, signed the same way, to the same
+receiver (bench/celery_baseline.py). Every loop is bounded in count and time, and only
+127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from tests.support import postgres  # noqa: E402
+
+from bench.celery_baseline import free_port, percentile, run_celery_baseline  # noqa: E402
+
+PYTHON = sys.executable
+TIDINGS = [PYTHON, "-m", "tidings.cli"]
+
+
+@dataclass
+class Result:
+    name: str
+    deliveries_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Sampler:
+    """Peak RSS of a set of processes, sampled in the background of the asyncio loop."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, float] = {}
+        self.procs: dict[str, psutil.Process] = {}
+        self.history: dict[str, list[tuple[float, float]]] = {}
+
+    def watch(self, name: str, pid: int) -> None:
+        self.procs[name] = psutil.Process(pid)
+
+    def sample(self) -> None:
+        for name, proc in list(self.procs.items()):
+            try:
+                rss = proc.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+            self.peaks[name] = max(self.peaks.get(name, 0.0), rss)
+            self.history.setdefault(name, []).append((time.monotonic(), rss))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sample()
+            await asyncio.sleep(0.2)
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def tidings_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    env.update(
+        TIDINGS_DATABASE_URL=database_url,
+        TIDINGS_DATA_DIR=str(data_dir),
+        TIDINGS_ENV="development",
+        PYTHONPATH=str(ROOT / "src"),
+    )
+    return env
+
+
+async def wait_http(url: str, seconds: float = 30) -> None:
+    async with httpx.AsyncClient() as client, asyncio.timeout(seconds):
+        while True:
+            try:
+                await client.get(url)
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+
+
+async def receiver_stats(client: httpx.AsyncClient, base: str) -> dict[str, Any]:
+    return json.loads((await client.get(f"{base}/stats")).text)  # type: ignore[no-any-return]
+
+
+async def wait_received(
+    client: httpx.AsyncClient, base: str, total: int, seconds: float
+) -> dict[str, Any]:
+    async with asyncio.timeout(seconds):
+        while True:
+            stats = await receiver_stats(client, base)
+            if int(stats["count"]) >= total:
+                return stats
+            await asyncio.sleep(0.05)
+
+
+async def emit_many(api: aiohttp.ClientSession, count: int, event_type: str) -> float:
+    """Emit ``count`` events from 16 concurrent clients; returns events/s."""
+    pending = list(range(count))
+
+    async def client() -> None:
+        while pending:
+            body = {"type": event_type, "payload": {"i": pending.pop(), "name": "Ada"}}
+            async with api.post("/api/v1/events", json=body) as response:
+                assert response.status == 201, await response.text()
+
+    started = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(16)))
+    return count / (time.monotonic() - started)
+
+
+async def emit_paced(api: aiohttp.ClientSession, rate: float, seconds: float) -> list[float]:
+    """Emit at a fixed rate; each payload carries its send time for the receiver.
+
+    Returns the API's response times (ms), to tell emit latency from delivery latency.
+    """
+    total = int(rate * seconds)
+    answered: list[float] = []
+
+    async def emit(i: int) -> None:
+        sent = time.time()
+        body = {"type": "lead.created", "payload": {"i": i, "sentAt": sent}}
+        async with api.post("/api/v1/events", json=body) as response:
+            assert response.status == 201, await response.text()
+        answered.append((time.time() - sent) * 1000)
+
+    start = time.monotonic()
+    tasks = []
+    for i in range(total):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(emit(i)))
+    await asyncio.gather(*tasks)
+    return sorted(answered)
+
+
+def create_key(env: dict[str, str], work: Path) -> str:
+    work.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [*TIDINGS, "keys", "create", "--tenant", "bench", "--scope", "admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return done.stdout.splitlines()[-1]
+
+
+async def run_tidings(db: str, args: argparse.Namespace, rx: str, work: Path) -> Result:
+    if db == "sqlite":
+        return await _measure(f"sqlite:///{work / db / 'tidings.db'}", db, args, rx, work / db)
+    with postgres.cluster() as server:
+        return await _measure(postgres.create_database(server), db, args, rx, work / db)
+
+
+async def _measure(
+    database_url: str, db: str, args: argparse.Namespace, rx: str, work: Path
+) -> Result:
+    """SQLite runs as the one process it is meant to run as (``tidings serve``);
+    PostgreSQL as an API process plus a separate ``tidings worker``."""
+    result = Result(f"tidings ({db})")
+    env = tidings_env(database_url, work / "data")
+    key = await asyncio.to_thread(create_key, env, work)
+    total = args.events * args.subs
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    api_only = {**env, "TIDINGS_DISPATCHER_ENABLED": "false"}
+    serve = [*TIDINGS, "serve", "--port", str(port)]
+    sampler = Sampler()
+    async with (
+        aiohttp.ClientSession(base, headers={"X-Api-Key": key}) as api,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        with process(serve, api_only, work / "api.log"):
+            await wait_http(f"{base}/healthz")
+            for path, types in [("/hook", ["client.created"])] * args.subs + [
+                ("/latency", ["lead.created"])
+            ]:
+                body = {"url": f"{rx}{path}", "eventTypes": types}
+                async with api.post("/api/v1/webhooks/subscriptions", json=body) as response:
+                    assert response.status == 201, await response.text()
+            rate = await emit_many(api, args.events, "client.created")
+            result.notes.append(f"API emit rate {rate:.0f} events/s (16 clients)")
+        await client.post(f"{rx}/reset")
+        stopper = asyncio.Event()
+        sampling = asyncio.create_task(sampler.run(stopper))
+        with contextlib.ExitStack() as stack:
+
+            def start(name: str, args_: list[str], env_: dict[str, str]) -> None:
+                proc = stack.enter_context(process(args_, env_, work / f"{name}.log"))
+                sampler.watch(name, proc.pid)
+
+            if db == "sqlite":
+                start("serve", serve, env)
+            else:
+                start("api", serve, api_only)
+                start("worker", [*TIDINGS, "worker"], env)
+            stats = await wait_received(client, rx, total, 900)
+            result.deliveries_per_s = total / (stats["last"] - stats["first"])
+            await wait_http(f"{base}/healthz")
+            await client.post(f"{rx}/reset")
+            # Warm up (connection pools, prepared statements), then measure steady state.
+            warm = await emit_paced(api, args.rate, 2)
+            await wait_received(client, rx, len(warm), 120)
+            await client.post(f"{rx}/reset")
+            emit_ms = await emit_paced(api, args.rate, args.seconds)
+            stats = await wait_received(client, rx, len(emit_ms), 120)
+            result.notes.append(
+                "emit API response p50/p99 "
+                f"{percentile(emit_ms, 50):.1f}/{percentile(emit_ms, 99):.1f} ms"
+            )
+            latencies = sorted(stats["latencies_ms"])
+            result.p50_ms, result.p95_ms, result.p99_ms = (
+                percentile(latencies, q) for q in (50, 95, 99)
+            )
+        stopper.set()
+        await sampling
+    result.rss_mb = dict(sampler.peaks)
+    return result
+
+
+def run_celery(url: str, total: int) -> Result:
+    figures = run_celery_baseline(url, total)
+    result = Result("celery + redis + requests")
+    result.deliveries_per_s = figures["deliveries_per_s"]
+    result.p50_ms, result.p95_ms, result.p99_ms = (
+        figures["p50_ms"],
+        figures["p95_ms"],
+        figures["p99_ms"],
+    )
+    result.rss_mb = {"worker tree": figures["worker_rss_mb"]}
+    result.notes.append("latency = enqueue of a full backlog -> POST, not paced")
+    return result
+
+
+def print_table(results: list[Result], baseline: Result | None) -> None:
+    print()
+    columns = ["deliveries/s", "x celery", "p50 ms", "p95 ms", "p99 ms"]
+    print(f"{'sender':28s} " + " ".join(f"{c:>12s}" for c in columns) + "  peak RSS MB")
+    for r in results:
+        ratio = f"{r.deliveries_per_s / baseline.deliveries_per_s:.1f}x" if baseline else "-"
+        rss = ", ".join(f"{k} {v:.0f}" for k, v in r.rss_mb.items())
+        figures = [f"{r.deliveries_per_s:12.0f}", f"{ratio:>12s}"] + [
+            f"{v:12.1f}" for v in (r.p50_ms, r.p95_ms, r.p99_ms)
+        ]
+        print(f"{r.name:28s} " + " ".join(figures) + f"  {rss}")
+        for note in r.notes:
+            print(f"{'':28s} {note}")
+
+
+@contextmanager
+def _workdir(keep: bool) -> Iterator[str]:
+    if keep:
+        path = tempfile.mkdtemp(prefix="tidings-bench-")
+        print(f"work dir (kept): {path}")
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix="tidings-bench-") as path:
+            yield path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--subs", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--no-celery", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    args = parser.parse_args()
+    with (
+        _workdir(args.keep) as tmp,
+        process(
+            [PYTHON, str(ROOT / "bench" / "receiver.py"), str(port := free_port())],
+            dict(os.environ),
+            Path(tmp) / "receiver.log",
+        ),
+    ):
+        rx = f"http://127.0.0.1:{port}"
+        asyncio.run(wait_http(f"{rx}/stats"))
+        results = []
+        baseline = None
+        if not args.no_celery:
+            baseline = run_celery(f"{rx}/hook", args.events * args.subs)
+            results.append(baseline)
+        for db in args.db:
+            results.append(asyncio.run(run_tidings(db, args, rx, Path(tmp))))
+    total = args.events * args.subs
+    print(
+        f"\n{args.events} events x {args.subs} subscriptions = {total} deliveries; "
+        f"latency at {args.rate:.0f} events/s for {args.seconds:.0f} s; {os.cpu_count()} CPUs"
+    )
+    print_table(results, baseline)
+
+
+if __name__ == "__main__":
+    main()
