@@ -83,6 +83,15 @@ class Sampler:
             self.peaks[name] = max(self.peaks.get(name, 0.0), rss)
             self.history.setdefault(name, []).append((time.monotonic(), rss))
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each watched process (user + system)."""
+        used = {}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                used[name] = times.user + times.system
+        return used
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.sample()
@@ -250,8 +259,15 @@ async def _measure(
             warm = await emit_paced(api, args.rate, 2)
             await wait_received(client, rx, len(warm), 120)
             await client.post(f"{rx}/reset")
+            cpu_before = sampler.cpu_seconds()
             emit_ms = await emit_paced(api, args.rate, args.seconds)
             stats = await wait_received(client, rx, len(emit_ms), 120)
+            cpu_after = sampler.cpu_seconds()
+            per_event = ", ".join(
+                f"{name} {(cpu_after[name] - cpu_before[name]) * 1000 / len(emit_ms):.2f}"
+                for name in cpu_after
+            )
+            result.notes.append(f"CPU ms per event at {args.rate:.0f}/s: {per_event}")
             result.notes.append(
                 "emit API response p50/p99 "
                 f"{percentile(emit_ms, 50):.1f}/{percentile(emit_ms, 99):.1f} ms"
