@@ -1,0 +1,156 @@
+"""Memory with a deep backlog: RSS of a delivering process must not grow with the queue.
+
+Run: ``.venv/bin/python bench/backlog.py --db sqlite postgresql --backlog 1000000``.
+
+Bulk-inserts ``--backlog`` due deliveries (one event and one delivery each, to one
+subscription on a fast local receiver), then starts the delivering process (``tidings
+serve`` on SQLite, ``tidings worker`` on PostgreSQL) for ``--seconds`` and samples its
+RSS every second. Claims are bounded batches, so RSS should be flat however deep the
+queue is. Bounded: the run stops after ``--seconds``; the backlog is not drained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+from cryptography.fernet import Fernet
+from sqlalchemy import Connection, insert
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from tests.support import postgres  # noqa: E402
+
+from bench.benchmark import TIDINGS, process, tidings_env, wait_http  # noqa: E402
+from bench.celery_baseline import free_port  # noqa: E402
+from tidings.config import Settings  # noqa: E402
+from tidings.domain.events import Envelope  # noqa: E402
+from tidings.service import Tidings  # noqa: E402
+from tidings.storage.schema import deliveries, events  # noqa: E402
+
+CHUNK = 20_000
+
+
+async def fill(env: dict[str, str], url: str, count: int) -> float:
+    """Insert ``count`` events with one due delivery each; returns seconds taken."""
+    settings = Settings(
+        database_url=env["TIDINGS_DATABASE_URL"],
+        data_dir=Path(env["TIDINGS_DATA_DIR"]),
+        env="development",
+        encryption_key=env["TIDINGS_ENCRYPTION_KEY"],
+    )
+    tidings = Tidings.from_settings(settings)
+    await tidings.store.migrate()
+    key, _ = await tidings.create_api_key("backlog", ["admin"])
+    sub, _ = await tidings.create_subscription(key.tenant_id, url, ["client.created"])
+    started = time.monotonic()
+    now = int(time.time() * 1000)
+    for first in range(0, count, CHUNK):
+        size = min(CHUNK, count - first)
+        await tidings.store._write(  # type: ignore[attr-defined]
+            lambda conn, f=first, n=size: _insert_chunk(conn, key.tenant_id, sub.id, f, n, now)
+        )
+    await tidings.close()
+    return time.monotonic() - started
+
+
+def _insert_chunk(
+    conn: Connection, tenant_id: str, sub_id: str, first: int, size: int, now: int
+) -> None:
+    rows = []
+    for i in range(first, first + size):
+        event_id = f"evt_backlog{i:012d}"
+        body = Envelope(event_id, "client.created", now, tenant_id, {"i": i}).to_json()
+        rows.append(
+            {
+                "id": event_id,
+                "tenant_id": tenant_id,
+                "type": "client.created",
+                "created_ms": now,
+                "body": body,
+            }
+        )
+    seqs = conn.execute(insert(events).returning(events.c.seq), rows).scalars().all()
+    conn.execute(
+        insert(deliveries),
+        [
+            {
+                "tenant_id": tenant_id,
+                "event_seq": seq,
+                "subscription_id": sub_id,
+                "status": "pending",
+                "attempts": 0,
+                "due_ms": now,
+                "created_ms": now,
+                "updated_ms": now,
+            }
+            for seq in seqs
+        ],
+    )
+
+
+async def observe(
+    args: argparse.Namespace, db: str, database_url: str, work: Path, rx: str
+) -> None:
+    env = tidings_env(database_url, work / "data")
+    env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
+    fill_s = await fill(env, f"{rx}/hook", args.backlog)
+    command = (
+        [*TIDINGS, "serve", "--port", str(free_port())] if db == "sqlite" else [*TIDINGS, "worker"]
+    )
+    samples: list[tuple[float, float, int]] = []
+    async with httpx.AsyncClient() as client:
+        await client.post(f"{rx}/reset")
+        with process(command, env, work / f"{db}.log") as proc:
+            ps = psutil.Process(proc.pid)
+            started = time.monotonic()
+            while (elapsed := time.monotonic() - started) < args.seconds:
+                await asyncio.sleep(1)
+                count = (await client.get(f"{rx}/stats")).json()["count"]
+                samples.append((elapsed, ps.memory_info().rss / 2**20, count))
+    print(f"\n{db}: backlog {args.backlog} inserted in {fill_s:.0f} s")
+    print(f"{'t (s)':>6s} {'RSS MB':>8s} {'delivered':>10s}")
+    for elapsed, rss, count in samples[:: max(1, len(samples) // 12)] + samples[-1:]:
+        print(f"{elapsed:6.0f} {rss:8.1f} {count:10d}")
+    early = [rss for t, rss, _ in samples if t >= 5][:3]
+    if early:
+        print(
+            f"RSS after 5 s {early[0]:.1f} MB, at the end {samples[-1][1]:.1f} MB, "
+            f"peak {max(r for _, r, _ in samples):.1f} MB"
+        )
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="tidings-backlog-") as tmp:
+        port = free_port()
+        rx = f"http://127.0.0.1:{port}"
+        receiver = [sys.executable, str(ROOT / "bench" / "receiver.py"), str(port)]
+        with process(receiver, {}, Path(tmp) / "receiver.log"):
+            await wait_http(f"{rx}/stats")
+            for db in args.db:
+                work = Path(tmp) / db
+                work.mkdir()
+                if db == "sqlite":
+                    await observe(args, db, f"sqlite:///{work / 'tidings.db'}", work, rx)
+                else:
+                    with postgres.cluster() as server:
+                        await observe(args, db, postgres.create_database(server), work, rx)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
