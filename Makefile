@@ -25,9 +25,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-## make bench: deliveries/s to a local receiver (see bench/README.md)
+## make bench: tidings (SQLite, PostgreSQL) against Celery+Redis+requests, same machine, same run
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server postgresql)
+	$(BIN)/python bench/benchmark.py
 
 clean:
 	rm -rf $(VENV) .tidings
