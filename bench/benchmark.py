@@ -118,6 +118,7 @@ def tidings_env(database_url: str, data_dir: Path) -> dict[str, str]:
         TIDINGS_DATABASE_URL=database_url,
         TIDINGS_DATA_DIR=str(data_dir),
         TIDINGS_ENV="development",
+        TIDINGS_ACCESS_LOG="false",
         PYTHONPATH=str(ROOT / "src"),
     )
     return env

@@ -40,7 +40,13 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
     tidings = Tidings.from_settings(settings)
     app = create_app(tidings, run_dispatcher=settings.dispatcher_enabled)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=settings.development)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=settings.development if settings.access_log is None else settings.access_log,
+    )
 
 
 @app.command()

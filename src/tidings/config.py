@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     breaker_threshold: int = Field(20, ge=0)
     encryption_key: str | None = None
     max_request_bytes: int = Field(1_048_576, gt=0)
+    access_log: bool | None = None
+    """uvicorn's per-request log line; None means on in development, off in production."""
     dispatcher_enabled: bool = True
     """``serve`` runs a dispatcher too; turn off for API-only processes beside workers."""
     dispatcher_concurrency: int = Field(200, ge=1)

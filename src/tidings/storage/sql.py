@@ -479,8 +479,8 @@ class SQLStore:
             return {}
 
         def tx(conn: Connection) -> dict[str, int]:
-            conn.execute(insert(attempts), [_attempt_row(o) for o in outcomes])
-            conn.execute(_RECORD, [_delivery_update(o) for o in outcomes])
+            conn.execute(insert(attempts), [attempt_row(o) for o in outcomes])
+            conn.execute(_RECORD, [delivery_update(o) for o in outcomes])
             return _update_streaks(conn, outcomes)
 
         return await self._write(tx)
@@ -622,20 +622,29 @@ def _cancel_pending(conn: Connection, subscription_id: str) -> None:
     )
 
 
-def _update_streaks(conn: Connection, outcomes: Sequence[Outcome]) -> dict[str, int]:
-    """Reset a subscription's failure streak on success, extend it on failure.
+def streak_changes(outcomes: Sequence[Outcome]) -> list[tuple[str, int | None]]:
+    """Per subscription, in id order: None to reset its failure streak, else failures to add.
 
     Rows are updated in id order, so two workers recording at once lock them in the same
-    order and cannot deadlock; a streak already at 0 is not rewritten, so healthy
-    subscriptions do not become a row every worker's record transaction must lock.
-    Returns the streaks of the subscriptions that failed in this batch.
+    order and cannot deadlock.
     """
     delta: dict[str, int | None] = {}
     for o in outcomes:
         sub_id = o.claimed.subscription_id
         delta[sub_id] = None if o.result.succeeded else (delta.get(sub_id) or 0) + 1
+    return sorted(delta.items())
+
+
+def _update_streaks(conn: Connection, outcomes: Sequence[Outcome]) -> dict[str, int]:
+    """Reset a subscription's failure streak on success, extend it on failure.
+
+    A streak already at 0 is not rewritten, so healthy subscriptions do not become a
+    row every worker's record transaction must lock. Returns the streaks of the
+    subscriptions that failed in this batch.
+    """
     column = subscriptions.c.consecutive_failures
-    for sub_id, failures in sorted(delta.items()):
+    changes = streak_changes(outcomes)
+    for sub_id, failures in changes:
         if failures is None:
             conn.execute(
                 update(subscriptions)
@@ -648,7 +657,7 @@ def _update_streaks(conn: Connection, outcomes: Sequence[Outcome]) -> dict[str, 
                 .where(subscriptions.c.id == sub_id)
                 .values(consecutive_failures=column + failures)
             )
-    failing = [sub_id for sub_id, failures in delta.items() if failures is not None]
+    failing = [sub_id for sub_id, failures in changes if failures is not None]
     if not failing:
         return {}
     rows = conn.execute(select(subscriptions.c.id, column).where(subscriptions.c.id.in_(failing)))
@@ -701,7 +710,7 @@ _CLAIM_DETAILS = (
 """What a worker needs to send a claimed delivery (a vanished subscription reads as disabled)."""
 
 
-def _attempt_row(o: Outcome) -> dict[str, Any]:
+def attempt_row(o: Outcome) -> dict[str, Any]:
     return {
         "delivery_id": o.claimed.delivery_id,
         "tenant_id": o.claimed.tenant_id,
@@ -717,7 +726,7 @@ def _attempt_row(o: Outcome) -> dict[str, Any]:
     }
 
 
-def _delivery_update(o: Outcome) -> dict[str, Any]:
+def delivery_update(o: Outcome) -> dict[str, Any]:
     return {
         "b_id": o.claimed.delivery_id,
         "b_token": o.claimed.claim_token,
