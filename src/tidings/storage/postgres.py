@@ -33,6 +33,7 @@ from tidings.storage.sql import (
     CLAIM_SCAN_FACTOR,
     SQLStore,
     attempt_row,
+    claimed_deliveries,
     delivery_update,
     now_ms,
     pick_claims,
@@ -161,24 +162,7 @@ class PostgresStore(SQLStore):
             disabled = [r["id"] for r in rows if not r["enabled"]]
             if disabled:
                 await conn.execute(_CANCEL, disabled)
-        return [
-            ClaimedDelivery(
-                delivery_id=r["id"],
-                claim_token=token,
-                attempt=claimed[r["id"]] + 1,
-                tenant_id=r["tenant_id"],
-                event_id=r["event_id"],
-                event_created_ms=r["created_ms"],
-                body=r["body"],
-                subscription_id=r["subscription_id"],
-                url=r["url"],
-                secret_enc=r["secret_enc"],
-                max_concurrency=r["max_concurrency"],
-                rate_limit=r["rate_limit"],
-            )
-            for r in rows
-            if r["enabled"]
-        ]
+        return claimed_deliveries(rows, claimed, token)
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
         if not outcomes:

@@ -447,24 +447,7 @@ class SQLStore:
             return claimed, rows
 
         claimed, rows = await self._write(tx)
-        return [
-            ClaimedDelivery(
-                delivery_id=row["id"],
-                claim_token=token,
-                attempt=claimed[row["id"]] + 1,
-                tenant_id=row["tenant_id"],
-                event_id=row["event_id"],
-                event_created_ms=row["created_ms"],
-                body=row["body"],
-                subscription_id=row["subscription_id"],
-                url=row["url"],
-                secret_enc=row["secret_enc"],
-                max_concurrency=row["max_concurrency"],
-                rate_limit=row["rate_limit"],
-            )
-            for row in rows
-            if row["enabled"]
-        ]
+        return claimed_deliveries(rows, claimed, token)
 
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
         if not deferrals:
@@ -567,6 +550,30 @@ class SQLStore:
 
 CLAIM_SCAN_FACTOR = 4
 """Due rows looked at per row wanted, so per-subscription room can skip some."""
+
+
+def claimed_deliveries(
+    rows: Sequence[Any], attempts_made: Mapping[int, int], token: str
+) -> list[ClaimedDelivery]:
+    """Build the claims from ``_CLAIM_DETAILS`` rows, dropping disabled subscriptions'."""
+    return [
+        ClaimedDelivery(
+            delivery_id=row["id"],
+            claim_token=token,
+            attempt=attempts_made[row["id"]] + 1,
+            tenant_id=row["tenant_id"],
+            event_id=row["event_id"],
+            event_created_ms=row["created_ms"],
+            body=row["body"],
+            subscription_id=row["subscription_id"],
+            url=row["url"],
+            secret_enc=row["secret_enc"],
+            max_concurrency=row["max_concurrency"],
+            rate_limit=row["rate_limit"],
+        )
+        for row in rows
+        if row["enabled"]
+    ]
 
 
 def pick_claims(candidates: Sequence[Any], room: Callable[[str], int], limit: int) -> list[int]:
