@@ -14,7 +14,8 @@ from tidings.storage import ApiKey
 api_key_header = APIKeyHeader(name="X-Api-Key", auto_error=False)
 
 
-def get_tidings(request: Request) -> Tidings:
+async def get_tidings(request: Request) -> Tidings:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool."""
     tidings: Tidings = request.app.state.tidings
     return tidings
 

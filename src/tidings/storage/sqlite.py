@@ -11,6 +11,7 @@ serialises writers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,10 +29,11 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
 PROBE_INTERVAL = 0.05
+CHECKPOINT_INTERVAL = 1.0
 READERS = 4
 
 
-def _engine(url: Any, *, immediate: bool, pool_size: int) -> Engine:
+def _engine(url: Any, *, immediate: bool, pool_size: int, checkpoints: bool = True) -> Engine:
     engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=60)
 
     @event.listens_for(engine, "connect")
@@ -43,6 +45,8 @@ def _engine(url: Any, *, immediate: bool, pool_size: int) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not checkpoints:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -86,6 +90,7 @@ class SQLiteStore(SQLStore):
         self.reader = reader
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="tidings-sqlite-write")
         self._read_threads = ThreadPoolExecutor(READERS, thread_name_prefix="tidings-sqlite-read")
+        self._checkpointer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -93,7 +98,7 @@ class SQLiteStore(SQLStore):
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         return cls(
-            _engine(parsed, immediate=True, pool_size=1),
+            _engine(parsed, immediate=True, pool_size=1, checkpoints=False),
             _engine(parsed, immediate=False, pool_size=READERS),
         )
 
@@ -102,7 +107,23 @@ class SQLiteStore(SQLStore):
             with self.writer.begin() as conn:
                 return tx(conn)
 
+        if self._checkpointer is None:
+            self._checkpointer = asyncio.create_task(self._checkpoint_loop())
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, run)
+
+    async def _checkpoint_loop(self) -> None:
+        """Copy the WAL back into the database file off the write path.
+
+        The writer's automatic checkpoint would run (and fsync) inside whichever commit
+        crosses the threshold, stalling every queued write behind it; a PASSIVE
+        checkpoint on a reader connection never blocks writers.
+        """
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            with contextlib.suppress(Exception):
+                await self._read(
+                    lambda conn: conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").all()
+                )
 
     async def _read(self, tx: Callable[[Connection], T]) -> T:
         def run() -> T:
@@ -123,6 +144,10 @@ class SQLiteStore(SQLStore):
                 return
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
         self._write_thread.shutdown(wait=True)
         self._read_threads.shutdown(wait=True)
         self.writer.dispose()
