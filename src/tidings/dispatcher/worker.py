@@ -104,13 +104,16 @@ class Dispatcher:
     def _held(self) -> int:
         return len(self._inflight) + sum(len(q) for q in self._queues.values())
 
-    def _limit(self, sub_id: str) -> int:
-        return self._limits.get(sub_id) or self._pacer.default_concurrency
-
-    def _room(self, sub_id: str) -> int:
-        """In flight plus queued stays within twice the subscription's concurrency."""
-        held = self._pacer.active.get(sub_id, 0) + len(self._queues.get(sub_id, ()))
-        return 2 * self._limit(sub_id) - held
+    def _room(self) -> Callable[[str], int]:
+        """How many more deliveries of a subscription this worker may take: in flight
+        plus queued stays within twice its concurrency. A snapshot, because the store
+        may call it from its own thread while this loop goes on."""
+        held = dict(self._pacer.active)
+        for sub_id, queue in self._queues.items():
+            held[sub_id] = held.get(sub_id, 0) + len(queue)
+        limits = dict(self._limits)
+        default = self._pacer.default_concurrency
+        return lambda sub_id: 2 * (limits.get(sub_id) or default) - held.get(sub_id, 0)
 
     async def _fill(self, stop: asyncio.Event) -> None:
         free = self._concurrency - self._held
@@ -120,7 +123,7 @@ class Dispatcher:
             return
         now = int(time.time() * 1000)
         claimed = await self._store.claim_due(
-            min(free, self._batch_size), self._lease_ms, now, self._room
+            min(free, self._batch_size), self._lease_ms, now, self._room()
         )
         for delivery in claimed:
             self._limits[delivery.subscription_id] = delivery.max_concurrency
