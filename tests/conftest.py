@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp.abc import AbstractResolver
 from cryptography.fernet import Fernet
 
 from tests.support import postgres
@@ -90,8 +91,14 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def running_api(settings: Settings, dispatcher: bool = True) -> AsyncIterator[Api]:
+async def running_api(
+    settings: Settings,
+    dispatcher: bool = True,
+    resolver_factory: Callable[[], AbstractResolver] | None = None,
+) -> AsyncIterator[Api]:
     tidings = Tidings.from_settings(settings)
+    if resolver_factory is not None:
+        tidings.resolver_factory = resolver_factory
     app = create_app(tidings, run_dispatcher=dispatcher)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -110,9 +117,11 @@ def start_api(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
     """For tests that need non-default settings: ``async with start_api(**overrides)``."""
 
     def start(
-        dispatcher: bool = True, **overrides: Any
+        dispatcher: bool = True,
+        resolver_factory: Callable[[], AbstractResolver] | None = None,
+        **overrides: Any,
     ) -> contextlib.AbstractAsyncContextManager[Api]:
-        return running_api(make_settings(**overrides), dispatcher)
+        return running_api(make_settings(**overrides), dispatcher, resolver_factory)
 
     return start
 

@@ -13,6 +13,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tidings.domain.addresses import AddressPolicy
 from tidings.domain.retry import RetryPolicy
 
 
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(21_600.0, gt=0)
     breaker_threshold: int = Field(20, ge=0)
     encryption_key: str | None = None
+    allow_cidrs: str = ""
+    """Comma-separated ranges deliveries may reach although private (e.g. a VPC peer)."""
+    deny_cidrs: str = ""
+    """Comma-separated ranges deliveries may never reach, public or not."""
     max_request_bytes: int = Field(1_048_576, gt=0)
     access_log: bool | None = None
     """uvicorn's per-request log line; None means on in development, off in production."""
@@ -81,6 +86,14 @@ class Settings(BaseSettings):
     def lease_seconds(self) -> float:
         """How long a claim lasts: past it, another worker may retry the delivery."""
         return self.claim_lease if self.claim_lease is not None else self.delivery_timeout + 20
+
+    @property
+    def address_policy(self) -> AddressPolicy:
+        return AddressPolicy.from_cidrs(
+            allow_private=self.development,
+            allow=self.allow_cidrs.split(","),
+            deny=self.deny_cidrs.split(","),
+        )
 
     @property
     def retry_policy(self) -> RetryPolicy:

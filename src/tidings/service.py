@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import json
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
+
 from tidings.config import Settings
+from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host
 from tidings.dispatcher.retention import run_pruner
 from tidings.dispatcher.sender import Sender
 from tidings.dispatcher.worker import Dispatcher
@@ -81,6 +84,8 @@ class Tidings:
         self.secretbox = secretbox
         self._sender: Sender | None = None
         self._keys: dict[str, tuple[ApiKey, float]] = {}
+        self.address_policy = settings.address_policy
+        self.resolver_factory: Callable[[], AbstractResolver] = ThreadedResolver
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tidings:
@@ -90,10 +95,11 @@ class Tidings:
 
     @property
     def sender(self) -> Sender:
+        """The one HTTP client; its resolver refuses forbidden addresses at connect time."""
         if self._sender is None:
-            self._sender = Sender(
-                self.settings.delivery_timeout, self.settings.dispatcher_concurrency
-            )
+            s = self.settings
+            resolver = GuardedResolver(self.address_policy, self.resolver_factory)
+            self._sender = Sender(s.delivery_timeout, s.dispatcher_concurrency, resolver)
         return self._sender
 
     async def close(self) -> None:
@@ -173,16 +179,20 @@ class Tidings:
 
     # --- subscriptions ----------------------------------------------------------------
 
-    def check_url(self, url: str) -> str:
+    async def check_url(self, url: str) -> str:
+        """The URL's shape, then (outside development) every address its host resolves to.
+
+        The dispatcher checks again at connect time; this check is for a clear 422 now.
+        """
         validate_url_shape(url, allow_http=self.settings.development)
-        if not self.settings.development:
-            host = urlsplit(url).hostname or ""
-            try:
-                address = ipaddress.ip_address(host.strip("[]"))
-            except ValueError:
-                return url
-            if not address.is_global:
-                raise InvalidUrl(f"url points to a non-public address ({address})")
+        if self.settings.development:
+            return url
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            await check_host(parts.hostname or "", port, self.address_policy, self.resolver_factory)
+        except BlockedAddress as exc:
+            raise InvalidUrl(f"url is not allowed: {exc}") from exc
         return url
 
     async def check_patterns(self, tenant_id: str, raw: Sequence[str]) -> tuple[str, ...]:
@@ -211,7 +221,7 @@ class Tidings:
         rate_limit: float | None = None,
     ) -> tuple[Subscription, str]:
         try:
-            self.check_url(url)
+            await self.check_url(url)
         except InvalidUrl as exc:
             raise Invalid("url", str(exc)) from exc
         patterns = await self.check_patterns(tenant_id, event_types)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Api
+from tests.support.dns import ScriptedResolver, factory
 from tidings.domain.signatures import generate_secret
 
 pytestmark = pytest.mark.asyncio
@@ -125,7 +126,8 @@ async def test_bad_subscription_is_422_and_stores_nothing(
 
 
 async def test_production_mode_requires_https_and_public_host(start_api) -> None:  # type: ignore[no-untyped-def]
-    async with start_api(env="production") as api:
+    dns = ScriptedResolver({"example.com": [["93.184.215.14"]]})
+    async with start_api(env="production", resolver_factory=factory(dns)) as api:
         headers = await api.key()
         for url in ("http://example.com/hook", "https://127.0.0.1/hook", "https://10.0.0.1/x"):
             response = await api.client.post(

@@ -97,7 +97,7 @@ async def update_subscription(
     fields = request.model_fields_set
     try:
         if "url" in fields and request.url is not None:
-            changes["url"] = tidings.check_url(request.url)
+            changes["url"] = await tidings.check_url(request.url)
         if "event_types" in fields and request.event_types is not None:
             changes["event_types"] = await tidings.check_patterns(
                 key.tenant_id, request.event_types

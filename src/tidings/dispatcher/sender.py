@@ -6,8 +6,10 @@ import time
 from collections.abc import Mapping
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from tidings import __version__
+from tidings.dispatcher.guard import BlockedAddress
 from tidings.domain.deliveries import AttemptResult, parse_retry_after, truncate_body
 
 RESPONSE_READ_LIMIT = 16 * 1024
@@ -20,10 +22,16 @@ USER_AGENT = f"tidings/{__version__}"
 class Sender:
     """Owns the connection pool; create it inside the event loop that uses it."""
 
-    def __init__(self, timeout: float, max_connections: int = 200) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        max_connections: int = 200,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        connector = aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=60, resolver=resolver)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=60),
+            connector=connector,
             timeout=self._timeout,
             auto_decompress=False,
             headers={"User-Agent": USER_AGENT},
@@ -56,6 +64,9 @@ class Sender:
                 )
         except TimeoutError:
             error = f"timeout after {self._timeout.total:g}s"
+        except aiohttp.ClientConnectorError as exc:
+            blocked = exc.os_error if isinstance(exc.os_error, BlockedAddress) else None
+            error = f"blocked: {blocked}" if blocked else f"{type(exc).__name__}: {exc}"
         except aiohttp.ClientError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except (OSError, ValueError) as exc:
