@@ -119,6 +119,7 @@ def tidings_env(database_url: str, data_dir: Path) -> dict[str, str]:
         TIDINGS_DATA_DIR=str(data_dir),
         TIDINGS_ENV="development",
         TIDINGS_ACCESS_LOG="false",
+        TIDINGS_API_RATE_LIMIT="0",  # the benchmark measures capacity, not the per-key limit
         PYTHONPATH=str(ROOT / "src"),
     )
     return env

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     """Comma-separated ranges deliveries may reach although private (e.g. a VPC peer)."""
     deny_cidrs: str = ""
     """Comma-separated ranges deliveries may never reach, public or not."""
+    api_rate_limit: float = Field(200.0, ge=0)
+    """Requests per second per API key (bursts of twice that); 0 turns the limit off."""
     max_request_bytes: int = Field(1_048_576, gt=0)
     access_log: bool | None = None
     """uvicorn's per-request log line; None means on in development, off in production."""

@@ -28,6 +28,7 @@ from tidings.domain.catalog import find_event_type
 from tidings.domain.deliveries import AttemptResult, DisableReason
 from tidings.domain.events import Envelope, EventPattern, normalize_event_type
 from tidings.domain.ids import new_id
+from tidings.domain.ratelimit import TokenBucket
 from tidings.domain.signatures import generate_secret, signature_headers, validate_secret
 from tidings.domain.subscriptions import (
     InvalidUrl,
@@ -84,6 +85,7 @@ class Tidings:
         self.secretbox = secretbox
         self._sender: Sender | None = None
         self._keys: dict[str, tuple[ApiKey, float]] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self.address_policy = settings.address_policy
         self.resolver_factory: Callable[[], AbstractResolver] = ThreadedResolver
 
@@ -119,6 +121,22 @@ class Tidings:
             tenant.id, hash_api_key(plaintext), plaintext[:12], scopes
         )
         return key, plaintext
+
+    def throttle(self, key: ApiKey) -> float | None:
+        """None if ``key`` may make another request now; else seconds until it may.
+
+        Per API process: N processes behind a load balancer allow N times the rate.
+        """
+        rate = self.settings.api_rate_limit
+        if not rate:
+            return None
+        bucket = self._buckets.get(key.id)
+        if bucket is None:
+            if len(self._buckets) >= KEY_CACHE_SIZE:
+                self._buckets.clear()
+            bucket = self._buckets[key.id] = TokenBucket(rate, burst=2 * rate)
+        now = time.monotonic()
+        return None if bucket.take(now) else bucket.wait_seconds(now)
 
     async def authenticate(self, plaintext: str) -> ApiKey | None:
         """Look a key up by its hash; valid keys are remembered for ``KEY_CACHE_SECONDS``

@@ -43,7 +43,9 @@ def seed_docs_verify(secret: str, headers: dict[str, str], raw_body: bytes) -> b
     return hmac.compare_digest(expected, headers["X-Webhook-Signature"])
 
 
-async def test_emit_deliver_verify_poll(server: tuple[str, str], receiver: Receiver) -> None:
+async def test_emit_deliver_verify_poll(
+    server: tuple[str, str], receiver: Receiver, tmp_path: Path
+) -> None:
     base, key = server
     headers = {"X-Api-Key": key}
     async with httpx.AsyncClient(base_url=base, headers=headers) as client:
@@ -71,3 +73,6 @@ async def test_emit_deliver_verify_poll(server: tuple[str, str], receiver: Recei
 
         spec = (await client.get("/openapi.json")).json()
         assert spec["info"]["title"] == "tidings"
+    server_log = (tmp_path / "server.log").read_text()  # the fixture's log of this server
+    assert secret not in server_log and secret.removeprefix("whsec_") not in server_log
+    assert key not in server_log

@@ -47,7 +47,7 @@ async def test_missing_scope_is_403(api: Api) -> None:
         (b'{"type": "client.created"}', 422, "validation_error"),
         (b'{"type": "client.created", "payload": [1]}', 422, "validation_error"),
         (b'{"type": 5, "payload": {}}', 422, "validation_error"),
-        (b'{"type": "bad type!", "payload": {}}', 422, "invalid_event_type"),
+        (b'{"type": "bad type!", "payload": {}}', 422, "validation_error"),
         (b'{"type": "client.created", "payload": {}, "metadata": "x"}', 422, None),
         (b'{"type": "client.created", "payload": {}, "surprise": 1}', 422, None),
     ],
@@ -102,3 +102,18 @@ async def test_unknown_ids_are_404(api: Api) -> None:
         "/api/v1/nothing-here",
     ):
         assert_error(await api.client.get(path, headers=headers), 404)
+
+
+async def test_per_key_rate_limit_is_429_with_retry_after(start_api) -> None:  # type: ignore[no-untyped-def]
+    async with start_api(api_rate_limit=5) as api:
+        hot = await api.key("acme")
+        calm = await api.key("acme")
+        statuses = [
+            (await api.client.get("/api/v1/events", headers=hot)).status_code for _ in range(10)
+        ]
+        assert statuses == [200] * 10, "a burst of twice the rate is allowed"
+        limited = await api.client.get("/api/v1/events", headers=hot)
+        error = assert_error(limited, 429, "rate_limited")
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert error["details"]["retryAfterSeconds"] == limited.headers["Retry-After"]
+        assert (await api.client.get("/api/v1/events", headers=calm)).status_code == 200

@@ -261,3 +261,29 @@ async def test_subscription_log_is_newest_first_and_filterable(
     )
     assert [a["attempt"] for a in rest.json()] == [1]
     assert "X-Paging-Cursor" not in rest.headers
+
+
+async def test_huge_response_is_not_read(api: Api, receiver: Receiver) -> None:
+    """A receiver answering with 1 GiB: the attempt succeeds with a capped log, quickly
+    (reading it all would outlast the 3 s delivery timeout used in tests)."""
+    chunk = b"y" * (1 << 20)
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        response.content_length = 1 << 30
+        await response.prepare(request)
+        for _ in range(1024):
+            try:
+                await response.write(chunk)
+            except (ConnectionError, RuntimeError):
+                break
+        return response
+
+    receiver.streaming["/huge"] = stream
+    headers = await api.key()
+    await subscribe(api, headers, receiver.url("/huge"))
+    event = await emit(api, headers)
+    await eventually(lambda: _delivered(api, headers, event["id"], 1))
+    [attempt] = await attempts_for(api, headers, event["id"])
+    assert attempt["statusCode"] == 200 and len(attempt["responseBody"]) == 4000
+    assert attempt["elapsedMs"] < 3000

@@ -31,6 +31,8 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.responders: dict[str, Responder] = {}
+        self.streaming: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
+        """Paths answered by a raw aiohttp handler (e.g. a streamed response)."""
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -64,6 +66,8 @@ class Receiver:
         self.requests.append(received)
         async with self._changed:
             self._changed.notify_all()
+        if request.path in self.streaming:
+            return await self.streaming[request.path](request)
         response = self.responders.get(request.path, ok)(len(self.at(request.path)))
         if inspect.isawaitable(response):
             response = await response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
@@ -34,6 +35,16 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
             raise ApiError(401, "unauthorized", "invalid API key")
         if scope not in key.scopes and "admin" not in key.scopes:
             raise ApiError(403, "forbidden", f"this API key lacks the {scope!r} scope")
+        wait = tidings.throttle(key)
+        if wait is not None:
+            retry_after = str(max(1, math.ceil(wait)))
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many requests for this API key",
+                {"retryAfterSeconds": retry_after},
+                headers={"Retry-After": retry_after},
+            )
         return key
 
     return dependency

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -27,15 +27,25 @@ def utc(ms: int) -> str:
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    """Strict: a JSON ``0`` is not a boolean and ``"5"`` is not a number."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
+    )
 
 
 class Reply(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
+EVENT_TYPE = r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$"
+EVENT_PATTERN = r"^(\*|[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*(\.\*)?)$"
+HTTP_URL = r"^[hH][tT][tT][pP][sS]?://[^\s/?#@]+([/?#]\S*)?$"
+EventTypes = list[Annotated[str, Field(pattern=EVENT_PATTERN, max_length=130)]]
+
+
 class EmitEvent(Request):
-    type: str = Field(min_length=1, max_length=128, examples=["client.created"])
+    type: str = Field(min_length=1, max_length=128, pattern=EVENT_TYPE, examples=["client.created"])
     payload: dict[str, Any]
     metadata: dict[str, Any] | None = None
 
@@ -70,8 +80,8 @@ class RedeliverResult(Reply):
 
 
 class CreateSubscription(Request):
-    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
-    event_types: list[str] = Field(min_length=1, max_length=100)
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH, pattern=HTTP_URL)
+    event_types: EventTypes = Field(min_length=1, max_length=100)
     enabled: bool = True
     description: str | None = Field(None, max_length=1000)
     signing_secret: str | None = Field(None, max_length=200)
@@ -84,8 +94,8 @@ class CreateSubscription(Request):
 
 
 class UpdateSubscription(Request):
-    url: str | None = Field(None, min_length=1, max_length=MAX_URL_LENGTH)
-    event_types: list[str] | None = Field(None, min_length=1, max_length=100)
+    url: str | None = Field(None, min_length=1, max_length=MAX_URL_LENGTH, pattern=HTTP_URL)
+    event_types: EventTypes | None = Field(None, min_length=1, max_length=100)
     enabled: bool | None = None
     description: str | None = Field(None, max_length=1000)
     max_concurrency: int | None = Field(None, ge=1, le=1000)
@@ -131,7 +141,7 @@ class CreatedSubscription(SubscriptionOut):
 
 
 class TestDelivery(Request):
-    event_type: str = Field(min_length=1, max_length=128)
+    event_type: str = Field(min_length=1, max_length=128, pattern=EVENT_TYPE)
     use_sample_payload: bool = True
 
 
