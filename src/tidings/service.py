@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 
@@ -39,6 +40,8 @@ from tidings.domain.subscriptions import (
 )
 from tidings.secretbox import SecretBox
 from tidings.storage import ApiKey, Store, StoredEvent, open_store
+
+log = structlog.get_logger("tidings")
 
 API_KEY_PREFIX = "tdg_"
 SCOPES = frozenset({"events:write", "events:read", "webhooks:read", "webhooks:write", "admin"})
@@ -92,6 +95,11 @@ class Tidings:
     @classmethod
     def from_settings(cls, settings: Settings) -> Tidings:
         store = open_store(settings.resolved_database_url)
+        if not settings.encryption_key and not settings.development:
+            log.warning(
+                "encryption_key_from_data_dir",
+                hint="set TIDINGS_ENCRYPTION_KEY so every process shares one key",
+            )
         box = SecretBox.from_config(settings.encryption_key, settings.data_dir)
         return cls(settings, store, box)
 
