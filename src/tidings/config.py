@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(21_600.0, gt=0)
     breaker_threshold: int = Field(20, ge=0)
     encryption_key: str | None = None
+    secret_rotation_grace: float = Field(86_400.0, ge=0)
+    """Seconds the secret replaced by a rotation keeps signing beside the new one."""
     allow_cidrs: str = ""
     """Comma-separated ranges deliveries may reach although private (e.g. a VPC peer)."""
     deny_cidrs: str = ""

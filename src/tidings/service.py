@@ -30,7 +30,14 @@ from tidings.domain.deliveries import AttemptResult, DisableReason
 from tidings.domain.events import Envelope, EventPattern, normalize_event_type
 from tidings.domain.ids import new_id
 from tidings.domain.ratelimit import TokenBucket
-from tidings.domain.signatures import generate_secret, signature_headers, validate_secret
+from tidings.domain.signatures import (
+    generate_secret,
+    generate_signing_key,
+    is_asymmetric,
+    public_key_of,
+    signature_headers,
+    validate_secret,
+)
 from tidings.domain.subscriptions import (
     InvalidUrl,
     Subscription,
@@ -245,16 +252,16 @@ class Tidings:
         kind: SubscriptionKind = SubscriptionKind.WEBHOOK,
         max_concurrency: int | None = None,
         rate_limit: float | None = None,
+        signature_scheme: str = "hmac",
     ) -> tuple[Subscription, str]:
+        """Returns the subscription and its secret (``whsec_``; or ``whsk_`` for
+        ``ed25519``, whose public ``whpk_`` key is on the subscription)."""
         try:
             await self.check_url(url)
         except InvalidUrl as exc:
             raise Invalid("url", str(exc)) from exc
         patterns = await self.check_patterns(tenant_id, event_types)
-        try:
-            secret = validate_secret(signing_secret) if signing_secret else generate_secret()
-        except ValueError as exc:
-            raise Invalid("signingSecret", str(exc)) from exc
+        secret = self._new_secret(signature_scheme, signing_secret)
         now = int(time.time() * 1000)
         sub = Subscription(
             id=new_id("sub", now),
@@ -270,9 +277,40 @@ class Tidings:
             updated_ms=now,
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,
+            public_key=public_key_of(secret) if is_asymmetric(secret) else None,
         )
         await self.store.insert_subscription(sub, self.secretbox.encrypt(secret))
         return sub, secret
+
+    @staticmethod
+    def _new_secret(scheme: str, given: str | None) -> str:
+        try:
+            if scheme == "ed25519":
+                if not given:
+                    return generate_signing_key()
+                public_key_of(given)  # raises InvalidSecret unless a whsk_ key
+                return given
+            return validate_secret(given) if given else generate_secret()
+        except ValueError as exc:
+            raise Invalid("signingSecret", str(exc)) from exc
+
+    async def rotate_secret(
+        self, subscription: Subscription, signing_secret: str | None = None
+    ) -> tuple[Subscription, str]:
+        """A new secret of the same scheme; the old one signs beside it for the grace period."""
+        scheme = "ed25519" if subscription.public_key else "hmac"
+        secret = self._new_secret(scheme, signing_secret)
+        grace_until = int((time.time() + self.settings.secret_rotation_grace) * 1000)
+        rotated = await self.store.rotate_secret(
+            subscription.tenant_id,
+            subscription.id,
+            self.secretbox.encrypt(secret),
+            public_key_of(secret) if is_asymmetric(secret) else None,
+            grace_until,
+        )
+        if rotated is None:
+            raise Invalid("id", "subscription vanished")
+        return rotated, secret
 
     async def test_delivery(
         self, subscription: Subscription, event_type: str, use_sample: bool
@@ -281,8 +319,8 @@ class Tidings:
         known = find_event_type(event_type)
         if known is None:
             raise Invalid("eventType", f"unknown event type {event_type!r}")
-        secret_enc = await self.store.subscription_secret(subscription.tenant_id, subscription.id)
-        if secret_enc is None:
+        encrypted = await self.store.subscription_secrets(subscription.tenant_id, subscription.id)
+        if not encrypted:
             raise Invalid("id", "subscription vanished")
         created_ms = int(time.time() * 1000)
         payload = dict(known.sample) if use_sample else {}
@@ -296,7 +334,7 @@ class Tidings:
         )
         body = envelope.to_json().encode()
         headers = signature_headers(
-            [self.secretbox.decrypt(secret_enc)], envelope.id, created_ms // 1000, body
+            [self.secretbox.decrypt(s) for s in encrypted], envelope.id, created_ms // 1000, body
         )
         result: AttemptResult = await self.sender.post(subscription.url, body, headers)
         return TestResult(

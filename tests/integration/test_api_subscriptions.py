@@ -44,11 +44,11 @@ async def test_secret_is_encrypted_at_rest(api: Api) -> None:
     secret = generate_secret()
     created = await create(api, headers, signingSecret=secret)
     assert created["signingSecret"] == secret
-    stored = await api.tidings.store.subscription_secret(
+    [stored] = await api.tidings.store.subscription_secrets(
         (await api.tidings.authenticate(headers["X-Api-Key"])).tenant_id,  # type: ignore[union-attr]
         str(created["id"]),
     )
-    assert stored is not None and secret not in stored
+    assert secret not in stored
     assert api.tidings.secretbox.decrypt(stored) == secret
 
 

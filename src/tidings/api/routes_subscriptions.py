@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Response
 
 from tidings.api.auth import get_tidings, require
 from tidings.api.errors import ApiError, not_found
@@ -13,6 +13,7 @@ from tidings.api.schemas import (
     Attempt,
     CreatedSubscription,
     CreateSubscription,
+    RotateSecret,
     SubscriptionOut,
     TestDelivery,
     TestDeliveryResult,
@@ -54,6 +55,7 @@ async def create_subscription(
             signing_secret=request.signing_secret,
             max_concurrency=request.max_concurrency,
             rate_limit=request.rate_limit,
+            signature_scheme=request.signature_scheme,
         )
     except Invalid as exc:
         raise invalid(exc.field, exc) from exc
@@ -128,6 +130,25 @@ async def delete_subscription(
     if not await tidings.store.delete_subscription(key.tenant_id, subscription_id):
         raise not_found("subscription")
     return Response(status_code=204)
+
+
+@router.post("/{subscription_id}/rotate-secret", response_model=CreatedSubscription)
+async def rotate_secret(
+    subscription_id: str,
+    request: Annotated[RotateSecret | None, Body()] = None,
+    key: ApiKey = Depends(require("webhooks:write")),
+    tidings: Tidings = Depends(get_tidings),
+) -> CreatedSubscription:
+    """A new secret (shown only here); the old one keeps signing beside it for
+    ``TIDINGS_SECRET_ROTATION_GRACE`` seconds, so receivers can switch without a gap."""
+    sub = await owned(tidings, key, subscription_id)
+    try:
+        rotated, secret = await tidings.rotate_secret(
+            sub, request.signing_secret if request else None
+        )
+    except Invalid as exc:
+        raise invalid(exc.field, exc) from exc
+    return CreatedSubscription(**SubscriptionOut.of(rotated).model_dump(), signing_secret=secret)
 
 
 @router.post("/{subscription_id}/test", response_model=TestDeliveryResult)

@@ -91,6 +91,9 @@ class CreateSubscription(Request):
     rate_limit: float | None = Field(
         None, gt=0, le=10_000, description="Deliveries per second, per worker."
     )
+    signature_scheme: Literal["hmac", "ed25519"] = Field(
+        "hmac", description="ed25519: receivers verify v1a signatures with publicKey."
+    )
 
 
 class UpdateSubscription(Request):
@@ -114,6 +117,11 @@ class SubscriptionOut(Reply):
     consecutive_failures: int
     max_concurrency: int | None
     rate_limit: float | None
+    signature_scheme: Literal["hmac", "ed25519"]
+    public_key: str | None = Field(description="Ed25519 subscriptions: verify with this.")
+    previous_secret_expires_utc: str | None = Field(
+        description="After a rotation, until when the previous secret signs too."
+    )
     created_utc: str
     updated_utc: str
 
@@ -131,6 +139,11 @@ class SubscriptionOut(Reply):
             consecutive_failures=sub.consecutive_failures,
             max_concurrency=sub.max_concurrency,
             rate_limit=sub.rate_limit,
+            signature_scheme="ed25519" if sub.public_key else "hmac",
+            public_key=sub.public_key,
+            previous_secret_expires_utc=(
+                utc(sub.previous_secret_expires_ms) if sub.previous_secret_expires_ms else None
+            ),
             created_utc=utc(sub.created_ms),
             updated_utc=utc(sub.updated_ms),
         )
@@ -138,6 +151,10 @@ class SubscriptionOut(Reply):
 
 class CreatedSubscription(SubscriptionOut):
     signing_secret: str = Field(description="Shown only in this response.")
+
+
+class RotateSecret(Request):
+    signing_secret: str | None = Field(None, max_length=200)
 
 
 class TestDelivery(Request):

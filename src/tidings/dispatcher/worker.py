@@ -175,9 +175,10 @@ class Dispatcher:
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
         try:
             body = delivery.body.encode()
-            headers = signature_headers(
-                [self._secret(delivery.secret_enc)], delivery.event_id, int(time.time()), body
-            )
+            secrets = [self._secret(delivery.secret_enc)]
+            if delivery.previous_secret_enc:
+                secrets.append(self._secret(delivery.previous_secret_enc))
+            headers = signature_headers(secrets, delivery.event_id, int(time.time()), body)
             result = await self._sender.post(delivery.url, body, headers)
         except Exception as exc:  # a bug or a bad stored secret must not wedge the row
             log.exception("deliver_failed", event_id=delivery.event_id)

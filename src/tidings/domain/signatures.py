@@ -4,6 +4,10 @@
   (UTF-8) over ``"{timestamp}.{body}"`` (the seed docs' Flask and Node snippets).
 * Standard Webhooks ``webhook-signature: v1,<base64>``: HMAC-SHA256 keyed by the
   base64-decoded part after ``whsec_`` over ``"{id}.{timestamp}.{body}"``.
+* Asymmetric, per subscription: a ``whsk_`` signing key (base64 of a 32-byte Ed25519
+  seed) signs ``"{id}.{timestamp}.{body}"`` as ``v1a,<base64>``; receivers verify with the
+  ``whpk_`` public key (base64 of the raw 32-byte key) and hold no shared secret. Such a
+  subscription sends no ``X-Webhook-Signature`` (that scheme is HMAC only).
 
 During a secret rotation every active secret signs; the values are joined (",") for
 the first scheme and space-separated for the second.
@@ -18,6 +22,10 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SECRET_PREFIX = "whsec_"
 MIN_SECRET_BYTES = 24
@@ -70,19 +78,67 @@ def sign_standard_v1(secret: str, msg_id: str, timestamp: int, body: bytes) -> s
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
+SIGNING_KEY_PREFIX = "whsk_"
+PUBLIC_KEY_PREFIX = "whpk_"
+
+
+def generate_signing_key() -> str:
+    return SIGNING_KEY_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+@functools.lru_cache(maxsize=4096)
+def _private_key(signing_key: str) -> Ed25519PrivateKey:
+    # Imported here so that receivers (tidings.receiver) load this module with the
+    # standard library alone.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if not signing_key.startswith(SIGNING_KEY_PREFIX):
+        raise InvalidSecret("signing key must start with 'whsk_'")
+    try:
+        seed = base64.b64decode(signing_key[len(SIGNING_KEY_PREFIX) :], validate=True)
+        return Ed25519PrivateKey.from_private_bytes(seed)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidSecret("signing key must be 'whsk_' + base64 of 32 bytes") from exc
+
+
+def public_key_of(signing_key: str) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    raw = _private_key(signing_key).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode("ascii")
+
+
+def sign_standard_v1a(signing_key: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    message = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1a," + base64.b64encode(_private_key(signing_key).sign(message)).decode("ascii")
+
+
+def is_asymmetric(secret: str) -> bool:
+    return secret.startswith(SIGNING_KEY_PREFIX)
+
+
 def signature_headers(
     secrets_: Sequence[str], msg_id: str, timestamp: int, body: bytes
 ) -> dict[str, str]:
-    """Both header sets for one delivery attempt, signed by every active secret."""
+    """Both header sets for one delivery attempt, signed by every active secret.
+
+    ``whsec_`` secrets sign both schemes; ``whsk_`` keys sign ``v1a`` only.
+    """
     if not secrets_:
         raise InvalidSecret("at least one signing secret is required")
-    hex_values = ",".join("sha256=" + sign_sha256_hex(s, timestamp, body) for s in secrets_)
-    v1_values = " ".join(sign_standard_v1(s, msg_id, timestamp, body) for s in secrets_)
-    return {
+    shared = [s for s in secrets_ if not is_asymmetric(s)]
+    standard = [sign_standard_v1(s, msg_id, timestamp, body) for s in shared] + [
+        sign_standard_v1a(s, msg_id, timestamp, body) for s in secrets_ if is_asymmetric(s)
+    ]
+    headers = {
         "X-Webhook-Id": msg_id,
         "X-Webhook-Timestamp": str(timestamp),
-        "X-Webhook-Signature": hex_values,
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": v1_values,
+        "webhook-signature": " ".join(standard),
     }
+    if shared:
+        headers["X-Webhook-Signature"] = ",".join(
+            "sha256=" + sign_sha256_hex(s, timestamp, body) for s in shared
+        )
+    return headers

@@ -40,6 +40,10 @@ class Subscription:
     """Deliveries in flight at once, per dispatcher process (None: the server default)."""
     rate_limit: float | None = None
     """Deliveries started per second, per dispatcher process (None: unlimited)."""
+    public_key: str | None = None
+    """``whpk_`` key receivers verify with, for subscriptions signed with Ed25519."""
+    previous_secret_expires_ms: int | None = None
+    """Until then the secret replaced by the last rotation signs too."""
 
     def wants(self, event_type: str) -> bool:
         return any(EventPattern.parse(p).matches(event_type) for p in self.event_types)

@@ -75,6 +75,8 @@ class ClaimedDelivery:
     secret_enc: str
     max_concurrency: int | None = None
     rate_limit: float | None = None
+    previous_secret_enc: str | None = None
+    """The secret before the last rotation, while its grace period lasts."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,21 @@ class Store(Protocol):
         self, tenant_id: str, subscription_id: str, changes: Mapping[str, Any]
     ) -> Subscription | None: ...
     async def delete_subscription(self, tenant_id: str, subscription_id: str) -> bool: ...
-    async def subscription_secret(self, tenant_id: str, subscription_id: str) -> str | None: ...
+    async def subscription_secrets(self, tenant_id: str, subscription_id: str) -> list[str]:
+        """Encrypted secrets that sign now: the current one, then one in its grace period."""
+        ...
+
+    async def rotate_secret(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        secret_enc: str,
+        public_key: str | None,
+        grace_until_ms: int,
+    ) -> Subscription | None:
+        """Make ``secret_enc`` current; the old one keeps signing until ``grace_until_ms``."""
+        ...
+
     async def subscription_attempts(
         self,
         tenant_id: str,

@@ -226,7 +226,8 @@ _LEASE = """
 """
 _DETAILS = """
     SELECT d.id, e.id AS event_id, e.tenant_id, e.created_ms, e.body, d.subscription_id,
-           s.url, s.secret_enc, coalesce(s.enabled, false) AS enabled, s.max_concurrency,
+           s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
+           coalesce(s.enabled, false) AS enabled, s.max_concurrency,
            s.rate_limit
     FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
     LEFT JOIN subscriptions AS s ON s.id = d.subscription_id

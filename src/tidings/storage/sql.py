@@ -76,6 +76,8 @@ def _subscription(row: RowMapping) -> Subscription:
         updated_ms=row["updated_ms"],
         max_concurrency=row["max_concurrency"],
         rate_limit=row["rate_limit"],
+        public_key=row["public_key"],
+        previous_secret_expires_ms=row["previous_secret_expires_ms"],
     )
 
 
@@ -309,6 +311,7 @@ class SQLStore:
             consecutive_failures=0,
             max_concurrency=subscription.max_concurrency,
             rate_limit=subscription.rate_limit,
+            public_key=subscription.public_key,
             created_ms=subscription.created_ms,
             updated_ms=subscription.updated_ms,
         )
@@ -374,10 +377,39 @@ class SQLStore:
 
         return await self._write(tx)
 
-    async def subscription_secret(self, tenant_id: str, subscription_id: str) -> str | None:
-        query = select(subscriptions.c.secret_enc).where(_owned(tenant_id, subscription_id))
-        value = await self._read(lambda conn: conn.execute(query).scalar_one_or_none())
-        return str(value) if value is not None else None
+    async def subscription_secrets(self, tenant_id: str, subscription_id: str) -> list[str]:
+        query = select(
+            subscriptions.c.secret_enc,
+            subscriptions.c.previous_secret_enc,
+            subscriptions.c.previous_secret_expires_ms,
+        ).where(_owned(tenant_id, subscription_id))
+        row = await self._read(lambda conn: conn.execute(query).mappings().first())
+        if row is None:
+            return []
+        return [row["secret_enc"], *_previous_secret(row, now_ms())]
+
+    async def rotate_secret(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        secret_enc: str,
+        public_key: str | None,
+        grace_until_ms: int,
+    ) -> Subscription | None:
+        statement = (
+            update(subscriptions)
+            .where(_owned(tenant_id, subscription_id))
+            .values(
+                previous_secret_enc=subscriptions.c.secret_enc,
+                previous_secret_expires_ms=grace_until_ms,
+                secret_enc=secret_enc,
+                public_key=public_key,
+                updated_ms=now_ms(),
+            )
+            .returning(*subscriptions.c)
+        )
+        row = await self._write(lambda conn: conn.execute(statement).mappings().first())
+        return _subscription(row) if row is not None else None
 
     async def subscription_attempts(
         self,
@@ -556,6 +588,7 @@ def claimed_deliveries(
     rows: Sequence[Any], attempts_made: Mapping[int, int], token: str
 ) -> list[ClaimedDelivery]:
     """Build the claims from ``_CLAIM_DETAILS`` rows, dropping disabled subscriptions'."""
+    now = now_ms()
     return [
         ClaimedDelivery(
             delivery_id=row["id"],
@@ -570,10 +603,18 @@ def claimed_deliveries(
             secret_enc=row["secret_enc"],
             max_concurrency=row["max_concurrency"],
             rate_limit=row["rate_limit"],
+            previous_secret_enc=next(iter(_previous_secret(row, now)), None),
         )
         for row in rows
         if row["enabled"]
     ]
+
+
+def _previous_secret(row: Any, now: int) -> list[str]:
+    expires = row["previous_secret_expires_ms"]
+    if row["previous_secret_enc"] and expires is not None and expires > now:
+        return [row["previous_secret_enc"]]
+    return []
 
 
 def pick_claims(candidates: Sequence[Any], room: Callable[[str], int], limit: int) -> list[int]:
@@ -703,6 +744,8 @@ _CLAIM_DETAILS = (
         deliveries.c.subscription_id,
         subscriptions.c.url,
         subscriptions.c.secret_enc,
+        subscriptions.c.previous_secret_enc,
+        subscriptions.c.previous_secret_expires_ms,
         subscriptions.c.enabled,
         subscriptions.c.max_concurrency,
         subscriptions.c.rate_limit,
