@@ -13,6 +13,7 @@ import typer
 import uvicorn
 
 from tidings.config import Settings
+from tidings.devtools import Target, run_listen, run_trigger
 from tidings.logs import configure_logging
 from tidings.service import SCOPES, Tidings
 
@@ -138,6 +139,45 @@ async def _dev_key(settings: Settings) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(plaintext + "\n")
     return plaintext
+
+
+Server = Annotated[str, typer.Option(envvar="TIDINGS_SERVER", help="tidings server URL.")]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(envvar="TIDINGS_API_KEY", help="API key (default: the dev key)."),
+]
+
+
+def _target(server: str, api_key: str | None) -> Target:
+    key = api_key
+    if key is None:
+        path = Settings().data_dir / DEV_KEY_FILE
+        if not path.is_file():
+            raise typer.BadParameter("pass --api-key (or run `tidings dev` to create a dev key)")
+        key = path.read_text().strip()
+    return Target(server.rstrip("/"), key)
+
+
+@app.command()
+def listen(
+    forward_to: Annotated[str, typer.Option(help="Your app's webhook URL.")],
+    events: Annotated[list[str], typer.Option(help="Event types or patterns.")] = ["*"],  # noqa: B006
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Forward a tidings server's deliveries to a local app, printing each one."""
+    run_listen(_target(server, api_key), forward_to, events)
+
+
+@app.command()
+def trigger(
+    event_type: Annotated[str, typer.Argument(help="e.g. client.created")],
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Emit an event of this type with the catalog's sample payload."""
+    envelope = run_trigger(_target(server, api_key), event_type)
+    typer.echo(f"emitted {envelope['type']} {envelope['id']}")
 
 
 @keys.command("create")

@@ -1,0 +1,152 @@
+"""``tidings listen`` and ``tidings trigger``: try webhooks locally without a tunnel.
+
+``listen`` serves a small HTTP endpoint on 127.0.0.1, registers a temporary
+subscription for it on a tidings server, and forwards every delivery (same body, same
+signature headers) to the developer's app, printing one line per delivery. On exit it
+deletes the subscription. The app verifies with the secret ``listen`` prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+FORWARDED_HEADERS = (
+    "X-Webhook-Id",
+    "X-Webhook-Timestamp",
+    "X-Webhook-Signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "Content-Type",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    server: str
+    api_key: str
+
+    def client(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            self.server,
+            headers={"X-Api-Key": self.api_key},
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+
+
+async def trigger(target: Target, event_type: str) -> dict[str, object]:
+    """Emit the catalog's sample payload for ``event_type``; returns the envelope."""
+    async with target.client() as api:
+        async with api.get(f"/api/v1/event-types/{event_type}") as found:
+            if found.status != 200:
+                raise SystemExit(f"unknown event type {event_type!r} ({found.status})")
+            sample = (await found.json())["samplePayload"]
+        body = {"type": event_type, "payload": sample, "metadata": {"trigger": True}}
+        async with api.post("/api/v1/events", json=body) as emitted:
+            if emitted.status != 201:
+                raise SystemExit(f"emit failed: {emitted.status} {await emitted.text()}")
+            envelope: dict[str, object] = await emitted.json()
+            return envelope
+
+
+async def listen(
+    target: Target,
+    forward_to: str,
+    event_types: Sequence[str],
+    out: Callable[[str], None] = print,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Forward deliveries until SIGINT/SIGTERM, then remove the temporary subscription."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as app_client:
+        runner, port = await _serve(_forwarder(app_client, forward_to, out))
+        try:
+            async with target.client() as api:
+                sub = await _subscribe(api, f"http://127.0.0.1:{port}/", event_types)
+                out(f"Ready: forwarding {', '.join(event_types)} to {forward_to}")
+                out(f"Signing secret for your app: {sub['signingSecret']}")
+                if ready is not None:
+                    ready.set()
+                try:
+                    await stop.wait()
+                finally:
+                    async with api.delete(f"/api/v1/webhooks/subscriptions/{sub['id']}"):
+                        out("Removed the temporary subscription.")
+        finally:
+            await runner.cleanup()
+
+
+async def _subscribe(
+    api: aiohttp.ClientSession, url: str, event_types: Sequence[str]
+) -> dict[str, str]:
+    body = {"url": url, "eventTypes": list(event_types), "description": "tidings listen"}
+    async with api.post("/api/v1/webhooks/subscriptions", json=body) as response:
+        if response.status != 201:
+            raise SystemExit(f"could not subscribe: {response.status} {await response.text()}")
+        created: dict[str, str] = await response.json()
+        return created
+
+
+async def _serve(handler: Callable[[web.Request], object]) -> tuple[web.AppRunner, int]:
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handler)  # type: ignore[arg-type]
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    return runner, int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+
+def _forwarder(
+    client: aiohttp.ClientSession, forward_to: str, out: Callable[[str], None]
+) -> Callable[[web.Request], object]:
+    async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {k: request.headers[k] for k in FORWARDED_HEADERS if k in request.headers}
+        event_id = request.headers.get("X-Webhook-Id", "?")
+        event_type = _event_type(body)
+        started = time.perf_counter()
+        try:
+            async with client.post(forward_to, data=body, headers=headers) as answer:
+                text = await answer.text()
+                status = answer.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            out(f"{time.strftime('%H:%M:%S')}  {event_type:28s} {event_id}  -> error: {exc}")
+            return web.Response(status=502, text=f"forwarding failed: {exc}")
+        elapsed = (time.perf_counter() - started) * 1000
+        out(
+            f"{time.strftime('%H:%M:%S')}  {event_type:28s} {event_id}  "
+            f"-> {status} in {elapsed:.0f} ms"
+        )
+        return web.Response(status=status, text=text[:4000])
+
+    return forward
+
+
+def _event_type(body: bytes) -> str:
+    import json
+
+    try:
+        return str(json.loads(body).get("type", "?"))
+    except (ValueError, AttributeError):
+        return "?"
+
+
+def run_listen(target: Target, forward_to: str, event_types: Sequence[str]) -> None:
+    asyncio.run(listen(target, forward_to, event_types))
+
+
+def run_trigger(target: Target, event_type: str) -> dict[str, object]:
+    return asyncio.run(trigger(target, event_type))

@@ -1,0 +1,95 @@
+"""``tidings listen`` forwards a server's deliveries to a local app; ``trigger`` emits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.processes import (
+    TIDINGS,
+    Process,
+    create_key,
+    free_port,
+    tidings_env,
+    wait_until_serving,
+)
+from tests.support.receiver import Receiver
+from tidings.receiver import verify
+
+pytestmark = pytest.mark.asyncio
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    args: list[str], env: dict[str, str]
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str]]]:
+    proc = await asyncio.create_subprocess_exec(
+        *TIDINGS, "listen", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    lines: list[str] = []
+    try:
+        yield proc, lines
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                await proc.wait()
+
+
+async def read_until(proc: asyncio.subprocess.Process, lines: list[str], needle: str) -> str:
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            if not line:
+                raise AssertionError(f"listen exited:\n{''.join(lines)}")
+            lines.append(line)
+            if needle in line:
+                return line
+
+
+async def test_listen_forwards_and_cleans_up(
+    tmp_path: Path, receiver: Receiver, database_url: str
+) -> None:
+    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
+    key = create_key(env)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
+    try:
+        await wait_until_serving(base, server)
+        args = ["--forward-to", receiver.url("/app"), "--server", base, "--api-key", key]
+        async with listening(args, env) as (proc, lines):
+            await read_until(proc, lines, "Ready:")
+            secret = (await read_until(proc, lines, "Signing secret")).split()[-1]
+            trigger = [*TIDINGS, "trigger", "payment.succeeded", "--server", base]
+            triggered = await asyncio.to_thread(
+                subprocess.run,
+                [*trigger, "--api-key", key],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            event_id = triggered.stdout.split()[-1]
+            [got] = await receiver.wait_count("/app", 1)
+            assert got.headers["X-Webhook-Id"] == event_id
+            verify(secret, got.headers, got.body)
+            line = await read_until(proc, lines, event_id)
+            assert "payment.succeeded" in line and "-> 200" in line
+            proc.send_signal(signal.SIGTERM)
+            await read_until(proc, lines, "Removed the temporary subscription")
+            async with asyncio.timeout(20):
+                assert await proc.wait() == 0
+        async with httpx.AsyncClient(base_url=base, headers={"X-Api-Key": key}) as client:
+            assert (await client.get("/api/v1/webhooks/subscriptions")).json() == []
+    finally:
+        server.stop()
