@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(21_600.0, gt=0)
     breaker_threshold: int = Field(20, ge=0)
     encryption_key: str | None = None
+    verify_endpoints: bool = False
+    """New or moved subscriptions stay disabled until they answer ``endpoint.verify``."""
     secret_rotation_grace: float = Field(86_400.0, ge=0)
     """Seconds the secret replaced by a rotation keeps signing beside the new one."""
     allow_cidrs: str = ""

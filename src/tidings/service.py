@@ -53,6 +53,7 @@ log = structlog.get_logger("tidings")
 API_KEY_PREFIX = "tdg_"
 SCOPES = frozenset({"events:write", "events:read", "webhooks:read", "webhooks:write", "admin"})
 SUBSCRIPTION_DISABLED = "subscription.disabled"
+ENDPOINT_VERIFY = "endpoint.verify"
 KEY_CACHE_SECONDS = 5.0
 KEY_CACHE_SIZE = 10_000
 
@@ -86,6 +87,12 @@ class TestResult:
     elapsed_ms: int
     response_body: str
     error: str | None
+
+
+def _initial_disable(enabled: bool, awaiting_verification: bool) -> DisableReason | None:
+    if not enabled:
+        return DisableReason.MANUAL
+    return DisableReason.UNVERIFIED if awaiting_verification else None
 
 
 class Tidings:
@@ -253,6 +260,7 @@ class Tidings:
         max_concurrency: int | None = None,
         rate_limit: float | None = None,
         signature_scheme: str = "hmac",
+        awaiting_verification: bool = False,
     ) -> tuple[Subscription, str]:
         """Returns the subscription and its secret (``whsec_``; or ``whsk_`` for
         ``ed25519``, whose public ``whpk_`` key is on the subscription)."""
@@ -268,10 +276,10 @@ class Tidings:
             tenant_id=tenant_id,
             url=url,
             event_types=patterns,
-            enabled=enabled,
+            enabled=enabled and not awaiting_verification,
             description=description,
             kind=kind,
-            disabled_reason=None if enabled else DisableReason.MANUAL,
+            disabled_reason=_initial_disable(enabled, awaiting_verification),
             consecutive_failures=0,
             created_ms=now,
             updated_ms=now,
@@ -319,18 +327,39 @@ class Tidings:
         known = find_event_type(event_type)
         if known is None:
             raise Invalid("eventType", f"unknown event type {event_type!r}")
+        payload = dict(known.sample) if use_sample else {}
+        return await self._send_now(subscription, known.name, payload, {"test": True})
+
+    async def verify_endpoint(self, subscription: Subscription) -> TestResult:
+        """Send ``endpoint.verify`` now; a 2xx enables the subscription (if it waited for it)."""
+        challenge = secrets.token_urlsafe(24)
+        payload = {"subscriptionId": subscription.id, "challenge": challenge}
+        result = await self._send_now(subscription, ENDPOINT_VERIFY, payload, {})
+        if result.success and subscription.disabled_reason is DisableReason.UNVERIFIED:
+            await self.store.update_subscription(
+                subscription.tenant_id, subscription.id, {"enabled": True}
+            )
+        return result
+
+    async def _send_now(
+        self,
+        subscription: Subscription,
+        event_type: str,
+        payload: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+    ) -> TestResult:
+        """POST one signed envelope now and report the answer; nothing is stored."""
         encrypted = await self.store.subscription_secrets(subscription.tenant_id, subscription.id)
         if not encrypted:
             raise Invalid("id", "subscription vanished")
         created_ms = int(time.time() * 1000)
-        payload = dict(known.sample) if use_sample else {}
         envelope = Envelope(
             new_id("evt", created_ms),
-            known.name,
+            event_type,
             created_ms,
             subscription.tenant_id,
             payload,
-            {"test": True},
+            metadata,
         )
         body = envelope.to_json().encode()
         headers = signature_headers(

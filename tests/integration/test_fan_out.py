@@ -16,11 +16,10 @@ TYPES = [
     "client.created",
     "client.updated",
     "clients.created",
-    "client",
     "client.created.extra",
     "payment.succeeded",
     "a.b_c-d",
-    "clientxcreated",
+    "clientx.created",
 ]
 PATTERNS = [
     "*",
@@ -31,7 +30,7 @@ PATTERNS = [
     "payment.*",
     "a.*",
     "a.b_c-d",
-    "client",
+    "clientx.created",
 ]
 
 

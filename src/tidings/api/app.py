@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from tidings import __version__
 from tidings.api import routes_catalog, routes_events, routes_subscriptions
-from tidings.api.errors import install_error_handlers
+from tidings.api.errors import ApiError, install_error_handlers
 from tidings.api.limits import BodySizeLimit
 from tidings.api.schemas import ErrorResponse
 from tidings.service import Tidings
@@ -18,6 +20,28 @@ from tidings.service import Tidings
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429)
 }
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def reject_unknown_query_parameters(request: Request) -> None:
+    """A misspelt filter (``?typ=…``) is an error, not a silently unfiltered answer."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    unknown = sorted(set(request.query_params) - _query_names(route.dependant))
+    if unknown:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"unknown query parameter(s): {', '.join(unknown)}",
+            [{"field": f"query.{name}", "message": "unknown parameter"} for name in unknown],
+        )
 
 
 def create_app(tidings: Tidings, *, run_dispatcher: bool = True, migrate: bool = True) -> FastAPI:
@@ -36,6 +60,7 @@ def create_app(tidings: Tidings, *, run_dispatcher: bool = True, migrate: bool =
             await tidings.close()
 
     app = FastAPI(
+        dependencies=[Depends(reject_unknown_query_parameters)],
         title="tidings",
         version=__version__,
         description="Durable, signed webhook and event delivery.",

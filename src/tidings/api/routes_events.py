@@ -10,6 +10,7 @@ from tidings.api.auth import get_tidings, require
 from tidings.api.errors import ApiError, not_found
 from tidings.api.pagination import decode_cursor, set_next_cursor
 from tidings.api.schemas import (
+    EVENT_TYPE_LIST,
     Attempt,
     EmitEvent,
     EventEnvelope,
@@ -66,7 +67,10 @@ async def emit_event(
 
 @router.get("", response_model=list[EventEnvelope])
 async def list_events(
-    type: Annotated[list[str] | None, Query(description="Filter; repeat for several.")] = None,
+    type: Annotated[
+        list[Annotated[str, Query(pattern=EVENT_TYPE_LIST, max_length=2000)]] | None,
+        Query(description="Filter; repeat or comma-separate for several."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     after: Annotated[

@@ -18,10 +18,12 @@ from tidings.api.schemas import (
     TestDelivery,
     TestDeliveryResult,
     UpdateSubscription,
+    Verified,
 )
+from tidings.domain.deliveries import DisableReason
 from tidings.domain.events import InvalidEventType
 from tidings.domain.subscriptions import InvalidUrl, Subscription
-from tidings.service import Invalid, Tidings
+from tidings.service import Invalid, TestResult, Tidings
 from tidings.storage import ApiKey
 
 router = APIRouter(prefix="/api/v1/webhooks/subscriptions", tags=["subscriptions"])
@@ -56,12 +58,43 @@ async def create_subscription(
             max_concurrency=request.max_concurrency,
             rate_limit=request.rate_limit,
             signature_scheme=request.signature_scheme,
+            awaiting_verification=request.enabled and wants_verification(tidings, request),
         )
     except Invalid as exc:
         raise invalid(exc.field, exc) from exc
     except (InvalidEventType, ValueError) as exc:
         raise invalid("eventTypes", exc) from exc
-    return CreatedSubscription(**SubscriptionOut.of(sub).model_dump(), signing_secret=secret)
+    sub, verification = await verify_if_waiting(tidings, sub)
+    return CreatedSubscription(
+        **SubscriptionOut.of(sub).model_dump(), signing_secret=secret, verification=verification
+    )
+
+
+def result_out(result: TestResult) -> TestDeliveryResult:
+    return TestDeliveryResult(
+        success=result.success,
+        status_code=result.status_code,
+        elapsed_ms=result.elapsed_ms,
+        response_body=result.response_body,
+        error=result.error,
+    )
+
+
+def wants_verification(tidings: Tidings, request: CreateSubscription | UpdateSubscription) -> bool:
+    if request.verify_endpoint is not None:
+        return request.verify_endpoint
+    return tidings.settings.verify_endpoints
+
+
+async def verify_if_waiting(
+    tidings: Tidings, sub: Subscription
+) -> tuple[Subscription, TestDeliveryResult | None]:
+    """Send ``endpoint.verify`` to a subscription that waits for it; enabled on 2xx."""
+    if sub.disabled_reason is not DisableReason.UNVERIFIED:
+        return sub, None
+    result = await tidings.verify_endpoint(sub)
+    refreshed = await tidings.store.get_subscription(sub.tenant_id, sub.id)
+    return refreshed or sub, result_out(result)
 
 
 @router.get("", response_model=list[SubscriptionOut])
@@ -86,14 +119,17 @@ async def get_subscription(
     return SubscriptionOut.of(await owned(tidings, key, subscription_id))
 
 
-@router.patch("/{subscription_id}", response_model=SubscriptionOut)
+@router.patch("/{subscription_id}", response_model=Verified)
 async def update_subscription(
     subscription_id: str,
     request: UpdateSubscription,
     key: ApiKey = Depends(require("webhooks:write")),
     tidings: Tidings = Depends(get_tidings),
-) -> SubscriptionOut:
-    """Edit url, eventTypes, enabled or description. ``enabled: true`` resets the breaker."""
+) -> Verified:
+    """Edit url, eventTypes, enabled or description. ``enabled: true`` resets the breaker.
+
+    With endpoint verification on, a new url is disabled until it answers endpoint.verify.
+    """
     await owned(tidings, key, subscription_id)
     changes: dict[str, Any] = {}
     fields = request.model_fields_set
@@ -115,10 +151,27 @@ async def update_subscription(
     for name in ("description", "max_concurrency", "rate_limit"):
         if name in fields:
             changes[name] = getattr(request, name)
+    if "url" in changes and wants_verification(tidings, request):
+        changes.update(enabled=False, disabled_reason=DisableReason.UNVERIFIED.value)
     sub = await tidings.store.update_subscription(key.tenant_id, subscription_id, changes)
     if sub is None:
         raise not_found("subscription")
-    return SubscriptionOut.of(sub)
+    sub, verification = await verify_if_waiting(tidings, sub)
+    return Verified(**SubscriptionOut.of(sub).model_dump(), verification=verification)
+
+
+@router.post("/{subscription_id}/verify", response_model=Verified)
+async def verify_subscription(
+    subscription_id: str,
+    key: ApiKey = Depends(require("webhooks:write")),
+    tidings: Tidings = Depends(get_tidings),
+) -> Verified:
+    """Send ``endpoint.verify`` again; a subscription waiting for it is enabled on 2xx."""
+    sub = await owned(tidings, key, subscription_id)
+    result = await tidings.verify_endpoint(sub)
+    refreshed = await owned(tidings, key, subscription_id)
+    verification = result_out(result)
+    return Verified(**SubscriptionOut.of(refreshed).model_dump(), verification=verification)
 
 
 @router.delete("/{subscription_id}", status_code=204)
@@ -164,13 +217,7 @@ async def test_subscription(
         result = await tidings.test_delivery(sub, request.event_type, request.use_sample_payload)
     except Invalid as exc:
         raise invalid(exc.field, exc) from exc
-    return TestDeliveryResult(
-        success=result.success,
-        status_code=result.status_code,
-        elapsed_ms=result.elapsed_ms,
-        response_body=result.response_body,
-        error=result.error,
-    )
+    return result_out(result)
 
 
 @router.get("/{subscription_id}/deliveries", response_model=list[Attempt])

@@ -38,8 +38,10 @@ class Reply(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
-EVENT_TYPE = r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$"
-EVENT_PATTERN = r"^(\*|[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*(\.\*)?)$"
+_WORD = r"[A-Za-z][A-Za-z0-9_-]*"
+EVENT_TYPE = rf"^{_WORD}(\.{_WORD})+$"
+EVENT_TYPE_LIST = rf"^{_WORD}(\.{_WORD})+(,{_WORD}(\.{_WORD})+)*$"
+EVENT_PATTERN = rf"^(\*|{_WORD}(\.{_WORD})*\.\*|{_WORD}(\.{_WORD})+)$"
 HTTP_URL = r"^[hH][tT][tT][pP][sS]?://[^\s/?#@]+([/?#]\S*)?$"
 EventTypes = list[Annotated[str, Field(pattern=EVENT_PATTERN, max_length=130)]]
 
@@ -94,6 +96,9 @@ class CreateSubscription(Request):
     signature_scheme: Literal["hmac", "ed25519"] = Field(
         "hmac", description="ed25519: receivers verify v1a signatures with publicKey."
     )
+    verify_endpoint: bool | None = Field(
+        None, description="Send endpoint.verify and enable only on 2xx (default: server)."
+    )
 
 
 class UpdateSubscription(Request):
@@ -103,6 +108,7 @@ class UpdateSubscription(Request):
     description: str | None = Field(None, max_length=1000)
     max_concurrency: int | None = Field(None, ge=1, le=1000)
     rate_limit: float | None = Field(None, gt=0, le=10_000)
+    verify_endpoint: bool | None = None
 
 
 class SubscriptionOut(Reply):
@@ -149,7 +155,13 @@ class SubscriptionOut(Reply):
         )
 
 
-class CreatedSubscription(SubscriptionOut):
+class Verified(SubscriptionOut):
+    verification: TestDeliveryResult | None = Field(
+        None, description="The endpoint.verify answer, when one was sent."
+    )
+
+
+class CreatedSubscription(Verified):
     signing_secret: str = Field(description="Shown only in this response.")
 
 

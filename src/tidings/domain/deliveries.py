@@ -23,6 +23,8 @@ class DisableReason(StrEnum):
     BREAKER = "breaker"
     GONE = "gone"
     MANUAL = "manual"
+    UNVERIFIED = "unverified"
+    """Created or moved with endpoint verification, and not yet answered 2xx."""
 
 
 @dataclass(frozen=True)

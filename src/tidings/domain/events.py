@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 MAX_EVENT_TYPE_LENGTH = 128
-_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*")
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+")
 _PREFIX_PATTERN = re.compile(r"(?P<prefix>[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*)\.\*")
 
 
@@ -23,7 +23,7 @@ def normalize_event_type(raw: str) -> str:
     name = raw.strip().lower()
     if len(name) > MAX_EVENT_TYPE_LENGTH or not _EVENT_TYPE.fullmatch(name):
         raise InvalidEventType(
-            f"invalid event type {raw!r}: use dot-separated lowercase words "
+            f"invalid event type {raw!r}: use two or more dot-separated words "
             "such as 'client.created' (letters, digits, '_' and '-')"
         )
     return name

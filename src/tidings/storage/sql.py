@@ -349,7 +349,7 @@ class SQLStore:
         if values.get("enabled") is True:
             values.update(disabled_reason=None, consecutive_failures=0)
         elif values.get("enabled") is False:
-            values["disabled_reason"] = DisableReason.MANUAL.value
+            values.setdefault("disabled_reason", DisableReason.MANUAL.value)
         values["updated_ms"] = now_ms()
         statement = (
             update(subscriptions)

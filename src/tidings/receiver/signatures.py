@@ -1,19 +1,29 @@
-"""What a receiver needs: verify a tidings delivery, and drop duplicates.
+"""verify(): is this request a delivery tidings signed, and is it fresh?
 
-Standard library only, so a receiving app can import it without the server's
-dependencies.
+Standard library only at import time. Ed25519 (Standard Webhooks ``v1a,``) needs the
+``cryptography`` package, imported only when a ``whpk_`` public key meets a ``v1a,``
+signature.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import hmac
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from tidings.domain.signatures import InvalidSecret, sign_sha256_hex, sign_standard_v1
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 DEFAULT_TOLERANCE = 300
+PUBLIC_KEY_PREFIX = "whpk_"
+"""An Ed25519 public key: ``whpk_<base64 of the 32 raw bytes>``."""
+ED25519_PREFIX = "v1a,"
 
 
 class WebhookVerificationError(Exception):
@@ -49,7 +59,8 @@ def verify(
 
     Checks the Standard Webhooks headers when present, else ``X-Webhook-Signature``;
     accepts any of several signatures in a header (secret rotation); compares in
-    constant time.
+    constant time. A ``whpk_`` public key accepts only Standard Webhooks ``v1a,``
+    (Ed25519) signatures: it is public, so it never serves as an HMAC key.
     """
     secrets_ = [secret_or_secrets] if isinstance(secret_or_secrets, str) else secret_or_secrets
     current = time.time() if now is None else now
@@ -64,6 +75,8 @@ def verify(
     timestamp = _check_timestamp(raw_ts, tolerance, current)
     offered = [v.strip().removeprefix("sha256=") for v in legacy.split(",")]
     for secret in secrets_:
+        if secret.startswith(PUBLIC_KEY_PREFIX):
+            continue
         expected = sign_sha256_hex(secret, timestamp, raw_body)
         if any(hmac.compare_digest(expected, value) for value in offered):
             return
@@ -85,6 +98,10 @@ def _verify_standard(
     timestamp = _check_timestamp(raw_ts, tolerance, now)
     offered = signature_header.split()
     for secret in secrets_:
+        if secret.startswith(PUBLIC_KEY_PREFIX):
+            if _ed25519_matches(secret, msg_id, timestamp, raw_body, offered):
+                return
+            continue
         try:
             expected = sign_standard_v1(secret, msg_id, timestamp, raw_body)
         except InvalidSecret as exc:
@@ -94,18 +111,45 @@ def _verify_standard(
     raise WebhookVerificationError("no matching signature")
 
 
-class Deduplicator:
-    """Remembers the last ``capacity`` event ids seen; ``first_time(id)`` is True once per id."""
+def _ed25519_matches(
+    public_key: str, msg_id: str, timestamp: int, raw_body: bytes, offered: Sequence[str]
+) -> bool:
+    """True if one ``v1a,`` value is this key's signature of ``"{id}.{timestamp}.{body}"``."""
+    signatures = [
+        signature
+        for value in offered
+        if value.startswith(ED25519_PREFIX)
+        and (signature := _b64(value[len(ED25519_PREFIX) :])) is not None
+    ]
+    if not signatures:
+        return False  # nothing to check, so no need for the cryptography package
+    key = _public_key(public_key)
+    from cryptography.exceptions import InvalidSignature
 
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._capacity = capacity
-        self._seen: OrderedDict[str, None] = OrderedDict()
-
-    def first_time(self, event_id: str) -> bool:
-        if event_id in self._seen:
-            self._seen.move_to_end(event_id)
-            return False
-        self._seen[event_id] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
+    message = f"{msg_id}.{timestamp}.".encode() + raw_body
+    for signature in signatures:
+        try:
+            key.verify(signature, message)
+        except InvalidSignature:
+            continue
         return True
+    return False
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _public_key(public_key: str) -> Ed25519PublicKey:
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError as exc:  # pragma: no cover - cryptography is a server dependency
+        raise ImportError("Ed25519 (v1a) signatures need: pip install cryptography") from exc
+    raw = _b64(public_key[len(PUBLIC_KEY_PREFIX) :])
+    if raw is None or len(raw) != 32:
+        raise WebhookVerificationError("public key must be 'whpk_' followed by base64 of 32 bytes")
+    return Ed25519PublicKey.from_public_bytes(raw)
