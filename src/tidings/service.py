@@ -341,6 +341,16 @@ class Tidings:
             )
         return result
 
+    def sample_envelope(
+        self, tenant_id: str, event_type: str, payload: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """An envelope shaped like a real one, for previews; not stored."""
+        created_ms = int(time.time() * 1000)
+        envelope = Envelope(
+            new_id("evt", created_ms), event_type, created_ms, tenant_id, payload, {"sample": True}
+        )
+        return envelope.to_dict()
+
     async def _send_now(
         self,
         subscription: Subscription,

@@ -11,7 +11,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from tidings import __version__
-from tidings.api import routes_catalog, routes_events, routes_subscriptions
+from tidings.api import routes_catalog, routes_events, routes_hooks, routes_subscriptions
 from tidings.api.errors import ApiError, install_error_handlers
 from tidings.api.limits import BodySizeLimit
 from tidings.api.schemas import ErrorResponse
@@ -69,7 +69,7 @@ def create_app(tidings: Tidings, *, run_dispatcher: bool = True, migrate: bool =
     )
     app.state.tidings = tidings
     install_error_handlers(app)
-    for module in (routes_events, routes_subscriptions, routes_catalog):
+    for module in (routes_events, routes_subscriptions, routes_catalog, routes_hooks):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)

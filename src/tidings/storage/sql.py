@@ -286,6 +286,16 @@ class SQLStore:
         )
         return await self._read(lambda conn: conn.execute(query).first() is not None)
 
+    async def recent_events(self, tenant_id: str, event_type: str, limit: int) -> list[StoredEvent]:
+        query = (
+            select(events)
+            .where(events.c.tenant_id == tenant_id, events.c.type == event_type)
+            .order_by(events.c.seq.desc())
+            .limit(limit)
+        )
+        rows = await self._read(lambda conn: conn.execute(query).mappings().all())
+        return [_event(r) for r in rows]
+
     async def event_attempts(self, tenant_id: str, event_id: str) -> list[AttemptRecord]:
         query = (
             select(attempts)
