@@ -190,18 +190,33 @@ class Tidings:
         Re-emitting with the same idempotency key returns the first event; with a
         different request it raises Conflict.
         """
-        name = normalize_event_type(event_type)
-        meta = dict(metadata or {})
-        fingerprint = request_fingerprint(name, payload, meta)
-        created_ms = int(time.time() * 1000)
-        envelope = Envelope(new_id("evt", created_ms), name, created_ms, tenant_id, payload, meta)
-        draft = StoredEvent(
-            0, envelope.id, tenant_id, name, created_ms, envelope.to_json(), fingerprint
-        )
+        draft = self.draft_event(tenant_id, event_type, payload, metadata)
         stored, created = await self.store.insert_event(draft, idempotency_key)
-        if not created and stored.request_hash != fingerprint:
+        if not created and stored.request_hash != draft.request_hash:
             raise Conflict("Idempotency-Key was already used for a different event")
         return stored, created
+
+    def draft_event(
+        self,
+        tenant_id: str,
+        event_type: str,
+        payload: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> StoredEvent:
+        """A validated event ready for ``Outbox.add`` (or ``Store.insert_event``)."""
+        name = normalize_event_type(event_type)
+        meta = dict(metadata or {})
+        created_ms = int(time.time() * 1000)
+        envelope = Envelope(new_id("evt", created_ms), name, created_ms, tenant_id, payload, meta)
+        return StoredEvent(
+            0,
+            envelope.id,
+            tenant_id,
+            name,
+            created_ms,
+            envelope.to_json(),
+            request_fingerprint(name, payload, meta),
+        )
 
     async def redeliver(
         self, tenant_id: str, event: StoredEvent, subscription_id: str | None

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from sqlalchemy import Connection
+
 from tidings.domain.deliveries import AttemptResult, DisableReason, Verdict
 from tidings.domain.subscriptions import Subscription
 
@@ -91,6 +93,14 @@ def unbounded_room(_: str) -> int:
     return 1 << 30
 
 
+class Outbox(Protocol):
+    """Emits events inside a host application's transaction (see Store.in_transaction)."""
+
+    def add(self, event: StoredEvent) -> StoredEvent:
+        """Store ``event`` and queue its deliveries in the current transaction."""
+        ...
+
+
 class Store(Protocol):
     """Durable state. Every method is one transaction; tenant ids scope every read."""
 
@@ -114,6 +124,12 @@ class Store(Protocol):
         Returns the stored event and whether it was new; an existing event with the same
         idempotency key is returned unchanged (created=False).
         """
+        ...
+
+    async def in_transaction(self, work: Callable[[Connection, Outbox], T]) -> T:
+        """Run the host application's ``work`` in one write transaction with an outbox:
+        rows it writes on ``conn`` and events it emits through the outbox commit together,
+        or not at all (the transactional outbox)."""
         ...
 
     async def get_event(self, tenant_id: str, event_id: str) -> StoredEvent | None: ...

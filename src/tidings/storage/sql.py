@@ -39,6 +39,7 @@ from tidings.storage.base import (
     ApiKey,
     AttemptRecord,
     ClaimedDelivery,
+    Outbox,
     Outcome,
     Page,
     StoredEvent,
@@ -216,6 +217,17 @@ class SQLStore:
         if created:
             self.notify_work()
         return stored, created
+
+    async def in_transaction(self, work: Callable[[Connection, Outbox], T]) -> T:
+        added: list[StoredEvent] = []
+
+        def tx(conn: Connection) -> T:
+            return work(conn, _TransactionOutbox(self, conn, added))
+
+        result = await self._write(tx)
+        if added:
+            self.notify_work()
+        return result
 
     FAN_OUT_NOTIFIES = False
     FAN_OUT: TextClause
@@ -639,6 +651,20 @@ def pick_claims(candidates: Sequence[Any], room: Callable[[str], int], limit: in
             if len(chosen) == limit:
                 break
     return chosen
+
+
+class _TransactionOutbox:
+    def __init__(self, store: SQLStore, conn: Connection, added: list[StoredEvent]) -> None:
+        self._store = store
+        self._conn = conn
+        self._added = added
+
+    def add(self, event: StoredEvent) -> StoredEvent:
+        self._store._lock_event_stream(self._conn, event.tenant_id)
+        stored = _insert_event(self._conn, event, None)
+        self._store._fan_out(self._conn, stored)
+        self._added.append(stored)
+        return stored
 
 
 def _owned(tenant_id: str, subscription_id: str) -> Any:
