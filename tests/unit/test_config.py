@@ -1,0 +1,32 @@
+"""Settings: defaults from DESIGN.md, a TOML file, and environment variables that win."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tidings.config import Settings
+
+
+def test_defaults_match_the_operator_contract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("TIDINGS_ENV", "TIDINGS_DATABASE_URL", "TIDINGS_DATA_DIR", "TIDINGS_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert (s.env, s.delivery_timeout, s.retry_base_delay) == ("production", 10.0, 10.0)
+    assert (s.retry_max_attempts, s.retry_max_window, s.breaker_threshold) == (11, 86_400.0, 20)
+    assert s.resolved_database_url == f"sqlite:///{(tmp_path / '.tidings' / 'tidings.db')}"
+
+
+def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "custom.toml"
+    config.write_text('breaker_threshold = 7\nretry_base_delay = 3.5\nenv = "development"\n')
+    monkeypatch.setenv("TIDINGS_CONFIG", str(config))
+    monkeypatch.delenv("TIDINGS_ENV", raising=False)
+    assert (Settings().breaker_threshold, Settings().retry_base_delay) == (7, 3.5)
+    assert Settings().development
+    monkeypatch.setenv("TIDINGS_BREAKER_THRESHOLD", "9")
+    assert Settings().breaker_threshold == 9
