@@ -1,0 +1,321 @@
+"""Every API operation as a ``Call``: what to send and how to read the answer.
+
+Nothing here does I/O, so ``Client`` and ``AsyncClient`` share all of it and differ
+only in how they send a request. The builders' docstrings are the client methods' docs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack
+from urllib.parse import quote
+
+import httpx
+
+from tidings import __version__
+from tidings.client.errors import TidingsError, error_from
+from tidings.client.models import (
+    Attempt,
+    CreatedSubscription,
+    Event,
+    EventType,
+    Page,
+    Redelivery,
+    Subscription,
+    TestResult,
+    camel,
+)
+
+T = TypeVar("T")
+M = TypeVar("M")
+Parse = Callable[[httpx.Response], T]
+CURSOR_HEADER = "X-Paging-Cursor"
+API_PREFIX = "/api/v1"
+Status = Literal["succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request, and the parser for its 2xx answer."""
+
+    method: str
+    path: str
+    parse: Parse[T]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pages(Generic[T]):
+    """A listing walked page by page: ``at(None)`` is the first page's call."""
+
+    at: Callable[[str | None], Call[Page[T]]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where requests go and who they are from."""
+
+    base_url: str
+    api_key: str
+
+    @classmethod
+    def of(cls, base_url: str, api_key: str) -> Target:
+        """Accepts the server root or the ``/api/v1`` root, with or without a final slash."""
+        base = base_url.rstrip("/").removesuffix(API_PREFIX)
+        return cls(base, api_key)
+
+    def request(self, http: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Request:
+        headers = {
+            "X-Api-Key": self.api_key,
+            "Accept": "application/json",
+            "User-Agent": f"tidings-client/{__version__}",
+            **call.headers,
+        }
+        return http.build_request(
+            call.method,
+            self.base_url + call.path,
+            params={k: v for k, v in call.params.items() if v is not None},
+            json=call.body,
+            headers=headers,
+        )
+
+
+def finish(call: Call[T], response: httpx.Response) -> T:
+    """The parsed answer, or the ``TidingsError`` for a non-2xx or an unreadable body."""
+    if not response.is_success:
+        raise error_from(response)
+    try:
+        return call.parse(response)
+    except (ValueError, KeyError, TypeError) as exc:
+        message = f"unexpected response body ({type(exc).__name__}: {exc})"
+        raise TidingsError(response.status_code, "invalid_response", message) from exc
+
+
+# Parsers
+
+
+def one(build: Callable[[Mapping[str, Any]], M]) -> Parse[M]:
+    return lambda response: build(response.json())
+
+
+def many(build: Callable[[Mapping[str, Any]], M]) -> Parse[list[M]]:
+    return lambda response: [build(item) for item in response.json()]
+
+
+def paged(build: Callable[[Mapping[str, Any]], M]) -> Parse[Page[M]]:
+    return lambda response: Page(many(build)(response), response.headers.get(CURSOR_HEADER))
+
+
+def nothing(_: httpx.Response) -> None:
+    return None
+
+
+def path(*parts: str) -> str:
+    """An API path; each variable part is percent-encoded, slashes included."""
+    return API_PREFIX + "".join("/" + quote(part, safe="") for part in parts)
+
+
+def strings(value: Any) -> list[str] | None:
+    """One string or several, as a list (a lone ``"client.*"`` is not seven types)."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+def drop_none(**values: Any) -> dict[str, Any]:
+    return {camel(k): v for k, v in values.items() if v is not None}
+
+
+# Events
+
+
+def emit_event(
+    type: str,
+    payload: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> Call[Event]:
+    """Emit an event. Retrying with the same ``idempotency_key`` returns the same event."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    body = drop_none(type=type, payload=payload, metadata=metadata)
+    return Call("POST", path("events"), one(Event.from_dict), body=body, headers=headers)
+
+
+def get_event(id: str) -> Call[Event]:
+    """One event by id."""
+    return Call("GET", path("events", id), one(Event.from_dict))
+
+
+def list_events(
+    type: str | Sequence[str] | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+    after: str | None = None,
+) -> Call[Page[Event]]:
+    """One page of events, oldest first; filter by one type or several.
+
+    ``cursor`` is a previous page's ``next_cursor``; ``after`` resumes after an event id.
+    """
+    params = {"type": strings(type) or None, "limit": limit, "cursor": cursor, "after": after}
+    return Call("GET", path("events"), paged(Event.from_dict), params=params)
+
+
+def event_pages(
+    type: str | Sequence[str] | None = None, limit: int | None = None, after: str | None = None
+) -> Pages[Event]:
+    """Every event, oldest first, fetched ``limit`` per request."""
+    return Pages(lambda c: list_events(type, limit, cursor=c, after=None if c else after))
+
+
+def event_deliveries(id: str) -> Call[list[Attempt]]:
+    """Every delivery attempt for this event, oldest first."""
+    return Call("GET", path("events", id, "deliveries"), many(Attempt.from_json))
+
+
+def redeliver_event(id: str, subscription_id: str | None = None) -> Call[Redelivery]:
+    """Queue the event again, for one subscription or every one that matches it now."""
+    body = drop_none(subscription_id=subscription_id)
+    return Call("POST", path("events", id, "redeliver"), one(Redelivery.from_json), body=body)
+
+
+# Subscriptions
+
+SUBSCRIPTIONS = ("webhooks", "subscriptions")
+
+
+class SubscriptionChanges(TypedDict, total=False):
+    """What ``subscriptions.update`` may change; a key left out stays as it is."""
+
+    url: str
+    event_types: str | Sequence[str]
+    enabled: bool
+    description: str | None
+    max_concurrency: int | None
+    rate_limit: float | None
+    verify_endpoint: bool
+
+
+def create_subscription(
+    url: str,
+    event_types: str | Sequence[str],
+    enabled: bool = True,
+    description: str | None = None,
+    signing_secret: str | None = None,
+    max_concurrency: int | None = None,
+    rate_limit: float | None = None,
+    signature_scheme: Literal["hmac", "ed25519"] = "hmac",
+    verify_endpoint: bool | None = None,
+) -> Call[CreatedSubscription]:
+    """Create a subscription; the result's ``signing_secret`` is shown only this once."""
+    body = drop_none(
+        url=url,
+        event_types=strings(event_types),
+        enabled=enabled,
+        description=description,
+        signing_secret=signing_secret,
+        max_concurrency=max_concurrency,
+        rate_limit=rate_limit,
+        signature_scheme=signature_scheme,
+        verify_endpoint=verify_endpoint,
+    )
+    return Call("POST", path(*SUBSCRIPTIONS), one(CreatedSubscription.from_json), body=body)
+
+
+def get_subscription(id: str) -> Call[Subscription]:
+    """One subscription by id."""
+    return Call("GET", path(*SUBSCRIPTIONS, id), one(Subscription.from_json))
+
+
+def list_subscriptions(
+    limit: int | None = None, cursor: str | None = None
+) -> Call[Page[Subscription]]:
+    """One page of subscriptions."""
+    params = {"limit": limit, "cursor": cursor}
+    return Call("GET", path(*SUBSCRIPTIONS), paged(Subscription.from_json), params=params)
+
+
+def subscription_pages(limit: int | None = None) -> Pages[Subscription]:
+    """Every subscription."""
+    return Pages(lambda cursor: list_subscriptions(limit, cursor))
+
+
+def update_subscription(id: str, **changes: Unpack[SubscriptionChanges]) -> Call[Subscription]:
+    """Change some fields; ``enabled=True`` also resets the circuit breaker."""
+    body = {camel(k): strings(v) if k == "event_types" else v for k, v in changes.items()}
+    return Call("PATCH", path(*SUBSCRIPTIONS, id), one(Subscription.from_json), body=body)
+
+
+def delete_subscription(id: str) -> Call[None]:
+    """Delete a subscription."""
+    return Call("DELETE", path(*SUBSCRIPTIONS, id), nothing)
+
+
+def test_subscription(
+    id: str, event_type: str, use_sample_payload: bool = True
+) -> Call[TestResult]:
+    """Send one signed test event now and report the receiver's answer."""
+    body = drop_none(event_type=event_type, use_sample_payload=use_sample_payload)
+    return Call("POST", path(*SUBSCRIPTIONS, id, "test"), one(TestResult.from_json), body=body)
+
+
+def rotate_secret(id: str, signing_secret: str | None = None) -> Call[CreatedSubscription]:
+    """A new signing secret (returned only here); the old one signs too for a grace period."""
+    body = drop_none(signing_secret=signing_secret)
+    parse = one(CreatedSubscription.from_json)
+    return Call("POST", path(*SUBSCRIPTIONS, id, "rotate-secret"), parse, body=body)
+
+
+def verify_subscription(id: str) -> Call[Subscription]:
+    """Send ``endpoint.verify`` again; a subscription waiting for it is enabled on 2xx."""
+    return Call("POST", path(*SUBSCRIPTIONS, id, "verify"), one(Subscription.from_json))
+
+
+def subscription_deliveries(
+    id: str, status: Status | None = None, limit: int | None = None, cursor: str | None = None
+) -> Call[Page[Attempt]]:
+    """One page of the delivery log, newest first; ``status``: succeeded or failed."""
+    params = {"status": status, "limit": limit, "cursor": cursor}
+    parse = paged(Attempt.from_json)
+    return Call("GET", path(*SUBSCRIPTIONS, id, "deliveries"), parse, params=params)
+
+
+def delivery_pages(
+    id: str, status: Status | None = None, limit: int | None = None
+) -> Pages[Attempt]:
+    """The whole delivery log, newest first."""
+    return Pages(lambda cursor: subscription_deliveries(id, status, limit, cursor))
+
+
+# Event types
+
+
+def list_event_types() -> Call[list[EventType]]:
+    """The event-type catalog."""
+    return Call("GET", path("event-types"), many(EventType.from_json))
+
+
+def get_event_type(name: str) -> Call[EventType]:
+    """One catalog entry (names are case-insensitive)."""
+    return Call("GET", path("event-types", name), one(EventType.from_json))
+
+
+# REST Hooks
+
+
+def subscribe_hook(target_url: str, event: str) -> Call[str]:
+    """Register a REST Hook (the Zapier convention); returns its id."""
+    body = {"hookUrl": target_url, "event": event}
+    return Call("POST", path("hooks"), lambda response: str(response.json()["id"]), body=body)
+
+
+def unsubscribe_hook(id: str) -> Call[None]:
+    """Remove a REST Hook."""
+    return Call("DELETE", path("hooks", id), nothing)
+
+
+def hook_samples(event_type: str) -> Call[list[dict[str, Any]]]:
+    """Recent envelopes of this type, newest first (the catalog sample if there are none)."""
+    return Call("GET", path("hooks", "samples", event_type), many(dict))
