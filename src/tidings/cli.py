@@ -41,6 +41,10 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
     tidings = Tidings.from_settings(settings)
     app = create_app(tidings, run_dispatcher=settings.dispatcher_enabled)
+    if settings.crm_enabled:
+        from tidings_crm import install
+
+        install(app)
     uvicorn.run(
         app,
         host=host,

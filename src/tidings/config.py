@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(1_048_576, gt=0)
     access_log: bool | None = None
     """uvicorn's per-request log line; None means on in development, off in production."""
+    crm_enabled: bool = True
+    """``serve`` also serves the reference CRM (tidings_crm): the worked example host app."""
     dispatcher_enabled: bool = True
     """``serve`` runs a dispatcher too; turn off for API-only processes beside workers."""
     dispatcher_concurrency: int = Field(200, ge=1)

@@ -21,6 +21,7 @@ from tests.support.processes import Process, create_key, free_port, tidings_env,
 from tidings.api.app import create_app
 from tidings.config import Settings
 from tidings.service import Tidings
+from tidings_crm import install as install_crm
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,9 @@ def _our_openapi() -> dict[str, Any]:
     """The same document the server serves at /openapi.json (the served one is fetched
     and compared in the test below), built without a database."""
     tidings = Tidings.from_settings(Settings(encryption_key=Fernet.generate_key().decode()))
-    return create_app(tidings).openapi()
+    app = create_app(tidings)
+    install_crm(app)  # as `tidings serve` does
+    return app.openapi()
 
 
 schema = schemathesis.openapi.from_dict(_our_openapi())
@@ -58,12 +61,21 @@ schema = schemathesis.openapi.from_dict(_our_openapi())
 )
 def test_api_conforms_to_its_schema(case: schemathesis.Case, live_server: tuple[str, str]) -> None:
     base, key = live_server
-    # Schema-valid requests may still break business rules (an event type outside the
-    # catalog, a subscription id that does not exist): those 4xx are correct answers.
+    # Excluded, with reasons:
+    # - positive_data_acceptance: schema-valid requests may still break business rules
+    #   (an event type outside the catalog, an unknown id); those 4xx are correct answers.
+    # - negative_data_rejection: query serialisation drops some generated "invalid" parts
+    #   (parameters with empty names), and the key added below restores a removed auth
+    #   header, so a request that arrives valid is reported as "invalid accepted". Invalid
+    #   input is covered case by case in tests/integration/test_api_errors.py and friends.
+    # Everything else runs: no 5xx, status codes, response schemas, content types, Allow.
     case.call_and_validate(
         base_url=base,
         headers={"X-Api-Key": key},
-        excluded_checks=[schemathesis.checks.positive_data_acceptance],
+        excluded_checks=[
+            schemathesis.checks.positive_data_acceptance,
+            schemathesis.checks.negative_data_rejection,
+        ],
     )
 
 

@@ -68,8 +68,8 @@ async def emit_event(
 @router.get("", response_model=list[EventEnvelope])
 async def list_events(
     type: Annotated[
-        list[Annotated[str, Query(pattern=EVENT_TYPE_LIST, max_length=2000)]] | None,
-        Query(description="Filter; repeat or comma-separate for several."),
+        list[Annotated[str, Query(pattern=EVENT_TYPE_LIST, max_length=500)]] | None,
+        Query(description="Filter; repeat or comma-separate for several.", max_length=20),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

@@ -1,0 +1,162 @@
+"""The CRM's own tables (SQLAlchemy Core), kept apart from tidings' schema.
+
+Every table is prefixed ``crm_`` and scoped by ``tenant_id``. Timestamps are epoch
+milliseconds, calendar dates ISO strings and money integer minor units plus a currency,
+so that the same tables work on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+
+def _id() -> Column[str]:
+    return Column("id", String(40), primary_key=True)
+
+
+def _tenant() -> Column[str]:
+    return Column("tenant_id", String(64), nullable=False)
+
+
+clients = Table(
+    "crm_clients",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("first_name", String(200), nullable=False),
+    Column("last_name", String(200), nullable=False),
+    Column("company_name", String(200)),
+    Column("email", String(320)),
+    Column("phone", String(20)),
+    Column("status", String(20), nullable=False),
+    Column("address", JSON),
+    Column("tags", JSON, nullable=False),
+    Column("owner_id", String(40)),
+    Column("lead_id", String(40)),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    UniqueConstraint("tenant_id", "email", name="uq_crm_clients_email"),
+    Index("ix_crm_clients_phone", "tenant_id", "phone"),
+)
+
+leads = Table(
+    "crm_leads",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("first_name", String(200), nullable=False),
+    Column("last_name", String(200), nullable=False),
+    Column("company_name", String(200)),
+    Column("email", String(320)),
+    Column("phone", String(20)),
+    Column("source", String(100)),
+    Column("status", String(40), nullable=False),
+    Column("estimated_amount", BigInteger),
+    Column("estimated_currency", String(3)),
+    Column("assigned_to", String(40)),
+    Column("notes", Text),
+    Column("client_id", String(40)),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("converted_ms", BigInteger),
+    Index("ix_crm_leads_email", "tenant_id", "email"),
+)
+
+notes = Table(
+    "crm_notes",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("subject_type", String(10), nullable=False),
+    Column("subject_id", String(40), nullable=False),
+    Column("title", String(200)),
+    Column("body", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+invoices = Table(
+    "crm_invoices",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("invoice_number", String(40), nullable=False),
+    Column("client_id", String(40), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("issue_date", String(10), nullable=False),
+    Column("due_date", String(10), nullable=False),
+    Column("line_items", JSON, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("subtotal", BigInteger, nullable=False),
+    Column("tax", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("memo", Text),
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("tenant_id", "invoice_number", name="uq_crm_invoices_number"),
+)
+
+payments = Table(
+    "crm_payments",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("client_id", String(40), nullable=False),
+    Column("invoice_id", String(40)),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("method", String(20), nullable=False),
+    Column("processor_reference", String(200)),
+    Column("card_last4", String(4)),
+    Column("paid_ms", BigInteger, nullable=False),
+)
+
+agreements = Table(
+    "crm_agreements",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("client_id", String(40), nullable=False),
+    Column("title", String(200)),
+    Column("signer_name", String(200), nullable=False),
+    Column("signer_email", String(320)),
+    Column("signer_ip", String(45)),
+    Column("effective_date", String(10)),
+    Column("document_url", String(2000)),
+    Column("signed_ms", BigInteger, nullable=False),
+)
+
+idempotency_keys = Table(
+    "crm_idempotency_keys",
+    metadata,
+    _tenant(),
+    Column("key", String(255), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("response", JSON, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "key", name="pk_crm_idempotency_keys"),
+)
+"""One row per Idempotency-Key: the action it was used for, a hash of the request and
+the record returned, so a retry returns the same answer without writing or emitting."""
+
+__all__ = [
+    "agreements",
+    "clients",
+    "idempotency_keys",
+    "invoices",
+    "leads",
+    "metadata",
+    "notes",
+    "payments",
+]
