@@ -45,6 +45,7 @@ from tidings.domain.subscriptions import (
     normalize_patterns,
     validate_url_shape,
 )
+from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
 from tidings.storage import ApiKey, Store, StoredEvent, open_store
 
@@ -103,6 +104,7 @@ class Tidings:
         self._sender: Sender | None = None
         self._keys: dict[str, tuple[ApiKey, float]] = {}
         self._buckets: dict[str, TokenBucket] = {}
+        self.metrics = Metrics()
         self.address_policy = settings.address_policy
         self.resolver_factory: Callable[[], AbstractResolver] = ThreadedResolver
 
@@ -192,6 +194,8 @@ class Tidings:
         """
         draft = self.draft_event(tenant_id, event_type, payload, metadata)
         stored, created = await self.store.insert_event(draft, idempotency_key)
+        if created:
+            self.metrics.events_emitted.labels(stored.type).inc()
         if not created and stored.request_hash != draft.request_hash:
             raise Conflict("Idempotency-Key was already used for a different event")
         return stored, created
@@ -403,6 +407,7 @@ class Tidings:
         self, tenant_id: str, subscription_id: str, reason: DisableReason, streak: int
     ) -> None:
         """Tell the tenant through its own event stream (they may subscribe to it)."""
+        self.metrics.breaker_trips.labels(reason.value).inc()
         sub = await self.store.get_subscription(tenant_id, subscription_id)
         await self.emit(
             tenant_id,
@@ -432,6 +437,7 @@ class Tidings:
             batch_size=s.dispatcher_batch_size,
             lease_seconds=s.lease_seconds,
             poll_interval=s.dispatcher_poll_interval,
+            metrics=self.metrics,
         )
 
     async def run_dispatcher(self, stop: asyncio.Event) -> None:

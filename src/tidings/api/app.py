@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.dependencies.models import Dependant
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from tidings import __version__
@@ -74,7 +75,22 @@ def create_app(tidings: Tidings, *, run_dispatcher: bool = True, migrate: bool =
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], include_in_schema=False)
+    async def readyz() -> Response:
+        """Readiness: the database answers."""
+        try:
+            await tidings.store.queue_state(0)
+        except Exception:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = await tidings.metrics.render(tidings.store)
+        return Response(body, media_type=content_type)
 
     app.add_middleware(BodySizeLimit, max_bytes=tidings.settings.max_request_bytes)
     return app

@@ -25,6 +25,7 @@ from tidings.domain.deliveries import (
 from tidings.domain.ratelimit import Pacer
 from tidings.domain.retry import RetryPolicy
 from tidings.domain.signatures import signature_headers
+from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
 from tidings.storage.base import ClaimedDelivery, Outcome, Store
 
@@ -59,6 +60,7 @@ class Dispatcher:
         batch_size: int = 200,
         lease_seconds: float = 30.0,
         poll_interval: float = 1.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -81,6 +83,7 @@ class Dispatcher:
         self._queues: dict[str, deque[ClaimedDelivery]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._room_freed = asyncio.Event()
+        self._metrics = metrics
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; then hand back what was not started, finish
@@ -219,6 +222,12 @@ class Dispatcher:
             # The leases run out and the deliveries are retried: at-least-once holds.
             log.exception("record_failed", count=len(batch))
             return
+        if self._metrics is not None:
+            for o in batch:
+                self._metrics.deliveries.labels(
+                    "succeeded" if o.result.succeeded else "failed"
+                ).inc()
+                self._metrics.attempt_seconds.observe(o.result.elapsed_ms / 1000)
         for outcome in batch:
             log.debug(
                 "attempt",

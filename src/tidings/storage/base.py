@@ -204,6 +204,10 @@ class Store(Protocol):
         """Disable if enabled and cancel its pending deliveries; None if nothing changed."""
         ...
 
+    async def queue_state(self, now_ms: int) -> tuple[int, int | None]:
+        """Pending deliveries, and the due time of the oldest one that is due now."""
+        ...
+
     async def delivery_counts(self) -> dict[str, int]:
         """Deliveries per status, across tenants (for operators, benchmarks and tests)."""
         ...

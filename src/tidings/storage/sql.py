@@ -541,6 +541,17 @@ class SQLStore:
         row = await self._write(tx)
         return _subscription(row) if row is not None else None
 
+    async def queue_state(self, now_ms: int) -> tuple[int, int | None]:
+        pending = deliveries.c.status == DeliveryStatus.PENDING.value
+        count = select(func.count()).select_from(deliveries).where(pending)
+        oldest = select(func.min(deliveries.c.due_ms)).where(pending, deliveries.c.due_ms <= now_ms)
+
+        def read(conn: Connection) -> tuple[int, int | None]:
+            due = conn.execute(oldest).scalar_one_or_none()
+            return int(conn.execute(count).scalar_one()), None if due is None else int(due)
+
+        return await self._read(read)
+
     async def delivery_counts(self) -> dict[str, int]:
         query = select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
         rows = await self._read(lambda conn: conn.execute(query).all())
