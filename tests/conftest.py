@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,13 @@ from aiohttp.abc import AbstractResolver
 from cryptography.fernet import Fernet
 
 from tests.support import postgres
+from tests.support.processes import (
+    Process,
+    create_key,
+    free_port,
+    tidings_env,
+    wait_until_serving,
+)
 from tests.support.receiver import Receiver
 from tidings.api.app import create_app
 from tidings.config import Settings
@@ -125,6 +133,23 @@ def start_api(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
         return running_api(make_settings(**overrides), dispatcher, resolver_factory)
 
     return start
+
+
+@pytest.fixture
+async def server(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, str]]:
+    """The real ``tidings serve`` on a free port: yields (base URL, admin key)."""
+    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
+    key = create_key(env)
+    port = free_port()
+    process = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_until_serving(base, process)
+        yield base, key
+    finally:
+        # uvicorn re-raises SIGTERM after a graceful shutdown.
+        assert process.stop() in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in process.log.read_text()
 
 
 async def eventually(

@@ -7,32 +7,15 @@ that the in-process ``Receiver`` answers deliveries on.
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from tests.support.processes import Process, create_key, free_port, tidings_env, wait_until_serving
 from tests.support.receiver import Receiver
 from tidings.client import Client, NotFound, TidingsError, Unauthorized
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def server(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, str]]:
-    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
-    key = create_key(env)
-    port = free_port()
-    process = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_until_serving(base, process)
-        yield base, key
-    finally:
-        assert process.stop() in (0, -signal.SIGTERM)
 
 
 def until(check: Callable[[], bool], timeout: float = 15.0) -> None:

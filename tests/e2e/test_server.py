@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +11,9 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.support.processes import Process, create_key, free_port, tidings_env, wait_until_serving
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def server(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, str]]:
-    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
-    key = create_key(env)
-    port = free_port()
-    process = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_until_serving(base, process)
-        yield base, key
-    finally:
-        # uvicorn re-raises SIGTERM after a graceful shutdown.
-        assert process.stop() in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in process.log.read_text()
 
 
 def seed_docs_verify(secret: str, headers: dict[str, str], raw_body: bytes) -> bool:
