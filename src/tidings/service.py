@@ -209,17 +209,15 @@ class Tidings:
     ) -> StoredEvent:
         """A validated event ready for ``Outbox.add`` (or ``Store.insert_event``)."""
         name = normalize_event_type(event_type)
-        meta = dict(metadata or {})
-        created_ms = int(time.time() * 1000)
-        envelope = Envelope(new_id("evt", created_ms), name, created_ms, tenant_id, payload, meta)
+        envelope = Envelope.new(name, tenant_id, payload, metadata)
         return StoredEvent(
             0,
             envelope.id,
             tenant_id,
             name,
-            created_ms,
+            envelope.created_ms,
             envelope.to_json(),
-            request_fingerprint(name, payload, meta),
+            request_fingerprint(name, payload, envelope.metadata),
         )
 
     async def redeliver(
@@ -364,11 +362,7 @@ class Tidings:
         self, tenant_id: str, event_type: str, payload: Mapping[str, Any]
     ) -> dict[str, Any]:
         """An envelope shaped like a real one, for previews; not stored."""
-        created_ms = int(time.time() * 1000)
-        envelope = Envelope(
-            new_id("evt", created_ms), event_type, created_ms, tenant_id, payload, {"sample": True}
-        )
-        return envelope.to_dict()
+        return Envelope.new(event_type, tenant_id, payload, {"sample": True}).to_dict()
 
     async def _send_now(
         self,
@@ -381,18 +375,13 @@ class Tidings:
         encrypted = await self.store.subscription_secrets(subscription.tenant_id, subscription.id)
         if not encrypted:
             raise Invalid("id", "subscription vanished")
-        created_ms = int(time.time() * 1000)
-        envelope = Envelope(
-            new_id("evt", created_ms),
-            event_type,
-            created_ms,
-            subscription.tenant_id,
-            payload,
-            metadata,
-        )
+        envelope = Envelope.new(event_type, subscription.tenant_id, payload, metadata)
         body = envelope.to_json().encode()
         headers = signature_headers(
-            [self.secretbox.decrypt(s) for s in encrypted], envelope.id, created_ms // 1000, body
+            [self.secretbox.decrypt(s) for s in encrypted],
+            envelope.id,
+            envelope.created_ms // 1000,
+            body,
         )
         result: AttemptResult = await self.sender.post(subscription.url, body, headers)
         return TestResult(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from tidings.domain.ids import new_id
 
 MAX_EVENT_TYPE_LENGTH = 128
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+")
@@ -83,6 +86,25 @@ class Envelope:
     company_id: str
     payload: Mapping[str, Any]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def new(
+        cls,
+        event_type: str,
+        company_id: str,
+        payload: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Envelope:
+        """An envelope created now, with a fresh time-ordered ``evt_`` id."""
+        created_ms = int(time.time() * 1000)
+        return cls(
+            new_id("evt", created_ms),
+            event_type,
+            created_ms,
+            company_id,
+            payload,
+            dict(metadata or {}),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -187,7 +187,13 @@ class Store(Protocol):
     async def claim_due(
         self, limit: int, lease_ms: int, now_ms: int, room: Callable[[str], int] = unbounded_room
     ) -> list[ClaimedDelivery]:
-        """Lease up to ``limit`` due deliveries, at most ``room(subscription_id)`` of each."""
+        """Lease up to ``limit`` due deliveries, at most ``room(subscription_id)`` of each.
+
+        Leasing pushes the due time past the lease, so a worker that dies lets the lease
+        run out and the row is due again. The oldest due rows are scanned (with SKIP LOCKED
+        where the database has it) so one subscription's backlog neither crowds out the
+        others nor gets claimed only to be handed back.
+        """
         ...
 
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
@@ -195,7 +201,11 @@ class Store(Protocol):
         ...
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
-        """Log attempts and move deliveries on; returns failure streaks of failing subscriptions."""
+        """Log attempts and move deliveries on; returns failure streaks of failing subscriptions.
+
+        Only the holder of the claim moves a delivery on: a worker whose lease ran out (and
+        whose delivery another worker took over) logs its attempt but changes nothing.
+        """
         ...
 
     async def disable_subscription(

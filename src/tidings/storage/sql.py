@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -44,7 +43,6 @@ from tidings.storage.base import (
     Page,
     StoredEvent,
     Tenant,
-    unbounded_room,
 )
 from tidings.storage.schema import (
     api_keys,
@@ -454,55 +452,6 @@ class SQLStore:
 
     # --- the dispatcher's queue -------------------------------------------------------
 
-    async def claim_due(
-        self, limit: int, lease_ms: int, now_ms: int, room: Callable[[str], int] = unbounded_room
-    ) -> list[ClaimedDelivery]:
-        """Lease due deliveries by pushing their due time past the lease.
-
-        A worker that dies simply lets the lease run out: the row is due again. The
-        oldest due rows are scanned (locked with SKIP LOCKED where the database has it)
-        and at most ``room(subscription)`` of each subscription are leased, so one
-        subscription's backlog neither crowds out the others nor gets claimed only to
-        be handed back.
-        """
-        token = uuid.uuid4().hex
-        scan = (
-            select(deliveries.c.id, deliveries.c.subscription_id)
-            .where(
-                deliveries.c.status == DeliveryStatus.PENDING.value,
-                deliveries.c.due_ms <= now_ms,
-            )
-            .order_by(deliveries.c.due_ms)
-            .limit(limit * CLAIM_SCAN_FACTOR)
-            .with_for_update(skip_locked=True)
-        )
-        lease = (
-            update(deliveries)
-            .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
-            .values(due_ms=now_ms + lease_ms, claim_token=token)
-            .returning(deliveries.c.id, deliveries.c.attempts)
-        )
-
-        def tx(conn: Connection) -> tuple[dict[int, int], Sequence[RowMapping]]:
-            chosen = pick_claims(conn.execute(scan).all(), room, limit)
-            if not chosen:
-                return {}, []
-            claimed = {row.id: row.attempts for row in conn.execute(lease, {"ids": chosen})}
-            if not claimed:
-                return claimed, []
-            rows = conn.execute(_CLAIM_DETAILS, {"ids": list(claimed)}).mappings().all()
-            disabled = [row["id"] for row in rows if not row["enabled"]]
-            if disabled:
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(disabled))
-                    .values(status=DeliveryStatus.CANCELLED.value, claim_token=None)
-                )
-            return claimed, rows
-
-        claimed, rows = await self._write(tx)
-        return claimed_deliveries(rows, claimed, token)
-
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
         if not deferrals:
             return
@@ -510,17 +459,6 @@ class SQLStore:
             {"b_id": d.delivery_id, "b_token": d.claim_token, "b_due": due} for d, due in deferrals
         ]
         await self._write(lambda conn: conn.execute(_RELEASE, params))
-
-    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
-        if not outcomes:
-            return {}
-
-        def tx(conn: Connection) -> dict[str, int]:
-            conn.execute(insert(attempts), [attempt_row(o) for o in outcomes])
-            conn.execute(_RECORD, [delivery_update(o) for o in outcomes])
-            return _update_streaks(conn, outcomes)
-
-        return await self._write(tx)
 
     async def disable_subscription(
         self, tenant_id: str, subscription_id: str, reason: DisableReason
@@ -620,7 +558,8 @@ CLAIM_SCAN_FACTOR = 4
 def claimed_deliveries(
     rows: Sequence[Any], attempts_made: Mapping[int, int], token: str
 ) -> list[ClaimedDelivery]:
-    """Build the claims from ``_CLAIM_DETAILS`` rows, dropping disabled subscriptions'."""
+    """Build the claims from the connectors' claim-details rows (a vanished subscription
+    reads as disabled), dropping disabled subscriptions'."""
     now = now_ms()
     return [
         ClaimedDelivery(
@@ -721,7 +660,8 @@ def streak_changes(outcomes: Sequence[Outcome]) -> list[tuple[str, int | None]]:
     """Per subscription, in id order: None to reset its failure streak, else failures to add.
 
     Rows are updated in id order, so two workers recording at once lock them in the same
-    order and cannot deadlock.
+    order and cannot deadlock. Connectors skip the reset when the streak is already 0,
+    so healthy subscriptions do not become a row every record transaction must lock.
     """
     delta: dict[str, int | None] = {}
     for o in outcomes:
@@ -730,81 +670,11 @@ def streak_changes(outcomes: Sequence[Outcome]) -> list[tuple[str, int | None]]:
     return sorted(delta.items())
 
 
-def _update_streaks(conn: Connection, outcomes: Sequence[Outcome]) -> dict[str, int]:
-    """Reset a subscription's failure streak on success, extend it on failure.
-
-    A streak already at 0 is not rewritten, so healthy subscriptions do not become a
-    row every worker's record transaction must lock. Returns the streaks of the
-    subscriptions that failed in this batch.
-    """
-    column = subscriptions.c.consecutive_failures
-    changes = streak_changes(outcomes)
-    for sub_id, failures in changes:
-        if failures is None:
-            conn.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id == sub_id, column != 0)
-                .values(consecutive_failures=0)
-            )
-        else:
-            conn.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id == sub_id)
-                .values(consecutive_failures=column + failures)
-            )
-    failing = [sub_id for sub_id, failures in changes if failures is not None]
-    if not failing:
-        return {}
-    rows = conn.execute(select(subscriptions.c.id, column).where(subscriptions.c.id.in_(failing)))
-    return {row.id: row.consecutive_failures for row in rows}
-
-
 _RELEASE = (
     update(deliveries)
     .where(deliveries.c.id == bindparam("b_id"), deliveries.c.claim_token == bindparam("b_token"))
     .values(due_ms=bindparam("b_due"), claim_token=None)
 )
-
-_RECORD = (
-    update(deliveries)
-    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.claim_token == bindparam("b_token"))
-    .values(
-        status=bindparam("b_status"),
-        attempts=bindparam("b_attempt"),
-        due_ms=bindparam("b_due"),
-        claim_token=None,
-        last_status_code=bindparam("b_code"),
-        updated_ms=bindparam("b_now"),
-    )
-)
-"""Only the holder of the claim moves a delivery on: a worker whose lease ran out
-(and whose delivery another worker took over) logs its attempt but changes nothing."""
-
-
-_CLAIM_DETAILS = (
-    select(
-        deliveries.c.id,
-        events.c.id.label("event_id"),
-        events.c.tenant_id,
-        events.c.created_ms,
-        events.c.body,
-        deliveries.c.subscription_id,
-        subscriptions.c.url,
-        subscriptions.c.secret_enc,
-        subscriptions.c.previous_secret_enc,
-        subscriptions.c.previous_secret_expires_ms,
-        subscriptions.c.enabled,
-        subscriptions.c.max_concurrency,
-        subscriptions.c.rate_limit,
-    )
-    .select_from(
-        deliveries.join(events, events.c.seq == deliveries.c.event_seq).outerjoin(
-            subscriptions, subscriptions.c.id == deliveries.c.subscription_id
-        )
-    )
-    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
-)
-"""What a worker needs to send a claimed delivery (a vanished subscription reads as disabled)."""
 
 
 def attempt_row(o: Outcome) -> dict[str, Any]:
