@@ -27,7 +27,12 @@ from tidings.dispatcher.sender import Sender
 from tidings.dispatcher.worker import Dispatcher
 from tidings.domain.catalog import find_event_type
 from tidings.domain.deliveries import AttemptResult, DisableReason
-from tidings.domain.events import Envelope, EventPattern, normalize_event_type
+from tidings.domain.events import (
+    Envelope,
+    EventPattern,
+    InvalidEventType,
+    normalize_event_type,
+)
 from tidings.domain.ids import new_id
 from tidings.domain.ratelimit import TokenBucket
 from tidings.domain.signatures import (
@@ -306,6 +311,47 @@ class Tidings:
         )
         await self.store.insert_subscription(sub, self.secretbox.encrypt(secret))
         return sub, secret
+
+    async def edit_subscription(
+        self, subscription: Subscription, changes: Mapping[str, Any], verify: bool | None = None
+    ) -> Subscription:
+        """Apply ``changes`` (url, event_types, enabled, description, max_concurrency,
+        rate_limit), checking url and patterns as on create. ``enabled: True`` resets the
+        breaker; with verification on (``verify``, else the server setting) a new url
+        stays disabled until it answers ``endpoint.verify``."""
+        checked = dict(changes)
+        if checked.get("url") is not None:
+            try:
+                checked["url"] = await self.check_url(checked["url"])
+            except InvalidUrl as exc:
+                raise Invalid("url", str(exc)) from exc
+        if checked.get("event_types") is not None:
+            try:
+                checked["event_types"] = await self.check_patterns(
+                    subscription.tenant_id, checked["event_types"]
+                )
+            except (InvalidEventType, ValueError) as exc:
+                field = exc.field if isinstance(exc, Invalid) else "eventTypes"
+                raise Invalid(field, str(exc)) from exc
+        wants_verification = self.settings.verify_endpoints if verify is None else verify
+        if "url" in checked and wants_verification:
+            checked.update(enabled=False, disabled_reason=DisableReason.UNVERIFIED.value)
+        updated = await self.store.update_subscription(
+            subscription.tenant_id, subscription.id, checked
+        )
+        if updated is None:
+            raise Invalid("id", "subscription vanished")
+        return updated
+
+    async def verify_if_waiting(
+        self, subscription: Subscription
+    ) -> tuple[Subscription, TestResult | None]:
+        """Send ``endpoint.verify`` to a subscription that waits for it; enabled on 2xx."""
+        if subscription.disabled_reason is not DisableReason.UNVERIFIED:
+            return subscription, None
+        result = await self.verify_endpoint(subscription)
+        refreshed = await self.store.get_subscription(subscription.tenant_id, subscription.id)
+        return refreshed or subscription, result
 
     @staticmethod
     def _new_secret(scheme: str, given: str | None) -> str:

@@ -20,13 +20,14 @@ from tidings.api.schemas import (
     UpdateSubscription,
     Verified,
 )
-from tidings.domain.deliveries import DisableReason
 from tidings.domain.events import InvalidEventType
-from tidings.domain.subscriptions import InvalidUrl, Subscription
+from tidings.domain.subscriptions import Subscription
 from tidings.service import Invalid, TestResult, Tidings
 from tidings.storage import ApiKey
 
 router = APIRouter(prefix="/api/v1/webhooks/subscriptions", tags=["subscriptions"])
+
+EDITABLE = ("url", "event_types", "enabled", "description", "max_concurrency", "rate_limit")
 
 
 def invalid(field: str, exc: Exception) -> ApiError:
@@ -89,12 +90,8 @@ def wants_verification(tidings: Tidings, request: CreateSubscription | UpdateSub
 async def verify_if_waiting(
     tidings: Tidings, sub: Subscription
 ) -> tuple[Subscription, TestDeliveryResult | None]:
-    """Send ``endpoint.verify`` to a subscription that waits for it; enabled on 2xx."""
-    if sub.disabled_reason is not DisableReason.UNVERIFIED:
-        return sub, None
-    result = await tidings.verify_endpoint(sub)
-    refreshed = await tidings.store.get_subscription(sub.tenant_id, sub.id)
-    return refreshed or sub, result_out(result)
+    sub, result = await tidings.verify_if_waiting(sub)
+    return sub, result_out(result) if result is not None else None
 
 
 @router.get("", response_model=list[SubscriptionOut])
@@ -130,32 +127,27 @@ async def update_subscription(
 
     With endpoint verification on, a new url is disabled until it answers endpoint.verify.
     """
-    await owned(tidings, key, subscription_id)
-    changes: dict[str, Any] = {}
+    sub = await owned(tidings, key, subscription_id)
     fields = request.model_fields_set
+    changes: dict[str, Any] = {
+        name: getattr(request, name)
+        for name in (
+            "url",
+            "event_types",
+            "enabled",
+            "description",
+            "max_concurrency",
+            "rate_limit",
+        )
+        if name in fields
+    }
+    for name in ("url", "event_types", "enabled"):
+        if changes.get(name, True) is None:
+            del changes[name]
     try:
-        if "url" in fields and request.url is not None:
-            changes["url"] = await tidings.check_url(request.url)
-        if "event_types" in fields and request.event_types is not None:
-            changes["event_types"] = await tidings.check_patterns(
-                key.tenant_id, request.event_types
-            )
-    except InvalidUrl as exc:
-        raise invalid("url", exc) from exc
+        sub = await tidings.edit_subscription(sub, changes, request.verify_endpoint)
     except Invalid as exc:
         raise invalid(exc.field, exc) from exc
-    except (InvalidEventType, ValueError) as exc:
-        raise invalid("eventTypes", exc) from exc
-    if "enabled" in fields and request.enabled is not None:
-        changes["enabled"] = request.enabled
-    for name in ("description", "max_concurrency", "rate_limit"):
-        if name in fields:
-            changes[name] = getattr(request, name)
-    if "url" in changes and wants_verification(tidings, request):
-        changes.update(enabled=False, disabled_reason=DisableReason.UNVERIFIED.value)
-    sub = await tidings.store.update_subscription(key.tenant_id, subscription_id, changes)
-    if sub is None:
-        raise not_found("subscription")
     sub, verification = await verify_if_waiting(tidings, sub)
     return Verified(**SubscriptionOut.of(sub).model_dump(), verification=verification)
 

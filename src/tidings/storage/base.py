@@ -62,6 +62,52 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True)
+class DeliveryRecord:
+    """One event's place in one subscription's queue."""
+
+    id: int
+    subscription_id: str
+    status: str
+    attempts: int
+    due_ms: int
+    last_status_code: int | None
+    updated_ms: int
+
+
+@dataclass(frozen=True)
+class SubscriptionHealth:
+    """A subscription's recent record, from its newest attempts."""
+
+    attempts: int
+    succeeded: int
+    last_attempt_ms: int | None
+    last_outcome: str | None
+    last_status_code: int | None
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.succeeded / self.attempts if self.attempts else None
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What the portal's event browser narrows to; every field optional."""
+
+    type: str | None = None
+    subscription_id: str | None = None
+    status: str | None = None
+    """A delivery status: events with at least one delivery in it."""
+    before_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    event: StoredEvent
+    statuses: dict[str, int]
+    """Deliveries of the event, per status."""
+
+
+@dataclass(frozen=True)
 class ClaimedDelivery:
     """A due delivery leased to one worker until ``lease_until_ms``."""
 
@@ -112,6 +158,7 @@ class Store(Protocol):
     async def insert_api_key(
         self, tenant_id: str, key_hash: str, prefix: str, scopes: Sequence[str]
     ) -> ApiKey: ...
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
     async def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     async def count_api_keys(self, tenant_id: str) -> int: ...
 
@@ -182,6 +229,34 @@ class Store(Protocol):
         before: int | None,
         limit: int,
     ) -> Page[AttemptRecord]: ...
+
+    # reports (the portal) and recovery
+    async def subscription_health(
+        self, tenant_id: str, subscription_ids: Sequence[str], sample: int
+    ) -> dict[str, SubscriptionHealth]:
+        """For each subscription, its newest ``sample`` attempts summed up."""
+        ...
+
+    async def browse_events(
+        self, tenant_id: str, where: EventFilter, before: int | None, limit: int
+    ) -> Page[EventSummary]:
+        """Events newest first, with their delivery statuses; ``before`` is a page key."""
+        ...
+
+    async def event_deliveries(self, tenant_id: str, event_id: str) -> list[DeliveryRecord]: ...
+
+    async def attempt_histogram(
+        self, tenant_id: str, since_ms: int, bucket_ms: int
+    ) -> list[tuple[int, str, int]]:
+        """Attempts since ``since_ms`` as (bucket start, outcome, count), oldest first."""
+        ...
+
+    async def recover_failed(
+        self, tenant_id: str, since_ms: int, subscription_id: str | None
+    ) -> int:
+        """Queue again every failed delivery of an event created since ``since_ms`` (to
+        enabled subscriptions only); returns how many. Attempts start over at 1."""
+        ...
 
     # the dispatcher's queue
     async def claim_due(

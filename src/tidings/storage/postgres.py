@@ -29,13 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tidings.domain.deliveries import DeliveryStatus
 from tidings.storage.base import ClaimedDelivery, Outcome, StoredEvent, unbounded_room
+from tidings.storage.rows import now_ms
 from tidings.storage.sql import (
     CLAIM_SCAN_FACTOR,
     SQLStore,
     attempt_row,
     claimed_deliveries,
     delivery_update,
-    now_ms,
     pick_claims,
     streak_changes,
 )

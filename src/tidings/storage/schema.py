@@ -122,4 +122,5 @@ attempts = Table(
     Index("ix_attempts_event", "event_id", "id"),
     Index("ix_attempts_subscription", "subscription_id", "id"),
     Index("ix_attempts_created", "created_ms"),
+    Index("ix_attempts_tenant_created", "tenant_id", "created_ms", "outcome"),
 )

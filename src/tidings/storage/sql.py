@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -32,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tidings.domain.deliveries import DeliveryStatus, DisableReason
 from tidings.domain.ids import new_id
-from tidings.domain.subscriptions import Subscription, SubscriptionKind
+from tidings.domain.subscriptions import Subscription
 from tidings.storage import migrate as migrations
 from tidings.storage.base import (
     ApiKey,
@@ -44,6 +43,7 @@ from tidings.storage.base import (
     StoredEvent,
     Tenant,
 )
+from tidings.storage.rows import attempt_of, event_of, now_ms, page_of, subscription_of
 from tidings.storage.schema import (
     api_keys,
     attempts,
@@ -52,71 +52,12 @@ from tidings.storage.schema import (
     subscriptions,
     tenants,
 )
+from tidings.storage.sql_reports import ReportQueries
 
 T = TypeVar("T")
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _subscription(row: RowMapping) -> Subscription:
-    return Subscription(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        url=row["url"],
-        event_types=tuple(json.loads(row["event_types"])),
-        enabled=bool(row["enabled"]),
-        description=row["description"],
-        kind=SubscriptionKind(row["kind"]),
-        disabled_reason=DisableReason(row["disabled_reason"]) if row["disabled_reason"] else None,
-        consecutive_failures=row["consecutive_failures"],
-        created_ms=row["created_ms"],
-        updated_ms=row["updated_ms"],
-        max_concurrency=row["max_concurrency"],
-        rate_limit=row["rate_limit"],
-        public_key=row["public_key"],
-        previous_secret_expires_ms=row["previous_secret_expires_ms"],
-    )
-
-
-def _event(row: RowMapping) -> StoredEvent:
-    return StoredEvent(
-        seq=row["seq"],
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        type=row["type"],
-        created_ms=row["created_ms"],
-        body=row["body"],
-        request_hash=row["request_hash"],
-    )
-
-
-def _attempt(row: RowMapping) -> AttemptRecord:
-    return AttemptRecord(
-        id=row["id"],
-        delivery_id=row["delivery_id"],
-        event_id=row["event_id"],
-        subscription_id=row["subscription_id"],
-        attempt=row["attempt"],
-        outcome=row["outcome"],
-        status_code=row["status_code"],
-        elapsed_ms=row["elapsed_ms"],
-        response_body=row["response_body"],
-        error=row["error"],
-        created_ms=row["created_ms"],
-    )
-
-
-def _page(
-    rows: Sequence[RowMapping], limit: int, key: str, convert: Callable[[RowMapping], T]
-) -> Page[T]:
-    """Rows were fetched with ``limit + 1``: an extra row means another page exists."""
-    next_key = rows[limit - 1][key] if len(rows) > limit else None
-    return Page([convert(r) for r in rows[:limit]], next_key)
-
-
-class SQLStore:
+class SQLStore(ReportQueries):
     """The shared implementation; connectors provide ``_write``, ``_read`` and the hooks."""
 
     def __init__(self) -> None:
@@ -172,6 +113,11 @@ class SQLStore:
         )
         await self._write(lambda conn: conn.execute(statement))
         return key
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        query = select(tenants).where(tenants.c.id == tenant_id)
+        row = await self._read(lambda conn: conn.execute(query).first())
+        return Tenant(row.id, row.name) if row is not None else None
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
         query = select(api_keys).where(
@@ -274,7 +220,7 @@ class SQLStore:
     async def get_event(self, tenant_id: str, event_id: str) -> StoredEvent | None:
         query = select(events).where(events.c.tenant_id == tenant_id, events.c.id == event_id)
         row = await self._read(lambda conn: conn.execute(query).mappings().first())
-        return _event(row) if row is not None else None
+        return event_of(row) if row is not None else None
 
     async def list_events(
         self, tenant_id: str, types: Sequence[str], after: int | None, limit: int
@@ -286,7 +232,7 @@ class SQLStore:
             query = query.where(events.c.seq > after)
         query = query.order_by(events.c.seq).limit(limit + 1)
         rows = await self._read(lambda conn: conn.execute(query).mappings().all())
-        return _page(rows, limit, "seq", _event)
+        return page_of(rows, limit, "seq", event_of)
 
     async def event_type_seen(self, tenant_id: str, event_type: str) -> bool:
         query = (
@@ -304,7 +250,7 @@ class SQLStore:
             .limit(limit)
         )
         rows = await self._read(lambda conn: conn.execute(query).mappings().all())
-        return [_event(r) for r in rows]
+        return [event_of(r) for r in rows]
 
     async def event_attempts(self, tenant_id: str, event_id: str) -> list[AttemptRecord]:
         query = (
@@ -313,7 +259,7 @@ class SQLStore:
             .order_by(attempts.c.id)
         )
         rows = await self._read(lambda conn: conn.execute(query).mappings().all())
-        return [_attempt(r) for r in rows]
+        return [attempt_of(r) for r in rows]
 
     # --- subscriptions ----------------------------------------------------------------
 
@@ -340,7 +286,7 @@ class SQLStore:
     async def get_subscription(self, tenant_id: str, subscription_id: str) -> Subscription | None:
         query = select(subscriptions).where(_owned(tenant_id, subscription_id))
         row = await self._read(lambda conn: conn.execute(query).mappings().first())
-        return _subscription(row) if row is not None else None
+        return subscription_of(row) if row is not None else None
 
     async def list_subscriptions(
         self, tenant_id: str, after: int | None, limit: int
@@ -350,14 +296,14 @@ class SQLStore:
             query = query.where(subscriptions.c.seq > after)
         query = query.order_by(subscriptions.c.seq).limit(limit + 1)
         rows = await self._read(lambda conn: conn.execute(query).mappings().all())
-        return _page(rows, limit, "seq", _subscription)
+        return page_of(rows, limit, "seq", subscription_of)
 
     async def matching_subscriptions(self, tenant_id: str, event_type: str) -> list[Subscription]:
         query = select(subscriptions).where(
             subscriptions.c.tenant_id == tenant_id, subscriptions.c.enabled.is_(True)
         )
         rows = await self._read(lambda conn: conn.execute(query).mappings().all())
-        found = [_subscription(r) for r in rows]
+        found = [subscription_of(r) for r in rows]
         return [s for s in found if s.wants(event_type)]
 
     async def update_subscription(
@@ -385,7 +331,7 @@ class SQLStore:
             return row
 
         row = await self._write(tx)
-        return _subscription(row) if row is not None else None
+        return subscription_of(row) if row is not None else None
 
     async def delete_subscription(self, tenant_id: str, subscription_id: str) -> bool:
         def tx(conn: Connection) -> bool:
@@ -429,7 +375,7 @@ class SQLStore:
             .returning(*subscriptions.c)
         )
         row = await self._write(lambda conn: conn.execute(statement).mappings().first())
-        return _subscription(row) if row is not None else None
+        return subscription_of(row) if row is not None else None
 
     async def subscription_attempts(
         self,
@@ -448,7 +394,7 @@ class SQLStore:
             query = query.where(attempts.c.id < before)
         query = query.order_by(attempts.c.id.desc()).limit(limit + 1)
         rows = await self._read(lambda conn: conn.execute(query).mappings().all())
-        return _page(rows, limit, "id", _attempt)
+        return page_of(rows, limit, "id", attempt_of)
 
     # --- the dispatcher's queue -------------------------------------------------------
 
@@ -477,7 +423,7 @@ class SQLStore:
             return row
 
         row = await self._write(tx)
-        return _subscription(row) if row is not None else None
+        return subscription_of(row) if row is not None else None
 
     async def queue_state(self, now_ms: int) -> tuple[int, int | None]:
         pending = deliveries.c.status == DeliveryStatus.PENDING.value
@@ -624,7 +570,7 @@ def _owned(tenant_id: str, subscription_id: str) -> Any:
 def _event_by_key(conn: Connection, tenant_id: str, key: str) -> StoredEvent | None:
     query = select(events).where(events.c.tenant_id == tenant_id, events.c.idempotency_key == key)
     row = conn.execute(query).mappings().first()
-    return _event(row) if row is not None else None
+    return event_of(row) if row is not None else None
 
 
 def _insert_event(conn: Connection, event: StoredEvent, idempotency_key: str | None) -> StoredEvent:

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from tidings.domain.deliveries import DeliveryStatus
 from tidings.storage.base import ClaimedDelivery, Outcome, StoredEvent, unbounded_room
+from tidings.storage.rows import now_ms
 from tidings.storage.schema import deliveries
 from tidings.storage.sql import (
     CLAIM_SCAN_FACTOR,
@@ -33,7 +34,6 @@ from tidings.storage.sql import (
     attempt_row,
     claimed_deliveries,
     delivery_update,
-    now_ms,
     pick_claims,
     streak_changes,
 )

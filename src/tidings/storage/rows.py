@@ -1,0 +1,76 @@
+"""Rows to records: how both connectors read what ``schema.py`` stores."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from sqlalchemy import RowMapping
+
+from tidings.domain.deliveries import DisableReason
+from tidings.domain.subscriptions import Subscription, SubscriptionKind
+from tidings.storage.base import AttemptRecord, Page, StoredEvent
+
+T = TypeVar("T")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def subscription_of(row: RowMapping) -> Subscription:
+    return Subscription(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        url=row["url"],
+        event_types=tuple(json.loads(row["event_types"])),
+        enabled=bool(row["enabled"]),
+        description=row["description"],
+        kind=SubscriptionKind(row["kind"]),
+        disabled_reason=DisableReason(row["disabled_reason"]) if row["disabled_reason"] else None,
+        consecutive_failures=row["consecutive_failures"],
+        created_ms=row["created_ms"],
+        updated_ms=row["updated_ms"],
+        max_concurrency=row["max_concurrency"],
+        rate_limit=row["rate_limit"],
+        public_key=row["public_key"],
+        previous_secret_expires_ms=row["previous_secret_expires_ms"],
+    )
+
+
+def event_of(row: RowMapping) -> StoredEvent:
+    return StoredEvent(
+        seq=row["seq"],
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        type=row["type"],
+        created_ms=row["created_ms"],
+        body=row["body"],
+        request_hash=row["request_hash"],
+    )
+
+
+def attempt_of(row: RowMapping) -> AttemptRecord:
+    return AttemptRecord(
+        id=row["id"],
+        delivery_id=row["delivery_id"],
+        event_id=row["event_id"],
+        subscription_id=row["subscription_id"],
+        attempt=row["attempt"],
+        outcome=row["outcome"],
+        status_code=row["status_code"],
+        elapsed_ms=row["elapsed_ms"],
+        response_body=row["response_body"],
+        error=row["error"],
+        created_ms=row["created_ms"],
+    )
+
+
+def page_of(
+    rows: Sequence[RowMapping], limit: int, key: str, convert: Callable[[RowMapping], T]
+) -> Page[T]:
+    """Rows were fetched with ``limit + 1``: an extra row means another page exists."""
+    next_key = rows[limit - 1][key] if len(rows) > limit else None
+    return Page([convert(r) for r in rows[:limit]], next_key)

@@ -1,0 +1,192 @@
+"""What operators look at (the portal) and the bulk recovery they trigger.
+
+Kept apart from the dispatcher's queries in ``sql.py``: none of this is on the hot path,
+but every query here is bounded by an index so pages stay fast with millions of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, and_, exists, func, select, update
+
+from tidings.domain.deliveries import DeliveryStatus
+from tidings.storage.base import (
+    DeliveryRecord,
+    EventFilter,
+    EventSummary,
+    Page,
+    SubscriptionHealth,
+)
+from tidings.storage.rows import event_of, now_ms
+from tidings.storage.schema import attempts, deliveries, events, subscriptions
+
+T = TypeVar("T")
+
+
+class ReportQueries:
+    """Mixed into ``SQLStore``; connectors supply ``_read``, ``_write`` and ``notify_work``."""
+
+    async def _read(self, tx: Callable[[Connection], T]) -> T:
+        raise NotImplementedError
+
+    async def _write(self, tx: Callable[[Connection], T]) -> T:
+        raise NotImplementedError
+
+    def notify_work(self) -> None:
+        raise NotImplementedError
+
+    async def subscription_health(
+        self, tenant_id: str, subscription_ids: Sequence[str], sample: int
+    ) -> dict[str, SubscriptionHealth]:
+        def read(conn: Connection) -> dict[str, SubscriptionHealth]:
+            return {sub_id: _health(conn, tenant_id, sub_id, sample) for sub_id in subscription_ids}
+
+        return await self._read(read)
+
+    async def browse_events(
+        self, tenant_id: str, where: EventFilter, before: int | None, limit: int
+    ) -> Page[EventSummary]:
+        def read(conn: Connection) -> Page[EventSummary]:
+            bound = _seq_bound(conn, where.before_ms, before)
+            rows = conn.execute(_browse_query(tenant_id, where, bound, limit + 1)).mappings().all()
+            page_rows = rows[:limit]
+            statuses = _statuses(conn, [r["seq"] for r in page_rows])
+            items = [EventSummary(event_of(r), statuses.get(r["seq"], {})) for r in page_rows]
+            return Page(items, page_rows[-1]["seq"] if len(rows) > limit else None)
+
+        return await self._read(read)
+
+    async def event_deliveries(self, tenant_id: str, event_id: str) -> list[DeliveryRecord]:
+        query = (
+            select(deliveries)
+            .join(events, events.c.seq == deliveries.c.event_seq)
+            .where(events.c.tenant_id == tenant_id, events.c.id == event_id)
+            .order_by(deliveries.c.id)
+        )
+        rows = await self._read(lambda conn: conn.execute(query).mappings().all())
+        return [
+            DeliveryRecord(
+                r["id"],
+                r["subscription_id"],
+                r["status"],
+                r["attempts"],
+                r["due_ms"],
+                r["last_status_code"],
+                r["updated_ms"],
+            )
+            for r in rows
+        ]
+
+    async def attempt_histogram(
+        self, tenant_id: str, since_ms: int, bucket_ms: int
+    ) -> list[tuple[int, str, int]]:
+        bucket = (attempts.c.created_ms / bucket_ms).cast(type_=attempts.c.attempt.type)
+        query = (
+            select(bucket.label("bucket"), attempts.c.outcome, func.count())
+            .where(attempts.c.tenant_id == tenant_id, attempts.c.created_ms >= since_ms)
+            .group_by("bucket", attempts.c.outcome)
+            .order_by("bucket")
+        )
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [(int(b) * bucket_ms, outcome, int(n)) for b, outcome, n in rows]
+
+    async def recover_failed(
+        self, tenant_id: str, since_ms: int, subscription_id: str | None
+    ) -> int:
+        enabled = select(subscriptions.c.id).where(
+            subscriptions.c.tenant_id == tenant_id, subscriptions.c.enabled.is_(True)
+        )
+        if subscription_id is not None:
+            enabled = enabled.where(subscriptions.c.id == subscription_id)
+        recent = select(events.c.seq).where(
+            events.c.tenant_id == tenant_id, events.c.created_ms >= since_ms
+        )
+        now = now_ms()
+        statement = (
+            update(deliveries)
+            .where(
+                deliveries.c.tenant_id == tenant_id,
+                deliveries.c.status == DeliveryStatus.FAILED.value,
+                deliveries.c.subscription_id.in_(enabled.scalar_subquery()),
+                deliveries.c.event_seq.in_(recent.scalar_subquery()),
+            )
+            .values(
+                status=DeliveryStatus.PENDING.value,
+                attempts=0,
+                due_ms=now,
+                claim_token=None,
+                updated_ms=now,
+            )
+        )
+        count = await self._write(lambda conn: conn.execute(statement).rowcount)
+        if count:
+            self.notify_work()
+        return int(count)
+
+
+def _health(
+    conn: Connection, tenant_id: str, subscription_id: str, sample: int
+) -> SubscriptionHealth:
+    query = (
+        select(attempts.c.outcome, attempts.c.status_code, attempts.c.created_ms)
+        .where(attempts.c.subscription_id == subscription_id, attempts.c.tenant_id == tenant_id)
+        .order_by(attempts.c.id.desc())
+        .limit(sample)
+    )
+    rows = conn.execute(query).all()
+    if not rows:
+        return SubscriptionHealth(0, 0, None, None, None)
+    newest = rows[0]
+    succeeded = sum(1 for r in rows if r.outcome == "succeeded")
+    return SubscriptionHealth(
+        len(rows), succeeded, newest.created_ms, newest.outcome, newest.status_code
+    )
+
+
+def _seq_bound(conn: Connection, before_ms: int | None, before_seq: int | None) -> int | None:
+    """The page key, tightened to the newest event created at or before ``before_ms``.
+
+    Found through the creation-time index, so jumping back in time scans no newer rows.
+    """
+    if before_ms is None:
+        return before_seq
+    newest = conn.execute(
+        select(events.c.seq)
+        .where(events.c.created_ms <= before_ms)
+        .order_by(events.c.created_ms.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    bound = -1 if newest is None else int(newest) + 1
+    return bound if before_seq is None else min(bound, before_seq)
+
+
+def _browse_query(tenant_id: str, where: EventFilter, before: int | None, limit: int) -> Any:
+    query = select(events).where(events.c.tenant_id == tenant_id)
+    if where.type:
+        query = query.where(events.c.type == where.type)
+    if before is not None:
+        query = query.where(events.c.seq < before)
+    if where.status or where.subscription_id:
+        conditions = [deliveries.c.event_seq == events.c.seq]
+        if where.status:
+            conditions.append(deliveries.c.status == where.status)
+        if where.subscription_id:
+            conditions.append(deliveries.c.subscription_id == where.subscription_id)
+        query = query.where(exists().where(and_(*conditions)))
+    return query.order_by(events.c.seq.desc()).limit(limit)
+
+
+def _statuses(conn: Connection, seqs: list[int]) -> dict[int, dict[str, int]]:
+    if not seqs:
+        return {}
+    query = (
+        select(deliveries.c.event_seq, deliveries.c.status, func.count())
+        .where(deliveries.c.event_seq.in_(seqs))
+        .group_by(deliveries.c.event_seq, deliveries.c.status)
+    )
+    found: dict[int, dict[str, int]] = {}
+    for seq, status, count in conn.execute(query).all():
+        found.setdefault(int(seq), {})[status] = int(count)
+    return found
