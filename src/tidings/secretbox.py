@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -19,6 +22,7 @@ class SecretBox:
         if not keys:
             raise ValueError("at least one encryption key is required")
         self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+        self._primary = base64.urlsafe_b64decode(keys[0])
 
     @classmethod
     def from_config(cls, configured: str | None, data_dir: Path) -> SecretBox:
@@ -28,6 +32,11 @@ class SecretBox:
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode("ascii")
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (e.g. signing portal sessions) derived from the primary
+        key, so operators manage one secret; rotating it ends every session."""
+        return hmac.new(self._primary, purpose.encode(), hashlib.sha256).digest()
 
     def decrypt(self, token: str) -> str:
         try:

@@ -170,7 +170,9 @@ class Tidings:
     async def authenticate(self, plaintext: str) -> ApiKey | None:
         """Look a key up by its hash; valid keys are remembered for ``KEY_CACHE_SECONDS``
         so a busy client does not cost a database read per request."""
-        key_hash = hash_api_key(plaintext)
+        return await self.authenticate_hash(hash_api_key(plaintext))
+
+    async def authenticate_hash(self, key_hash: str) -> ApiKey | None:
         now = time.monotonic()
         cached = self._keys.get(key_hash)
         if cached is not None and cached[1] > now:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.dependencies.models import Dependant
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
 from tidings import __version__
@@ -16,6 +16,7 @@ from tidings.api import routes_catalog, routes_events, routes_hooks, routes_subs
 from tidings.api.errors import ApiError, install_error_handlers
 from tidings.api.limits import BodySizeLimit
 from tidings.api.schemas import ErrorResponse
+from tidings.portal import install as install_portal
 from tidings.service import Tidings
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -45,7 +46,9 @@ async def reject_unknown_query_parameters(request: Request) -> None:
         )
 
 
-def create_app(tidings: Tidings, *, run_dispatcher: bool = True, migrate: bool = True) -> FastAPI:
+def create_app(
+    tidings: Tidings, *, run_dispatcher: bool = True, migrate: bool = True, portal: bool = True
+) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if migrate:
@@ -91,6 +94,13 @@ def create_app(tidings: Tidings, *, run_dispatcher: bool = True, migrate: bool =
     async def metrics() -> Response:
         body, content_type = await tidings.metrics.render(tidings.store)
         return Response(body, media_type=content_type)
+
+    if portal:
+        install_portal(app)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/portal/" if portal else "/docs")
 
     app.add_middleware(BodySizeLimit, max_bytes=tidings.settings.max_request_bytes)
     return app

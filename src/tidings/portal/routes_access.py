@@ -1,0 +1,111 @@
+"""Signing in and out, and consumer links."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from tidings.portal.sessions import COOKIE, MAX_LINK_SECONDS, SESSION_SECONDS, Viewer
+from tidings.portal.web import (
+    PortalError,
+    checked_form,
+    field,
+    operator,
+    render,
+    safe_next,
+    see_other,
+    signer_of,
+    tidings_of,
+    viewer,
+)
+from tidings.service import hash_api_key
+
+router = APIRouter(prefix="/portal", include_in_schema=False)
+
+
+def _set_session(request: Request, response: Response, cookie: str, max_age: int) -> None:
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        max_age=max_age,
+        path="/portal",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+@router.get("/login")
+async def login_page(
+    request: Request, next: Annotated[str, Query(max_length=2000)] = "/portal/"
+) -> Response:
+    return await render(request, None, "login.html", {"next": safe_next(next), "error": None})
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    plaintext, target = field(form, "api_key"), safe_next(field(form, "next"))
+    key = await tidings_of(request).authenticate(plaintext) if plaintext else None
+    error = None
+    if key is None:
+        error = "That API key is not valid."
+    elif "admin" not in key.scopes:
+        error = "The portal needs a key with the admin scope."
+    if error is not None or key is None:
+        context = {"next": target, "error": error}
+        return await render(request, None, "login.html", context, status_code=401)
+    response = see_other(target)
+    cookie = signer_of(request).operator_cookie(hash_api_key(plaintext))
+    _set_session(request, response, cookie, SESSION_SECONDS)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, who: Viewer = Depends(viewer)) -> Response:
+    await checked_form(request, who)
+    response = see_other("/portal/login")
+    response.delete_cookie(COOKIE, path="/portal")
+    return response
+
+
+@router.get("/c/{token}")
+async def consumer_link(request: Request, token: str) -> Response:
+    """A consumer link: becomes a session for its tenant that ends when the link does."""
+    cookie = signer_of(request).consumer_cookie(token)
+    claims = signer_of(request).read_cookie(cookie) if cookie else None
+    if cookie is None or claims is None:
+        raise PortalError(403, "This link is not valid or has expired. Ask for a new one.")
+    response = see_other("/portal/")
+    _set_session(request, response, cookie, max(1, int(claims.expires_at - time.time())))
+    return response
+
+
+@router.get("/links")
+async def links_page(request: Request, who: Viewer = Depends(operator)) -> Response:
+    return await render(request, who, "links.html", {"link": None, "max_days": _max_days()})
+
+
+@router.post("/links")
+async def create_link(request: Request, who: Viewer = Depends(operator)) -> Response:
+    form = await checked_form(request, who)
+    try:
+        hours = float(field(form, "hours") or "24")
+        token = signer_of(request).consumer_link_token(
+            who.tenant_id, hours * 3600, field(form, "manage") == "on"
+        )
+    except ValueError as exc:
+        raise PortalError(400, f"Link lifetime: {exc}") from exc
+    link = {
+        "url": str(request.url_for("consumer_link", token=token)),
+        "expires_ms": int((time.time() + hours * 3600) * 1000),
+        "can_manage": field(form, "manage") == "on",
+    }
+    return await render(request, who, "links.html", {"link": link, "max_days": _max_days()})
+
+
+def _max_days() -> int:
+    return MAX_LINK_SECONDS // 86400

@@ -1,0 +1,177 @@
+"""What every portal page shares: templates, the viewer dependency, CSRF, HTML errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
+
+from tidings.domain.deliveries import DisableReason
+from tidings.domain.subscriptions import Subscription
+from tidings.portal.sessions import COOKIE, PortalSigner, Role, Viewer
+from tidings.service import Tidings
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")  # autoescapes .html
+
+
+class SignInRequired(Exception):
+    """No valid session: the browser is sent to the sign-in page."""
+
+
+class PortalError(Exception):
+    """Shown as an HTML error page with this status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def when(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
+
+
+def ago(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    seconds = max(0, int(time.time() - ms / 1000))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+STATUS_LABELS = {
+    None: ("active", "ok"),
+    DisableReason.BREAKER: ("disabled by breaker", "bad"),
+    DisableReason.GONE: ("disabled by 410 Gone", "bad"),
+    DisableReason.MANUAL: ("disabled", "off"),
+    DisableReason.UNVERIFIED: ("awaiting verification", "warn"),
+}
+
+
+def status_of(sub: Subscription) -> tuple[str, str]:
+    """A subscription's status as (label, css class)."""
+    if sub.enabled:
+        return STATUS_LABELS[None]
+    return STATUS_LABELS[sub.disabled_reason or DisableReason.MANUAL]
+
+
+templates.env.filters["when"] = when
+templates.env.filters["ago"] = ago
+templates.env.globals["status_of"] = status_of
+
+
+def signer_of(request: Request) -> PortalSigner:
+    signer: PortalSigner | None = getattr(request.app.state, "portal_signer", None)
+    if signer is None:
+        tidings: Tidings = request.app.state.tidings
+        signer = request.app.state.portal_signer = PortalSigner(tidings.secretbox)
+    return signer
+
+
+def tidings_of(request: Request) -> Tidings:
+    tidings: Tidings = request.app.state.tidings
+    return tidings
+
+
+async def viewer(request: Request) -> Viewer:
+    """The signed-in viewer, or SignInRequired. An operator's key is looked up on every
+    request (cached for seconds), so revoking it or dropping ``admin`` ends the session."""
+    cookie = request.cookies.get(COOKIE)
+    claims = signer_of(request).read_cookie(cookie) if cookie else None
+    if cookie is None or claims is None:
+        raise SignInRequired
+    tidings = tidings_of(request)
+    if claims.key_hash is not None:
+        key = await tidings.authenticate_hash(claims.key_hash)
+        if key is None or "admin" not in key.scopes:
+            raise SignInRequired
+        return Viewer(key.tenant_id, Role.ADMIN, True, claims.expires_at, cookie)
+    assert claims.tenant_id is not None
+    if await tidings.store.get_tenant(claims.tenant_id) is None:
+        raise SignInRequired
+    return Viewer(claims.tenant_id, Role.CONSUMER, claims.can_manage, claims.expires_at, cookie)
+
+
+async def manager(who: Viewer = Depends(viewer)) -> Viewer:
+    if not who.can_manage:
+        raise PortalError(403, "This link lets you look, not change anything.")
+    return who
+
+
+async def operator(who: Viewer = Depends(viewer)) -> Viewer:
+    if not who.is_admin:
+        raise PortalError(403, "Only operators signed in with an admin key may do this.")
+    return who
+
+
+async def checked_form(request: Request, who: Viewer) -> FormData:
+    """The posted form, if it carries this session's CSRF token."""
+    form = await request.form()
+    token = form.get("csrf")
+    if not isinstance(token, str) or not signer_of(request).csrf_ok(who.cookie, token):
+        raise PortalError(403, "This form has expired. Go back, reload the page and try again.")
+    return form
+
+
+def field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def parse_utc(text: str, name: str) -> int | None:
+    """Epoch ms from an ``<input type=datetime-local>`` value, read as UTC."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise PortalError(400, f"{name}: expected a date and time like 2026-11-23T14:05") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+async def render(
+    request: Request,
+    who: Viewer | None,
+    template: str,
+    context: Mapping[str, Any],
+    status_code: int = 200,
+) -> Response:
+    tenant_name = None
+    if who is not None:
+        tenant = await tidings_of(request).store.get_tenant(who.tenant_id)
+        tenant_name = tenant.name if tenant else who.tenant_id
+    page = {
+        "viewer": who,
+        "tenant_name": tenant_name,
+        "csrf": who.csrf_token(signer_of(request)) if who else "",
+        **context,
+    }
+    response: Response = templates.TemplateResponse(
+        request, template, page, status_code=status_code
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def see_other(url: str) -> Response:
+    return RedirectResponse(url, status_code=303)
+
+
+def safe_next(target: str) -> str:
+    """Only a path inside the portal: never an open redirect."""
+    ok = target.startswith("/portal/") and not target.startswith("//") and "\\" not in target
+    return target if ok else "/portal/"
