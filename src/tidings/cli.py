@@ -118,6 +118,7 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000) -> None:
         f"  database  {settings.resolved_database_url}\n"
         f"  API       {base}/api/v1\n"
         f"  OpenAPI   {base}/openapi.json   docs: {base}/docs\n"
+        f"  portal    {base}/portal/   (sign in with the admin key)\n"
         f"  tenant    {DEV_TENANT}\n"
         f"  admin key {key}\n"
         f"  try:      curl -H 'X-Api-Key: {key}' {base}/api/v1/event-types\n"
@@ -203,6 +204,41 @@ def keys_create(
             return plaintext
         finally:
             await tidings.close()
+
+    typer.echo(asyncio.run(run()))
+
+
+@app.command("portal-link")
+def portal_link(
+    tenant: Annotated[str, typer.Option(help="The tenant whose customer gets the link.")],
+    hours: Annotated[float, typer.Option(help="How long the link works.")] = 24.0,
+    manage: Annotated[
+        bool, typer.Option(help="Let the holder create, edit, test and delete subscriptions.")
+    ] = False,
+    base_url: Annotated[
+        str, typer.Option(help="Where the portal is served.")
+    ] = "http://127.0.0.1:8000",
+) -> None:
+    """A signed, expiring portal link showing one tenant's subscriptions and logs; the URL
+    is the last line."""
+    from tidings.portal.sessions import PortalSigner
+
+    async def run() -> str:
+        tidings = Tidings.from_settings(Settings())
+        try:
+            await tidings.store.migrate()
+            found = await tidings.store.find_tenant(tenant)
+        finally:
+            await tidings.close()
+        if found is None:
+            raise typer.BadParameter(f"no tenant named {tenant!r}", param_hint="--tenant")
+        try:
+            token = PortalSigner(tidings.secretbox).consumer_link_token(
+                found.id, hours * 3600, manage
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--hours") from exc
+        return f"{base_url.rstrip('/')}/portal/c/{token}"
 
     typer.echo(asyncio.run(run()))
 

@@ -12,7 +12,13 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
 from tidings import __version__
-from tidings.api import routes_catalog, routes_events, routes_hooks, routes_subscriptions
+from tidings.api import (
+    routes_catalog,
+    routes_events,
+    routes_hooks,
+    routes_portal,
+    routes_subscriptions,
+)
 from tidings.api.errors import ApiError, install_error_handlers
 from tidings.api.limits import BodySizeLimit
 from tidings.api.schemas import ErrorResponse
@@ -75,6 +81,8 @@ def create_app(
     install_error_handlers(app)
     for module in (routes_events, routes_subscriptions, routes_catalog, routes_hooks):
         app.include_router(module.router)
+    if portal:
+        app.include_router(routes_portal.router)
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -13,6 +13,8 @@ from tidings.api.schemas import (
     Attempt,
     CreatedSubscription,
     CreateSubscription,
+    Recover,
+    Recovered,
     RotateSecret,
     SubscriptionOut,
     TestDelivery,
@@ -210,6 +212,22 @@ async def test_subscription(
     except Invalid as exc:
         raise invalid(exc.field, exc) from exc
     return result_out(result)
+
+
+@router.post("/{subscription_id}/recover", status_code=202, response_model=Recovered)
+async def recover_failed(
+    subscription_id: str,
+    request: Recover,
+    key: ApiKey = Depends(require("webhooks:write")),
+    tidings: Tidings = Depends(get_tidings),
+) -> Recovered:
+    """Queue again every failed delivery to this subscription of an event created since
+    ``since``; their attempts start over. The subscription must be enabled."""
+    sub = await owned(tidings, key, subscription_id)
+    if not sub.enabled:
+        raise ApiError(409, "conflict", "enable the subscription before recovering its deliveries")
+    since_ms = int(request.since.timestamp() * 1000)
+    return Recovered(queued=await tidings.store.recover_failed(key.tenant_id, since_ms, sub.id))
 
 
 @router.get("/{subscription_id}/deliveries", response_model=list[Attempt])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from tidings.domain.events import format_utc, utc_from_ms
 from tidings.domain.subscriptions import MAX_URL_LENGTH, Subscription
+from tidings.portal.sessions import MAX_LINK_SECONDS
 from tidings.storage import AttemptRecord
 
 MAX_JSON_DEPTH = 32
@@ -163,6 +164,27 @@ class Verified(SubscriptionOut):
 
 class CreatedSubscription(Verified):
     signing_secret: str = Field(description="Shown only in this response.")
+
+
+class Recover(Request):
+    since: AwareDatetime = Field(strict=False, examples=["2026-11-23T09:00:00Z"])
+    """Failed deliveries of events created at or after this moment are queued again."""
+
+
+class Recovered(Reply):
+    queued: int
+
+
+class CreatePortalLink(Request):
+    ttl_seconds: int = Field(86_400, ge=60, le=MAX_LINK_SECONDS)
+    can_manage: bool = False
+    """Whether the link's holder may create, edit, test and delete subscriptions."""
+
+
+class PortalLink(Reply):
+    url: str
+    expires_utc: str
+    can_manage: bool
 
 
 class RotateSecret(Request):

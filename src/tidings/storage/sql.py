@@ -119,6 +119,11 @@ class SQLStore(ReportQueries):
         row = await self._read(lambda conn: conn.execute(query).first())
         return Tenant(row.id, row.name) if row is not None else None
 
+    async def find_tenant(self, name: str) -> Tenant | None:
+        query = select(tenants).where(tenants.c.name == name)
+        row = await self._read(lambda conn: conn.execute(query).first())
+        return Tenant(row.id, row.name) if row is not None else None
+
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
         query = select(api_keys).where(
             api_keys.c.key_hash == key_hash, api_keys.c.revoked_ms.is_(None)
