@@ -94,6 +94,10 @@ class Api:
         self.client = client
         self.tidings = tidings
 
+    def new_client(self) -> httpx.AsyncClient:
+        """Another client on the same app, with its own cookies (a second browser)."""
+        return httpx.AsyncClient(transport=self.client._transport, base_url=self.client.base_url)
+
     async def key(self, tenant: str = "acme", *scopes: str) -> dict[str, str]:
         _, plaintext = await self.tidings.create_api_key(tenant, list(scopes) or ["admin"])
         return {"X-Api-Key": plaintext}

@@ -82,7 +82,7 @@ class ReportQueries:
     async def attempt_histogram(
         self, tenant_id: str, since_ms: int, bucket_ms: int
     ) -> list[tuple[int, str, int]]:
-        bucket = (attempts.c.created_ms / bucket_ms).cast(type_=attempts.c.attempt.type)
+        bucket = attempts.c.created_ms // bucket_ms
         query = (
             select(bucket.label("bucket"), attempts.c.outcome, func.count())
             .where(attempts.c.tenant_id == tenant_id, attempts.c.created_ms >= since_ms)
