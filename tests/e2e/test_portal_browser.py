@@ -1,0 +1,165 @@
+"""The portal in a real browser: Debian's chromium, headless, driven by Playwright.
+
+Against the real ``tidings serve`` and a real receiver: sign in, create a subscription,
+send a test, see the delivery in the log, disable it, hand out a consumer link.
+Screenshots of each main page land in ``test-artifacts/portal/<database>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.conftest import eventually
+from tests.support.receiver import Receiver
+from tidings.receiver import verify
+
+pytestmark = pytest.mark.asyncio
+
+CHROMIUM = os.environ.get("TIDINGS_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts" / "portal"
+# Headless and quiet: no first-run UI, no calls home (this machine has no outside network).
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        expect.set_options(timeout=10_000)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+def shots(request: pytest.FixtureRequest) -> Path:
+    folder = ARTIFACTS / request.node.callspec.id
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def sign_in(page: Page, base: str, key: str) -> None:
+    await page.goto(f"{base}/portal/")
+    await expect(page).to_have_url(f"{base}/portal/login?next=%2Fportal%2F")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(f"{base}/portal/")
+
+
+async def test_operator_creates_tests_watches_and_disables_a_subscription(
+    server: tuple[str, str], receiver: Receiver, browser: Browser, shots: Path
+) -> None:
+    base, key = server
+    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    page = await context.new_page()
+    await sign_in(page, base, key)
+
+    await page.get_by_role("link", name="New subscription").click()
+    await page.get_by_label("Endpoint URL").fill(receiver.url("/browser"))
+    await page.get_by_label("Event types").fill("client.*")
+    await page.get_by_label("Description").fill("Billing service")
+    await shots_of(page, shots / "01-new-subscription.png")
+    await page.get_by_role("button", name="Create subscription").click()
+    secret = (await page.locator("#new-secret").inner_text()).strip()
+    assert secret.startswith("whsec_")
+    await expect(page.locator("#status")).to_have_text("active")
+    subscription_id = await page.locator("#subscription-id").inner_text()
+
+    # A test send, answered in place by htmx: the receiver can verify it with the secret.
+    await page.locator("select[name=event_type]").select_option("client.created")
+    await page.get_by_role("button", name="Send test").click()
+    await expect(page.locator(".test-result")).to_contain_text("Delivered")
+    (test_request,) = receiver.at("/browser")
+    verify(secret, test_request.headers, test_request.body)
+    await shots_of(page, shots / "02-test-sent.png")
+
+    # A real event: once its attempt is recorded, the log on the page shows it.
+    async with httpx.AsyncClient(base_url=base, headers={"X-Api-Key": key}) as api:
+        emitted = (
+            await api.post("/api/v1/events", json={"type": "client.created", "payload": {}})
+        ).json()
+
+        async def attempt_recorded() -> bool:
+            response = await api.get(f"/api/v1/events/{emitted['id']}/deliveries")
+            return len(response.json()) == 1
+
+        await eventually(attempt_recorded)
+        await page.goto(f"{base}/portal/subscriptions/{subscription_id}")
+        row = page.locator("tr.attempt", has_text=emitted["id"])
+        await expect(row).to_have_count(1)
+        await expect(row.locator(".badge")).to_have_text("200")
+        await shots_of(page, shots / "03-subscription-log.png")
+
+        await page.get_by_role("button", name="Disable").click()
+        await expect(page.locator("#status")).to_have_text("disabled")
+        stored = (await api.get(f"/api/v1/webhooks/subscriptions/{subscription_id}")).json()
+        assert stored["enabled"] is False
+
+    await page.get_by_role("link", name="Events", exact=True).click()
+    await expect(page.locator("table.events")).to_contain_text(emitted["id"])
+    await shots_of(page, shots / "04-events.png")
+    await page.get_by_role("link", name=emitted["id"]).click()
+    await expect(page.locator("h1")).to_have_text("client.created")
+    await expect(page.locator("tr.attempt")).to_have_count(1)
+    await shots_of(page, shots / "05-event.png")
+
+    await page.get_by_role("link", name="Subscriptions").click()
+    await expect(page.locator("table.list")).to_contain_text("disabled")
+    await expect(page.locator("#chart figcaption")).to_contain_text("1 succeeded")
+    await shots_of(page, shots / "06-home.png")
+    await context.close()
+
+
+async def test_a_consumer_link_opens_one_tenants_portal_read_only(
+    server: tuple[str, str], receiver: Receiver, browser: Browser, shots: Path
+) -> None:
+    base, key = server
+    async with httpx.AsyncClient(base_url=base, headers={"X-Api-Key": key}) as api:
+        created = await api.post(
+            "/api/v1/webhooks/subscriptions",
+            json={"url": receiver.url("/consumer"), "eventTypes": ["*"]},
+        )
+        assert created.status_code == 201, created.text
+
+    operator = await browser.new_context(viewport={"width": 1280, "height": 860})
+    page = await operator.new_page()
+    await sign_in(page, base, key)
+    await page.get_by_role("link", name="Consumer links").click()
+    await page.get_by_label("Valid for (hours)").fill("2")
+    await page.get_by_role("button", name="Create link").click()
+    link = (await page.locator("#consumer-link").inner_text()).strip()
+    await shots_of(page, shots / "07-consumer-link.png")
+    await operator.close()
+
+    customer = await browser.new_context(viewport={"width": 1280, "height": 860})
+    page = await customer.new_page()
+    await page.goto(link)
+    await expect(page).to_have_url(f"{base}/portal/")
+    await expect(page.locator(".who .badge")).to_have_text("consumer · read only")
+    await expect(page.locator("table.list")).to_contain_text(receiver.url("/consumer"))
+    await expect(page.get_by_role("link", name="New subscription")).to_have_count(0)
+    await expect(page.get_by_role("link", name="Consumer links")).to_have_count(0)
+    await shots_of(page, shots / "08-consumer-home.png")
+    await customer.close()
+
+
+async def shots_of(page: Page, path: Path) -> None:
+    await page.screenshot(path=str(path), full_page=True)
