@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 
 from tidings.config import Settings
 from tidings.devtools import Target, run_listen, run_trigger
@@ -23,7 +24,12 @@ app = typer.Typer(help="tidings: durable, signed webhook delivery.", no_args_is_
 @app.callback()
 def main() -> None:
     """tidings: durable, signed webhook delivery."""
-    configure_logging(development=os.environ.get("TIDINGS_ENV") == "development")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        typer.echo(f"invalid configuration:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    configure_logging(settings.json_logs, settings.log_level)
 
 
 keys = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -110,7 +116,7 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     """Serve in development mode on SQLite; creates a dev tenant and admin key on first run."""
     os.environ.setdefault("TIDINGS_ENV", "development")
     settings = Settings()
-    configure_logging(development=settings.development)
+    configure_logging(settings.json_logs, settings.log_level)
     key = asyncio.run(_dev_key(settings))
     base = f"http://{host}:{port}"
     typer.echo(

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     api_rate_limit: float = Field(200.0, ge=0)
     """Requests per second per API key (bursts of twice that); 0 turns the limit off."""
     max_request_bytes: int = Field(1_048_576, gt=0)
+    log_format: Literal["json", "console"] | None = None
+    """None means readable lines in development, JSON lines in production."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """``debug`` logs every attempt; ``info`` the failed ones and what operators must know."""
     access_log: bool | None = None
     """uvicorn's per-request log line; None means on in development, off in production."""
     crm_enabled: bool = True
@@ -89,6 +93,10 @@ class Settings(BaseSettings):
     @property
     def development(self) -> bool:
         return self.env == "development"
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_format == "json" or (self.log_format is None and not self.development)
 
     @property
     def lease_seconds(self) -> float:

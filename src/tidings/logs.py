@@ -1,4 +1,8 @@
-"""Structured logs (structlog): JSON lines in production, readable lines in development."""
+"""Structured logs (structlog): JSON lines in production, readable lines in development.
+
+Log lines name the event and subscription they are about (``event_id``,
+``subscription_id``) and never carry a secret, a key or a delivered body.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,21 @@ import logging
 
 import structlog
 
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
-def configure_logging(development: bool, level: int = logging.INFO) -> None:
+
+def configure_logging(json_lines: bool, level: str = "info") -> None:
     renderer: structlog.types.Processor = (
-        structlog.dev.ConsoleRenderer() if development else structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.ERROR)),
         cache_logger_on_first_use=True,
     )

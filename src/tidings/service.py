@@ -203,6 +203,7 @@ class Tidings:
         stored, created = await self.store.insert_event(draft, idempotency_key)
         if created:
             self.metrics.events_emitted.labels(stored.type).inc()
+            log.debug("event_emitted", event_id=stored.id, type=stored.type, tenant_id=tenant_id)
         if not created and stored.request_hash != draft.request_hash:
             raise Conflict("Idempotency-Key was already used for a different event")
         return stored, created

@@ -18,6 +18,7 @@ import structlog
 from tidings.dispatcher.sender import Sender
 from tidings.domain.deliveries import (
     AttemptResult,
+    DeliveryStatus,
     DisableReason,
     breaker_tripped,
     judge_attempt,
@@ -229,14 +230,7 @@ class Dispatcher:
                 ).inc()
                 self._metrics.attempt_seconds.observe(o.result.elapsed_ms / 1000)
         for outcome in batch:
-            log.debug(
-                "attempt",
-                event_id=outcome.claimed.event_id,
-                subscription_id=outcome.claimed.subscription_id,
-                attempt=outcome.claimed.attempt,
-                status_code=outcome.result.status_code,
-                outcome=outcome.verdict.status.value,
-            )
+            _log_attempt(outcome)
         gone = {o.claimed.subscription_id: o.claimed for o in batch if o.verdict.disable}
         for sub_id, claimed in gone.items():
             await self._disable(claimed.tenant_id, sub_id, DisableReason.GONE, streaks.get(sub_id))
@@ -252,6 +246,27 @@ class Dispatcher:
         if changed is not None:
             log.warning("subscription_disabled", subscription_id=sub_id, reason=reason.value)
             await self._on_disabled(tenant_id, sub_id, reason, streak or 0)
+
+
+def _log_attempt(outcome: Outcome) -> None:
+    """Every attempt at debug; failures at info, and a delivery given up on as a warning."""
+    claimed, result, verdict = outcome.claimed, outcome.result, outcome.verdict
+    fields = {
+        "event_id": claimed.event_id,
+        "subscription_id": claimed.subscription_id,
+        "tenant_id": claimed.tenant_id,
+        "attempt": claimed.attempt,
+        "status_code": result.status_code,
+        "elapsed_ms": result.elapsed_ms,
+    }
+    if result.succeeded:
+        log.debug("attempt_succeeded", **fields)
+    elif verdict.status is DeliveryStatus.PENDING:
+        log.info(
+            "attempt_failed", error=result.error, next_attempt_ms=verdict.next_attempt_ms, **fields
+        )
+    else:
+        log.warning("delivery_failed", error=result.error, **fields)
 
 
 async def _first_of(*waits: Awaitable[object]) -> None:
