@@ -124,7 +124,7 @@ def dev(host: Host = "127.0.0.1", port: Port = 8000) -> None:
         f"  database  {settings.resolved_database_url}\n"
         f"  API       {base}/api/v1\n"
         f"  OpenAPI   {base}/openapi.json   docs: {base}/docs\n"
-        f"  portal    {base}/portal/   (sign in with the admin key)\n"
+        f"  portal    {base}/portal/   (sign in with this key)\n"
         f"  tenant    {DEV_TENANT}\n"
         f"  admin key {key}\n"
         f"  try:      curl -H 'X-Api-Key: {key}' {base}/api/v1/event-types\n"

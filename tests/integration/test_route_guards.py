@@ -28,6 +28,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "eventType": "client.created"
     },
     ("post", "/api/v1/events/{event_id}/redeliver"): {},
+    ("post", "/api/v1/webhooks/subscriptions/{subscription_id}/recover"): {
+        "since": "2020-01-01T00:00:00Z"
+    },
     ("post", "/api/v1/hooks"): {"hookUrl": "http://127.0.0.1:9/z", "event": "client.created"},
 }
 SCOPE_OF = {"get": "read", "post": "write", "patch": "write", "delete": "write"}
