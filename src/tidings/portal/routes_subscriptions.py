@@ -134,7 +134,7 @@ async def _detail(
         "attempts": log.items,
         "next_before": log.next_key,
         "outcome": outcome,
-        "catalog": [t.name for t in CATALOG],
+        "catalog": sorted((t.name for t in CATALOG), key=lambda name: not sub.wants(name)),
         "test_result": None,
         "new_secret": None,
         "error": None,
