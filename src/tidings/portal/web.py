@@ -67,7 +67,15 @@ def status_of(sub: Subscription) -> tuple[str, str]:
     return STATUS_LABELS[sub.disabled_reason or DisableReason.MANUAL]
 
 
+DELIVERY_CLASSES = {"succeeded": "ok", "failed": "bad", "pending": "warn"}
+
+
+def status_class(delivery_status: str) -> str:
+    return DELIVERY_CLASSES.get(delivery_status, "off")
+
+
 templates.env.filters["when"] = when
+templates.env.filters["status_class"] = status_class
 templates.env.filters["ago"] = ago
 templates.env.globals["status_of"] = status_of
 
