@@ -318,6 +318,7 @@ class Row:
     page: str
     database: str
     samples: list[float]
+    error: str = ""
 
     @property
     def median(self) -> float:
@@ -373,10 +374,15 @@ async def fetch(client: httpx.AsyncClient, page: Page) -> float:
     return elapsed
 
 
-async def time_page(client: httpx.AsyncClient, page: Page, repeat: int) -> list[float]:
-    for _ in range(WARM_UP):
-        await fetch(client, page)
-    return [await fetch(client, page) for _ in range(repeat)]
+async def time_page(client: httpx.AsyncClient, page: Page, database: str, repeat: int) -> Row:
+    """The page's timings, or why it failed (a broken page must not cost the other rows)."""
+    try:
+        for _ in range(WARM_UP):
+            await fetch(client, page)
+        samples = [await fetch(client, page) for _ in range(repeat)]
+    except (RuntimeError, TimeoutError) as exc:
+        return Row(page.name, database, [], str(exc))
+    return Row(page.name, database, samples)
 
 
 async def sign_in(client: httpx.AsyncClient, plaintext: str) -> None:
@@ -387,16 +393,13 @@ async def sign_in(client: httpx.AsyncClient, plaintext: str) -> None:
 
 async def time_portal(settings: Settings, seeded: Seeded, database: str, repeat: int) -> list[Row]:
     app = create_app(Tidings.from_settings(settings), run_dispatcher=False)
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://portal.test") as client,
     ):
         await sign_in(client, seeded.plaintext)
-        return [
-            Row(page.name, database, await time_page(client, page, repeat))
-            for page in pages(seeded)
-        ]
+        return [await time_page(client, page, database, repeat) for page in pages(seeded)]
 
 
 # --- databases --------------------------------------------------------------------------
@@ -466,12 +469,15 @@ async def run(args: argparse.Namespace) -> list[Row]:
 
 
 def print_table(rows: list[Row]) -> None:
-    baseline = {r.database: r.median for r in rows if r.page.startswith("healthz")}
+    baseline = {r.database: r.median for r in rows if r.page.startswith("healthz") and not r.error}
     print(
         f"\n{'page':<44} {'database':<10} {'median ms':>9} {'p95 ms':>8} {'max ms':>8} "
         f"{'/healthz':>9}  target {TARGET_MS:.0f} ms (p95)"
     )
     for r in rows:
+        if r.error:
+            print(f"{r.page:<44} {r.database:<10} ERROR {r.error}")
+            continue
         ratio = r.median / baseline[r.database] if baseline.get(r.database) else math.nan
         verdict = "OK" if r.p95 < TARGET_MS else "SLOW"
         print(
