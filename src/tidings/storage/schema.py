@@ -100,7 +100,8 @@ deliveries = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_deliveries_status_due", "status", "due_ms"),
-    Index("ix_deliveries_subscription_status", "subscription_id", "status"),
+    Index("ix_deliveries_subscription_status_event", "subscription_id", "status", "event_seq"),
+    Index("ix_deliveries_tenant_status_event", "tenant_id", "status", "event_seq"),
     Index("ix_deliveries_event", "event_seq"),
 )
 
