@@ -50,12 +50,12 @@ async def login(request: Request) -> Response:
     form = await request.form()
     plaintext, target = field(form, "api_key"), safe_next(field(form, "next"))
     key = await tidings_of(request).authenticate(plaintext) if plaintext else None
-    error = None
-    if key is None:
-        error = "That API key is not valid."
-    elif "admin" not in key.scopes:
-        error = "The portal needs a key with the admin scope."
-    if error is not None or key is None:
+    if key is None or "admin" not in key.scopes:
+        error = (
+            "That API key is not valid."
+            if key is None
+            else "The portal needs a key with the admin scope."
+        )
         context = {"next": target, "error": error}
         return await render(request, None, "login.html", context, status_code=401)
     response = see_other(target)
