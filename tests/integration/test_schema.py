@@ -1,0 +1,29 @@
+"""The migrations build exactly the tables ``schema.py`` describes, on both databases."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection
+
+from tidings.config import Settings
+from tidings.service import Tidings
+from tidings.storage.schema import metadata
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_migrations_match_the_schema_module(settings: Settings) -> None:
+    tidings = Tidings.from_settings(settings)
+    try:
+        await tidings.store.migrate()
+
+        def differences(conn: Connection) -> list[object]:
+            context = MigrationContext.configure(conn)
+            return list(compare_metadata(context, metadata))
+
+        found = await tidings.store._read(differences)  # type: ignore[attr-defined]
+    finally:
+        await tidings.close()
+    assert found == []
