@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from tidings.domain.catalog import CATALOG
 from tidings.portal.sessions import Viewer
 from tidings.portal.web import (
+    MAX_ROW_ID,
     PortalError,
     checked_form,
     field,
@@ -27,6 +28,8 @@ from tidings.storage import EventFilter
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 
+PageKey = Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)]
+
 PAGE_SIZE = 50
 STATUSES = ("pending", "succeeded", "failed", "cancelled")
 Text = Annotated[str, Query(max_length=200)]
@@ -39,8 +42,8 @@ async def events_page(
     status: Annotated[str, Query(pattern="^(pending|succeeded|failed|cancelled)?$")] = "",
     subscription: Text = "",
     before_time: Text = "",
-    before: Annotated[int | None, Query(ge=0)] = None,
-    recovered: Annotated[int | None, Query(ge=0)] = None,
+    before: PageKey = None,
+    recovered: PageKey = None,
     who: Viewer = Depends(viewer),
 ) -> Response:
     tidings = tidings_of(request)
@@ -77,7 +80,7 @@ async def events_page(
 async def event_page(
     request: Request,
     event_id: str,
-    queued: Annotated[int | None, Query(ge=0)] = None,
+    queued: PageKey = None,
     who: Viewer = Depends(viewer),
 ) -> Response:
     store = tidings_of(request).store

@@ -13,6 +13,7 @@ from tidings.domain.subscriptions import Subscription
 from tidings.portal.chart import MINUTE_MS, per_minute
 from tidings.portal.sessions import Viewer
 from tidings.portal.web import (
+    MAX_ROW_ID,
     PortalError,
     checked_form,
     field,
@@ -26,6 +27,8 @@ from tidings.portal.web import (
 from tidings.service import Invalid, Tidings
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
+
+PageKey = Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)]
 
 HEALTH_SAMPLE = 100
 PAGE_SIZE = 50
@@ -42,7 +45,7 @@ async def chart_context(tidings: Tidings, tenant_id: str) -> dict[str, Any]:
 @router.get("/")
 async def home(
     request: Request,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: PageKey = None,
     who: Viewer = Depends(viewer),
 ) -> Response:
     tidings = tidings_of(request)
@@ -149,8 +152,8 @@ async def subscription_page(
     request: Request,
     subscription_id: str,
     outcome: Annotated[str | None, Query(pattern="^(succeeded|failed)?$")] = None,
-    before: Annotated[int | None, Query(ge=0)] = None,
-    recovered: Annotated[int | None, Query(ge=0)] = None,
+    before: PageKey = None,
+    recovered: PageKey = None,
     who: Viewer = Depends(viewer),
 ) -> Response:
     sub = await _owned(request, who, subscription_id)

@@ -19,6 +19,8 @@ from tidings.portal.sessions import COOKIE, PortalSigner, Role, Viewer
 from tidings.service import Tidings
 
 HERE = Path(__file__).parent
+MAX_ROW_ID = 2**63 - 1
+"""Page keys are row ids: larger numbers are not ids, and databases refuse them."""
 templates = Jinja2Templates(directory=HERE / "templates")  # autoescapes .html
 
 
