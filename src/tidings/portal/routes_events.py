@@ -58,8 +58,12 @@ async def events_page(
         before_ms=parse_utc(before_time, "before"),
     )
     page = await tidings.store.browse_events(who.tenant_id, where, before, PAGE_SIZE)
-    filters = {"type": type, "status": status, "subscription": subscription}
-    filters["before_time"] = before_time
+    filters = {
+        "type": type,
+        "status": status,
+        "subscription": subscription,
+        "before_time": before_time,
+    }
     next_query = None
     if page.next_key is not None:
         next_query = urlencode({**filters, "before": page.next_key, "before_time": ""})
