@@ -430,3 +430,15 @@ async def test_signing_out_ends_the_session(api: Api, operator: Browser) -> None
     response = await operator.post("/portal/logout")
     assert response.headers["location"] == "/portal/login"
     assert (await operator.client.get("/portal/")).status_code == 303
+
+
+async def test_event_pages_walk_back_through_every_event(api: Api, operator: Browser) -> None:
+    headers = await admin_headers(api)
+    emitted = [(await emit(api, headers))["id"] for _ in range(55)]
+    first = (await operator.get("/portal/events")).text
+    next_link = re.search(r'href="/portal/events\?([^"]+)">Older events', first)
+    assert next_link is not None
+    second = await operator.client.get("/portal/events?" + next_link.group(1).replace("&amp;", "&"))
+    seen = re.findall(r'href="/portal/events/(evt_\w+)"', first + second.text)
+    assert seen == list(reversed(emitted))  # newest first, each exactly once
+    assert "Older events" not in second.text
