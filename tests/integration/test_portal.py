@@ -442,3 +442,21 @@ async def test_event_pages_walk_back_through_every_event(api: Api, operator: Bro
     seen = re.findall(r'href="/portal/events/(evt_\w+)"', first + second.text)
     assert seen == list(reversed(emitted))  # newest first, each exactly once
     assert "Older events" not in second.text
+
+
+async def test_a_bad_portal_address_gets_an_html_page_and_the_api_keeps_json(
+    api: Api, operator: Browser
+) -> None:
+    for path, status in (
+        ("/portal/events?before=abc", 422),
+        ("/portal/events?typo=1", 422),
+        ("/portal/no-such-page", 404),
+    ):
+        response = await operator.client.get(path)
+        assert response.status_code == status, path
+        assert response.headers["content-type"].startswith("text/html"), path
+        assert "Back to the portal" in response.text
+    response = await api.client.get("/api/v1/events?typo=1", headers=await admin_headers(api))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+    assert (await api.client.get("/api/v1/nope")).json()["error"]["code"] == "not_found"

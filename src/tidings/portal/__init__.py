@@ -6,14 +6,22 @@ expiring consumer link (see ``sessions.py``).
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from typing import TypeVar, cast
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tidings.api.errors import ApiError
 from tidings.portal import routes_access, routes_events, routes_subscriptions
 from tidings.portal.web import HERE, PortalError, SignInRequired, render, see_other
+
+E = TypeVar("E", bound=Exception)
 
 
 def install(app: FastAPI) -> None:
@@ -31,5 +39,44 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(PortalError)
     async def portal_error(request: Request, exc: PortalError) -> Response:
-        context = {"status": exc.status, "message": exc.message}
-        return await render(request, None, "error.html", context, status_code=exc.status)
+        return await error_page(request, exc.status, exc.message)
+
+    _html_on_portal_pages(app, RequestValidationError, _invalid_request)
+    _html_on_portal_pages(app, ApiError, lambda exc: (exc.status, exc.message))
+    _html_on_portal_pages(app, StarletteHTTPException, _http_error)
+
+
+async def error_page(request: Request, status: int, message: str) -> Response:
+    context = {"status": status, "message": message}
+    return await render(request, None, "error.html", context, status_code=status)
+
+
+def _html_on_portal_pages(
+    app: FastAPI, exc_class: type[E], describe: Callable[[E], tuple[int, str]]
+) -> None:
+    """Errors the API answers in JSON become an HTML page when a portal page caused them
+    (a hand-edited query string, an unknown page); the API keeps its JSON shape."""
+    api_handler = app.exception_handlers[exc_class]
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        if not path.startswith("/portal/") or path.startswith("/portal/static/"):
+            answer = api_handler(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
+        status, message = describe(cast(E, exc))
+        return await error_page(request, status, message)
+
+    app.add_exception_handler(exc_class, handler)
+
+
+def _invalid_request(exc: RequestValidationError) -> tuple[int, str]:
+    problems = "; ".join(
+        f"{error['loc'][-1]}: {error['msg']}" for error in exc.errors() if error.get("loc")
+    )
+    return 422, f"This page cannot use that address: {problems or 'invalid request'}."
+
+
+def _http_error(exc: StarletteHTTPException) -> tuple[int, str]:
+    if exc.status_code == 404:
+        return 404, "No such page."
+    return exc.status_code, str(exc.detail)
