@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from tidings.domain.catalog import CATALOG
 from tidings.portal.sessions import Viewer
 from tidings.portal.web import (
-    MAX_ROW_ID,
+    PageKey,
     PortalError,
     checked_form,
     field,
@@ -28,7 +28,6 @@ from tidings.storage import EventFilter
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 
-PageKey = Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)]
 
 PAGE_SIZE = 50
 STATUSES = ("pending", "succeeded", "failed", "cancelled")

@@ -13,7 +13,7 @@ from tidings.domain.subscriptions import Subscription
 from tidings.portal.chart import MINUTE_MS, per_minute
 from tidings.portal.sessions import Viewer
 from tidings.portal.web import (
-    MAX_ROW_ID,
+    PageKey,
     PortalError,
     checked_form,
     field,
@@ -28,7 +28,6 @@ from tidings.service import Invalid, Tidings
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 
-PageKey = Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)]
 
 HEALTH_SAMPLE = 100
 PAGE_SIZE = 50

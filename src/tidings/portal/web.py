@@ -6,9 +6,9 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
@@ -20,6 +20,7 @@ from tidings.service import Tidings
 
 HERE = Path(__file__).parent
 MAX_ROW_ID = 2**63 - 1
+PageKey = Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)]
 """Page keys are row ids: larger numbers are not ids, and databases refuse them."""
 templates = Jinja2Templates(directory=HERE / "templates")  # autoescapes .html
 
