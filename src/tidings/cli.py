@@ -239,12 +239,10 @@ def portal_link(
         if found is None:
             raise typer.BadParameter(f"no tenant named {tenant!r}", param_hint="--tenant")
         try:
-            token = PortalSigner(tidings.secretbox).consumer_link_token(
-                found.id, hours * 3600, manage
-            )
+            link = PortalSigner(tidings.secretbox).consumer_link(found.id, hours * 3600, manage)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--hours") from exc
-        return f"{base_url.rstrip('/')}/portal/c/{token}"
+        return f"{base_url.rstrip('/')}/portal/c/{link.token}"
 
     typer.echo(asyncio.run(run()))
 

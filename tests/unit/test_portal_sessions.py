@@ -33,7 +33,7 @@ def test_a_tampered_or_foreign_cookie_is_refused(signer: PortalSigner) -> None:
 
 def test_consumer_link_becomes_a_session_for_its_tenant_only(signer: PortalSigner) -> None:
     now = time.time()
-    token = signer.consumer_link_token("ten_1", 3600, can_manage=False, now=now)
+    token = signer.consumer_link("ten_1", 3600, can_manage=False, now=now).token
     cookie = signer.consumer_cookie(token, now=now + 10)
     assert cookie is not None
     claims = signer.read_cookie(cookie, now=now + 10)
@@ -45,20 +45,20 @@ def test_consumer_link_becomes_a_session_for_its_tenant_only(signer: PortalSigne
 
 def test_an_expired_link_gives_no_session(signer: PortalSigner) -> None:
     now = time.time()
-    token = signer.consumer_link_token("ten_1", 60, can_manage=True, now=now)
+    token = signer.consumer_link("ten_1", 60, can_manage=True, now=now).token
     assert signer.consumer_cookie(token, now=now + 61) is None
 
 
 def test_a_link_token_is_not_a_session_cookie(signer: PortalSigner) -> None:
     """Different salts: a link must go through /portal/c/ (which checks it) to be a session."""
-    token = signer.consumer_link_token("ten_1", 60, can_manage=True)
+    token = signer.consumer_link("ten_1", 60, can_manage=True).token
     assert signer.read_cookie(token) is None
 
 
 @pytest.mark.parametrize("ttl", [0, -5, MAX_LINK_SECONDS + 1])
 def test_link_lifetime_is_bounded(signer: PortalSigner, ttl: float) -> None:
     with pytest.raises(ValueError):
-        signer.consumer_link_token("ten_1", ttl, can_manage=False)
+        signer.consumer_link("ten_1", ttl, can_manage=False)
 
 
 def test_csrf_token_is_bound_to_the_session(signer: PortalSigner) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
 
 from tidings.api.auth import require
 from tidings.api.schemas import CreatePortalLink, PortalLink, utc
-from tidings.portal.web import signer_of
+from tidings.portal.web import issue_consumer_link
 from tidings.storage import ApiKey
 
 router = APIRouter(prefix="/api/v1/portal", tags=["portal"])
@@ -24,11 +23,7 @@ async def create_link(
     """A signed, expiring link that opens the portal on this key's tenant only: its
     subscriptions and delivery logs, for that tenant's customer. No API key needed."""
     options = request or CreatePortalLink()
-    token = signer_of(http).consumer_link_token(
-        key.tenant_id, options.ttl_seconds, options.can_manage
-    )
+    url, link = issue_consumer_link(http, key.tenant_id, options.ttl_seconds, options.can_manage)
     return PortalLink(
-        url=str(http.url_for("consumer_link", token=token)),
-        expires_utc=utc(int((time.time() + options.ttl_seconds) * 1000)),
-        can_manage=options.can_manage,
+        url=url, expires_utc=utc(int(link.expires_at * 1000)), can_manage=link.can_manage
     )

@@ -13,6 +13,7 @@ from tidings.portal.web import (
     PortalError,
     checked_form,
     field,
+    issue_consumer_link,
     operator,
     render,
     safe_next,
@@ -94,15 +95,15 @@ async def create_link(request: Request, who: Viewer = Depends(operator)) -> Resp
     form = await checked_form(request, who)
     try:
         hours = float(field(form, "hours") or "24")
-        token = signer_of(request).consumer_link_token(
-            who.tenant_id, hours * 3600, field(form, "manage") == "on"
+        url, issued = issue_consumer_link(
+            request, who.tenant_id, hours * 3600, field(form, "manage") == "on"
         )
     except ValueError as exc:
         raise PortalError(400, f"Link lifetime: {exc}") from exc
     link = {
-        "url": str(request.url_for("consumer_link", token=token)),
-        "expires_ms": int((time.time() + hours * 3600) * 1000),
-        "can_manage": field(form, "manage") == "on",
+        "url": url,
+        "expires_ms": int(issued.expires_at * 1000),
+        "can_manage": issued.can_manage,
     }
     return await render(request, who, "links.html", {"link": link, "max_days": _max_days()})
 

@@ -50,6 +50,14 @@ class Viewer:
 
 
 @dataclass(frozen=True)
+class ConsumerLink:
+    token: str
+    """The signed part of the link: ``/portal/c/<token>``."""
+    expires_at: float
+    can_manage: bool
+
+
+@dataclass(frozen=True)
 class SessionClaims:
     """What a valid cookie says; ``key_hash`` for operators, ``tenant_id`` for consumers."""
 
@@ -70,13 +78,14 @@ class PortalSigner:
         expires = (now or time.time()) + SESSION_SECONDS
         return self._sessions.dumps({"k": key_hash, "x": expires})
 
-    def consumer_link_token(
+    def consumer_link(
         self, tenant_id: str, ttl_seconds: float, can_manage: bool, now: float | None = None
-    ) -> str:
+    ) -> ConsumerLink:
         if not 0 < ttl_seconds <= MAX_LINK_SECONDS:
             raise ValueError(f"a link lasts between 1 second and {MAX_LINK_SECONDS} seconds")
         expires = (now or time.time()) + ttl_seconds
-        return self._links.dumps({"t": tenant_id, "m": can_manage, "x": expires})
+        token = self._links.dumps({"t": tenant_id, "m": can_manage, "x": expires})
+        return ConsumerLink(token, expires, can_manage)
 
     def consumer_cookie(self, link_token: str, now: float | None = None) -> str | None:
         """The session cookie a valid, unexpired link turns into (same tenant and expiry)."""

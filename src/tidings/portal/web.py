@@ -15,7 +15,7 @@ from starlette.datastructures import FormData
 
 from tidings.domain.deliveries import DisableReason
 from tidings.domain.subscriptions import Subscription
-from tidings.portal.sessions import COOKIE, PortalSigner, Role, Viewer
+from tidings.portal.sessions import COOKIE, ConsumerLink, PortalSigner, Role, Viewer
 from tidings.service import Tidings
 
 HERE = Path(__file__).parent
@@ -176,6 +176,15 @@ async def render(
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def issue_consumer_link(
+    request: Request, tenant_id: str, ttl_seconds: float, can_manage: bool
+) -> tuple[str, ConsumerLink]:
+    """A consumer link's full URL on this server, and the link (raises ValueError for a
+    lifetime out of bounds)."""
+    link = signer_of(request).consumer_link(tenant_id, ttl_seconds, can_manage)
+    return str(request.url_for("consumer_link", token=link.token)), link
 
 
 def see_other(url: str) -> Response:
