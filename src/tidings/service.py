@@ -317,11 +317,11 @@ class Tidings:
 
     async def edit_subscription(
         self, subscription: Subscription, changes: Mapping[str, Any], verify: bool | None = None
-    ) -> Subscription:
+    ) -> Subscription | None:
         """Apply ``changes`` (url, event_types, enabled, description, max_concurrency,
         rate_limit), checking url and patterns as on create. ``enabled: True`` resets the
         breaker; with verification on (``verify``, else the server setting) a new url
-        stays disabled until it answers ``endpoint.verify``."""
+        stays disabled until it answers ``endpoint.verify``. None if it was deleted."""
         checked = dict(changes)
         if checked.get("url") is not None:
             try:
@@ -339,12 +339,9 @@ class Tidings:
         wants_verification = self.settings.verify_endpoints if verify is None else verify
         if "url" in checked and wants_verification:
             checked.update(enabled=False, disabled_reason=DisableReason.UNVERIFIED.value)
-        updated = await self.store.update_subscription(
+        return await self.store.update_subscription(
             subscription.tenant_id, subscription.id, checked
         )
-        if updated is None:
-            raise Invalid("id", "subscription vanished")
-        return updated
 
     async def verify_if_waiting(
         self, subscription: Subscription

@@ -131,25 +131,17 @@ async def update_subscription(
     """
     sub = await owned(tidings, key, subscription_id)
     fields = request.model_fields_set
-    changes: dict[str, Any] = {
-        name: getattr(request, name)
-        for name in (
-            "url",
-            "event_types",
-            "enabled",
-            "description",
-            "max_concurrency",
-            "rate_limit",
-        )
-        if name in fields
-    }
+    changes: dict[str, Any] = {name: getattr(request, name) for name in EDITABLE if name in fields}
     for name in ("url", "event_types", "enabled"):
         if changes.get(name, True) is None:
             del changes[name]
     try:
-        sub = await tidings.edit_subscription(sub, changes, request.verify_endpoint)
+        edited = await tidings.edit_subscription(sub, changes, request.verify_endpoint)
     except Invalid as exc:
         raise invalid(exc.field, exc) from exc
+    if edited is None:
+        raise not_found("subscription")
+    sub = edited
     sub, verification = await verify_if_waiting(tidings, sub)
     return Verified(**SubscriptionOut.of(sub).model_dump(), verification=verification)
 

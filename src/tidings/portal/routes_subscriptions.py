@@ -177,10 +177,12 @@ async def edit_subscription(
         del changes["url"]
     tidings = tidings_of(request)
     try:
-        sub = await tidings.edit_subscription(sub, changes)
+        edited = await tidings.edit_subscription(sub, changes)
     except Invalid as exc:
         return await _detail(request, who, sub, {"error": exc}, status_code=422)
-    await tidings.verify_if_waiting(sub)
+    if edited is None:
+        raise PortalError(404, "No such subscription.")
+    await tidings.verify_if_waiting(edited)
     return see_other(f"/portal/subscriptions/{sub.id}")
 
 
@@ -201,7 +203,8 @@ async def disable_subscription(
 async def _set_enabled(request: Request, who: Viewer, subscription_id: str, on: bool) -> Response:
     await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
-    await tidings_of(request).edit_subscription(sub, {"enabled": on})
+    if await tidings_of(request).edit_subscription(sub, {"enabled": on}) is None:
+        raise PortalError(404, "No such subscription.")
     return see_other(f"/portal/subscriptions/{sub.id}")
 
 
