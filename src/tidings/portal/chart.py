@@ -43,12 +43,17 @@ class Chart:
     height: int = HEIGHT
 
 
+def window_start(now_ms: int, minutes: int) -> int:
+    """The start of the oldest of the last ``minutes`` minutes (the current one included)."""
+    return (now_ms // MINUTE_MS - minutes + 1) * MINUTE_MS
+
+
 def per_minute(counts: Iterable[tuple[int, str, int]], now_ms: int, minutes: int = 60) -> Chart:
     """Place ``(bucket start, outcome, count)`` rows on the last ``minutes`` minutes.
 
     Minutes with no attempts get an empty bar, so the time axis is always continuous.
     """
-    first = (now_ms // MINUTE_MS - minutes + 1) * MINUTE_MS
+    first = window_start(now_ms, minutes)
     succeeded = [0] * minutes
     failed = [0] * minutes
     for start, outcome, count in counts:

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from tidings.domain.catalog import CATALOG
 from tidings.domain.subscriptions import Subscription
-from tidings.portal.chart import MINUTE_MS, per_minute
+from tidings.portal.chart import MINUTE_MS, per_minute, window_start
 from tidings.portal.sessions import Viewer
 from tidings.portal.web import (
     PageKey,
@@ -36,7 +36,7 @@ CHART_MINUTES = 60
 
 async def chart_context(tidings: Tidings, tenant_id: str) -> dict[str, Any]:
     now = int(time.time() * 1000)
-    since = (now // MINUTE_MS - CHART_MINUTES + 1) * MINUTE_MS
+    since = window_start(now, CHART_MINUTES)
     counts = await tidings.store.attempt_histogram(tenant_id, since, MINUTE_MS)
     return {"chart": per_minute(counts, now, CHART_MINUTES)}
 

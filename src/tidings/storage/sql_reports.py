@@ -19,7 +19,7 @@ from tidings.storage.base import (
     Page,
     SubscriptionHealth,
 )
-from tidings.storage.rows import event_of, now_ms
+from tidings.storage.rows import event_of, now_ms, page_of
 from tidings.storage.schema import attempts, deliveries, events, subscriptions
 
 T = TypeVar("T")
@@ -51,10 +51,10 @@ class ReportQueries:
         def read(conn: Connection) -> Page[EventSummary]:
             bound = _seq_bound(conn, where.before_ms, before)
             rows = conn.execute(_browse_query(tenant_id, where, bound, limit + 1)).mappings().all()
-            page_rows = rows[:limit]
-            statuses = _statuses(conn, [r["seq"] for r in page_rows])
-            items = [EventSummary(event_of(r), statuses.get(r["seq"], {})) for r in page_rows]
-            return Page(items, page_rows[-1]["seq"] if len(rows) > limit else None)
+            page = page_of(rows, limit, "seq", event_of)
+            statuses = _statuses(conn, [e.seq for e in page.items])
+            items = [EventSummary(e, statuses.get(e.seq, {})) for e in page.items]
+            return Page(items, page.next_key)
 
         return await self._read(read)
 
