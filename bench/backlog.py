@@ -54,7 +54,7 @@ async def fill(env: dict[str, str], url: str, count: int) -> float:
     now = int(time.time() * 1000)
     for first in range(0, count, CHUNK):
         size = min(CHUNK, count - first)
-        await tidings.store._write(  # type: ignore[attr-defined]
+        await tidings.store.db.write(  # type: ignore[attr-defined]
             lambda conn, f=first, n=size: _insert_chunk(conn, key.tenant_id, sub.id, f, n, now)
         )
     await tidings.close()

@@ -280,7 +280,7 @@ async def fill(
     ]
     seeder = Seeder(tenant_id, subscriptions, settings.retry_policy, now, rng, seeded)
     times = sorted(now - rng.randrange(1, SPAN_MS) for _ in range(count))
-    write = tidings.store._write  # type: ignore[attr-defined]
+    write = tidings.store.db.write  # type: ignore[attr-defined]
     for first in range(0, count, CHUNK):
         await write(lambda conn, f=first: seeder.insert_chunk(conn, times[f : f + CHUNK]))
     made = sorted(seeder.pending_attempts, key=lambda a: a["created_ms"])

@@ -233,7 +233,7 @@ def portal_link(
         tidings = Tidings.from_settings(Settings())
         try:
             await tidings.store.migrate()
-            found = await tidings.store.find_tenant(tenant)
+            found = await tidings.store.keys.find_tenant(tenant)
         finally:
             await tidings.close()
         if found is None:

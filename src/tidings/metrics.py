@@ -18,7 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from tidings.storage.base import Store
+from tidings.storage import DeliveryQueue
 
 
 class Metrics:
@@ -54,8 +54,8 @@ class Metrics:
             registry=self.registry,
         )
 
-    async def render(self, store: Store) -> tuple[bytes, str]:
-        pending, oldest_due_ms = await store.queue_state(int(time.time() * 1000))
+    async def render(self, queue: DeliveryQueue) -> tuple[bytes, str]:
+        pending, oldest_due_ms = await queue.queue_state(int(time.time() * 1000))
         self.queue_depth.set(pending)
         age = 0.0 if oldest_due_ms is None else max(0.0, time.time() - oldest_due_ms / 1000)
         self.oldest_due_age.set(age)

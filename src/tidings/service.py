@@ -144,9 +144,9 @@ class Tidings:
         unknown = set(scopes) - SCOPES
         if unknown or not scopes:
             raise Invalid("scope", f"scopes must be among {sorted(SCOPES)}")
-        tenant = await self.store.ensure_tenant(tenant_name)
+        tenant = await self.store.keys.ensure_tenant(tenant_name)
         plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        key = await self.store.insert_api_key(
+        key = await self.store.keys.insert_api_key(
             tenant.id, hash_api_key(plaintext), plaintext[:12], scopes
         )
         return key, plaintext
@@ -177,7 +177,7 @@ class Tidings:
         cached = self._keys.get(key_hash)
         if cached is not None and cached[1] > now:
             return cached[0]
-        key = await self.store.find_api_key(key_hash)
+        key = await self.store.keys.find_api_key(key_hash)
         if key is not None:
             if len(self._keys) >= KEY_CACHE_SIZE:
                 self._keys.clear()
@@ -200,7 +200,7 @@ class Tidings:
         different request it raises Conflict.
         """
         draft = self.draft_event(tenant_id, event_type, payload, metadata)
-        stored, created = await self.store.insert_event(draft, idempotency_key)
+        stored, created = await self.store.events.insert_event(draft, idempotency_key)
         if created:
             self.metrics.events_emitted.labels(stored.type).inc()
             log.debug("event_emitted", event_id=stored.id, type=stored.type, tenant_id=tenant_id)
@@ -232,14 +232,14 @@ class Tidings:
         self, tenant_id: str, event: StoredEvent, subscription_id: str | None
     ) -> list[str]:
         if subscription_id is not None:
-            sub = await self.store.get_subscription(tenant_id, subscription_id)
+            sub = await self.store.subscriptions.get(tenant_id, subscription_id)
             if sub is None or not sub.enabled:
                 raise Invalid("subscriptionId", "no enabled subscription with that id")
             targets = [sub.id]
         else:
-            subs = await self.store.matching_subscriptions(tenant_id, event.type)
+            subs = await self.store.subscriptions.matching(tenant_id, event.type)
             targets = [s.id for s in subs]
-        await self.store.enqueue(event, targets)
+        await self.store.events.enqueue(event, targets)
         return targets
 
     # --- subscriptions ----------------------------------------------------------------
@@ -265,7 +265,7 @@ class Tidings:
         for text in patterns:
             if EventPattern(text).is_wildcard or find_event_type(text) is not None:
                 continue
-            if not await self.store.event_type_seen(tenant_id, text):
+            if not await self.store.events.event_type_seen(tenant_id, text):
                 raise Invalid(
                     "eventTypes",
                     f"unknown event type {text!r}: see GET /api/v1/event-types",
@@ -312,7 +312,7 @@ class Tidings:
             rate_limit=rate_limit,
             public_key=public_key_of(secret) if is_asymmetric(secret) else None,
         )
-        await self.store.insert_subscription(sub, self.secretbox.encrypt(secret))
+        await self.store.subscriptions.insert(sub, self.secretbox.encrypt(secret))
         return sub, secret
 
     async def edit_subscription(
@@ -339,7 +339,7 @@ class Tidings:
         wants_verification = self.settings.verify_endpoints if verify is None else verify
         if "url" in checked and wants_verification:
             checked.update(enabled=False, disabled_reason=DisableReason.UNVERIFIED.value)
-        return await self.store.update_subscription(
+        return await self.store.subscriptions.update(
             subscription.tenant_id, subscription.id, checked
         )
 
@@ -350,7 +350,7 @@ class Tidings:
         if subscription.disabled_reason is not DisableReason.UNVERIFIED:
             return subscription, None
         result = await self.verify_endpoint(subscription)
-        refreshed = await self.store.get_subscription(subscription.tenant_id, subscription.id)
+        refreshed = await self.store.subscriptions.get(subscription.tenant_id, subscription.id)
         return refreshed or subscription, result
 
     @staticmethod
@@ -372,7 +372,7 @@ class Tidings:
         scheme = "ed25519" if subscription.public_key else "hmac"
         secret = self._new_secret(scheme, signing_secret)
         grace_until = int((time.time() + self.settings.secret_rotation_grace) * 1000)
-        rotated = await self.store.rotate_secret(
+        rotated = await self.store.subscriptions.rotate_secret(
             subscription.tenant_id,
             subscription.id,
             self.secretbox.encrypt(secret),
@@ -399,7 +399,7 @@ class Tidings:
         payload = {"subscriptionId": subscription.id, "challenge": challenge}
         result = await self._send_now(subscription, ENDPOINT_VERIFY, payload, {})
         if result.success and subscription.disabled_reason is DisableReason.UNVERIFIED:
-            await self.store.update_subscription(
+            await self.store.subscriptions.update(
                 subscription.tenant_id, subscription.id, {"enabled": True}
             )
         return result
@@ -418,7 +418,7 @@ class Tidings:
         metadata: Mapping[str, Any],
     ) -> TestResult:
         """POST one signed envelope now and report the answer; nothing is stored."""
-        encrypted = await self.store.subscription_secrets(subscription.tenant_id, subscription.id)
+        encrypted = await self.store.subscriptions.secrets(subscription.tenant_id, subscription.id)
         if not encrypted:
             raise Invalid("id", "subscription vanished")
         envelope = Envelope.new(event_type, subscription.tenant_id, payload, metadata)
@@ -438,18 +438,22 @@ class Tidings:
             result.error,
         )
 
-    async def subscription_disabled(
+    async def disable_subscription(
         self, tenant_id: str, subscription_id: str, reason: DisableReason, streak: int
     ) -> None:
-        """Tell the tenant through its own event stream (they may subscribe to it)."""
+        """Disable (the breaker, or a 410 Gone) and tell the tenant through its own event
+        stream, which they may subscribe to; nothing happens if it was disabled already."""
+        sub = await self.store.subscriptions.disable(tenant_id, subscription_id, reason)
+        if sub is None:
+            return
+        log.warning("subscription_disabled", subscription_id=subscription_id, reason=reason.value)
         self.metrics.breaker_trips.labels(reason.value).inc()
-        sub = await self.store.get_subscription(tenant_id, subscription_id)
         await self.emit(
             tenant_id,
             SUBSCRIPTION_DISABLED,
             {
                 "subscriptionId": subscription_id,
-                "url": sub.url if sub else "",
+                "url": sub.url,
                 "reason": reason.value,
                 "consecutiveFailures": streak,
                 "disabledUtc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -461,11 +465,11 @@ class Tidings:
     def dispatcher(self) -> Dispatcher:
         s = self.settings
         return Dispatcher(
-            self.store,
+            self.store.queue,
             self.sender,
             self.secretbox,
             s.retry_policy,
-            self.subscription_disabled,
+            self.disable_subscription,
             breaker_threshold=s.breaker_threshold,
             concurrency=s.dispatcher_concurrency,
             subscription_concurrency=s.subscription_concurrency,
@@ -480,7 +484,7 @@ class Tidings:
         s = self.settings
         pruner = asyncio.create_task(
             run_pruner(
-                self.store,
+                self.store.retention,
                 stop,
                 retention_days=s.retention_days,
                 body_retention_days=s.response_body_retention_days,

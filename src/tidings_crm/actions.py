@@ -57,7 +57,7 @@ class Conflict(Exception):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ActionResult:
     record: Record
     replayed: bool = False
     """True when an Idempotency-Key replay returned the stored record."""
@@ -114,10 +114,10 @@ def _request_hash(action: str, data: Data) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _run(tx: _Tx, action: Action, data: Data, key: str | None, name: str) -> Outcome:
+def _run(tx: _Tx, action: Action, data: Data, key: str | None, name: str) -> ActionResult:
     """Run ``action`` once per Idempotency-Key: a repeat returns the stored record."""
     if key is None:
-        return Outcome(action(tx, data))
+        return ActionResult(action(tx, data))
     digest = _request_hash(name, data)
     stored = tx.conn.execute(
         select(idempotency_keys).where(
@@ -129,7 +129,7 @@ def _run(tx: _Tx, action: Action, data: Data, key: str | None, name: str) -> Out
             raise Conflict(
                 "idempotency_conflict", "this Idempotency-Key was used for a different request"
             )
-        return Outcome(dict(stored.response), replayed=True)
+        return ActionResult(dict(stored.response), replayed=True)
     record = action(tx, data)
     tx.conn.execute(
         insert(idempotency_keys).values(
@@ -141,7 +141,7 @@ def _run(tx: _Tx, action: Action, data: Data, key: str | None, name: str) -> Out
             created_ms=_now_ms(),
         )
     )
-    return Outcome(record)
+    return ActionResult(record)
 
 
 # --- records ------------------------------------------------------------------------
@@ -500,7 +500,7 @@ def _sign_agreement(tx: _Tx, data: Data) -> Record:
 # Each has the same shape: (conn, outbox, tidings, tenant_id, data, idempotency_key).
 
 
-def _action(impl: Action, name: str) -> Callable[..., Outcome]:
+def _action(impl: Action, name: str) -> Callable[..., ActionResult]:
     def run(
         conn: Connection,
         outbox: Outbox,
@@ -508,7 +508,7 @@ def _action(impl: Action, name: str) -> Callable[..., Outcome]:
         tenant_id: str,
         data: Data,
         idempotency_key: str | None = None,
-    ) -> Outcome:
+    ) -> ActionResult:
         return _run(_Tx(conn, outbox, tidings, tenant_id), impl, data, idempotency_key, name)
 
     run.__name__ = run.__qualname__ = name
@@ -516,7 +516,7 @@ def _action(impl: Action, name: str) -> Callable[..., Outcome]:
     return run
 
 
-ActionFn = Callable[[Connection, Outbox, Tidings, str, Data, str | None], Outcome]
+ActionFn = Callable[[Connection, Outbox, Tidings, str, Data, str | None], ActionResult]
 
 create_client: ActionFn = _action(_create_client, "create_client")
 update_client: ActionFn = _action(_update_client, "update_client")

@@ -204,8 +204,8 @@ async def _call(
     action: actions.ActionFn,
     data: Mapping[str, Any],
     idem: str | None,
-) -> actions.Outcome:
-    return await tidings.store.in_transaction(
+) -> actions.ActionResult:
+    return await tidings.store.apps.in_transaction(
         lambda conn, outbox: action(conn, outbox, tidings, key.tenant_id, data, idem)
     )
 
@@ -359,7 +359,7 @@ async def find_clients(
     """Clients matching every given criterion (at least one of email, phone, name)."""
     if email is None and phone is None and name is None:
         raise ApiError(422, "validation_error", "give at least one of email, phone, name")
-    return await tidings.store.in_transaction(
+    return await tidings.store.apps.in_transaction(
         lambda conn, _: actions.find_clients(conn, key.tenant_id, email, phone, name)
     )
 
@@ -371,7 +371,7 @@ async def find_leads(
     tidings: Tidings = Depends(get_tidings),
 ) -> list[dict[str, Any]]:
     """Leads with this email address (any case)."""
-    return await tidings.store.in_transaction(
+    return await tidings.store.apps.in_transaction(
         lambda conn, _: actions.find_leads(conn, key.tenant_id, email)
     )
 
@@ -381,7 +381,7 @@ async def find_leads(
 
 async def create_tables(tidings: Tidings) -> None:
     """Create the ``crm_`` tables if missing (see the module docstring)."""
-    await tidings.store.in_transaction(lambda conn, _: metadata.create_all(conn))
+    await tidings.store.apps.in_transaction(lambda conn, _: metadata.create_all(conn))
 
 
 def install(app: FastAPI) -> None:

@@ -177,7 +177,7 @@ async def committed_attempts(
     """Logged attempts per (subscription id, event id); every one must have succeeded."""
     tally: Counter[tuple[str, str]] = Counter()
     for event_id in ids:
-        for attempt in await tidings.store.event_attempts(tenant_id, event_id):
+        for attempt in await tidings.store.events.event_attempts(tenant_id, event_id):
             assert attempt.outcome == "succeeded", attempt
             tally[attempt.subscription_id, attempt.event_id] += 1
     return tally
@@ -188,7 +188,7 @@ async def settle(receiver: Receiver, tidings: Tidings, ids: set[str]) -> None:
     await receiver.wait_for(everything_received(receiver, ids), timeout=20)
 
     async def no_pending() -> bool:
-        return DeliveryStatus.PENDING.value not in await tidings.store.delivery_counts()
+        return DeliveryStatus.PENDING.value not in await tidings.store.queue.delivery_counts()
 
     await eventually(no_pending, timeout=15)
 
@@ -237,7 +237,7 @@ async def test_sigkilled_workers_lose_no_delivery(
             await settle(receiver, tidings, ids)  # no loss: this times out if one is missing
             await workers.ready()  # a replacement killed while booting would not exit cleanly
             await workers.stop_live()  # no attempts from here on: the counts below are final
-            statuses = await tidings.store.delivery_counts()
+            statuses = await tidings.store.queue.delivery_counts()
             committed = await committed_attempts(tidings, key.tenant_id, ids)
     finally:
         await workers.stop_all()

@@ -42,7 +42,7 @@ READY_LINE = "tidings worker: delivering"
 
 async def delivery_rows(tidings: Tidings) -> list[Any]:
     query = deliveries.select().order_by(deliveries.c.id)
-    return await tidings.store._read(lambda conn: conn.execute(query).mappings().all())  # type: ignore[attr-defined,no-any-return]
+    return await tidings.store.db.read(lambda conn: conn.execute(query).mappings().all())  # type: ignore[attr-defined,no-any-return]
 
 
 def claims_are(tidings: Tidings, count: int) -> Callable[[], Awaitable[bool]]:
@@ -145,7 +145,7 @@ async def test_sigterm_finishes_in_flight_and_releases_queued(
         assert all(r["due_ms"] <= now for r in rest), "a released delivery is not due"
         assert all(r["attempts"] == 0 for r in rest), rest
         for event_id in in_flight:
-            attempts = await tidings.store.event_attempts(key.tenant_id, event_id)
+            attempts = await tidings.store.events.event_attempts(key.tenant_id, event_id)
             assert [(a.subscription_id, a.attempt, a.outcome, a.status_code) for a in attempts] == [
                 (sub.id, 1, DeliveryStatus.SUCCEEDED.value, 200)
             ], attempts
@@ -160,13 +160,13 @@ async def test_sigterm_finishes_in_flight_and_releases_queued(
         print(f"second worker delivered the rest in {time.monotonic() - started:.2f}s")
 
         async def all_succeeded() -> bool:
-            counts = await tidings.store.delivery_counts()
+            counts = await tidings.store.queue.delivery_counts()
             return counts == {DeliveryStatus.SUCCEEDED.value: EVENTS}
 
         await eventually(all_succeeded, timeout=15)
         assert sorted(received_ids(receiver, "/hold")) == sorted(emitted), "a delivery repeated"
         for event_id in emitted:
-            attempts = await tidings.store.event_attempts(key.tenant_id, event_id)
+            attempts = await tidings.store.events.event_attempts(key.tenant_id, event_id)
             assert [(a.attempt, a.outcome) for a in attempts] == [(1, "succeeded")], attempts
     finally:
         release.set()  # the receiver answers while the workers stop (off the event loop)

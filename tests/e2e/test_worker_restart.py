@@ -50,11 +50,11 @@ async def test_sigkilled_worker_delivery_is_retried(
         assert {r.headers["X-Webhook-Id"] for r in received} == {event.id}
 
         async def logged() -> bool:
-            attempts = await tidings.store.event_attempts(key.tenant_id, event.id)
+            attempts = await tidings.store.events.event_attempts(key.tenant_id, event.id)
             return any(a.outcome == "succeeded" for a in attempts)
 
         await eventually(logged, timeout=30)
-        attempts = await tidings.store.event_attempts(key.tenant_id, event.id)
+        attempts = await tidings.store.events.event_attempts(key.tenant_id, event.id)
         assert [a.subscription_id for a in attempts] == [sub.id]
         assert attempts[0].attempt == 1, "the killed worker recorded nothing; the retry is try 1"
     finally:

@@ -44,7 +44,7 @@ async def test_secret_is_encrypted_at_rest(api: Api) -> None:
     secret = generate_secret()
     created = await create(api, headers, signingSecret=secret)
     assert created["signingSecret"] == secret
-    [stored] = await api.tidings.store.subscription_secrets(
+    [stored] = await api.tidings.store.subscriptions.secrets(
         (await api.tidings.authenticate(headers["X-Api-Key"])).tenant_id,  # type: ignore[union-attr]
         str(created["id"]),
     )

@@ -69,7 +69,7 @@ async def tenant_of(api: Api, headers: dict[str, str]) -> str:
 
 async def emitted(api: Api, headers: dict[str, str]) -> list[dict[str, Any]]:
     """Every event of the caller's tenant, oldest first, each checked against the catalog."""
-    page = await api.tidings.store.list_events(await tenant_of(api, headers), [], None, 500)
+    page = await api.tidings.store.events.list_events(await tenant_of(api, headers), [], None, 500)
     envelopes = [json.loads(event.body) for event in page.items]
     for envelope in envelopes:
         event_type = find_event_type(envelope["type"])
@@ -201,8 +201,8 @@ async def test_an_action_that_fails_after_emitting_leaves_no_row_and_no_event(cr
         raise Boom  # after the row and its event were both written
 
     with pytest.raises(Boom):
-        await crm.tidings.store.in_transaction(work)
-    count = await crm.tidings.store.in_transaction(
+        await crm.tidings.store.apps.in_transaction(work)
+    count = await crm.tidings.store.apps.in_transaction(
         lambda conn, _: conn.execute(select(func.count()).select_from(clients)).scalar_one()
     )
     assert count == 0

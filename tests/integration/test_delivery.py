@@ -101,7 +101,7 @@ async def test_retries_stop_at_max_attempts(start_api: Any, receiver: Receiver) 
 
         await eventually(three_logged)
         # The delivery is finished (failed): nothing is due, so no fourth attempt comes.
-        rows = await api.tidings.store.claim_due(10, 1000, 2**62)
+        rows = await api.tidings.store.queue.claim_due(10, 1000, 2**62)
         assert rows == []
 
 

@@ -31,7 +31,7 @@ async def test_failed_write_emits_nothing_and_committed_write_always_emits(
     tenant = (await api.tidings.authenticate(headers["X-Api-Key"])).tenant_id  # type: ignore[union-attr]
     await subscribe(api, headers, receiver.url("/notes"), "note.created")
     store = api.tidings.store
-    await store.in_transaction(lambda conn, _: host.create_all(conn))
+    await store.apps.in_transaction(lambda conn, _: host.create_all(conn))
 
     def write(text: str, fail: bool) -> Any:
         def work(conn: Connection, outbox: Outbox) -> str:
@@ -44,10 +44,12 @@ async def test_failed_write_emits_nothing_and_committed_write_always_emits(
         return work
 
     with pytest.raises(Boom):
-        await store.in_transaction(write("lost", fail=True))
-    event_id = await store.in_transaction(write("kept", fail=False))
+        await store.apps.in_transaction(write("lost", fail=True))
+    event_id = await store.apps.in_transaction(write("kept", fail=False))
 
-    rows = await store.in_transaction(lambda conn, _: [r.text for r in conn.execute(select(notes))])
+    rows = await store.apps.in_transaction(
+        lambda conn, _: [r.text for r in conn.execute(select(notes))]
+    )
     assert rows == ["kept"]
     listed = (await api.client.get("/api/v1/events", headers=headers)).json()
     assert [e["id"] for e in listed] == [event_id]

@@ -106,9 +106,9 @@ async def test_operator_creates_tests_disables_and_deletes_a_subscription(
     assert response.status_code == 201
     secret = re.search(r'id="new-secret">(whsec_[^<]+)<', response.text)
     assert secret is not None
-    tenant = await api.tidings.store.find_tenant("acme")
+    tenant = await api.tidings.store.keys.find_tenant("acme")
     assert tenant is not None
-    (sub,) = (await api.tidings.store.list_subscriptions(tenant.id, None, 10)).items
+    (sub,) = (await api.tidings.store.subscriptions.page(tenant.id, None, 10)).items
     assert sub.event_types == ("client.*", "lead.created")
     assert sub.description == "CRM"
 
@@ -128,18 +128,18 @@ async def test_operator_creates_tests_disables_and_deletes_a_subscription(
 
     response = await operator.post(f"/portal/subscriptions/{sub.id}/disable")
     assert response.status_code == 303
-    disabled = await api.tidings.store.get_subscription(tenant.id, sub.id)
+    disabled = await api.tidings.store.subscriptions.get(tenant.id, sub.id)
     assert disabled is not None and not disabled.enabled
     page = await operator.get(f"/portal/subscriptions/{sub.id}")
     assert 'id="status">disabled<' in page.text
 
     await operator.post(f"/portal/subscriptions/{sub.id}/enable")
-    enabled = await api.tidings.store.get_subscription(tenant.id, sub.id)
+    enabled = await api.tidings.store.subscriptions.get(tenant.id, sub.id)
     assert enabled is not None and enabled.enabled
 
     response = await operator.post(f"/portal/subscriptions/{sub.id}/delete")
     assert response.headers["location"] == "/portal/"
-    assert await api.tidings.store.get_subscription(tenant.id, sub.id) is None
+    assert await api.tidings.store.subscriptions.get(tenant.id, sub.id) is None
     assert (await operator.get(f"/portal/subscriptions/{sub.id}")).status_code == 404
 
 
@@ -156,9 +156,9 @@ async def test_bad_form_input_is_shown_and_nothing_is_stored(
     )
     assert response.status_code == 422
     assert "eventTypes:" in response.text
-    tenant = await api.tidings.store.find_tenant("acme")
+    tenant = await api.tidings.store.keys.find_tenant("acme")
     assert tenant is not None
-    assert (await api.tidings.store.list_subscriptions(tenant.id, None, 10)).items == []
+    assert (await api.tidings.store.subscriptions.page(tenant.id, None, 10)).items == []
 
 
 async def test_editing_checks_the_url_like_create_does(
@@ -176,9 +176,9 @@ async def test_editing_checks_the_url_like_create_does(
         {"url": receiver.url("/b"), "event_types": "lead.*", "description": "moved"},
     )
     assert response.status_code == 303
-    tenant = await api.tidings.store.find_tenant("acme")
+    tenant = await api.tidings.store.keys.find_tenant("acme")
     assert tenant is not None
-    edited = await api.tidings.store.get_subscription(tenant.id, sub["id"])
+    edited = await api.tidings.store.subscriptions.get(tenant.id, sub["id"])
     assert edited is not None
     assert (edited.url, edited.event_types, edited.description) == (
         receiver.url("/b"),
@@ -198,9 +198,9 @@ async def test_a_form_without_the_sessions_csrf_token_changes_nothing(
     assert response.status_code == 403
     response = await operator.client.post(f"/portal/subscriptions/{sub['id']}/delete")
     assert response.status_code == 403
-    tenant = await api.tidings.store.find_tenant("acme")
+    tenant = await api.tidings.store.keys.find_tenant("acme")
     assert tenant is not None
-    kept = await api.tidings.store.get_subscription(tenant.id, sub["id"])
+    kept = await api.tidings.store.subscriptions.get(tenant.id, sub["id"])
     assert kept is not None and kept.enabled
 
 
@@ -213,16 +213,16 @@ async def test_home_shows_status_success_rate_and_last_delivery(
     bad = await subscribe(api, headers, bad_url, "*")
     gone = await subscribe(api, headers, receiver.url("/gone"), "lead.created")
     breaker = await subscribe(api, headers, receiver.url("/breaker"), "lead.created")
-    tenant = await api.tidings.store.find_tenant("acme")
+    tenant = await api.tidings.store.keys.find_tenant("acme")
     assert tenant is not None
-    await api.tidings.store.disable_subscription(tenant.id, gone["id"], DisableReason.GONE)
-    await api.tidings.store.disable_subscription(tenant.id, breaker["id"], DisableReason.BREAKER)
+    await api.tidings.store.subscriptions.disable(tenant.id, gone["id"], DisableReason.GONE)
+    await api.tidings.store.subscriptions.disable(tenant.id, breaker["id"], DisableReason.BREAKER)
     await emit(api, headers)
     await receiver.wait_count("/good", 1)
     await receiver.wait_count("/bad", 1)
 
     async def both_recorded() -> bool:
-        health = await api.tidings.store.subscription_health(
+        health = await api.tidings.store.reports.subscription_health(
             tenant.id, [good["id"], bad["id"]], 100
         )
         return all(h.attempts >= 1 for h in health.values())
@@ -277,7 +277,7 @@ async def test_event_browser_filters_and_event_detail(start_api: Any, receiver: 
 
 async def _until_settled(api: Api) -> None:
     async def nothing_pending() -> bool:
-        return (await api.tidings.store.delivery_counts()).get("pending", 0) == 0
+        return (await api.tidings.store.queue.delivery_counts()).get("pending", 0) == 0
 
     await eventually(nothing_pending)
 
@@ -294,7 +294,7 @@ async def test_redeliver_all_failed_since_a_time(start_api: Any, receiver: Recei
         await eventually(_clock_past(since), timeout=3)
         new = [await emit(api, headers) for _ in range(3)]
         await _until_settled(api)
-        assert (await api.tidings.store.delivery_counts())["failed"] == 4
+        assert (await api.tidings.store.queue.delivery_counts())["failed"] == 4
         answers["status"] = 200
         _, plaintext = await api.tidings.create_api_key("acme", ["admin"])
         async with api.new_client() as client:
@@ -310,7 +310,7 @@ async def test_redeliver_all_failed_since_a_time(start_api: Any, receiver: Recei
             assert "recovered=3" in response.headers["location"]
         await receiver.wait_count("/flaky", 4 + 3)
         await _until_settled(api)
-        assert await api.tidings.store.delivery_counts() == {"failed": 1, "succeeded": 3}
+        assert await api.tidings.store.queue.delivery_counts() == {"failed": 1, "succeeded": 3}
         redelivered = {r.body for r in receiver.at("/flaky")[4:]}
         assert all(any(e["id"].encode() in body for body in redelivered) for e in new)
         assert not any(old["id"].encode() in body for body in redelivered)
@@ -384,9 +384,9 @@ async def test_a_consumer_link_shows_one_tenant_read_only(
         response = await consumer.post(f"/portal/subscriptions/{mine['id']}/disable")
         assert response.status_code == 403
         assert (await consumer.get("/portal/links")).status_code == 403
-    tenant = await api.tidings.store.find_tenant("acme")
+    tenant = await api.tidings.store.keys.find_tenant("acme")
     assert tenant is not None
-    kept = await api.tidings.store.get_subscription(tenant.id, mine["id"])
+    kept = await api.tidings.store.subscriptions.get(tenant.id, mine["id"])
     assert kept is not None and kept.enabled
 
 

@@ -31,12 +31,12 @@ async def test_prunes_bodies_then_events_in_batches(start_api: Any, receiver: Re
         assert (await attempts_for(api, headers, delivered[0]["id"]))[0]["responseBody"] == "ok"
 
         store = api.tidings.store
-        bodies = await prune_once(store, 30, 1, batch=2, now_ms=TWO_DAYS_LATER)
+        bodies = await prune_once(store.retention, 30, 1, batch=2, now_ms=TWO_DAYS_LATER)
         assert (bodies.events, bodies.bodies) == (0, 5)
         [attempt] = await attempts_for(api, headers, delivered[0]["id"])
         assert attempt["responseBody"] == "" and attempt["statusCode"] == 200
 
-        pruned = await prune_once(store, 1, 1, batch=2, now_ms=TWO_DAYS_LATER)
+        pruned = await prune_once(store.retention, 1, 1, batch=2, now_ms=TWO_DAYS_LATER)
         assert pruned.events == 5
         assert (await api.client.get("/api/v1/events", headers=headers)).json() == []
         for event in delivered:
@@ -50,7 +50,7 @@ async def test_events_with_pending_deliveries_are_kept(start_api: Any) -> None:
         await subscribe(api, headers, "http://127.0.0.1:9/never", "client.created")
         pending = await emit(api, headers, "client.created")
         unrouted = await emit(api, headers, "note.created")
-        pruned = await prune_once(api.tidings.store, 1, 1, batch=10, now_ms=TWO_DAYS_LATER)
+        pruned = await prune_once(api.tidings.store.retention, 1, 1, batch=10, now_ms=TWO_DAYS_LATER)
         assert pruned.events == 1
         listed = (await api.client.get("/api/v1/events", headers=headers)).json()
         assert [e["id"] for e in listed] == [pending["id"]]

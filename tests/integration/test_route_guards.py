@@ -117,7 +117,7 @@ async def test_every_route_demands_its_scope(api: Api) -> None:
 async def test_api_keys_are_stored_only_as_hashes(api: Api) -> None:
     headers = await api.key("acme")
     plaintext = headers["X-Api-Key"]
-    rows = await api.tidings.store._read(  # type: ignore[attr-defined]
+    rows = await api.tidings.store.db.read(  # type: ignore[attr-defined]
         lambda conn: conn.execute(select(api_keys)).mappings().all()
     )
     stored = " ".join(str(v) for row in rows for v in row.values())

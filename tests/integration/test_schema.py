@@ -23,7 +23,7 @@ async def test_migrations_match_the_schema_module(settings: Settings) -> None:
             context = MigrationContext.configure(conn)
             return list(compare_metadata(context, metadata))
 
-        found = await tidings.store._read(differences)  # type: ignore[attr-defined]
+        found = await tidings.store.db.read(differences)  # type: ignore[attr-defined]
     finally:
         await tidings.close()
     assert found == []

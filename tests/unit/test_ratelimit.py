@@ -38,7 +38,7 @@ def test_pacer_rate_limit_returns_the_wait() -> None:
 
 
 def test_pick_claims_respects_room_per_subscription_and_limit() -> None:
-    from tidings.storage.sql import pick_claims
+    from tidings.storage.sql.queue import pick_claims
 
     rows = [(1, "a"), (2, "a"), (3, "b"), (4, "a"), (5, "c"), (6, "b")]
     room = {"a": 2, "b": 1, "c": 0}

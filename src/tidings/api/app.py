@@ -93,14 +93,14 @@ def create_app(
     async def readyz() -> Response:
         """Readiness: the database answers."""
         try:
-            await tidings.store.queue_state(0)
+            await tidings.store.ping()
         except Exception:
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:
-        body, content_type = await tidings.metrics.render(tidings.store)
+        body, content_type = await tidings.metrics.render(tidings.store.queue)
         return Response(body, media_type=content_type)
 
     if portal:

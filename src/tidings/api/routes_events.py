@@ -33,7 +33,7 @@ def envelope_response(
 
 
 async def owned_event(tidings: Tidings, key: ApiKey, event_id: str) -> StoredEvent:
-    event = await tidings.store.get_event(key.tenant_id, event_id)
+    event = await tidings.store.events.get_event(key.tenant_id, event_id)
     if event is None:
         raise not_found("event")
     return event
@@ -93,7 +93,7 @@ async def list_events(
         if cursor is not None:
             raise ApiError(400, "bad_request", "pass either cursor or after, not both")
         position = (await owned_event(tidings, key, after)).seq
-    page = await tidings.store.list_events(key.tenant_id, types, position, limit)
+    page = await tidings.store.events.list_events(key.tenant_id, types, position, limit)
     response = envelope_response("[" + ",".join(e.body for e in page.items) + "]")
     set_next_cursor(response, "e", page.next_key)
     return response
@@ -116,7 +116,9 @@ async def event_deliveries(
 ) -> list[Attempt]:
     """Every delivery attempt for this event, oldest first."""
     event = await owned_event(tidings, key, event_id)
-    return [Attempt.of(a) for a in await tidings.store.event_attempts(key.tenant_id, event.id)]
+    return [
+        Attempt.of(a) for a in await tidings.store.events.event_attempts(key.tenant_id, event.id)
+    ]
 
 
 @router.post("/{event_id}/redeliver", status_code=202, response_model=RedeliverResult)

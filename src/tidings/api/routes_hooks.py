@@ -81,10 +81,10 @@ async def unsubscribe(
     key: ApiKey = Depends(require("webhooks:write")),
     tidings: Tidings = Depends(get_tidings),
 ) -> Response:
-    sub = await tidings.store.get_subscription(key.tenant_id, hook_id)
+    sub = await tidings.store.subscriptions.get(key.tenant_id, hook_id)
     if sub is None or sub.kind is not SubscriptionKind.REST_HOOK:
         raise not_found("hook")
-    await tidings.store.delete_subscription(key.tenant_id, hook_id)
+    await tidings.store.subscriptions.delete(key.tenant_id, hook_id)
     return Response(status_code=204)
 
 
@@ -96,7 +96,7 @@ async def samples(
 ) -> list[dict[str, Any]]:
     """Recent events of this type, newest first; the catalog sample if there are none."""
     name = normalize_event_type(event_type)
-    recent = await tidings.store.recent_events(key.tenant_id, name, SAMPLES)
+    recent = await tidings.store.events.recent_events(key.tenant_id, name, SAMPLES)
     if recent:
         return [json.loads(event.body) for event in recent]
     known = find_event_type(name)

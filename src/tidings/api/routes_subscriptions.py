@@ -37,7 +37,7 @@ def invalid(field: str, exc: Exception) -> ApiError:
 
 
 async def owned(tidings: Tidings, key: ApiKey, subscription_id: str) -> Subscription:
-    sub = await tidings.store.get_subscription(key.tenant_id, subscription_id)
+    sub = await tidings.store.subscriptions.get(key.tenant_id, subscription_id)
     if sub is None:
         raise not_found("subscription")
     return sub
@@ -104,7 +104,7 @@ async def list_subscriptions(
     key: ApiKey = Depends(require("webhooks:read")),
     tidings: Tidings = Depends(get_tidings),
 ) -> list[SubscriptionOut]:
-    page = await tidings.store.list_subscriptions(key.tenant_id, decode_cursor("s", cursor), limit)
+    page = await tidings.store.subscriptions.page(key.tenant_id, decode_cursor("s", cursor), limit)
     set_next_cursor(response, "s", page.next_key)
     return [SubscriptionOut.of(s) for s in page.items]
 
@@ -166,7 +166,7 @@ async def delete_subscription(
     key: ApiKey = Depends(require("webhooks:write")),
     tidings: Tidings = Depends(get_tidings),
 ) -> Response:
-    if not await tidings.store.delete_subscription(key.tenant_id, subscription_id):
+    if not await tidings.store.subscriptions.delete(key.tenant_id, subscription_id):
         raise not_found("subscription")
     return Response(status_code=204)
 
@@ -219,7 +219,9 @@ async def recover_failed(
     if not sub.enabled:
         raise ApiError(409, "conflict", "enable the subscription before recovering its deliveries")
     since_ms = int(request.since.timestamp() * 1000)
-    return Recovered(queued=await tidings.store.recover_failed(key.tenant_id, since_ms, sub.id))
+    return Recovered(
+        queued=await tidings.store.reports.recover_failed(key.tenant_id, since_ms, sub.id)
+    )
 
 
 @router.get("/{subscription_id}/deliveries", response_model=list[Attempt])
@@ -234,7 +236,7 @@ async def subscription_deliveries(
 ) -> list[Attempt]:
     """The delivery log, newest first, optionally only succeeded or failed attempts."""
     sub = await owned(tidings, key, subscription_id)
-    page = await tidings.store.subscription_attempts(
+    page = await tidings.store.subscriptions.attempts(
         key.tenant_id, sub.id, status, decode_cursor("a", cursor), limit
     )
     set_next_cursor(response, "a", page.next_key)

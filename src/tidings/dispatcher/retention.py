@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from tidings.storage.base import Store
+from tidings.storage import Retention
 
 log = structlog.get_logger("tidings.retention")
 
@@ -28,7 +28,7 @@ class Pruned:
 
 
 async def prune_once(
-    store: Store, retention_days: float, body_retention_days: float, batch: int, now_ms: int
+    store: Retention, retention_days: float, body_retention_days: float, batch: int, now_ms: int
 ) -> Pruned:
     """Prune everything past its retention now; returns how much went."""
     bodies = await _drain(
@@ -52,7 +52,7 @@ async def _drain(step: Callable[[], Awaitable[int]], batch: int) -> int:
 
 
 async def run_pruner(
-    store: Store,
+    store: Retention,
     stop: asyncio.Event,
     *,
     retention_days: float,

@@ -28,15 +28,15 @@ from tidings.domain.retry import RetryPolicy
 from tidings.domain.signatures import signature_headers
 from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
-from tidings.storage.base import ClaimedDelivery, Outcome, Store
+from tidings.storage import AttemptOutcome, ClaimedDelivery, DeliveryQueue
 
 log = structlog.get_logger("tidings.dispatcher")
 
 RECORD_WINDOW = 0.02
 """Seconds a finished attempt may wait for others to share its record transaction."""
 
-OnDisabled = Callable[[str, str, DisableReason, int], Awaitable[None]]
-"""Called with (tenant id, subscription id, reason, failure streak) after a disable."""
+Disable = Callable[[str, str, DisableReason, int], Awaitable[None]]
+"""Disables a subscription, given (tenant id, subscription id, reason, failure streak)."""
 
 
 class Dispatcher:
@@ -49,11 +49,11 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: Store,
+        queue: DeliveryQueue,
         sender: Sender,
         secretbox: SecretBox,
         policy: RetryPolicy,
-        on_disabled: OnDisabled,
+        disable: Disable,
         *,
         breaker_threshold: int = 20,
         concurrency: int = 200,
@@ -63,18 +63,18 @@ class Dispatcher:
         poll_interval: float = 1.0,
         metrics: Metrics | None = None,
     ) -> None:
-        self._store = store
+        self._queue = queue
         self._sender = sender
         self._secretbox = secretbox
         self._policy = policy
-        self._on_disabled = on_disabled
+        self._disable = disable
         self._breaker_threshold = breaker_threshold
         self._concurrency = concurrency
         self._batch_size = min(batch_size, concurrency)
         self._lease_ms = int(lease_seconds * 1000)
         self._poll_interval = poll_interval
         self._inflight: set[asyncio.Task[None]] = set()
-        self._finished: list[Outcome] = []
+        self._finished: list[AttemptOutcome] = []
         self._finished_ready = asyncio.Event()
         self._secrets: dict[str, str] = {}
         self._closing = False
@@ -126,7 +126,7 @@ class Dispatcher:
             await _first_of(self._room_freed.wait(), stop.wait())
             return
         now = int(time.time() * 1000)
-        claimed = await self._store.claim_due(
+        claimed = await self._queue.claim_due(
             min(free, self._batch_size), self._lease_ms, now, self._room()
         )
         for delivery in claimed:
@@ -136,7 +136,7 @@ class Dispatcher:
             self._start_ready(sub_id)
         if not claimed:
             self._room_freed.clear()
-            waits = [self._store.wait_for_work(self._poll_interval), stop.wait()]
+            waits = [self._queue.wait_for_work(self._poll_interval), stop.wait()]
             if self._held:
                 waits.append(self._room_freed.wait())
             await _first_of(*waits)
@@ -166,7 +166,7 @@ class Dispatcher:
         waiting = [(d, now) for queue in self._queues.values() for d in queue]
         self._queues.clear()
         if waiting:
-            await self._store.release(waiting)
+            await self._queue.release(waiting)
 
     def _secret(self, secret_enc: str) -> str:
         secret = self._secrets.get(secret_enc)
@@ -192,7 +192,7 @@ class Dispatcher:
             result, delivery.attempt, delivery.event_created_ms, finished, self._policy
         )
         self._pacer.finish(delivery.subscription_id)
-        self._finished.append(Outcome(delivery, result, verdict, finished))
+        self._finished.append(AttemptOutcome(delivery, result, verdict, finished))
         self._finished_ready.set()
         self._room_freed.set()
         if not self._stopping:
@@ -216,9 +216,9 @@ class Dispatcher:
             if self._closing and not self._finished:
                 return
 
-    async def _record(self, batch: list[Outcome]) -> None:
+    async def _record(self, batch: list[AttemptOutcome]) -> None:
         try:
-            streaks = await self._store.record_outcomes(batch)
+            streaks = await self._queue.record(batch)
         except Exception:
             # The leases run out and the deliveries are retried: at-least-once holds.
             log.exception("record_failed", count=len(batch))
@@ -233,22 +233,15 @@ class Dispatcher:
             _log_attempt(outcome)
         gone = {o.claimed.subscription_id: o.claimed for o in batch if o.verdict.disable}
         for sub_id, claimed in gone.items():
-            await self._disable(claimed.tenant_id, sub_id, DisableReason.GONE, streaks.get(sub_id))
+            streak = streaks.get(sub_id, 0)
+            await self._disable(claimed.tenant_id, sub_id, DisableReason.GONE, streak)
         tenants = {o.claimed.subscription_id: o.claimed.tenant_id for o in batch}
         for sub_id, streak in streaks.items():
             if sub_id not in gone and breaker_tripped(streak, self._breaker_threshold):
                 await self._disable(tenants[sub_id], sub_id, DisableReason.BREAKER, streak)
 
-    async def _disable(
-        self, tenant_id: str, sub_id: str, reason: DisableReason, streak: int | None
-    ) -> None:
-        changed = await self._store.disable_subscription(tenant_id, sub_id, reason)
-        if changed is not None:
-            log.warning("subscription_disabled", subscription_id=sub_id, reason=reason.value)
-            await self._on_disabled(tenant_id, sub_id, reason, streak or 0)
 
-
-def _log_attempt(outcome: Outcome) -> None:
+def _log_attempt(outcome: AttemptOutcome) -> None:
     """Every attempt at debug; failures at info, and a delivery given up on as a warning."""
     claimed, result, verdict = outcome.claimed, outcome.result, outcome.verdict
     fields = {

@@ -47,7 +47,7 @@ async def events_page(
 ) -> Response:
     tidings = tidings_of(request)
     if type.startswith("evt_") and not (status or subscription or before_time):
-        event = await tidings.store.get_event(who.tenant_id, type)
+        event = await tidings.store.events.get_event(who.tenant_id, type)
         if event is not None:
             return see_other(f"/portal/events/{event.id}")
     where = EventFilter(
@@ -56,7 +56,7 @@ async def events_page(
         status=status or None,
         before_ms=parse_utc(before_time, "before"),
     )
-    page = await tidings.store.browse_events(who.tenant_id, where, before, PAGE_SIZE)
+    page = await tidings.store.reports.browse_events(who.tenant_id, where, before, PAGE_SIZE)
     filters = {
         "type": type,
         "status": status,
@@ -66,7 +66,7 @@ async def events_page(
     next_query = None
     if page.next_key is not None:
         next_query = urlencode({**filters, "before": page.next_key, "before_time": ""})
-    subs = await tidings.store.list_subscriptions(who.tenant_id, None, 500)
+    subs = await tidings.store.subscriptions.page(who.tenant_id, None, 500)
     context = {
         "events": page.items,
         "filters": filters,
@@ -87,12 +87,12 @@ async def event_page(
     who: Viewer = Depends(viewer),
 ) -> Response:
     store = tidings_of(request).store
-    event = await store.get_event(who.tenant_id, event_id)
+    event = await store.events.get_event(who.tenant_id, event_id)
     if event is None:
         raise PortalError(404, "No such event.")
-    deliveries = await store.event_deliveries(who.tenant_id, event.id)
-    attempts = await store.event_attempts(who.tenant_id, event.id)
-    subs = await store.list_subscriptions(who.tenant_id, None, 500)
+    deliveries = await store.reports.event_deliveries(who.tenant_id, event.id)
+    attempts = await store.events.event_attempts(who.tenant_id, event.id)
+    subs = await store.subscriptions.page(who.tenant_id, None, 500)
     context = {
         "event": event,
         "envelope": json.dumps(json.loads(event.body), indent=2, ensure_ascii=False),
@@ -109,7 +109,7 @@ async def event_page(
 async def redeliver(request: Request, event_id: str, who: Viewer = Depends(manager)) -> Response:
     form = await checked_form(request, who)
     tidings = tidings_of(request)
-    event = await tidings.store.get_event(who.tenant_id, event_id)
+    event = await tidings.store.events.get_event(who.tenant_id, event_id)
     if event is None:
         raise PortalError(404, "No such event.")
     try:
@@ -127,5 +127,7 @@ async def recover_all(request: Request, who: Viewer = Depends(manager)) -> Respo
     if since is None:
         raise PortalError(400, "since: pick the time to recover failed deliveries from")
     subscription = field(form, "subscription") or None
-    count = await tidings_of(request).store.recover_failed(who.tenant_id, since, subscription)
+    count = await tidings_of(request).store.reports.recover_failed(
+        who.tenant_id, since, subscription
+    )
     return see_other(f"/portal/events?status=pending&recovered={count}")

@@ -37,7 +37,7 @@ CHART_MINUTES = 60
 async def chart_context(tidings: Tidings, tenant_id: str) -> dict[str, Any]:
     now = int(time.time() * 1000)
     since = window_start(now, CHART_MINUTES)
-    counts = await tidings.store.attempt_histogram(tenant_id, since, MINUTE_MS)
+    counts = await tidings.store.reports.attempt_histogram(tenant_id, since, MINUTE_MS)
     return {"chart": per_minute(counts, now, CHART_MINUTES)}
 
 
@@ -48,8 +48,8 @@ async def home(
     who: Viewer = Depends(viewer),
 ) -> Response:
     tidings = tidings_of(request)
-    page = await tidings.store.list_subscriptions(who.tenant_id, after, PAGE_SIZE)
-    health = await tidings.store.subscription_health(
+    page = await tidings.store.subscriptions.page(who.tenant_id, after, PAGE_SIZE)
+    health = await tidings.store.reports.subscription_health(
         who.tenant_id, [s.id for s in page.items], HEALTH_SAMPLE
     )
     context = {
@@ -110,7 +110,7 @@ async def create_subscription(request: Request, who: Viewer = Depends(manager)) 
 
 
 async def _owned(request: Request, who: Viewer, subscription_id: str) -> Subscription:
-    sub = await tidings_of(request).store.get_subscription(who.tenant_id, subscription_id)
+    sub = await tidings_of(request).store.subscriptions.get(who.tenant_id, subscription_id)
     if sub is None:
         raise PortalError(404, "No such subscription.")
     return sub
@@ -127,8 +127,8 @@ async def _detail(
     status_code: int = 200,
 ) -> Response:
     store = tidings_of(request).store
-    log = await store.subscription_attempts(who.tenant_id, sub.id, outcome, before, PAGE_SIZE)
-    health = await store.subscription_health(who.tenant_id, [sub.id], HEALTH_SAMPLE)
+    log = await store.subscriptions.attempts(who.tenant_id, sub.id, outcome, before, PAGE_SIZE)
+    health = await store.reports.subscription_health(who.tenant_id, [sub.id], HEALTH_SAMPLE)
     context = {
         "sub": sub,
         "health": health[sub.id],
@@ -214,7 +214,7 @@ async def delete_subscription(
 ) -> Response:
     await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
-    await tidings_of(request).store.delete_subscription(who.tenant_id, sub.id)
+    await tidings_of(request).store.subscriptions.delete(who.tenant_id, sub.id)
     return see_other("/portal/")
 
 
@@ -253,5 +253,5 @@ async def recover(
     since = parse_utc(field(form, "since"), "since")
     if since is None:
         raise PortalError(400, "since: pick the time to recover failed deliveries from")
-    count = await tidings_of(request).store.recover_failed(who.tenant_id, since, sub.id)
+    count = await tidings_of(request).store.reports.recover_failed(who.tenant_id, since, sub.id)
     return see_other(f"/portal/subscriptions/{sub.id}?recovered={count}")

@@ -110,7 +110,7 @@ async def viewer(request: Request) -> Viewer:
             raise SignInRequired
         return Viewer(key.tenant_id, Role.ADMIN, True, claims.expires_at, cookie)
     assert claims.tenant_id is not None
-    if await tidings.store.get_tenant(claims.tenant_id) is None:
+    if await tidings.store.keys.get_tenant(claims.tenant_id) is None:
         raise SignInRequired
     return Viewer(claims.tenant_id, Role.CONSUMER, claims.can_manage, claims.expires_at, cookie)
 
@@ -163,7 +163,7 @@ async def render(
 ) -> Response:
     tenant_name = None
     if who is not None:
-        tenant = await tidings_of(request).store.get_tenant(who.tenant_id)
+        tenant = await tidings_of(request).store.keys.get_tenant(who.tenant_id)
         tenant_name = tenant.name if tenant else who.tenant_id
     page = {
         "viewer": who,

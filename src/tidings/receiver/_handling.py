@@ -27,7 +27,7 @@ DEFAULT_WORKERS = 8
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Handled:
     """The answer to send, and the event to hand over (None when there is nothing to do)."""
 
     status: int
@@ -41,19 +41,19 @@ def receive(
     raw_body: bytes,
     dedup: DedupStore | None,
     tolerance: int,
-) -> Outcome:
+) -> Handled:
     """Decide the answer. Failures answer 4xx, which tidings retries; duplicates answer 200."""
     try:
         verify(secrets, headers, raw_body, tolerance)
     except WebhookVerificationError as exc:
-        return Outcome(401, {"error": "invalid_signature", "detail": str(exc)})
+        return Handled(401, {"error": "invalid_signature", "detail": str(exc)})
     try:
         event = Event.from_json(raw_body)
     except InvalidEvent as exc:
-        return Outcome(400, {"error": "invalid_event", "detail": str(exc)})
+        return Handled(400, {"error": "invalid_event", "detail": str(exc)})
     if dedup is not None and dedup.seen_before(event.id):
-        return Outcome(200, {"status": "duplicate", "id": event.id})
-    return Outcome(202, {"status": "accepted", "id": event.id}, event)
+        return Handled(200, {"status": "duplicate", "id": event.id})
+    return Handled(202, {"status": "accepted", "id": event.id}, event)
 
 
 def run_logged(handler: Handler, event: Event) -> None:

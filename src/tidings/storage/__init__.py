@@ -1,35 +1,51 @@
-"""Storage: one interface (``Store``), with SQLite and PostgreSQL connectors."""
+"""Storage: small interfaces (``interfaces.py``) over SQLite and PostgreSQL connectors."""
 
-from tidings.storage.base import (
+from tidings.storage.factory import open_store
+from tidings.storage.interfaces import (
+    AppTransactions,
+    DeliveryQueue,
+    EventStore,
+    KeyStore,
+    Outbox,
+    Reports,
+    Retention,
+    Store,
+    SubscriptionStore,
+)
+from tidings.storage.records import (
     ApiKey,
+    AttemptOutcome,
     AttemptRecord,
     ClaimedDelivery,
     DeliveryRecord,
     EventFilter,
     EventSummary,
-    Outbox,
-    Outcome,
     Page,
-    Store,
     StoredEvent,
     SubscriptionHealth,
     Tenant,
 )
-from tidings.storage.factory import open_store
 
 __all__ = [
     "ApiKey",
+    "AppTransactions",
+    "AttemptOutcome",
     "AttemptRecord",
     "ClaimedDelivery",
+    "DeliveryQueue",
     "DeliveryRecord",
     "EventFilter",
+    "EventStore",
     "EventSummary",
+    "KeyStore",
     "Outbox",
-    "Outcome",
     "Page",
+    "Reports",
+    "Retention",
     "Store",
     "StoredEvent",
     "SubscriptionHealth",
+    "SubscriptionStore",
     "Tenant",
     "open_store",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tidings.storage.base import Store
+from tidings.storage.interfaces import Store
 
 
 class UnsupportedDatabase(ValueError):
@@ -11,11 +11,11 @@ class UnsupportedDatabase(ValueError):
 
 def open_store(url: str) -> Store:
     if url.startswith("sqlite"):
-        from tidings.storage.sqlite import SQLiteStore
+        from tidings.storage.sqlite import open_sqlite
 
-        return SQLiteStore.from_url(url)
+        return open_sqlite(url)
     if url.startswith(("postgresql", "postgres")):
-        from tidings.storage.postgres import PostgresStore
+        from tidings.storage.postgres import open_postgres
 
-        return PostgresStore.from_url(url)
+        return open_postgres(url)
     raise UnsupportedDatabase(f"unsupported database URL {url.split(':', 1)[0]!r}")

@@ -27,12 +27,15 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import DeliveryStatus
-from tidings.storage.base import ClaimedDelivery, Outcome, StoredEvent, unbounded_room
-from tidings.storage.rows import now_ms
-from tidings.storage.sql import (
+from tidings.storage.interfaces import unbounded_room
+from tidings.storage.records import AttemptOutcome, ClaimedDelivery, StoredEvent
+from tidings.storage.sql import Database, SQLStore
+from tidings.storage.sql.events import SQLEvents
+from tidings.storage.sql.queue import (
     CLAIM_SCAN_FACTOR,
-    SQLStore,
+    SQLQueue,
     attempt_row,
     claimed_deliveries,
     delivery_update,
@@ -46,7 +49,7 @@ CHANNEL = "tidings_work"
 T = TypeVar("T")
 
 
-class PostgresStore(SQLStore):
+class PostgresDatabase(Database):
     FAN_OUT_NOTIFIES = True
     FAN_OUT = text(
         f"""
@@ -73,7 +76,7 @@ class PostgresStore(SQLStore):
         self._listen_lock = asyncio.Lock()
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str) -> PostgresDatabase:
         parsed = make_url(url)
         engine = create_async_engine(
             parsed.set(drivername="postgresql+asyncpg"), pool_size=10, max_overflow=10
@@ -81,21 +84,21 @@ class PostgresStore(SQLStore):
         dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         return cls(engine, listen_dsn=dsn)
 
-    async def _write(self, tx: Callable[[Connection], T]) -> T:
+    async def write(self, tx: Callable[[Connection], T]) -> T:
         async with self.engine.begin() as conn:
             return await conn.run_sync(tx)
 
-    async def _read(self, tx: Callable[[Connection], T]) -> T:
+    async def read(self, tx: Callable[[Connection], T]) -> T:
         async with self.engine.connect() as conn:
             return await conn.run_sync(tx)
 
-    def _lock_event_stream(self, conn: Connection, tenant_id: str) -> None:
+    def lock_event_stream(self, conn: Connection, tenant_id: str) -> None:
         conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
             {"key": "tidings.events:" + tenant_id},
         )
 
-    def _announce_work(self, conn: Connection) -> None:
+    def announce_work(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
     async def wait_for_work(self, seconds: float) -> None:
@@ -115,19 +118,35 @@ class PostgresStore(SQLStore):
     def _on_notify(self, *_: object) -> None:
         self.notify_work()
 
-    # --- the hot path, on asyncpg -------------------------------------------------------
-
-    async def _hot(self) -> asyncpg.Pool:
+    async def hot_pool(self) -> asyncpg.Pool:
+        """asyncpg's own pool, for the hot path."""
         if self._pool is None:
             self._pool = await asyncpg.create_pool(self._listen_dsn, min_size=1, max_size=10)
         return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        await self.engine.dispose()
+
+
+# --- the hot path, on asyncpg ---------------------------------------------------------
+
+
+class PostgresEvents(SQLEvents):
+    def __init__(self, db: PostgresDatabase) -> None:
+        super().__init__(db)
+        self._pg = db
 
     async def insert_event(
         self, event: StoredEvent, idempotency_key: str | None
     ) -> tuple[StoredEvent, bool]:
         if idempotency_key is not None:  # the rarer path keeps its race handling
             return await super().insert_event(event, idempotency_key)
-        pool = await self._hot()
+        pool = await self._pg.hot_pool()
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(_LOCK_STREAM, "tidings.events:" + event.tenant_id)
             seq = await conn.fetchval(
@@ -141,14 +160,20 @@ class PostgresStore(SQLStore):
             )
             values = {"tenant": event.tenant_id, "seq": seq, "type": event.type, "now": now_ms()}
             await conn.execute(_FAN_OUT, *_ordered(values, _FAN_OUT_PARAMS))
-        self.notify_work()
+        self._db.notify_work()
         return dataclasses.replace(event, seq=seq), True
+
+
+class PostgresQueue(SQLQueue):
+    def __init__(self, db: PostgresDatabase) -> None:
+        super().__init__(db)
+        self._db: PostgresDatabase = db
 
     async def claim_due(
         self, limit: int, lease_ms: int, now_ms: int, room: Callable[[str], int] = unbounded_room
     ) -> list[ClaimedDelivery]:
         token = uuid.uuid4().hex
-        pool = await self._hot()
+        pool = await self._db.hot_pool()
         async with pool.acquire() as conn, conn.transaction():
             scanned = await conn.fetch(_SCAN, now_ms, limit * CLAIM_SCAN_FACTOR)
             chosen = pick_claims([(r["id"], r["subscription_id"]) for r in scanned], room, limit)
@@ -164,10 +189,10 @@ class PostgresStore(SQLStore):
                 await conn.execute(_CANCEL, disabled)
         return claimed_deliveries(rows, claimed, token)
 
-    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
+    async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
         if not outcomes:
             return {}
-        pool = await self._hot()
+        pool = await self._db.hot_pool()
         async with pool.acquire() as conn, conn.transaction():
             await conn.executemany(
                 _INSERT_ATTEMPT, [_ordered(attempt_row(o), _ATTEMPT_COLUMNS) for o in outcomes]
@@ -183,13 +208,10 @@ class PostgresStore(SQLStore):
                     streaks[sub_id] = await conn.fetchval(_ADD_FAILURES, sub_id, failures)
         return streaks
 
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-        await self.engine.dispose()
+
+def open_postgres(url: str) -> SQLStore:
+    db = PostgresDatabase.from_url(url)
+    return SQLStore.build(db, PostgresEvents(db), PostgresQueue(db))
 
 
 def _numbered(sql: str) -> tuple[str, list[str]]:
@@ -214,7 +236,7 @@ _INSERT_EVENT = """
     INSERT INTO events (id, tenant_id, type, created_ms, body, request_hash)
     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq
 """
-_FAN_OUT, _FAN_OUT_PARAMS = _numbered(PostgresStore.FAN_OUT.text)
+_FAN_OUT, _FAN_OUT_PARAMS = _numbered(PostgresDatabase.FAN_OUT.text)
 _SCAN = f"""
     SELECT id, subscription_id FROM deliveries
     WHERE status = '{_PENDING}' AND due_ms <= $1

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import RowMapping
 
 from tidings.domain.deliveries import DisableReason
 from tidings.domain.subscriptions import Subscription, SubscriptionKind
-from tidings.storage.base import AttemptRecord, Page, StoredEvent
+from tidings.storage.records import AttemptRecord, Page, StoredEvent
 
 T = TypeVar("T")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def subscription_of(row: RowMapping) -> Subscription:
@@ -74,3 +69,11 @@ def page_of(
     """Rows were fetched with ``limit + 1``: an extra row means another page exists."""
     next_key = rows[limit - 1][key] if len(rows) > limit else None
     return Page([convert(r) for r in rows[:limit]], next_key)
+
+
+def previous_secret(row: Any, now: int) -> list[str]:
+    """The secret replaced by the last rotation, while its grace period lasts."""
+    expires = row["previous_secret_expires_ms"]
+    if row["previous_secret_enc"] and expires is not None and expires > now:
+        return [row["previous_secret_enc"]]
+    return []

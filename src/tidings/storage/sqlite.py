@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,13 +23,16 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 
+from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import DeliveryStatus
-from tidings.storage.base import ClaimedDelivery, Outcome, StoredEvent, unbounded_room
-from tidings.storage.rows import now_ms
+from tidings.storage.interfaces import unbounded_room
+from tidings.storage.records import AttemptOutcome, ClaimedDelivery, StoredEvent
 from tidings.storage.schema import deliveries
-from tidings.storage.sql import (
+from tidings.storage.sql import Database, SQLStore
+from tidings.storage.sql.events import SQLEvents
+from tidings.storage.sql.queue import (
     CLAIM_SCAN_FACTOR,
-    SQLStore,
+    SQLQueue,
     attempt_row,
     claimed_deliveries,
     delivery_update,
@@ -74,7 +76,7 @@ def _due_now(conn: Connection) -> bool:
         select(deliveries.c.id)
         .where(
             deliveries.c.status == DeliveryStatus.PENDING.value,
-            deliveries.c.due_ms <= int(time.time() * 1000),
+            deliveries.c.due_ms <= now_ms(),
         )
         .limit(1)
     )
@@ -131,7 +133,7 @@ _ADD_FAILURES = (
 )
 
 
-class SQLiteStore(SQLStore):
+class SQLiteDatabase(Database):
     FAN_OUT = text(
         """
         INSERT INTO deliveries (tenant_id, event_seq, subscription_id, status, attempts,
@@ -156,7 +158,7 @@ class SQLiteStore(SQLStore):
         self._checkpointer: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str) -> SQLiteDatabase:
         parsed = make_url(url).set(drivername="sqlite+pysqlite")
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +167,7 @@ class SQLiteStore(SQLStore):
             _engine(parsed, immediate=False, pool_size=READERS),
         )
 
-    async def _write(self, tx: Callable[[Connection], T]) -> T:
+    async def write(self, tx: Callable[[Connection], T]) -> T:
         def run() -> T:
             with self.writer.begin() as conn:
                 return tx(conn)
@@ -184,21 +186,45 @@ class SQLiteStore(SQLStore):
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL)
             with contextlib.suppress(Exception):
-                await self._read(
+                await self.read(
                     lambda conn: conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").all()
                 )
 
-    async def _read(self, tx: Callable[[Connection], T]) -> T:
+    async def read(self, tx: Callable[[Connection], T]) -> T:
         def run() -> T:
             with self.reader.connect() as conn:
                 return tx(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._read_threads, run)
 
-    # --- the hot path, on the sqlite3 driver directly -------------------------------------
-    # Same SQL as the shared code; skipping SQLAlchemy's per-statement work halves the
-    # writer thread's CPU per event (measured with py-spy under bench/benchmark.py).
+    async def wait_for_work(self, seconds: float) -> None:
+        """SQLite has no NOTIFY: besides this process's own signal, look every
+        ``PROBE_INTERVAL`` for rows that another process (``tidings serve`` beside a
+        ``tidings worker``) made due, with a read that takes no write lock."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            await super().wait_for_work(min(PROBE_INTERVAL, left))
+            if self.woken or await self.read(_due_now):
+                return
 
+    async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+        self._write_thread.shutdown(wait=True)
+        self._read_threads.shutdown(wait=True)
+        self.writer.dispose()
+        self.reader.dispose()
+
+
+# --- the hot path, on the sqlite3 driver directly -----------------------------------------
+# Same SQL as the shared code; skipping SQLAlchemy's per-statement work halves the
+# writer thread's CPU per event (measured with py-spy under bench/benchmark.py).
+
+
+class SQLiteEvents(SQLEvents):
     async def insert_event(
         self, event: StoredEvent, idempotency_key: str | None
     ) -> tuple[StoredEvent, bool]:
@@ -220,13 +246,15 @@ class SQLiteStore(SQLStore):
             ).fetchone()
             seq = int(row[0])
             fan_out = {"tenant": event.tenant_id, "seq": seq, "type": event.type, "now": now_ms()}
-            db.execute(self.FAN_OUT.text, fan_out)
+            db.execute(SQLiteDatabase.FAN_OUT.text, fan_out)
             return seq
 
-        seq = await self._write(tx)
-        self.notify_work()
+        seq = await self._db.write(tx)
+        self._db.notify_work()
         return dataclasses.replace(event, seq=seq), True
 
+
+class SQLiteQueue(SQLQueue):
     async def claim_due(
         self, limit: int, lease_ms: int, now_ms: int, room: Callable[[str], int] = unbounded_room
     ) -> list[ClaimedDelivery]:
@@ -249,10 +277,10 @@ class SQLiteStore(SQLStore):
                 db.execute(_CANCEL.format(marks=",".join("?" * len(disabled))), disabled)
             return claimed, rows
 
-        claimed, rows = await self._write(tx)
+        claimed, rows = await self._db.write(tx)
         return claimed_deliveries(rows, claimed, token)
 
-    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> dict[str, int]:
+    async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
         if not outcomes:
             return {}
 
@@ -269,25 +297,9 @@ class SQLiteStore(SQLStore):
                     streaks[sub_id] = int(row[0])
             return streaks
 
-        return await self._write(tx)
+        return await self._db.write(tx)
 
-    async def wait_for_work(self, seconds: float) -> None:
-        """SQLite has no NOTIFY: besides this process's own signal, look every
-        ``PROBE_INTERVAL`` for rows that another process (``tidings serve`` beside a
-        ``tidings worker``) made due, with a read that takes no write lock."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while (left := deadline - loop.time()) > 0:
-            await super().wait_for_work(min(PROBE_INTERVAL, left))
-            if self._woken or await self._read(_due_now):
-                return
 
-    async def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpointer
-        self._write_thread.shutdown(wait=True)
-        self._read_threads.shutdown(wait=True)
-        self.writer.dispose()
-        self.reader.dispose()
+def open_sqlite(url: str) -> SQLStore:
+    db = SQLiteDatabase.from_url(url)
+    return SQLStore.build(db, SQLiteEvents(db), SQLiteQueue(db))

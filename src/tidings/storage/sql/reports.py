@@ -1,41 +1,33 @@
 """What operators look at (the portal) and the bulk recovery they trigger.
 
-Kept apart from the dispatcher's queries in ``sql.py``: none of this is on the hot path,
-but every query here is bounded by an index so pages stay fast with millions of rows.
+None of this is on the hot path, but every query here is bounded by an index so pages
+stay fast with millions of rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
 
+from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import DeliveryStatus
-from tidings.storage.base import (
+from tidings.storage.records import (
     DeliveryRecord,
     EventFilter,
     EventSummary,
     Page,
     SubscriptionHealth,
 )
-from tidings.storage.rows import event_of, now_ms, page_of
+from tidings.storage.rows import event_of, page_of
 from tidings.storage.schema import attempts, deliveries, events, subscriptions
+from tidings.storage.sql.database import Database
 
-T = TypeVar("T")
 
-
-class ReportQueries:
-    """Mixed into ``SQLStore``; connectors supply ``_read``, ``_write`` and ``notify_work``."""
-
-    async def _read(self, tx: Callable[[Connection], T]) -> T:
-        raise NotImplementedError
-
-    async def _write(self, tx: Callable[[Connection], T]) -> T:
-        raise NotImplementedError
-
-    def notify_work(self) -> None:
-        raise NotImplementedError
+class SQLReports:
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def subscription_health(
         self, tenant_id: str, subscription_ids: Sequence[str], sample: int
@@ -43,7 +35,7 @@ class ReportQueries:
         def read(conn: Connection) -> dict[str, SubscriptionHealth]:
             return {sub_id: _health(conn, tenant_id, sub_id, sample) for sub_id in subscription_ids}
 
-        return await self._read(read)
+        return await self._db.read(read)
 
     async def browse_events(
         self, tenant_id: str, where: EventFilter, before: int | None, limit: int
@@ -56,7 +48,7 @@ class ReportQueries:
             items = [EventSummary(e, statuses.get(e.seq, {})) for e in page.items]
             return Page(items, page.next_key)
 
-        return await self._read(read)
+        return await self._db.read(read)
 
     async def event_deliveries(self, tenant_id: str, event_id: str) -> list[DeliveryRecord]:
         query = (
@@ -65,7 +57,7 @@ class ReportQueries:
             .where(events.c.tenant_id == tenant_id, events.c.id == event_id)
             .order_by(deliveries.c.id)
         )
-        rows = await self._read(lambda conn: conn.execute(query).mappings().all())
+        rows = await self._db.read(lambda conn: conn.execute(query).mappings().all())
         return [
             DeliveryRecord(
                 r["id"],
@@ -103,7 +95,7 @@ class ReportQueries:
                 found.extend((start, outcome, int(count)) for outcome, count in rows)
             return found
 
-        return await self._read(read)
+        return await self._db.read(read)
 
     async def recover_failed(
         self, tenant_id: str, since_ms: int, subscription_id: str | None
@@ -133,9 +125,9 @@ class ReportQueries:
                 updated_ms=now,
             )
         )
-        count = await self._write(lambda conn: conn.execute(statement).rowcount)
+        count = await self._db.write(lambda conn: conn.execute(statement).rowcount)
         if count:
-            self.notify_work()
+            self._db.notify_work()
         return int(count)
 
 

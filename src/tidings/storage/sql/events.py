@@ -1,0 +1,181 @@
+"""Events: emit (with fan-out to subscriptions), the outbox, polling and lookups."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from tidings.domain.clock import now_ms
+from tidings.domain.deliveries import DeliveryStatus
+from tidings.storage.interfaces import Outbox
+from tidings.storage.records import AttemptRecord, Page, StoredEvent
+from tidings.storage.rows import attempt_of, event_of, page_of
+from tidings.storage.schema import attempts, deliveries, events
+from tidings.storage.sql.database import Database
+
+T = TypeVar("T")
+
+
+class SQLEvents:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert_event(
+        self, event: StoredEvent, idempotency_key: str | None
+    ) -> tuple[StoredEvent, bool]:
+        def tx(conn: Connection) -> tuple[StoredEvent, bool]:
+            if idempotency_key is not None:
+                existing = _event_by_key(conn, event.tenant_id, idempotency_key)
+                if existing is not None:
+                    return existing, False
+            return add_event(self._db, conn, event, idempotency_key), True
+
+        try:
+            stored, created = await self._db.write(tx)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # A concurrent emit with the same key won the race: return its event.
+            key = idempotency_key
+            existing = await self._db.read(lambda conn: _event_by_key(conn, event.tenant_id, key))
+            if existing is None:
+                raise
+            return existing, False
+        if created:
+            self._db.notify_work()
+        return stored, created
+
+    async def in_transaction(self, work: Callable[[Connection, Outbox], T]) -> T:
+        added: list[StoredEvent] = []
+
+        def tx(conn: Connection) -> T:
+            return work(conn, _TransactionOutbox(self._db, conn, added))
+
+        result = await self._db.write(tx)
+        if added:
+            self._db.notify_work()
+        return result
+
+    async def enqueue(self, event: StoredEvent, subscription_ids: Sequence[str]) -> int:
+        if not subscription_ids:
+            return 0
+        await self._db.write(
+            lambda conn: _insert_deliveries(self._db, conn, event, subscription_ids)
+        )
+        self._db.notify_work()
+        return len(subscription_ids)
+
+    async def get_event(self, tenant_id: str, event_id: str) -> StoredEvent | None:
+        query = select(events).where(events.c.tenant_id == tenant_id, events.c.id == event_id)
+        row = await self._db.read(lambda conn: conn.execute(query).mappings().first())
+        return event_of(row) if row is not None else None
+
+    async def list_events(
+        self, tenant_id: str, types: Sequence[str], after: int | None, limit: int
+    ) -> Page[StoredEvent]:
+        query = select(events).where(events.c.tenant_id == tenant_id)
+        if types:
+            query = query.where(events.c.type.in_(list(types)))
+        if after is not None:
+            query = query.where(events.c.seq > after)
+        query = query.order_by(events.c.seq).limit(limit + 1)
+        rows = await self._db.read(lambda conn: conn.execute(query).mappings().all())
+        return page_of(rows, limit, "seq", event_of)
+
+    async def event_type_seen(self, tenant_id: str, event_type: str) -> bool:
+        query = (
+            select(events.c.seq)
+            .where(events.c.tenant_id == tenant_id, events.c.type == event_type)
+            .limit(1)
+        )
+        return await self._db.read(lambda conn: conn.execute(query).first() is not None)
+
+    async def recent_events(self, tenant_id: str, event_type: str, limit: int) -> list[StoredEvent]:
+        query = (
+            select(events)
+            .where(events.c.tenant_id == tenant_id, events.c.type == event_type)
+            .order_by(events.c.seq.desc())
+            .limit(limit)
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).mappings().all())
+        return [event_of(r) for r in rows]
+
+    async def event_attempts(self, tenant_id: str, event_id: str) -> list[AttemptRecord]:
+        query = (
+            select(attempts)
+            .where(attempts.c.tenant_id == tenant_id, attempts.c.event_id == event_id)
+            .order_by(attempts.c.id)
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).mappings().all())
+        return [attempt_of(r) for r in rows]
+
+
+def add_event(
+    db: Database, conn: Connection, event: StoredEvent, idempotency_key: str | None
+) -> StoredEvent:
+    """Insert the event and fan it out, in the caller's transaction."""
+    db.lock_event_stream(conn, event.tenant_id)
+    statement = (
+        insert(events)
+        .values(
+            id=event.id,
+            tenant_id=event.tenant_id,
+            type=event.type,
+            created_ms=event.created_ms,
+            body=event.body,
+            idempotency_key=idempotency_key,
+            request_hash=event.request_hash,
+        )
+        .returning(events.c.seq)
+    )
+    stored = dataclasses.replace(event, seq=conn.execute(statement).scalar_one())
+    fan_out = {"tenant": stored.tenant_id, "seq": stored.seq, "type": stored.type, "now": now_ms()}
+    result = conn.execute(db.FAN_OUT, fan_out)
+    if result.rowcount and not db.FAN_OUT_NOTIFIES:
+        db.announce_work(conn)
+    return stored
+
+
+def _insert_deliveries(
+    db: Database, conn: Connection, event: StoredEvent, subscription_ids: Sequence[str]
+) -> None:
+    stamp = now_ms()
+    db.announce_work(conn)
+    conn.execute(
+        insert(deliveries),
+        [
+            {
+                "tenant_id": event.tenant_id,
+                "event_seq": event.seq,
+                "subscription_id": sub_id,
+                "status": DeliveryStatus.PENDING.value,
+                "attempts": 0,
+                "due_ms": stamp,
+                "created_ms": stamp,
+                "updated_ms": stamp,
+            }
+            for sub_id in subscription_ids
+        ],
+    )
+
+
+class _TransactionOutbox:
+    def __init__(self, db: Database, conn: Connection, added: list[StoredEvent]) -> None:
+        self._db = db
+        self._conn = conn
+        self._added = added
+
+    def add(self, event: StoredEvent) -> StoredEvent:
+        stored = add_event(self._db, self._conn, event, None)
+        self._added.append(stored)
+        return stored
+
+
+def _event_by_key(conn: Connection, tenant_id: str, key: str) -> StoredEvent | None:
+    query = select(events).where(events.c.tenant_id == tenant_id, events.c.idempotency_key == key)
+    row = conn.execute(query).mappings().first()
+    return event_of(row) if row is not None else None

@@ -1,0 +1,56 @@
+"""Pruning old rows, a small batch per transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, delete, select, update
+
+from tidings.domain.deliveries import DeliveryStatus
+from tidings.storage.schema import attempts, deliveries, events
+from tidings.storage.sql.database import Database
+
+
+class SQLRetention:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def prune_response_bodies(self, before_ms: int, batch: int) -> int:
+        old = (
+            select(attempts.c.id)
+            .where(attempts.c.created_ms < before_ms, attempts.c.response_body != "")
+            .limit(batch)
+        )
+        statement = (
+            update(attempts)
+            .where(attempts.c.id.in_(old.scalar_subquery()))
+            .values(response_body="")
+        )
+        return await self._db.write(lambda conn: int(conn.execute(statement).rowcount))
+
+    async def prune_events(self, before_ms: int, batch: int) -> int:
+        pending = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.event_seq == events.c.seq,
+                deliveries.c.status == DeliveryStatus.PENDING.value,
+            )
+            .exists()
+        )
+        old = (
+            select(events.c.seq, events.c.id)
+            .where(events.c.created_ms < before_ms, ~pending)
+            .order_by(events.c.created_ms)
+            .limit(batch)
+        )
+
+        def tx(conn: Connection) -> int:
+            rows = conn.execute(old).all()
+            if not rows:
+                return 0
+            seqs = [row.seq for row in rows]
+            event_ids = [row.id for row in rows]
+            conn.execute(delete(attempts).where(attempts.c.event_id.in_(event_ids)))
+            conn.execute(delete(deliveries).where(deliveries.c.event_seq.in_(seqs)))
+            conn.execute(delete(events).where(events.c.seq.in_(seqs)))
+            return len(rows)
+
+        return await self._db.write(tx)

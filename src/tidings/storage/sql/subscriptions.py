@@ -1,0 +1,187 @@
+"""Subscriptions: who receives what, their secrets, and their delivery log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, update
+
+from tidings.domain.clock import now_ms
+from tidings.domain.deliveries import DeliveryStatus, DisableReason
+from tidings.domain.subscriptions import Subscription
+from tidings.storage.records import AttemptRecord, Page
+from tidings.storage.rows import attempt_of, page_of, previous_secret, subscription_of
+from tidings.storage.schema import attempts, deliveries, subscriptions
+from tidings.storage.sql.database import Database
+
+
+class SQLSubscriptions:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert(self, subscription: Subscription, secret_enc: str) -> None:
+        statement = insert(subscriptions).values(
+            id=subscription.id,
+            tenant_id=subscription.tenant_id,
+            kind=subscription.kind.value,
+            url=subscription.url,
+            event_types=json.dumps(list(subscription.event_types)),
+            description=subscription.description,
+            enabled=subscription.enabled,
+            disabled_reason=subscription.disabled_reason,
+            secret_enc=secret_enc,
+            consecutive_failures=0,
+            max_concurrency=subscription.max_concurrency,
+            rate_limit=subscription.rate_limit,
+            public_key=subscription.public_key,
+            created_ms=subscription.created_ms,
+            updated_ms=subscription.updated_ms,
+        )
+        await self._db.write(lambda conn: conn.execute(statement))
+
+    async def get(self, tenant_id: str, subscription_id: str) -> Subscription | None:
+        query = select(subscriptions).where(owned(tenant_id, subscription_id))
+        row = await self._db.read(lambda conn: conn.execute(query).mappings().first())
+        return subscription_of(row) if row is not None else None
+
+    async def page(self, tenant_id: str, after: int | None, limit: int) -> Page[Subscription]:
+        query = select(subscriptions).where(subscriptions.c.tenant_id == tenant_id)
+        if after is not None:
+            query = query.where(subscriptions.c.seq > after)
+        query = query.order_by(subscriptions.c.seq).limit(limit + 1)
+        rows = await self._db.read(lambda conn: conn.execute(query).mappings().all())
+        return page_of(rows, limit, "seq", subscription_of)
+
+    async def matching(self, tenant_id: str, event_type: str) -> list[Subscription]:
+        query = select(subscriptions).where(
+            subscriptions.c.tenant_id == tenant_id, subscriptions.c.enabled.is_(True)
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).mappings().all())
+        found = [subscription_of(r) for r in rows]
+        return [s for s in found if s.wants(event_type)]
+
+    async def update(
+        self, tenant_id: str, subscription_id: str, changes: Mapping[str, Any]
+    ) -> Subscription | None:
+        values = dict(changes)
+        if "event_types" in values:
+            values["event_types"] = json.dumps(list(values["event_types"]))
+        if values.get("enabled") is True:
+            values.update(disabled_reason=None, consecutive_failures=0)
+        elif values.get("enabled") is False:
+            values.setdefault("disabled_reason", DisableReason.MANUAL.value)
+        values["updated_ms"] = now_ms()
+        statement = (
+            update(subscriptions)
+            .where(owned(tenant_id, subscription_id))
+            .values(**values)
+            .returning(*subscriptions.c)
+        )
+
+        def tx(conn: Connection) -> RowMapping | None:
+            row = conn.execute(statement).mappings().first()
+            if row is not None and values.get("enabled") is False:
+                cancel_pending(conn, subscription_id)
+            return row
+
+        row = await self._db.write(tx)
+        return subscription_of(row) if row is not None else None
+
+    async def delete(self, tenant_id: str, subscription_id: str) -> bool:
+        def tx(conn: Connection) -> bool:
+            result = conn.execute(delete(subscriptions).where(owned(tenant_id, subscription_id)))
+            if result.rowcount == 0:
+                return False
+            cancel_pending(conn, subscription_id)
+            return True
+
+        return await self._db.write(tx)
+
+    async def secrets(self, tenant_id: str, subscription_id: str) -> list[str]:
+        query = select(
+            subscriptions.c.secret_enc,
+            subscriptions.c.previous_secret_enc,
+            subscriptions.c.previous_secret_expires_ms,
+        ).where(owned(tenant_id, subscription_id))
+        row = await self._db.read(lambda conn: conn.execute(query).mappings().first())
+        if row is None:
+            return []
+        return [row["secret_enc"], *previous_secret(row, now_ms())]
+
+    async def rotate_secret(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        secret_enc: str,
+        public_key: str | None,
+        grace_until_ms: int,
+    ) -> Subscription | None:
+        statement = (
+            update(subscriptions)
+            .where(owned(tenant_id, subscription_id))
+            .values(
+                previous_secret_enc=subscriptions.c.secret_enc,
+                previous_secret_expires_ms=grace_until_ms,
+                secret_enc=secret_enc,
+                public_key=public_key,
+                updated_ms=now_ms(),
+            )
+            .returning(*subscriptions.c)
+        )
+        row = await self._db.write(lambda conn: conn.execute(statement).mappings().first())
+        return subscription_of(row) if row is not None else None
+
+    async def attempts(
+        self,
+        tenant_id: str,
+        subscription_id: str,
+        outcome: str | None,
+        before: int | None,
+        limit: int,
+    ) -> Page[AttemptRecord]:
+        query = select(attempts).where(
+            attempts.c.tenant_id == tenant_id, attempts.c.subscription_id == subscription_id
+        )
+        if outcome is not None:
+            query = query.where(attempts.c.outcome == outcome)
+        if before is not None:
+            query = query.where(attempts.c.id < before)
+        query = query.order_by(attempts.c.id.desc()).limit(limit + 1)
+        rows = await self._db.read(lambda conn: conn.execute(query).mappings().all())
+        return page_of(rows, limit, "id", attempt_of)
+
+    async def disable(
+        self, tenant_id: str, subscription_id: str, reason: DisableReason
+    ) -> Subscription | None:
+        statement = (
+            update(subscriptions)
+            .where(owned(tenant_id, subscription_id), subscriptions.c.enabled.is_(True))
+            .values(enabled=False, disabled_reason=reason.value, updated_ms=now_ms())
+            .returning(*subscriptions.c)
+        )
+
+        def tx(conn: Connection) -> RowMapping | None:
+            row = conn.execute(statement).mappings().first()
+            if row is not None:
+                cancel_pending(conn, subscription_id)
+            return row
+
+        row = await self._db.write(tx)
+        return subscription_of(row) if row is not None else None
+
+
+def owned(tenant_id: str, subscription_id: str) -> Any:
+    return and_(subscriptions.c.tenant_id == tenant_id, subscriptions.c.id == subscription_id)
+
+
+def cancel_pending(conn: Connection, subscription_id: str) -> None:
+    conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.subscription_id == subscription_id,
+            deliveries.c.status == DeliveryStatus.PENDING.value,
+        )
+        .values(status=DeliveryStatus.CANCELLED.value, claim_token=None, updated_ms=now_ms())
+    )
