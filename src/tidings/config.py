@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     """``serve`` also serves the reference CRM (tidings_crm): the worked example host app."""
     dispatcher_enabled: bool = True
     """``serve`` runs a dispatcher too; turn off for API-only processes beside workers."""
-    dispatcher_concurrency: int = Field(200, ge=1)
+    dispatcher_concurrency: int = Field(1000, ge=1)
+    """Attempts in flight at once per worker: cheap (asyncio), so sized for slow receivers."""
     subscription_concurrency: int = Field(50, ge=1)
     dispatcher_batch_size: int = Field(200, ge=1)
     dispatcher_poll_interval: float = Field(1.0, gt=0)

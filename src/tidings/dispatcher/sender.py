@@ -10,7 +10,7 @@ from aiohttp.abc import AbstractResolver
 
 from tidings import __version__
 from tidings.dispatcher.guard import BlockedAddress
-from tidings.domain.deliveries import AttemptResult, parse_retry_after, truncate_body
+from tidings.domain.deliveries import AttemptResult, Failure, parse_retry_after, truncate_body
 
 RESPONSE_READ_LIMIT = 16 * 1024
 """Bytes read from a receiver's response; the log keeps 4000 characters of them."""
@@ -63,15 +63,21 @@ class Sender:
                     retry_after=retry_after,
                 )
         except TimeoutError:
-            error = f"timeout after {self._timeout.total:g}s"
+            error, failure = f"timeout after {self._timeout.total:g}s", Failure.TIMEOUT
         except aiohttp.ClientConnectorError as exc:
             blocked = exc.os_error if isinstance(exc.os_error, BlockedAddress) else None
-            error = f"blocked: {blocked}" if blocked else f"{type(exc).__name__}: {exc}"
+            if blocked:
+                error, failure = f"blocked: {blocked}", Failure.BLOCKED
+            else:
+                error, failure = f"{type(exc).__name__}: {exc}", Failure.CONNECTION
         except aiohttp.ClientError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            failure = Failure.CONNECTION
         except (OSError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        return AttemptResult(status_code=None, elapsed_ms=_elapsed_ms(started), error=error)
+            error, failure = f"{type(exc).__name__}: {exc}", Failure.CONNECTION
+        return AttemptResult(
+            status_code=None, elapsed_ms=_elapsed_ms(started), error=error, failure=failure
+        )
 
 
 def _elapsed_ms(started: float) -> int:

@@ -2,50 +2,68 @@
 
 Deliveries are rows with a due time. A claim pushes the due time past a lease, so a
 worker that dies mid-POST loses nothing: the row falls due again and another claim
-retries it (at-least-once). Results are recorded in batches: whatever finished while
-the previous batch was being written goes into the next transaction.
+retries it (at-least-once). Which rows a claim takes is the scheduler's call
+(``domain/scheduling.py``): fair shares of this worker's slots across tenants, then
+subscriptions, each subscription held to a limit that adapts to how its receiver
+behaves. Everything claimed starts at once: pacing (``rateLimit``, ``maxConcurrency``)
+happens in the claim, in the database, so it holds for every worker together.
+
+Results are recorded in batches: whatever finished while the previous batch was being
+written goes into the next transaction. A database outage stops neither loop: claims
+wait and retry with a capped backoff; recording keeps its batch and retries it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import deque
+import contextlib
+import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
 
+from tidings.dispatcher.outage import Outage
 from tidings.dispatcher.sender import Sender
+from tidings.domain.cache import BoundedCache
+from tidings.domain.clock import SYSTEM_CLOCK, Clock
 from tidings.domain.deliveries import (
     AttemptResult,
     DeliveryStatus,
     DisableReason,
+    Failure,
     breaker_tripped,
     judge_attempt,
 )
-from tidings.domain.ratelimit import Pacer
 from tidings.domain.retry import RetryPolicy
+from tidings.domain.scheduling import Scheduler, Signal
 from tidings.domain.signatures import signature_headers
 from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
 from tidings.storage import AttemptOutcome, ClaimedDelivery, DeliveryQueue
+from tidings.storage.records import ClaimRequest, WorkerLane
 
 log = structlog.get_logger("tidings.dispatcher")
 
 RECORD_WINDOW = 0.02
 """Seconds a finished attempt may wait for others to share its record transaction."""
 
+GATHER_WINDOW = 0.01
+"""With few slots free, wait this long for more to free up before claiming them."""
+
+IDLE_CLAIM_GAP = 0.005
+"""Least time between two claims that found nothing (notifications can come in floods)."""
+
+REPORT_INTERVAL = 5.0
+"""Seconds between two reports of this worker's figures to the database."""
+
+SECRET_CACHE_SIZE = 10_000
+
 Disable = Callable[[str, str, DisableReason, int], Awaitable[None]]
 """Disables a subscription, given (tenant id, subscription id, reason, failure streak)."""
 
 
 class Dispatcher:
-    """Claims due deliveries in batches and keeps up to ``concurrency`` of them in hand.
-
-    Each subscription may have ``max_concurrency`` attempts in flight and as many again
-    waiting in a local queue (their leases held); claims ask the store for no more than
-    that room, so a slow receiver can hold at most its share of the worker.
-    """
+    """Keeps up to ``concurrency`` attempts in flight, claimed as the scheduler decides."""
 
     def __init__(
         self,
@@ -56,12 +74,14 @@ class Dispatcher:
         disable: Disable,
         *,
         breaker_threshold: int = 20,
-        concurrency: int = 200,
+        concurrency: int = 1000,
         subscription_concurrency: int = 50,
         batch_size: int = 200,
         lease_seconds: float = 30.0,
         poll_interval: float = 1.0,
         metrics: Metrics | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        worker_id: str | None = None,
     ) -> None:
         self._queue = queue
         self._sender = sender
@@ -73,130 +93,117 @@ class Dispatcher:
         self._batch_size = min(batch_size, concurrency)
         self._lease_ms = int(lease_seconds * 1000)
         self._poll_interval = poll_interval
+        self._metrics = metrics
+        self._clock = clock
+        self.worker_id = worker_id or "wrk_" + uuid.uuid4().hex[:16]
+        self.scheduler = Scheduler(capacity=concurrency, ceiling=subscription_concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self._finished: list[AttemptOutcome] = []
         self._finished_ready = asyncio.Event()
-        self._secrets: dict[str, str] = {}
-        self._closing = False
-        self._stopping = False
-        self._pacer = Pacer(subscription_concurrency)
-        self._limits: dict[str, int | None] = {}
-        self._queues: dict[str, deque[ClaimedDelivery]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._room_freed = asyncio.Event()
-        self._metrics = metrics
+        self._secrets: BoundedCache[str, str] = BoundedCache(SECRET_CACHE_SIZE)
+        self._closing = False
+        self._claims = Outage("claim")
+        self._records = Outage("record")
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; then hand back what was not started, finish
-        what was, and record it."""
+        """Deliver until ``stop`` is set; then finish what is in flight and record it."""
         recorder = asyncio.create_task(self._record_loop())
+        reporter = asyncio.create_task(self._report_loop(stop))
         try:
             while not stop.is_set():
                 await self._fill(stop)
         finally:
-            self._stopping = True
-            for timer in self._timers.values():
-                timer.cancel()
-            await self._release_queued()
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             self._closing = True
             self._finished_ready.set()
             await recorder
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
 
     @property
-    def _held(self) -> int:
-        return len(self._inflight) + sum(len(q) for q in self._queues.values())
-
-    def _room(self) -> Callable[[str], int]:
-        """How many more deliveries of a subscription this worker may take: in flight
-        plus queued stays within twice its concurrency. A snapshot, because the store
-        may call it from its own thread while this loop goes on."""
-        held = dict(self._pacer.active)
-        for sub_id, queue in self._queues.items():
-            held[sub_id] = held.get(sub_id, 0) + len(queue)
-        limits = dict(self._limits)
-        default = self._pacer.default_concurrency
-        return lambda sub_id: 2 * (limits.get(sub_id) or default) - held.get(sub_id, 0)
+    def in_flight(self) -> int:
+        return len(self._inflight)
 
     async def _fill(self, stop: asyncio.Event) -> None:
-        free = self._concurrency - self._held
-        if self._held and free < self._batch_size // 4:
+        free = self._concurrency - len(self._inflight)
+        if free < max(1, self._batch_size // 4) and self._inflight:
             self._room_freed.clear()
-            await _first_of(self._room_freed.wait(), stop.wait())
-            return
-        now = int(time.time() * 1000)
-        claimed = await self._queue.claim_due(
-            min(free, self._batch_size), self._lease_ms, now, self._room()
-        )
-        for delivery in claimed:
-            self._limits[delivery.subscription_id] = delivery.max_concurrency
-            self._queues.setdefault(delivery.subscription_id, deque()).append(delivery)
-        for sub_id in {d.subscription_id for d in claimed}:
-            self._start_ready(sub_id)
-        if not claimed:
-            self._room_freed.clear()
-            waits = [self._queue.wait_for_work(self._poll_interval), stop.wait()]
-            if self._held:
-                waits.append(self._room_freed.wait())
-            await _first_of(*waits)
-
-    def _start_ready(self, sub_id: str) -> None:
-        """Start queued deliveries of ``sub_id`` while its pacing allows."""
-        self._timers.pop(sub_id, None)
-        queue = self._queues.get(sub_id)
-        while queue:
-            head = queue[0]
-            wait = self._pacer.try_start(
-                sub_id, head.max_concurrency, head.rate_limit, time.monotonic()
-            )
-            if wait is not None:
-                if head.rate_limit and sub_id not in self._timers:
-                    loop = asyncio.get_running_loop()
-                    self._timers[sub_id] = loop.call_later(wait, self._start_ready, sub_id)
+            timeout = GATHER_WINDOW if free > 0 else None
+            await _first_of(self._room_freed.wait(), stop.wait(), timeout=timeout)
+            free = self._concurrency - len(self._inflight)
+            if free <= 0:
                 return
-            queue.popleft()
-            task = asyncio.create_task(self._deliver(head))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-        self._queues.pop(sub_id, None)
+        skip = self.scheduler.saturated()
+        request = ClaimRequest(
+            now_ms=self._clock.now_ms(),
+            lease_ms=self._lease_ms,
+            plan=self.scheduler.planner(min(free, self._batch_size), self._clock.monotonic()),
+            skip=skip,
+        )
+        try:
+            claimed = await self._queue.claim(request)
+        except Exception as exc:
+            await self._claims.failed(exc, stop)
+            return
+        self._claims.succeeded()
+        for delivery in claimed:
+            self._start(delivery)
+        if claimed:
+            return
+        self._room_freed.clear()
+        waits = [self._queue.wait_for_work(self._poll_interval), stop.wait()]
+        if skip:
+            waits.append(self._room_freed.wait())
+        await _first_of(*waits)
+        await asyncio.sleep(IDLE_CLAIM_GAP)
 
-    async def _release_queued(self) -> None:
-        now = int(time.time() * 1000)
-        waiting = [(d, now) for queue in self._queues.values() for d in queue]
-        self._queues.clear()
-        if waiting:
-            await self._queue.release(waiting)
+    def _start(self, delivery: ClaimedDelivery) -> None:
+        self.scheduler.cap(delivery.subscription_id, delivery.max_concurrency)
+        self.scheduler.started(
+            delivery.subscription_id, delivery.tenant_id, self._clock.monotonic()
+        )
+        task = asyncio.create_task(self._deliver(delivery))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     def _secret(self, secret_enc: str) -> str:
         secret = self._secrets.get(secret_enc)
         if secret is None:
-            if len(self._secrets) > 10_000:
-                self._secrets.clear()
-            secret = self._secrets[secret_enc] = self._secretbox.decrypt(secret_enc)
+            secret = self._secrets.put(secret_enc, self._secretbox.decrypt(secret_enc))
         return secret
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        started = self._clock.monotonic()
         try:
             body = delivery.body.encode()
             secrets = [self._secret(delivery.secret_enc)]
             if delivery.previous_secret_enc:
                 secrets.append(self._secret(delivery.previous_secret_enc))
-            headers = signature_headers(secrets, delivery.event_id, int(time.time()), body)
+            timestamp = self._clock.now_ms() // 1000
+            headers = signature_headers(secrets, delivery.event_id, timestamp, body)
             result = await self._sender.post(delivery.url, body, headers)
         except Exception as exc:  # a bug or a bad stored secret must not wedge the row
             log.exception("deliver_failed", event_id=delivery.event_id)
-            result = AttemptResult(None, 0, error=f"internal error: {type(exc).__name__}")
-        finished = int(time.time() * 1000)
+            error = f"internal error: {type(exc).__name__}"
+            result = AttemptResult(None, 0, error=error, failure=Failure.INTERNAL)
+        finished = self._clock.now_ms()
         verdict = judge_attempt(
-            result, delivery.attempt, delivery.event_created_ms, finished, self._policy
+            result, delivery.attempt, delivery.window_start_ms, finished, self._policy
         )
-        self._pacer.finish(delivery.subscription_id)
+        self.scheduler.finished(
+            delivery.subscription_id,
+            delivery.tenant_id,
+            _signal(result),
+            result.elapsed_ms,
+            started,
+            self._clock.monotonic(),
+        )
         self._finished.append(AttemptOutcome(delivery, result, verdict, finished))
         self._finished_ready.set()
         self._room_freed.set()
-        if not self._stopping:
-            self._start_ready(delivery.subscription_id)
 
     async def _record_loop(self) -> None:
         """Record outcomes in batches, at most ``RECORD_WINDOW`` after the first arrived.
@@ -217,12 +224,21 @@ class Dispatcher:
                 return
 
     async def _record(self, batch: list[AttemptOutcome]) -> None:
-        try:
-            streaks = await self._queue.record(batch)
-        except Exception:
-            # The leases run out and the deliveries are retried: at-least-once holds.
-            log.exception("record_failed", count=len(batch))
-            return
+        """Record ``batch``, retrying through a database outage for as long as its leases
+        last: past them another worker may send the deliveries again, and the claim token
+        keeps this late record from moving them on (at-least-once either way)."""
+        give_up = self._clock.monotonic() + self._lease_ms / 1000
+        while True:
+            try:
+                streaks = await self._queue.record(batch)
+            except Exception as exc:
+                if self._clock.monotonic() > give_up or self._closing:
+                    log.error("record_abandoned", count=len(batch), error=type(exc).__name__)
+                    return
+                await self._records.failed(exc)
+                continue
+            self._records.succeeded()
+            break
         if self._metrics is not None:
             for o in batch:
                 self._metrics.deliveries.labels(
@@ -239,6 +255,38 @@ class Dispatcher:
         for sub_id, streak in streaks.items():
             if sub_id not in gone and breaker_tripped(streak, self._breaker_threshold):
                 await self._disable(tenants[sub_id], sub_id, DisableReason.BREAKER, streak)
+
+    def lanes(self) -> list[WorkerLane]:
+        """What this worker holds now, per subscription."""
+        scheduler = self.scheduler
+        return [
+            WorkerLane(sub_id, scheduler.tenant_of[sub_id], held, scheduler.limit(sub_id).value)
+            for sub_id, held in sorted(scheduler.held.items())
+        ]
+
+    async def _report_loop(self, stop: asyncio.Event) -> None:
+        """Publish this worker's figures, so any process can show them (/metrics, portal)."""
+        outage = Outage("report_lanes")
+        while not stop.is_set():
+            await _first_of(stop.wait(), timeout=REPORT_INTERVAL)
+            now = self._clock.monotonic()
+            self.scheduler.forget_idle(now)
+            try:
+                await self._queue.report_lanes(
+                    self.worker_id, self._concurrency, self.lanes(), self._clock.now_ms()
+                )
+            except Exception as exc:
+                outage.noted(exc)
+            else:
+                outage.succeeded()
+
+
+def _signal(result: AttemptResult) -> Signal:
+    if result.congested:
+        return Signal.CONGESTED
+    if result.status_code is not None:
+        return Signal.ANSWERED
+    return Signal.NEUTRAL
 
 
 def _log_attempt(outcome: AttemptOutcome) -> None:
@@ -262,10 +310,10 @@ def _log_attempt(outcome: AttemptOutcome) -> None:
         log.warning("delivery_failed", error=result.error, **fields)
 
 
-async def _first_of(*waits: Awaitable[object]) -> None:
+async def _first_of(*waits: Awaitable[object], timeout: float | None = None) -> None:
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()

@@ -14,6 +14,8 @@ RESPONSE_BODY_LIMIT = 4000
 
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
+    PAUSED = "paused"
+    """Its subscription is disabled (breaker or by hand): it waits to be resumed."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -26,16 +28,42 @@ class DisableReason(StrEnum):
     UNVERIFIED = "unverified"
     """Created or moved with endpoint verification, and not yet answered 2xx."""
 
+    @property
+    def pauses(self) -> bool:
+        """Whether deliveries wait for re-enabling; a 410 Gone (or never verified) drops them."""
+        return self in (DisableReason.BREAKER, DisableReason.MANUAL)
+
+
+class Failure(StrEnum):
+    """Why no response came."""
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    """Refused, reset, unreachable, TLS or DNS failure: the receiver could not be reached."""
+    BLOCKED = "blocked"
+    """The SSRF guard refused the address."""
+    INTERNAL = "internal"
+    """Our own error before anything was sent."""
+
 
 @dataclass(frozen=True)
 class AttemptResult:
-    """What one POST to a receiver produced. ``status_code`` is None when no response came."""
+    """What one POST to a receiver produced. ``status_code`` is None when no response came,
+    and then ``failure`` says why."""
 
     status_code: int | None
     elapsed_ms: int
     response_body: str = ""
     error: str | None = None
     retry_after: float | None = None
+    failure: Failure | None = None
+
+    @property
+    def congested(self) -> bool:
+        """The receiver is overwhelmed or unreachable: it should get fewer requests."""
+        if self.status_code is not None:
+            return self.status_code in (429, 503)
+        return self.failure in (Failure.TIMEOUT, Failure.CONNECTION)
 
     @property
     def succeeded(self) -> bool:
@@ -62,16 +90,17 @@ def truncate_body(text: str) -> str:
 def judge_attempt(
     result: AttemptResult,
     attempt: int,
-    event_created_ms: int,
+    window_start_ms: int,
     now_ms: int,
     policy: RetryPolicy,
 ) -> Verdict:
-    """2xx delivers; 410 means the receiver unsubscribed; anything else is retried."""
+    """2xx delivers; 410 means the receiver unsubscribed; anything else is retried, within
+    the retry window counted from ``window_start_ms`` (the event, plus time paused)."""
     if result.succeeded:
         return Verdict(DeliveryStatus.SUCCEEDED, None)
     if result.gone:
         return Verdict(DeliveryStatus.FAILED, None, DisableReason.GONE)
-    due_ms = policy.next_attempt_ms(attempt, event_created_ms, now_ms, result.retry_after)
+    due_ms = policy.next_attempt_ms(attempt, window_start_ms, now_ms, result.retry_after)
     if due_ms is None:
         return Verdict(DeliveryStatus.FAILED, None)
     return Verdict(DeliveryStatus.PENDING, due_ms)

@@ -20,6 +20,7 @@ that into how many deliveries to claim from each.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -41,6 +42,9 @@ LATENCY_TOLERANCE = 2.0
 the limit: the receiver is queueing our requests, more of them would only wait longer."""
 
 LATENCY_SLACK_MS = 50.0
+
+IDLE_SECONDS = 600.0
+"""A subscription unused this long is forgotten (its limit starts over when it returns)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class AdaptiveLimit:
     last_decrease: float = float("-inf")
     troubled_until: float = float("-inf")
     usual_latency_ms: float | None = None
+    last_used: float = 0.0
 
     def __post_init__(self) -> None:
         self.limit = min(self.limit, self.ceiling)
@@ -140,9 +145,9 @@ class Scheduler:
     troubled_share: float = TROUBLED_SHARE
     held: dict[str, int] = field(default_factory=dict)
     tenant_held: dict[str, int] = field(default_factory=dict)
+    tenant_of: dict[str, str] = field(default_factory=dict)
+    """The tenant of each subscription held now."""
     limits: dict[str, AdaptiveLimit] = field(default_factory=dict)
-    ceilings: dict[str, int] = field(default_factory=dict)
-    """Per-subscription ceilings below the worker's (a ``maxConcurrency``)."""
 
     @property
     def in_flight(self) -> int:
@@ -151,62 +156,51 @@ class Scheduler:
     def limit(self, sub_id: str) -> AdaptiveLimit:
         found = self.limits.get(sub_id)
         if found is None:
-            found = self.limits[sub_id] = AdaptiveLimit(self.ceilings.get(sub_id, self.ceiling))
+            found = self.limits[sub_id] = AdaptiveLimit(self.ceiling)
         return found
 
-    def set_ceiling(self, sub_id: str, max_concurrency: int | None) -> None:
+    def cap(self, sub_id: str, max_concurrency: int | None) -> None:
+        """Keep the subscription's limit under its own ``maxConcurrency``, if lower."""
         ceiling = min(max_concurrency or self.ceiling, self.ceiling)
-        if self.ceilings.get(sub_id, self.ceiling) != ceiling:
-            self.ceilings[sub_id] = ceiling
-            limit = self.limit(sub_id)
+        limit = self.limit(sub_id)
+        if limit.ceiling != ceiling:
             limit.ceiling = ceiling
             limit.limit = min(limit.limit, ceiling)
 
     def room(self, sub_id: str) -> int:
-        limit = self.limits.get(sub_id)
-        value = limit.value if limit is not None else min(INITIAL_LIMIT, self.ceiling)
-        return max(0, value - self.held.get(sub_id, 0))
+        return _room(self.limits.get(sub_id), self.held.get(sub_id, 0), self.ceiling)
 
     def saturated(self) -> list[str]:
         """Subscriptions this worker can take no more of now (the queue skips them)."""
-        return [sub_id for sub_id in self.held if self.room(sub_id) == 0]
+        return [sub_id for sub_id in list(self.held) if self.room(sub_id) == 0]
+
+    def planner(self, free: int, now: float) -> Planner:
+        """A frozen view for one claim: the store may call it from its own thread while
+        this worker's loop goes on changing what it holds."""
+        held = dict(self.held)
+        troubled = 0
+        for sub_id, count in held.items():
+            limit = self.limits.get(sub_id)
+            if limit is not None and limit.troubled(now):
+                troubled += count
+        return Planner(
+            free=free,
+            now=now,
+            ceiling=self.ceiling,
+            troubled_room=max(0, int(self.capacity * self.troubled_share) - troubled),
+            held=held,
+            tenant_held=dict(self.tenant_held),
+            limits=self.limits,
+        )
 
     def plan(self, lanes: Sequence[Lane], free: int, now: float) -> dict[str, int]:
-        """How many deliveries to claim from each lane with ``free`` slots to fill."""
-        demand: dict[str, int] = {}
-        for lane in lanes:
-            wanted = self.room(lane.subscription_id)
-            if lane.room is not None:
-                wanted = min(wanted, lane.room)
-            demand[lane.subscription_id] = wanted
-        self._limit_troubled(demand, now)
-        tenant_of = {lane.subscription_id: lane.tenant_id for lane in lanes}
-        tenant_demand: dict[str, int] = {}
-        for sub_id, wanted in demand.items():
-            tenant = tenant_of[sub_id]
-            tenant_demand[tenant] = tenant_demand.get(tenant, 0) + wanted
-        tenant_order = list(dict.fromkeys(lane.tenant_id for lane in lanes))
-        tenants = fair_shares(tenant_demand, self.tenant_held, free, tenant_order)
-        plan: dict[str, int] = {}
-        for tenant, share in tenants.items():
-            mine = {s: n for s, n in demand.items() if tenant_of[s] == tenant}
-            order = [lane.subscription_id for lane in lanes if lane.tenant_id == tenant]
-            plan.update(fair_shares(mine, self.held, share, order))
-        return plan
+        return self.planner(free, now)(lanes)
 
-    def _limit_troubled(self, demand: dict[str, int], now: float) -> None:
-        troubled = [s for s in demand if s in self.limits and self.limits[s].troubled(now)]
-        if not troubled:
-            return
-        budget = int(self.capacity * self.troubled_share)
-        used = sum(self.held.get(s, 0) for s, lim in self.limits.items() if lim.troubled(now))
-        shares = fair_shares({s: demand[s] for s in troubled}, self.held, max(0, budget - used))
-        for sub_id in troubled:
-            demand[sub_id] = shares.get(sub_id, 0)
-
-    def started(self, sub_id: str, tenant_id: str) -> None:
+    def started(self, sub_id: str, tenant_id: str, now: float) -> None:
         self.held[sub_id] = self.held.get(sub_id, 0) + 1
         self.tenant_held[tenant_id] = self.tenant_held.get(tenant_id, 0) + 1
+        self.tenant_of[sub_id] = tenant_id
+        self.limit(sub_id).last_used = now
 
     def finished(
         self,
@@ -219,6 +213,8 @@ class Scheduler:
     ) -> None:
         _decrement(self.held, sub_id)
         _decrement(self.tenant_held, tenant_id)
+        if sub_id not in self.held:
+            self.tenant_of.pop(sub_id, None)
         if signal is Signal.ANSWERED:
             self.limit(sub_id).answered(latency_ms)
         elif signal is Signal.CONGESTED:
@@ -228,6 +224,71 @@ class Scheduler:
         """The fraction of this worker's slots the subscription holds now."""
         return self.held.get(sub_id, 0) / self.capacity if self.capacity else 0.0
 
+    def forget_idle(self, now: float, idle_seconds: float = IDLE_SECONDS) -> int:
+        """Drop what was learnt of subscriptions unused for a while (memory stays bounded)."""
+        idle = [
+            sub_id
+            for sub_id, limit in self.limits.items()
+            if sub_id not in self.held
+            and not limit.troubled(now)
+            and now - limit.last_used > idle_seconds
+        ]
+        for sub_id in idle:
+            del self.limits[sub_id]
+        return len(idle)
+
+
+@dataclass(frozen=True)
+class Planner:
+    """``Scheduler.plan`` for one claim, on copies of what the worker held then."""
+
+    free: int
+    now: float
+    ceiling: int
+    troubled_room: int
+    held: Mapping[str, int]
+    tenant_held: Mapping[str, int]
+    limits: Mapping[str, AdaptiveLimit]
+
+    def __call__(self, lanes: Sequence[Lane]) -> dict[str, int]:
+        """How many deliveries to claim from each lane with ``free`` slots to fill."""
+        demand: dict[str, int] = {}
+        for lane in lanes:
+            sub_id = lane.subscription_id
+            wanted = _room(self.limits.get(sub_id), self.held.get(sub_id, 0), self.ceiling)
+            demand[sub_id] = wanted if lane.room is None else min(wanted, lane.room)
+        self._limit_troubled(demand)
+        tenant_of = {lane.subscription_id: lane.tenant_id for lane in lanes}
+        tenant_demand: dict[str, int] = {}
+        for sub_id, wanted in demand.items():
+            tenant = tenant_of[sub_id]
+            tenant_demand[tenant] = tenant_demand.get(tenant, 0) + wanted
+        tenant_order = list(dict.fromkeys(lane.tenant_id for lane in lanes))
+        tenants = fair_shares(tenant_demand, self.tenant_held, self.free, tenant_order)
+        plan: dict[str, int] = {}
+        for tenant, share in tenants.items():
+            mine = {s: n for s, n in demand.items() if tenant_of[s] == tenant}
+            order = [lane.subscription_id for lane in lanes if lane.tenant_id == tenant]
+            plan.update(fair_shares(mine, self.held, share, order))
+        return plan
+
+    def _limit_troubled(self, demand: dict[str, int]) -> None:
+        troubled = [
+            s
+            for s in demand
+            if (limit := self.limits.get(s)) is not None and limit.troubled(self.now)
+        ]
+        if not troubled:
+            return
+        shares = fair_shares({s: demand[s] for s in troubled}, self.held, self.troubled_room)
+        for sub_id in troubled:
+            demand[sub_id] = shares.get(sub_id, 0)
+
+
+def _room(limit: AdaptiveLimit | None, held: int, ceiling: int) -> int:
+    value = limit.value if limit is not None else min(INITIAL_LIMIT, ceiling)
+    return max(0, value - held)
+
 
 def _decrement(counts: dict[str, int], key: str) -> None:
     left = counts.get(key, 0) - 1
@@ -235,3 +296,78 @@ def _decrement(counts: dict[str, int], key: str) -> None:
         counts[key] = left
     else:
         counts.pop(key, None)
+
+
+# --- the lanes' cluster-wide limits, kept in the database ------------------------------
+
+
+@dataclass(frozen=True)
+class LaneState:
+    """A lane as stored: its subscription's limits, its token bucket, what is leased."""
+
+    subscription_id: str
+    tenant_id: str
+    max_concurrency: int | None = None
+    rate_limit: float | None = None
+    tokens: float | None = None
+    tokens_ms: int | None = None
+    leased: int = 0
+    """Deliveries of it leased to some worker now (in flight or about to be)."""
+    lease_ends_ms: int | None = None
+    """When the earliest of those leases runs out."""
+
+    def tokens_at(self, now_ms: int) -> float:
+        """The bucket holds up to one second's worth (at least one) and refills at ``rate``."""
+        rate = self.rate_limit or 0.0
+        burst = max(1.0, rate)
+        if self.tokens is None or self.tokens_ms is None:
+            return burst
+        return min(burst, self.tokens + max(0, now_ms - self.tokens_ms) * rate / 1000)
+
+    def room(self, now_ms: int) -> int | None:
+        """Deliveries the cluster-wide limits let start now; None if it has none."""
+        room: int | None = None
+        if self.max_concurrency is not None:
+            room = max(0, self.max_concurrency - self.leased)
+        if self.rate_limit:
+            tokens = int(self.tokens_at(now_ms))
+            room = tokens if room is None else min(room, tokens)
+        return room
+
+    def lane(self, now_ms: int) -> Lane:
+        return Lane(self.subscription_id, self.tenant_id, self.room(now_ms))
+
+    def after_claim(self, took: int, now_ms: int, next_pending_ms: int | None) -> LaneUpdate:
+        """The lane's new state once a claim took ``took`` deliveries from it.
+
+        ``next_pending_ms`` is the earliest due time of its claimable deliveries, leased
+        ones included (their due time is the end of the lease). A lane held back by its
+        limits is parked: until its bucket refills, or until the earliest lease ends
+        (recording an attempt of it wakes it sooner).
+        """
+        tokens = self.tokens_at(now_ms) - took if self.rate_limit else None
+        due = next_pending_ms
+        if due is not None and due <= now_ms:
+            if self.max_concurrency is not None and self.leased + took >= self.max_concurrency:
+                due = max(due, self.lease_ends_ms or now_ms + PARKED_MS)
+            if self.rate_limit and tokens is not None and tokens < 1:
+                due = max(due, now_ms + math.ceil((1 - tokens) / self.rate_limit * 1000))
+        return LaneUpdate(
+            self.subscription_id,
+            served_ms=now_ms if took else None,
+            tokens=tokens,
+            next_due_ms=due,
+        )
+
+
+PARKED_MS = 30_000
+"""How long a lane at its ``maxConcurrency`` waits when the end of its leases is unknown."""
+
+
+@dataclass(frozen=True)
+class LaneUpdate:
+    subscription_id: str
+    served_ms: int | None
+    """Set when the claim took from the lane (it goes to the back of the line)."""
+    tokens: float | None
+    next_due_ms: int | None

@@ -18,6 +18,11 @@ class InvalidUrl(ValueError):
     """A subscription URL that may not receive deliveries."""
 
 
+class Ordering(StrEnum):
+    FIFO = "fifo"
+    """The events of one ordering key arrive one at a time, in the order they were emitted."""
+
+
 class SubscriptionKind(StrEnum):
     WEBHOOK = "webhook"
     REST_HOOK = "rest_hook"
@@ -37,13 +42,14 @@ class Subscription:
     created_ms: int
     updated_ms: int
     max_concurrency: int | None = None
-    """Deliveries in flight at once, per dispatcher process (None: the server default)."""
+    """Deliveries in flight at once, over every worker (None: as the scheduler decides)."""
     rate_limit: float | None = None
-    """Deliveries started per second, per dispatcher process (None: unlimited)."""
+    """Deliveries started per second, over every worker (None: unlimited)."""
     public_key: str | None = None
     """``whpk_`` key receivers verify with, for subscriptions signed with Ed25519."""
     previous_secret_expires_ms: int | None = None
     """Until then the secret replaced by the last rotation signs too."""
+    ordering: Ordering | None = None
 
     def wants(self, event_type: str) -> bool:
         return any(EventPattern.parse(p).matches(event_type) for p in self.event_types)

@@ -25,23 +25,22 @@ from tidings.storage.records import (
     AttemptOutcome,
     AttemptRecord,
     ClaimedDelivery,
+    ClaimRequest,
     DeliveryRecord,
     EventFilter,
     EventSummary,
+    LaneFigures,
     Page,
     StoredEvent,
     SubscriptionHealth,
     Tenant,
+    WorkerLane,
 )
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 T = TypeVar("T")
-
-
-def unbounded_room(_: str) -> int:
-    return 1 << 30
 
 
 class Outbox(Protocol):
@@ -140,15 +139,16 @@ class SubscriptionStore(Protocol):
 
 
 class DeliveryQueue(Protocol):
-    async def claim_due(
-        self, limit: int, lease_ms: int, now_ms: int, room: Callable[[str], int] = unbounded_room
-    ) -> list[ClaimedDelivery]:
-        """Lease up to ``limit`` due deliveries, at most ``room(subscription_id)`` of each.
+    """Deliveries are rows with a due time, grouped in lanes (one per subscription).
 
-        Leasing pushes the due time past the lease, so a worker that dies lets the lease
-        run out and the row is due again.
-        """
-        ...
+    A claim looks at the lanes with due work, least recently served first, asks the
+    request's ``plan`` how many to take from each, and leases them: the due time moves
+    past the lease, so a worker that dies lets the lease run out and the row is due
+    again. Cluster-wide limits (``maxConcurrency``, ``rateLimit``) are part of a lane's
+    state in the database, so they hold for every worker together.
+    """
+
+    async def claim(self, request: ClaimRequest) -> list[ClaimedDelivery]: ...
 
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
         """Give claimed deliveries back unattempted, due again at the given epoch ms."""
@@ -159,7 +159,19 @@ class DeliveryQueue(Protocol):
 
         Only the holder of the claim moves a delivery on: a worker whose lease ran out (and
         whose delivery another worker took over) logs its attempt but changes nothing.
+        Finishing a FIFO delivery lets the next one of its key go.
         """
+        ...
+
+    async def repair(self, now_ms: int) -> int:
+        """Let go FIFO deliveries left waiting behind nothing (their predecessor's event was
+        pruned, say); returns how many. A safety net, run with retention."""
+        ...
+
+    async def report_lanes(
+        self, worker_id: str, capacity: int, figures: Sequence[WorkerLane], now_ms: int
+    ) -> None:
+        """Publish this worker's in-flight figures (``Reports.lane_figures`` reads them)."""
         ...
 
     async def queue_state(self, now_ms: int) -> tuple[int, int | None]:
@@ -205,6 +217,13 @@ class Reports(Protocol):
     ) -> int:
         """Queue again every failed delivery of an event created since ``since_ms`` (to
         enabled subscriptions only); returns how many. Attempts start over at 1."""
+        ...
+
+    async def lane_figures(
+        self, tenant_id: str | None, subscription_ids: Sequence[str] | None, top: int
+    ) -> list[LaneFigures]:
+        """Backlog, paused, in flight and slot share of subscriptions (all of them, or the
+        given ones), largest backlog first, at most ``top``."""
         ...
 
 

@@ -1,15 +1,18 @@
 """The PostgreSQL connector: many API processes and workers share one database.
 
-* Claims use ``FOR UPDATE SKIP LOCKED`` (rendered by the shared claim query), so
-  concurrent workers never take the same row.
+* Claims lock the lanes they look at and the rows they take with ``FOR UPDATE SKIP
+  LOCKED``, so concurrent workers never take the same row and never wait for each other.
 * New work is announced with ``NOTIFY`` inside the inserting transaction (delivered on
   commit); each process LISTENs on one dedicated connection and wakes its dispatcher.
   The dispatcher's short poll remains the fallback if a notification is missed.
 * Emits of one tenant serialise on a transaction-level advisory lock, so events commit
   in ``seq`` order and a cursor past ``seq`` N can never later miss an event below N.
-* The hot path (emit, claim, record) runs on asyncpg directly, with the same SQL the
-  shared code states: profiling showed SQLAlchemy's async adaptation costing more CPU
-  per event than the database work itself. Everything else goes through ``SQLStore``.
+  Everything that queues behind or lets go a FIFO delivery takes the same lock, so a
+  delivery is never queued behind one that has just finished.
+* The hot path (emit, claim, record) runs on asyncpg directly, with the shared SQL of
+  ``sql/queue.py`` (lists as arrays, several rows per statement): profiling showed
+  SQLAlchemy's async adaptation costing more CPU per event than the database work
+  itself. Everything else goes through the shared SQLAlchemy stores.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import contextlib
 import dataclasses
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -27,45 +30,32 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tidings.domain.clock import now_ms
-from tidings.domain.deliveries import DeliveryStatus
-from tidings.storage.interfaces import unbounded_room
-from tidings.storage.records import AttemptOutcome, ClaimedDelivery, StoredEvent
+from tidings.domain.scheduling import LaneState
+from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimRequest, StoredEvent
+from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
+from tidings.storage.schema import CLAIMABLE, LEASED
 from tidings.storage.sql import Database, SQLStore
-from tidings.storage.sql.events import SQLEvents
+from tidings.storage.sql import queue as q
+from tidings.storage.sql.database import QUEUE_ROWS
+from tidings.storage.sql.events import SQLEvents, fan_out_params
 from tidings.storage.sql.queue import (
-    CLAIM_SCAN_FACTOR,
     SQLQueue,
     attempt_row,
     claimed_deliveries,
     delivery_update,
-    pick_claims,
-    streak_changes,
 )
 
 CHANNEL = "tidings_work"
-
+STREAM_LOCK = "tidings.events:"
 
 T = TypeVar("T")
 
 
 class PostgresDatabase(Database):
-    FAN_OUT_NOTIFIES = True
-    FAN_OUT = text(
-        f"""
-        WITH queued AS (
-        INSERT INTO deliveries (tenant_id, event_seq, subscription_id, status, attempts,
-                                due_ms, created_ms, updated_ms)
-        SELECT s.tenant_id, :seq, s.id, 'pending', 0, :now, :now, :now
-        FROM subscriptions AS s
-        WHERE s.tenant_id = :tenant AND s.enabled AND EXISTS (
-            SELECT 1 FROM json_array_elements_text(s.event_types::json) AS p(v)
-            WHERE p.v = '*' OR p.v = :type
-               OR (right(p.v, 2) = '.*' AND starts_with(:type, left(p.v, -1))))
-        RETURNING 1)
-        SELECT pg_notify('{CHANNEL}', '') FROM queued LIMIT 1
-        """
-    )
+    MATCHES = """EXISTS (
+        SELECT 1 FROM json_array_elements_text(s.event_types::json) AS p(v)
+        WHERE p.v = '*' OR p.v = :type
+           OR (right(p.v, 2) = '.*' AND starts_with(:type, left(p.v, -1))))"""
 
     def __init__(self, engine: AsyncEngine, listen_dsn: str) -> None:
         super().__init__()
@@ -84,6 +74,22 @@ class PostgresDatabase(Database):
         dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         return cls(engine, listen_dsn=dsn)
 
+    def queue_again(self, which: str) -> tuple[str, ...]:
+        """One statement: queue the rows, wake their lanes, and NOTIFY other processes."""
+        return (
+            f"""
+            WITH queued AS (
+                {QUEUE_ROWS.format(which=which)}
+                RETURNING subscription_id, status, blocked),
+            woken AS (
+                UPDATE lanes SET next_due_ms = :now
+                WHERE (next_due_ms IS NULL OR next_due_ms > :now) AND subscription_id IN (
+                    SELECT subscription_id FROM queued WHERE {CLAIMABLE})
+                RETURNING 1)
+            SELECT pg_notify('{CHANNEL}', '') FROM queued WHERE {CLAIMABLE} LIMIT 1
+            """,
+        )
+
     async def write(self, tx: Callable[[Connection], T]) -> T:
         async with self.engine.begin() as conn:
             return await conn.run_sync(tx)
@@ -95,7 +101,7 @@ class PostgresDatabase(Database):
     def lock_event_stream(self, conn: Connection, tenant_id: str) -> None:
         conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": "tidings.events:" + tenant_id},
+            {"key": STREAM_LOCK + tenant_id},
         )
 
     def announce_work(self, conn: Connection) -> None:
@@ -133,85 +139,14 @@ class PostgresDatabase(Database):
         await self.engine.dispose()
 
 
-# --- the hot path, on asyncpg ---------------------------------------------------------
+class Statement:
+    """Shared ``:name`` SQL, numbered for asyncpg once."""
 
+    def __init__(self, sql: str) -> None:
+        self.sql, self.names = _numbered(sql)
 
-class PostgresEvents(SQLEvents):
-    def __init__(self, db: PostgresDatabase) -> None:
-        super().__init__(db)
-        self._pg = db
-
-    async def insert_event(
-        self, event: StoredEvent, idempotency_key: str | None
-    ) -> tuple[StoredEvent, bool]:
-        if idempotency_key is not None:  # the rarer path keeps its race handling
-            return await super().insert_event(event, idempotency_key)
-        pool = await self._pg.hot_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(_LOCK_STREAM, "tidings.events:" + event.tenant_id)
-            seq = await conn.fetchval(
-                _INSERT_EVENT,
-                event.id,
-                event.tenant_id,
-                event.type,
-                event.created_ms,
-                event.body,
-                event.request_hash,
-            )
-            values = {"tenant": event.tenant_id, "seq": seq, "type": event.type, "now": now_ms()}
-            await conn.execute(_FAN_OUT, *_ordered(values, _FAN_OUT_PARAMS))
-        self._db.notify_work()
-        return dataclasses.replace(event, seq=seq), True
-
-
-class PostgresQueue(SQLQueue):
-    def __init__(self, db: PostgresDatabase) -> None:
-        super().__init__(db)
-        self._db: PostgresDatabase = db
-
-    async def claim_due(
-        self, limit: int, lease_ms: int, now_ms: int, room: Callable[[str], int] = unbounded_room
-    ) -> list[ClaimedDelivery]:
-        token = uuid.uuid4().hex
-        pool = await self._db.hot_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            scanned = await conn.fetch(_SCAN, now_ms, limit * CLAIM_SCAN_FACTOR)
-            chosen = pick_claims([(r["id"], r["subscription_id"]) for r in scanned], room, limit)
-            if not chosen:
-                return []
-            claimed = {
-                r["id"]: r["attempts"]
-                for r in await conn.fetch(_LEASE, now_ms + lease_ms, token, chosen)
-            }
-            rows = await conn.fetch(_DETAILS, list(claimed))
-            disabled = [r["id"] for r in rows if not r["enabled"]]
-            if disabled:
-                await conn.execute(_CANCEL, disabled)
-        return claimed_deliveries(rows, claimed, token)
-
-    async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
-        if not outcomes:
-            return {}
-        pool = await self._db.hot_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                _INSERT_ATTEMPT, [_ordered(attempt_row(o), _ATTEMPT_COLUMNS) for o in outcomes]
-            )
-            await conn.executemany(
-                _RECORD, [_ordered(delivery_update(o), _RECORD_PARAMS) for o in outcomes]
-            )
-            streaks: dict[str, int] = {}
-            for sub_id, failures in streak_changes(outcomes):
-                if failures is None:
-                    await conn.execute(_RESET_STREAK, sub_id)
-                else:
-                    streaks[sub_id] = await conn.fetchval(_ADD_FAILURES, sub_id, failures)
-        return streaks
-
-
-def open_postgres(url: str) -> SQLStore:
-    db = PostgresDatabase.from_url(url)
-    return SQLStore.build(db, PostgresEvents(db), PostgresQueue(db))
+    def args(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(values[name] for name in self.names)
 
 
 def _numbered(sql: str) -> tuple[str, list[str]]:
@@ -226,67 +161,206 @@ def _numbered(sql: str) -> tuple[str, list[str]]:
     return re.sub(r"(?<!:):([a-z_]+)", number, sql), names
 
 
-def _ordered(values: dict[str, Any], names: Sequence[str]) -> tuple[Any, ...]:
-    return tuple(values[name] for name in names)
+class PostgresEvents(SQLEvents):
+    def __init__(self, db: PostgresDatabase) -> None:
+        super().__init__(db)
+        self._pg = db
+        self._fan_out = Statement(db.FAN_OUT[0])
+
+    async def insert_event(
+        self, event: StoredEvent, idempotency_key: str | None
+    ) -> tuple[StoredEvent, bool]:
+        if idempotency_key is not None:  # the rarer path keeps its race handling
+            return await super().insert_event(event, idempotency_key)
+        pool = await self._pg.hot_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(_LOCK_STREAM, STREAM_LOCK + event.tenant_id)
+            seq = await conn.fetchval(
+                _INSERT_EVENT,
+                event.id,
+                event.tenant_id,
+                event.type,
+                event.created_ms,
+                event.body,
+                event.request_hash,
+                event.ordering_key,
+            )
+            stored = dataclasses.replace(event, seq=seq)
+            await conn.execute(self._fan_out.sql, *self._fan_out.args(fan_out_params(stored)))
+        self._db.notify_work()
+        return stored, True
 
 
-_PENDING = DeliveryStatus.PENDING.value
+class PostgresQueue(SQLQueue):
+    def __init__(self, db: PostgresDatabase) -> None:
+        super().__init__(db)
+        self._pg = db
+
+    async def claim(self, request: ClaimRequest) -> list[ClaimedDelivery]:
+        token = uuid.uuid4().hex
+        now = request.now_ms
+        pool = await self._pg.hot_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            found = await conn.fetch(
+                _DUE_LANES.sql,
+                *_DUE_LANES.args({"now": now, "skip": list(request.skip), "lanes": request.lanes}),
+            )
+            if not found:
+                return []
+            states = await _lane_states(conn, found, now)
+            plan = request.plan([state.lane(now) for state in states])
+            wanted = {sub: n for sub, n in plan.items() if n > 0}
+            taken = []
+            if wanted:
+                lease_until = now + request.lease_ms
+                taken = await conn.fetch(
+                    _TAKE, list(wanted), list(wanted.values()), lease_until, token, now
+                )
+            took: dict[str, int] = {}
+            for row in taken:
+                took[row["subscription_id"]] = took.get(row["subscription_id"], 0) + 1
+            next_due = dict(await conn.fetch(_NEXT_DUE, [s.subscription_id for s in states]))
+            updates = [
+                s.after_claim(took.get(s.subscription_id, 0), now, next_due.get(s.subscription_id))
+                for s in states
+            ]
+            await conn.execute(
+                _UPDATE_LANES,
+                [u.subscription_id for u in updates],
+                [u.served_ms for u in updates],
+                [u.tokens for u in updates],
+                [u.next_due_ms for u in updates],
+                now,
+            )
+            if not taken:
+                return []
+            rows = await conn.fetch(_DETAILS, [row["id"] for row in taken])
+        return claimed_deliveries(rows, token)
+
+    async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
+        if not outcomes:
+            return {}
+        pool = await self._pg.hot_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            fifo = sorted({o.claimed.tenant_id for o in outcomes if o.claimed.ordering_key})
+            for tenant_id in fifo:
+                await conn.execute(_LOCK_STREAM, STREAM_LOCK + tenant_id)
+            subs = sorted({o.claimed.subscription_id for o in outcomes})
+            enabled = dict(await conn.fetch(_ENABLED, subs))
+            await conn.executemany(
+                _INSERT_ATTEMPT.sql, [_INSERT_ATTEMPT.args(attempt_row(o)) for o in outcomes]
+            )
+            changes = sorted(
+                ((o, delivery_update(o, enabled.get(o.claimed.subscription_id))) for o in outcomes),
+                key=lambda pair: pair[0].claimed.delivery_id,
+            )
+            columns = [[p[name] for _, p in changes] for name in _RECORD_COLUMNS]
+            applied = {row["id"] for row in await conn.fetch(_RECORD, *columns)}
+            wakes = LaneWakes()
+            for o, params in changes:
+                if o.claimed.delivery_id not in applied:
+                    continue
+                wakes.recorded(o, params["b_status"])
+                if lets_next_go(o, params["b_status"]):
+                    let_go = _UNBLOCK_NEXT.args(q.key_params(o.claimed))
+                    if await conn.fetchval(_UNBLOCK_NEXT.sql, *let_go) is not None:
+                        wakes.wake(o.claimed.subscription_id, o.finished_ms)
+            streaks: dict[str, int] = {}
+            for sub_id, failures in streak_changes(outcomes):
+                if failures is None:
+                    await conn.execute(_RESET_STREAK.sql, *_RESET_STREAK.args({"sub": sub_id}))
+                else:
+                    added = _ADD_FAILURES.args({"sub": sub_id, "n": failures})
+                    streaks[sub_id] = await conn.fetchval(_ADD_FAILURES.sql, *added)
+            woken = list(wakes.params())
+            if woken:
+                await conn.execute(
+                    _WAKE_LANES, [w["sub"] for w in woken], [w["due"] for w in woken]
+                )
+        return streaks
+
+    async def repair(self, now_ms: int) -> int:
+        def tx(conn: Connection) -> int:
+            heads = conn.execute(text(q.STRANDED_HEADS)).all()
+            for delivery_id, sub_id in heads:
+                conn.execute(text(q.LET_GO), {"id": delivery_id})
+                conn.execute(text(q.WAKE_LANE), {"sub": sub_id, "due": now_ms})
+            return len(heads)
+
+        return await self._pg.write(tx)
+
+
+async def _lane_states(
+    conn: asyncpg.Connection, found: Sequence[asyncpg.Record], now: int
+) -> list[LaneState]:
+    limited = [row["subscription_id"] for row in found if row["max_concurrency"] is not None]
+    leased: dict[str, tuple[int, int | None]] = {}
+    if limited:
+        for row in await conn.fetch(_LEASED, limited, now):
+            leased[row["subscription_id"]] = (row["leased"], row["ends"])
+    return [q.lane_state(row, *leased.get(row["subscription_id"], (0, None))) for row in found]
+
+
+def open_postgres(url: str) -> SQLStore:
+    db = PostgresDatabase.from_url(url)
+    return SQLStore.build(db, PostgresEvents(db), PostgresQueue(db))
+
+
 _LOCK_STREAM = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 _INSERT_EVENT = """
-    INSERT INTO events (id, tenant_id, type, created_ms, body, request_hash)
-    VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq
+    INSERT INTO events (id, tenant_id, type, created_ms, body, request_hash, ordering_key)
+    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq
 """
-_FAN_OUT, _FAN_OUT_PARAMS = _numbered(PostgresDatabase.FAN_OUT.text)
-_SCAN = f"""
-    SELECT id, subscription_id FROM deliveries
-    WHERE status = '{_PENDING}' AND due_ms <= $1
-    ORDER BY due_ms LIMIT $2 FOR UPDATE SKIP LOCKED
-"""
-_LEASE = """
-    UPDATE deliveries SET due_ms = $1, claim_token = $2
-    WHERE id = ANY($3::bigint[]) RETURNING id, attempts
-"""
-_DETAILS = """
-    SELECT d.id, e.id AS event_id, e.tenant_id, e.created_ms, e.body, d.subscription_id,
-           s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
-           coalesce(s.enabled, false) AS enabled, s.max_concurrency,
-           s.rate_limit
-    FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
-    LEFT JOIN subscriptions AS s ON s.id = d.subscription_id
-    WHERE d.id = ANY($1::bigint[])
-"""
-_CANCEL = f"""
-    UPDATE deliveries SET status = '{DeliveryStatus.CANCELLED.value}', claim_token = NULL
-    WHERE id = ANY($1::bigint[])
-"""
-_ATTEMPT_COLUMNS = (
-    "delivery_id",
-    "tenant_id",
-    "event_id",
-    "subscription_id",
-    "attempt",
-    "outcome",
-    "status_code",
-    "elapsed_ms",
-    "response_body",
-    "error",
-    "created_ms",
+_DUE_LANES = Statement(
+    q.DUE_LANES.format(
+        skip="l.subscription_id <> ALL(CAST(:skip AS text[]))", lock="FOR UPDATE OF l SKIP LOCKED"
+    )
 )
-_INSERT_ATTEMPT = (
-    f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES "
-    f"({', '.join(f'${n}' for n in range(1, len(_ATTEMPT_COLUMNS) + 1))})"
-)
-_RECORD_PARAMS = ("b_status", "b_attempt", "b_due", "b_code", "b_now", "b_id", "b_token")
+_LEASED = f"""
+    SELECT subscription_id, count(*) AS leased, min(due_ms) AS ends FROM deliveries
+    WHERE subscription_id = ANY($1::text[]) AND {LEASED} AND due_ms > $2
+    GROUP BY subscription_id
+"""
+_TAKE = f"""
+    WITH plan AS (SELECT * FROM unnest($1::text[], $2::int[]) AS p(sub, n))
+    UPDATE deliveries AS d SET due_ms = $3, claim_token = $4
+    FROM (
+        SELECT c.id FROM plan CROSS JOIN LATERAL (
+            SELECT id FROM deliveries
+            WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
+            ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c
+    ) AS picked
+    WHERE d.id = picked.id
+    RETURNING d.id, d.subscription_id
+"""
+_NEXT_DUE = f"""
+    SELECT lane.sub, (SELECT min(due_ms) FROM deliveries
+                      WHERE subscription_id = lane.sub AND {CLAIMABLE})
+    FROM unnest($1::text[]) AS lane(sub)
+"""
+_UPDATE_LANES = """
+    UPDATE lanes SET served_ms = coalesce(u.served, lanes.served_ms), tokens = u.tokens,
+                     tokens_ms = $5, next_due_ms = u.due
+    FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::bigint[]) AS u(sub, served, tokens, due)
+    WHERE lanes.subscription_id = u.sub
+"""
+_DETAILS = q.DETAILS.format(ids="SELECT unnest($1::bigint[])")
+_ENABLED = q.ENABLED.format(ids="SELECT unnest($1::text[])")
+_INSERT_ATTEMPT = Statement(q.INSERT_ATTEMPT)
+_RECORD_COLUMNS = ("b_id", "b_token", "b_status", "b_attempt", "b_due", "b_code", "b_now")
 _RECORD = """
-    UPDATE deliveries SET status = $1, attempts = $2, due_ms = $3, claim_token = NULL,
-                          last_status_code = $4, updated_ms = $5
-    WHERE id = $6 AND claim_token = $7
+    UPDATE deliveries AS d SET status = u.status, attempts = u.attempt, due_ms = u.due,
+                               claim_token = NULL, last_status_code = u.code, updated_ms = u.at
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::int[],
+                $7::bigint[]) AS u(id, token, status, attempt, due, code, at)
+    WHERE d.id = u.id AND d.claim_token = u.token
+    RETURNING d.id
 """
-_RESET_STREAK = """
-    UPDATE subscriptions SET consecutive_failures = 0
-    WHERE id = $1 AND consecutive_failures <> 0
-"""
-_ADD_FAILURES = """
-    UPDATE subscriptions SET consecutive_failures = consecutive_failures + $2
-    WHERE id = $1 RETURNING consecutive_failures
+_UNBLOCK_NEXT = Statement(q.UNBLOCK_NEXT)
+_RESET_STREAK = Statement(q.RESET_STREAK)
+_ADD_FAILURES = Statement(q.ADD_FAILURES)
+_WAKE_LANES = """
+    UPDATE lanes SET next_due_ms = u.due
+    FROM unnest($1::text[], $2::bigint[]) AS u(sub, due)
+    WHERE lanes.subscription_id = u.sub AND (lanes.next_due_ms IS NULL OR lanes.next_due_ms > u.due)
 """

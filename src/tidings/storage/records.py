@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from tidings.domain.deliveries import AttemptResult, Verdict
+from tidings.domain.scheduling import Lane
 
 T = TypeVar("T")
 
@@ -33,6 +35,8 @@ class StoredEvent:
     body: str
     """The envelope JSON, byte for byte what receivers get."""
     request_hash: str | None = None
+    ordering_key: str | None = None
+    """FIFO subscriptions deliver the events of one key one at a time, in order."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,22 @@ class EventSummary:
 
 
 @dataclass(frozen=True)
+class ClaimRequest:
+    """What a worker asks of the queue: ``plan`` gets the lanes with due work and says
+    how many to take from each (``Scheduler.plan``, frozen for this call)."""
+
+    now_ms: int
+    lease_ms: int
+    plan: Callable[[Sequence[Lane]], Mapping[str, int]]
+    skip: Sequence[str] = ()
+    """Subscriptions this worker can take no more of now."""
+    lanes: int = 256
+    """At most this many lanes are looked at, least recently served first."""
+
+
+@dataclass(frozen=True)
 class ClaimedDelivery:
-    """A due delivery leased to one worker until ``lease_until_ms``."""
+    """A due delivery leased to one worker (``claim_token``) until its lease runs out."""
 
     delivery_id: int
     claim_token: str
@@ -118,9 +136,43 @@ class ClaimedDelivery:
     url: str
     secret_enc: str
     max_concurrency: int | None = None
-    rate_limit: float | None = None
     previous_secret_enc: str | None = None
     """The secret before the last rotation, while its grace period lasts."""
+    ordering_key: str | None = None
+    """Set on deliveries of FIFO subscriptions: finishing one lets the next of its key go."""
+    paused_ms: int = 0
+
+    @property
+    def window_start_ms(self) -> int:
+        """The retry window counts from the event, not counting time spent paused."""
+        return self.event_created_ms + self.paused_ms
+
+
+@dataclass(frozen=True)
+class WorkerLane:
+    """What one worker holds of one subscription now."""
+
+    subscription_id: str
+    tenant_id: str
+    in_flight: int
+    slot_limit: int
+
+
+@dataclass(frozen=True)
+class LaneFigures:
+    """One subscription's place in the scheduler, for operators (portal, /metrics)."""
+
+    subscription_id: str
+    tenant_id: str
+    backlog: int
+    """Deliveries pending (due now or later, in flight included)."""
+    paused: int
+    in_flight: int
+    """Attempts in flight now, over every worker that reported in the last minute."""
+    slot_limit: int
+    """The adaptive limit, summed over those workers."""
+    share: float
+    """Its in-flight attempts as a fraction of those workers' slots."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy import RowMapping
 
 from tidings.domain.deliveries import DisableReason
-from tidings.domain.subscriptions import Subscription, SubscriptionKind
+from tidings.domain.subscriptions import Ordering, Subscription, SubscriptionKind
 from tidings.storage.records import AttemptRecord, Page, StoredEvent
 
 T = TypeVar("T")
@@ -32,6 +32,7 @@ def subscription_of(row: RowMapping) -> Subscription:
         rate_limit=row["rate_limit"],
         public_key=row["public_key"],
         previous_secret_expires_ms=row["previous_secret_expires_ms"],
+        ordering=Ordering(row["ordering"]) if row["ordering"] else None,
     )
 
 
@@ -44,6 +45,7 @@ def event_of(row: RowMapping) -> StoredEvent:
         created_ms=row["created_ms"],
         body=row["body"],
         request_hash=row["request_hash"],
+        ordering_key=row["ordering_key"],
     )
 
 

@@ -17,6 +17,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 
 metadata = MetaData()
@@ -55,6 +57,7 @@ events = Table(
     Column("body", Text, nullable=False),
     Column("idempotency_key", String(255)),
     Column("request_hash", String(64)),
+    Column("ordering_key", String(256)),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_events_idempotency"),
     Index("ix_events_tenant_seq", "tenant_id", "seq"),
     Index("ix_events_tenant_type_seq", "tenant_id", "type", "seq"),
@@ -80,10 +83,19 @@ subscriptions = Table(
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("max_concurrency", Integer),
     Column("rate_limit", Float),
+    Column("ordering", String(10)),
+    Column("disabled_ms", BigInteger),
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_subscriptions_tenant_seq", "tenant_id", "seq"),
 )
+
+CLAIMABLE = "status = 'pending' AND NOT blocked"
+"""Deliveries a claim may take: pending and not queued behind an earlier one of their key.
+Queries say it in exactly these words, so SQLite uses the partial index that does."""
+UNFINISHED = "status IN ('pending', 'paused')"
+LEASED = "claim_token IS NOT NULL"
+
 
 deliveries = Table(
     "deliveries",
@@ -99,7 +111,38 @@ deliveries = Table(
     Column("last_status_code", Integer),
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+    # Set for subscriptions with ``ordering: fifo`` ('' for events without a key).
+    Column("ordering_key", String(256)),
+    # FIFO order within a key: the event's seq, or past the key's last for a re-queue.
+    Column("position", BigInteger),
+    # Waits behind an unfinished delivery of the same key (FIFO).
+    Column("blocked", Boolean, nullable=False, server_default=false()),
+    # Time spent paused, which does not count against the retry window.
+    Column("paused_ms", BigInteger, nullable=False, server_default=text("0")),
     Index("ix_deliveries_status_due", "status", "due_ms"),
+    Index(
+        "ix_deliveries_lane",
+        "subscription_id",
+        "due_ms",
+        sqlite_where=text(CLAIMABLE),
+        postgresql_where=text(CLAIMABLE),
+    ),
+    Index(
+        "ix_deliveries_key",
+        "subscription_id",
+        "ordering_key",
+        "position",
+        "id",
+        sqlite_where=text(f"ordering_key IS NOT NULL AND {UNFINISHED}"),
+        postgresql_where=text(f"ordering_key IS NOT NULL AND {UNFINISHED}"),
+    ),
+    Index(
+        "ix_deliveries_leased",
+        "subscription_id",
+        "due_ms",
+        sqlite_where=text(LEASED),
+        postgresql_where=text(LEASED),
+    ),
     Index("ix_deliveries_subscription_status_event", "subscription_id", "status", "event_seq"),
     Index("ix_deliveries_tenant_status_event", "tenant_id", "status", "event_seq"),
     Index("ix_deliveries_event", "event_seq"),
@@ -124,4 +167,37 @@ attempts = Table(
     Index("ix_attempts_subscription", "subscription_id", "id"),
     Index("ix_attempts_created", "created_ms"),
     Index("ix_attempts_tenant_created", "tenant_id", "created_ms", "outcome"),
+)
+
+lanes = Table(
+    "lanes",
+    metadata,
+    Column(
+        "subscription_id",
+        String(40),
+        ForeignKey("subscriptions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("tenant_id", String(40), nullable=False),
+    # When the subscription may next have a delivery to claim; NULL: nothing pending.
+    Column("next_due_ms", BigInteger),
+    # When a claim last took from it: the least recently served lanes are looked at first.
+    Column("served_ms", BigInteger, nullable=False, server_default=text("0")),
+    # The rate limit's token bucket, shared by every worker.
+    Column("tokens", Float),
+    Column("tokens_ms", BigInteger),
+    Index("ix_lanes_due", "next_due_ms"),
+)
+
+lane_stats = Table(
+    "lane_stats",
+    metadata,
+    Column("worker_id", String(40), primary_key=True),
+    Column("subscription_id", String(40), primary_key=True),
+    Column("tenant_id", String(40), nullable=False),
+    Column("in_flight", Integer, nullable=False),
+    Column("slot_limit", Integer, nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_lane_stats_subscription", "subscription_id"),
 )

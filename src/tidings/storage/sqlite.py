@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,24 +21,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from tidings.domain.clock import now_ms
-from tidings.domain.deliveries import DeliveryStatus
-from tidings.storage.interfaces import unbounded_room
-from tidings.storage.records import AttemptOutcome, ClaimedDelivery, StoredEvent
-from tidings.storage.schema import deliveries
+from tidings.domain.scheduling import LaneState
+from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimRequest, StoredEvent
+from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
 from tidings.storage.sql import Database, SQLStore
-from tidings.storage.sql.events import SQLEvents
+from tidings.storage.sql import queue as q
+from tidings.storage.sql.events import SQLEvents, fan_out_params
 from tidings.storage.sql.queue import (
-    CLAIM_SCAN_FACTOR,
     SQLQueue,
     attempt_row,
     claimed_deliveries,
     delivery_update,
-    pick_claims,
-    streak_changes,
 )
 
 T = TypeVar("T")
@@ -72,15 +70,7 @@ def _engine(url: Any, *, immediate: bool, pool_size: int, checkpoints: bool = Tr
 
 
 def _due_now(conn: Connection) -> bool:
-    query = (
-        select(deliveries.c.id)
-        .where(
-            deliveries.c.status == DeliveryStatus.PENDING.value,
-            deliveries.c.due_ms <= now_ms(),
-        )
-        .limit(1)
-    )
-    return conn.execute(query).first() is not None
+    return _driver(conn).execute(q.DUE_SOMEWHERE, {"now": now_ms()}).fetchone() is not None
 
 
 def _driver(conn: Connection) -> sqlite3.Connection:
@@ -88,66 +78,19 @@ def _driver(conn: Connection) -> sqlite3.Connection:
     return driver
 
 
-_PENDING = DeliveryStatus.PENDING.value
 _INSERT_EVENT = (
-    "INSERT INTO events (id, tenant_id, type, created_ms, body, request_hash) "
-    "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq"
-)
-_SCAN = (
-    f"SELECT id, subscription_id FROM deliveries WHERE status = '{_PENDING}' AND due_ms <= ? "
-    "ORDER BY due_ms LIMIT ?"
-)
-_LEASE = (
-    "UPDATE deliveries SET due_ms = ?, claim_token = ? WHERE id IN ({marks}) RETURNING id, attempts"
-)
-_DETAILS = """
-    SELECT d.id, e.id AS event_id, e.tenant_id, e.created_ms, e.body, d.subscription_id,
-           s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
-           coalesce(s.enabled, 0) AS enabled, s.max_concurrency,
-           s.rate_limit
-    FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
-    LEFT JOIN subscriptions AS s ON s.id = d.subscription_id
-    WHERE d.id IN ({marks})
-"""
-_CANCEL = (
-    f"UPDATE deliveries SET status = '{DeliveryStatus.CANCELLED.value}', claim_token = NULL "
-    "WHERE id IN ({marks})"
-)
-_INSERT_ATTEMPT = """
-    INSERT INTO attempts (delivery_id, tenant_id, event_id, subscription_id, attempt, outcome,
-                          status_code, elapsed_ms, response_body, error, created_ms)
-    VALUES (:delivery_id, :tenant_id, :event_id, :subscription_id, :attempt, :outcome,
-            :status_code, :elapsed_ms, :response_body, :error, :created_ms)
-"""
-_RECORD = """
-    UPDATE deliveries SET status = :b_status, attempts = :b_attempt, due_ms = :b_due,
-                          claim_token = NULL, last_status_code = :b_code, updated_ms = :b_now
-    WHERE id = :b_id AND claim_token = :b_token
-"""
-_RESET_STREAK = (
-    "UPDATE subscriptions SET consecutive_failures = 0 WHERE id = ? AND consecutive_failures <> 0"
-)
-_ADD_FAILURES = (
-    "UPDATE subscriptions SET consecutive_failures = consecutive_failures + ? "
-    "WHERE id = ? RETURNING consecutive_failures"
+    "INSERT INTO events (id, tenant_id, type, created_ms, body, request_hash, ordering_key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq"
 )
 
 
 class SQLiteDatabase(Database):
-    FAN_OUT = text(
-        """
-        INSERT INTO deliveries (tenant_id, event_seq, subscription_id, status, attempts,
-                                due_ms, created_ms, updated_ms)
-        SELECT s.tenant_id, :seq, s.id, 'pending', 0, :now, :now, :now
-        FROM subscriptions AS s
-        WHERE s.tenant_id = :tenant AND s.enabled = 1 AND EXISTS (
-            SELECT 1 FROM json_each(s.event_types) AS p
-            WHERE p.value = '*' OR p.value = :type
-               OR (substr(p.value, -2) = '.*'
-                   AND substr(:type, 1, length(p.value) - 1)
-                       = substr(p.value, 1, length(p.value) - 1)))
-        """
-    )
+    MATCHES = """EXISTS (
+        SELECT 1 FROM json_each(s.event_types) AS p
+        WHERE p.value = '*' OR p.value = :type
+           OR (substr(p.value, -2) = '.*'
+               AND substr(:type, 1, length(p.value) - 1)
+                   = substr(p.value, 1, length(p.value) - 1)))"""
 
     def __init__(self, writer: Engine, reader: Engine) -> None:
         super().__init__()
@@ -242,11 +185,13 @@ class SQLiteEvents(SQLEvents):
                     event.created_ms,
                     event.body,
                     event.request_hash,
+                    event.ordering_key,
                 ),
             ).fetchone()
             seq = int(row[0])
-            fan_out = {"tenant": event.tenant_id, "seq": seq, "type": event.type, "now": now_ms()}
-            db.execute(SQLiteDatabase.FAN_OUT.text, fan_out)
+            params = fan_out_params(dataclasses.replace(event, seq=seq))
+            for sql in self._db.FAN_OUT:
+                db.execute(sql, params)
             return seq
 
         seq = await self._db.write(tx)
@@ -255,49 +200,107 @@ class SQLiteEvents(SQLEvents):
 
 
 class SQLiteQueue(SQLQueue):
-    async def claim_due(
-        self, limit: int, lease_ms: int, now_ms: int, room: Callable[[str], int] = unbounded_room
-    ) -> list[ClaimedDelivery]:
+    """The queue's transactions as plain functions of a ``sqlite3`` connection."""
+
+    async def claim(self, request: ClaimRequest) -> list[ClaimedDelivery]:
         token = uuid.uuid4().hex
-
-        def tx(conn: Connection) -> tuple[dict[int, int], list[sqlite3.Row]]:
-            db = _driver(conn)
-            scanned = db.execute(_SCAN, (now_ms, limit * CLAIM_SCAN_FACTOR)).fetchall()
-            chosen = pick_claims(scanned, room, limit)
-            if not chosen:
-                return {}, []
-            marks = ",".join("?" * len(chosen))
-            lease = _LEASE.format(marks=marks)
-            claimed = dict(db.execute(lease, (now_ms + lease_ms, token, *chosen)).fetchall())
-            cursor = db.cursor()
-            cursor.row_factory = sqlite3.Row
-            rows = cursor.execute(_DETAILS.format(marks=marks), chosen).fetchall()
-            disabled = [row["id"] for row in rows if not row["enabled"]]
-            if disabled:
-                db.execute(_CANCEL.format(marks=",".join("?" * len(disabled))), disabled)
-            return claimed, rows
-
-        claimed, rows = await self._db.write(tx)
-        return claimed_deliveries(rows, claimed, token)
+        rows = await self._db.write(lambda conn: _claim(_driver(conn), request, token))
+        return claimed_deliveries(rows, token)
 
     async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
         if not outcomes:
             return {}
+        return await self._db.write(lambda conn: _record(_driver(conn), outcomes))
 
-        def tx(conn: Connection) -> dict[str, int]:
-            db = _driver(conn)
-            db.executemany(_INSERT_ATTEMPT, [attempt_row(o) for o in outcomes])
-            db.executemany(_RECORD, [delivery_update(o) for o in outcomes])
-            streaks: dict[str, int] = {}
-            for sub_id, failures in streak_changes(outcomes):
-                if failures is None:
-                    db.execute(_RESET_STREAK, (sub_id,))
-                else:
-                    row = db.execute(_ADD_FAILURES, (failures, sub_id)).fetchone()
-                    streaks[sub_id] = int(row[0])
-            return streaks
+    async def repair(self, now_ms: int) -> int:
+        return await self._db.write(lambda conn: _repair(_driver(conn), now_ms))
 
-        return await self._db.write(tx)
+
+def _claim(db: sqlite3.Connection, request: ClaimRequest, token: str) -> list[sqlite3.Row]:
+    now = request.now_ms
+    cursor = db.cursor()
+    cursor.row_factory = sqlite3.Row
+    found = cursor.execute(
+        _DUE_LANES,
+        {"now": now, "skip": json.dumps(list(request.skip)), "lanes": request.lanes},
+    ).fetchall()
+    states = [_lane_state(db, row, now) for row in found]
+    plan = request.plan([state.lane(now) for state in states])
+    lease_until = now + request.lease_ms
+    claimed: list[int] = []
+    for state in states:
+        wanted = plan.get(state.subscription_id, 0)
+        took = []
+        if wanted > 0:
+            took = [
+                r[0]
+                for r in db.execute(
+                    q.TAKE,
+                    {
+                        "sub": state.subscription_id,
+                        "now": now,
+                        "n": wanted,
+                        "lease_until": lease_until,
+                        "token": token,
+                    },
+                ).fetchall()
+            ]
+            claimed.extend(took)
+        next_pending = db.execute(q.NEXT_DUE, {"sub": state.subscription_id}).fetchone()[0]
+        update = state.after_claim(len(took), now, next_pending)
+        db.execute(q.UPDATE_LANE, q.lane_update_params(update, now))
+    if not claimed:
+        return []
+    marks = ",".join("?" * len(claimed))
+    return cursor.execute(q.DETAILS.format(ids=marks), claimed).fetchall()
+
+
+_DUE_LANES = q.DUE_LANES.format(
+    skip="l.subscription_id NOT IN (SELECT value FROM json_each(:skip))", lock=""
+)
+
+
+def _lane_state(db: sqlite3.Connection, row: sqlite3.Row, now: int) -> LaneState:
+    leased, lease_ends = 0, None
+    if row["max_concurrency"] is not None:
+        leased, lease_ends = db.execute(
+            q.LEASED_NOW, {"sub": row["subscription_id"], "now": now}
+        ).fetchone()
+    return q.lane_state(row, leased, lease_ends)
+
+
+def _record(db: sqlite3.Connection, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
+    subs = sorted({o.claimed.subscription_id for o in outcomes})
+    marks = ",".join("?" * len(subs))
+    enabled = dict(db.execute(q.ENABLED.format(ids=marks), subs).fetchall())
+    db.executemany(q.INSERT_ATTEMPT, [attempt_row(o) for o in outcomes])
+    wakes = LaneWakes()
+    for o in outcomes:
+        params = delivery_update(o, enabled.get(o.claimed.subscription_id))
+        applied = db.execute(q.RECORD, params).fetchone() is not None
+        if applied:
+            wakes.recorded(o, params["b_status"])
+            if lets_next_go(o, params["b_status"]):
+                unblocked = db.execute(q.UNBLOCK_NEXT, q.key_params(o.claimed)).fetchone()
+                if unblocked is not None:
+                    wakes.wake(o.claimed.subscription_id, o.finished_ms)
+    streaks: dict[str, int] = {}
+    for sub_id, failures in streak_changes(outcomes):
+        if failures is None:
+            db.execute(q.RESET_STREAK, {"sub": sub_id})
+        else:
+            row = db.execute(q.ADD_FAILURES, {"sub": sub_id, "n": failures}).fetchone()
+            streaks[sub_id] = int(row[0])
+    db.executemany(q.WAKE_LANE, wakes.params())
+    return streaks
+
+
+def _repair(db: sqlite3.Connection, now_ms: int) -> int:
+    heads = db.execute(q.STRANDED_HEADS).fetchall()
+    for delivery_id, sub_id in heads:
+        db.execute(q.LET_GO, {"id": delivery_id})
+        db.execute(q.WAKE_LANE, {"sub": sub_id, "due": now_ms})
+    return len(heads)
 
 
 def open_sqlite(url: str) -> SQLStore:

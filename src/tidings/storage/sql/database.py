@@ -11,24 +11,62 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy import Connection, TextClause, text
+from sqlalchemy import Connection, text
 
 from tidings.storage import migrate as migrations
+from tidings.storage.schema import CLAIMABLE, UNFINISHED
 
 T = TypeVar("T")
 
+QUEUE_ROWS = f"""
+    INSERT INTO deliveries (tenant_id, event_seq, subscription_id, status, attempts, due_ms,
+                            created_ms, updated_ms, ordering_key, position, blocked)
+    SELECT tenant_id, :seq, id, status, 0, :now, :now, :now, ordering_key,
+           CASE WHEN ordering_key IS NOT NULL THEN coalesce(last, -1) + 1 END,
+           CASE WHEN last IS NOT NULL THEN TRUE ELSE FALSE END
+    FROM (
+        SELECT s.tenant_id, s.id,
+               CASE WHEN s.enabled THEN 'pending' ELSE 'paused' END AS status,
+               CASE WHEN s.ordering = 'fifo' THEN CAST(:key AS TEXT) END AS ordering_key,
+               CASE WHEN s.ordering = 'fifo' THEN (
+                   SELECT max(p.position) FROM deliveries AS p
+                   WHERE p.subscription_id = s.id AND p.ordering_key IS NOT NULL
+                     AND p.ordering_key = :key AND p.{UNFINISHED}) END AS last
+        FROM subscriptions AS s
+        WHERE s.tenant_id = :tenant AND {{which}}
+    ) AS matched
+"""
+"""Queue one event for the subscriptions ``{which}`` selects: pending, or paused if the
+subscription is disabled; on FIFO subscriptions after the key's last unfinished delivery,
+and blocked behind it if there is one."""
+
+WAKE_LANES = f"""
+    UPDATE lanes SET next_due_ms = :now
+    WHERE (next_due_ms IS NULL OR next_due_ms > :now) AND subscription_id IN (
+        SELECT subscription_id FROM deliveries WHERE event_seq = :seq AND {CLAIMABLE})
+"""
+WANTS_EVENT = "(s.enabled OR s.disabled_reason IN ('breaker', 'manual')) AND {matches}"
+
 
 class Database:
-    FAN_OUT: TextClause
-    """One INSERT ... SELECT queueing a delivery for every enabled subscription whose
-    patterns match ``:type``; the connector writes it in its dialect's JSON functions.
-    It mirrors ``EventPattern.matches`` (a test holds the two to the same answers)."""
+    MATCHES: str
+    """A condition on subscription ``s``: one of its patterns matches ``:type``. The
+    connector writes it in its dialect's JSON functions; it mirrors
+    ``EventPattern.matches`` (a test holds the two to the same answers)."""
 
-    FAN_OUT_NOTIFIES = False
-    """Whether ``FAN_OUT`` itself tells other processes about the new work."""
+    @functools.cached_property
+    def FAN_OUT(self) -> tuple[str, ...]:
+        """The statements that queue a new event for every subscription that wants it."""
+        return self.queue_again(WANTS_EVENT.format(matches=self.MATCHES))
+
+    def queue_again(self, which: str) -> tuple[str, ...]:
+        """The statements that queue an event for the subscriptions ``which`` selects
+        (parameters ``:tenant :seq :type :key :now``) and wake their lanes."""
+        return (QUEUE_ROWS.format(which=which), WAKE_LANES)
 
     def __init__(self) -> None:
         self._work = asyncio.Event()

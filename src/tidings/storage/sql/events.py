@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from tidings.domain.clock import now_ms
-from tidings.domain.deliveries import DeliveryStatus
 from tidings.storage.interfaces import Outbox
 from tidings.storage.records import AttemptRecord, Page, StoredEvent
 from tidings.storage.rows import attempt_of, event_of, page_of
-from tidings.storage.schema import attempts, deliveries, events
+from tidings.storage.schema import attempts, events
 from tidings.storage.sql.database import Database
 
 T = TypeVar("T")
@@ -129,38 +128,37 @@ def add_event(
             body=event.body,
             idempotency_key=idempotency_key,
             request_hash=event.request_hash,
+            ordering_key=event.ordering_key,
         )
         .returning(events.c.seq)
     )
     stored = dataclasses.replace(event, seq=conn.execute(statement).scalar_one())
-    fan_out = {"tenant": stored.tenant_id, "seq": stored.seq, "type": stored.type, "now": now_ms()}
-    result = conn.execute(db.FAN_OUT, fan_out)
-    if result.rowcount and not db.FAN_OUT_NOTIFIES:
-        db.announce_work(conn)
+    for sql in db.FAN_OUT:
+        conn.execute(text(sql), fan_out_params(stored))
     return stored
+
+
+def fan_out_params(event: StoredEvent) -> dict[str, Any]:
+    return {
+        "tenant": event.tenant_id,
+        "seq": event.seq,
+        "type": event.type,
+        "key": event.ordering_key or "",
+        "now": now_ms(),
+    }
 
 
 def _insert_deliveries(
     db: Database, conn: Connection, event: StoredEvent, subscription_ids: Sequence[str]
 ) -> None:
-    stamp = now_ms()
+    """Queue ``event`` again for these subscriptions: behind what is unfinished of its
+    key on FIFO ones, as if emitted now."""
+    db.lock_event_stream(conn, event.tenant_id)
+    ids = {f"s{i}": sub_id for i, sub_id in enumerate(subscription_ids)}
+    which = f"s.id IN ({', '.join(':' + name for name in ids)})"
+    for sql in db.queue_again(which):
+        conn.execute(text(sql), {**fan_out_params(event), **ids})
     db.announce_work(conn)
-    conn.execute(
-        insert(deliveries),
-        [
-            {
-                "tenant_id": event.tenant_id,
-                "event_seq": event.seq,
-                "subscription_id": sub_id,
-                "status": DeliveryStatus.PENDING.value,
-                "attempts": 0,
-                "due_ms": stamp,
-                "created_ms": stamp,
-                "updated_ms": stamp,
-            }
-            for sub_id in subscription_ids
-        ],
-    )
 
 
 class _TransactionOutbox:

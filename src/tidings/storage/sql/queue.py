@@ -1,22 +1,117 @@
-"""The delivery queue's parts both SQL connectors share; each runs its own hot path."""
+"""The delivery queue's SQL, shared by both connectors, and the pieces around it.
+
+Statements use ``:name`` parameters: the SQLite connector runs them on ``sqlite3`` as
+they are, the PostgreSQL one numbers them for asyncpg. Where the two dialects differ
+(lists of ids, row locks), the statement has a ``{placeholder}`` each fills in.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 
 from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import DeliveryStatus
-from tidings.storage.records import AttemptOutcome, ClaimedDelivery
+from tidings.domain.scheduling import LaneState, LaneUpdate
+from tidings.storage.records import AttemptOutcome, ClaimedDelivery, WorkerLane
 from tidings.storage.rows import previous_secret
-from tidings.storage.schema import deliveries
+from tidings.storage.rules import LaneWakes, recorded_status
+from tidings.storage.schema import CLAIMABLE, LEASED, UNFINISHED, deliveries, lane_stats
 from tidings.storage.sql.database import Database
+
+LANE_STATS_TTL_MS = 60_000
+"""A worker's figures count for a minute after it last reported (it reports every few s)."""
+
+DUE_LANES = """
+    SELECT l.subscription_id, l.tenant_id, l.tokens, l.tokens_ms,
+           s.max_concurrency, s.rate_limit
+    FROM lanes AS l JOIN subscriptions AS s ON s.id = l.subscription_id
+    WHERE l.next_due_ms <= :now AND s.enabled AND {skip}
+    ORDER BY l.served_ms LIMIT :lanes {lock}
+"""
+LEASED_NOW = f"""
+    SELECT count(*), min(due_ms) FROM deliveries
+    WHERE subscription_id = :sub AND {LEASED} AND due_ms > :now
+"""
+TAKE = f"""
+    UPDATE deliveries SET due_ms = :lease_until, claim_token = :token
+    WHERE id IN (
+        SELECT id FROM deliveries
+        WHERE subscription_id = :sub AND {CLAIMABLE} AND due_ms <= :now
+        ORDER BY due_ms LIMIT :n)
+    RETURNING id
+"""
+NEXT_DUE = f"SELECT min(due_ms) FROM deliveries WHERE subscription_id = :sub AND {CLAIMABLE}"
+UPDATE_LANE = """
+    UPDATE lanes SET served_ms = coalesce(:served, served_ms), tokens = :tokens,
+                     tokens_ms = :now, next_due_ms = :due
+    WHERE subscription_id = :sub
+"""
+DETAILS = """
+    SELECT d.id, d.attempts, d.ordering_key, d.paused_ms, d.subscription_id,
+           e.id AS event_id, e.tenant_id, e.created_ms, e.body,
+           s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
+           s.max_concurrency
+    FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
+    JOIN subscriptions AS s ON s.id = d.subscription_id
+    WHERE d.id IN ({ids})
+"""
+ENABLED = "SELECT id, enabled FROM subscriptions WHERE id IN ({ids})"
+INSERT_ATTEMPT = """
+    INSERT INTO attempts (delivery_id, tenant_id, event_id, subscription_id, attempt, outcome,
+                          status_code, elapsed_ms, response_body, error, created_ms)
+    VALUES (:delivery_id, :tenant_id, :event_id, :subscription_id, :attempt, :outcome,
+            :status_code, :elapsed_ms, :response_body, :error, :created_ms)
+"""
+RECORD = """
+    UPDATE deliveries SET status = :b_status, attempts = :b_attempt, due_ms = :b_due,
+                          claim_token = NULL, last_status_code = :b_code, updated_ms = :b_now
+    WHERE id = :b_id AND claim_token = :b_token
+    RETURNING id
+"""
+UNBLOCK_NEXT = f"""
+    UPDATE deliveries SET blocked = FALSE
+    WHERE id = (
+        SELECT id FROM deliveries
+        WHERE subscription_id = :sub AND ordering_key IS NOT NULL AND ordering_key = :key
+          AND {UNFINISHED}
+        ORDER BY position, id LIMIT 1)
+      AND blocked
+    RETURNING id
+"""
+RESET_STREAK = """
+    UPDATE subscriptions SET consecutive_failures = 0
+    WHERE id = :sub AND consecutive_failures <> 0
+"""
+ADD_FAILURES = """
+    UPDATE subscriptions SET consecutive_failures = consecutive_failures + :n
+    WHERE id = :sub RETURNING consecutive_failures
+"""
+WAKE_LANE = """
+    UPDATE lanes SET next_due_ms = :due
+    WHERE subscription_id = :sub AND (next_due_ms IS NULL OR next_due_ms > :due)
+"""
+STRANDED_HEADS = f"""
+    SELECT head.id, head.subscription_id FROM (
+        SELECT k.subscription_id, (
+            SELECT d.id FROM deliveries AS d
+            WHERE d.subscription_id = k.subscription_id AND d.ordering_key IS NOT NULL
+              AND d.ordering_key = k.ordering_key AND d.{UNFINISHED}
+            ORDER BY d.position, d.id LIMIT 1) AS id
+        FROM (SELECT DISTINCT subscription_id, ordering_key FROM deliveries
+              WHERE ordering_key IS NOT NULL AND {UNFINISHED} AND blocked) AS k
+    ) AS head JOIN deliveries AS first ON first.id = head.id
+    WHERE first.blocked
+"""
+LET_GO = "UPDATE deliveries SET blocked = FALSE WHERE id = :id"
+DUE_SOMEWHERE = "SELECT 1 FROM lanes WHERE next_due_ms <= :now LIMIT 1"
 
 
 class SQLQueue:
-    """Release, queue figures and waking; connectors add ``claim_due`` and ``record``."""
+    """Release, lane figures, queue figures and waking; connectors add the hot path
+    (``claim``, ``record``) and ``repair`` on their own drivers."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -27,7 +122,42 @@ class SQLQueue:
         params = [
             {"b_id": d.delivery_id, "b_token": d.claim_token, "b_due": due} for d, due in deferrals
         ]
-        await self._db.write(lambda conn: conn.execute(_RELEASE, params))
+        wakes = LaneWakes()
+        for claimed, due in deferrals:
+            wakes.wake(claimed.subscription_id, due)
+
+        def tx(conn: Any) -> None:
+            conn.execute(_RELEASE, params)
+            conn.execute(text(WAKE_LANE), list(wakes.params()))
+
+        await self._db.write(tx)
+        self._db.notify_work()
+
+    async def report_lanes(
+        self, worker_id: str, capacity: int, figures: Sequence[WorkerLane], now_ms: int
+    ) -> None:
+        rows = [
+            {
+                "worker_id": worker_id,
+                "subscription_id": f.subscription_id,
+                "tenant_id": f.tenant_id,
+                "in_flight": f.in_flight,
+                "slot_limit": f.slot_limit,
+                "capacity": capacity,
+                "updated_ms": now_ms,
+            }
+            for f in figures
+        ]
+
+        def tx(conn: Any) -> None:
+            conn.execute(lane_stats.delete().where(lane_stats.c.worker_id == worker_id))
+            conn.execute(
+                lane_stats.delete().where(lane_stats.c.updated_ms < now_ms - LANE_STATS_TTL_MS)
+            )
+            if rows:
+                conn.execute(lane_stats.insert(), rows)
+
+        await self._db.write(tx)
 
     async def queue_state(self, now_ms: int) -> tuple[int, int | None]:
         pending = deliveries.c.status == DeliveryStatus.PENDING.value
@@ -52,21 +182,44 @@ class SQLQueue:
         await self._db.wait_for_work(seconds)
 
 
-CLAIM_SCAN_FACTOR = 4
-"""Due rows looked at per row wanted, so per-subscription room can skip some."""
+_RELEASE = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.claim_token == bindparam("b_token"))
+    .values(due_ms=bindparam("b_due"), claim_token=None)
+)
 
 
-def claimed_deliveries(
-    rows: Sequence[Any], attempts_made: Mapping[int, int], token: str
-) -> list[ClaimedDelivery]:
-    """Build the claims from the connectors' claim-details rows (a vanished subscription
-    reads as disabled), dropping disabled subscriptions'."""
+def lane_state(row: Any, leased: int, lease_ends_ms: int | None) -> LaneState:
+    return LaneState(
+        subscription_id=row["subscription_id"],
+        tenant_id=row["tenant_id"],
+        max_concurrency=row["max_concurrency"],
+        rate_limit=row["rate_limit"],
+        tokens=row["tokens"],
+        tokens_ms=row["tokens_ms"],
+        leased=int(leased),
+        lease_ends_ms=lease_ends_ms,
+    )
+
+
+def lane_update_params(update: LaneUpdate, now: int) -> dict[str, Any]:
+    return {
+        "sub": update.subscription_id,
+        "served": update.served_ms,
+        "tokens": update.tokens,
+        "now": now,
+        "due": update.next_due_ms,
+    }
+
+
+def claimed_deliveries(rows: Sequence[Any], token: str) -> list[ClaimedDelivery]:
+    """The claims, from the connectors' ``DETAILS`` rows."""
     now = now_ms()
     return [
         ClaimedDelivery(
             delivery_id=row["id"],
             claim_token=token,
-            attempt=attempts_made[row["id"]] + 1,
+            attempt=row["attempts"] + 1,
             tenant_id=row["tenant_id"],
             event_id=row["event_id"],
             event_created_ms=row["created_ms"],
@@ -75,47 +228,12 @@ def claimed_deliveries(
             url=row["url"],
             secret_enc=row["secret_enc"],
             max_concurrency=row["max_concurrency"],
-            rate_limit=row["rate_limit"],
             previous_secret_enc=next(iter(previous_secret(row, now)), None),
+            ordering_key=row["ordering_key"],
+            paused_ms=row["paused_ms"],
         )
         for row in rows
-        if row["enabled"]
     ]
-
-
-def pick_claims(candidates: Sequence[Any], room: Callable[[str], int], limit: int) -> list[int]:
-    """Oldest first, at most ``room(sub)`` per subscription and ``limit`` in all."""
-    taken: dict[str, int] = {}
-    chosen: list[int] = []
-    for delivery_id, sub_id in candidates:
-        count = taken.get(sub_id, 0)
-        if count < room(sub_id):
-            taken[sub_id] = count + 1
-            chosen.append(delivery_id)
-            if len(chosen) == limit:
-                break
-    return chosen
-
-
-def streak_changes(outcomes: Sequence[AttemptOutcome]) -> list[tuple[str, int | None]]:
-    """Per subscription, in id order: None to reset its failure streak, else failures to add.
-
-    Rows are updated in id order, so two workers recording at once lock them in the same
-    order and cannot deadlock. Connectors skip the reset when the streak is already 0,
-    so healthy subscriptions do not become a row every record transaction must lock.
-    """
-    delta: dict[str, int | None] = {}
-    for o in outcomes:
-        sub_id = o.claimed.subscription_id
-        delta[sub_id] = None if o.result.succeeded else (delta.get(sub_id) or 0) + 1
-    return sorted(delta.items())
-
-
-_RELEASE = (
-    update(deliveries)
-    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.claim_token == bindparam("b_token"))
-    .values(due_ms=bindparam("b_due"), claim_token=None)
-)
 
 
 def attempt_row(o: AttemptOutcome) -> dict[str, Any]:
@@ -134,13 +252,17 @@ def attempt_row(o: AttemptOutcome) -> dict[str, Any]:
     }
 
 
-def delivery_update(o: AttemptOutcome) -> dict[str, Any]:
+def delivery_update(o: AttemptOutcome, enabled: bool | None) -> dict[str, Any]:
     return {
         "b_id": o.claimed.delivery_id,
         "b_token": o.claimed.claim_token,
-        "b_status": o.verdict.status.value,
+        "b_status": recorded_status(o, enabled),
         "b_attempt": o.claimed.attempt,
         "b_due": o.verdict.next_attempt_ms or o.finished_ms,
         "b_code": o.result.status_code,
         "b_now": o.finished_ms,
     }
+
+
+def key_params(claimed: ClaimedDelivery) -> dict[str, Any]:
+    return {"sub": claimed.subscription_id, "key": claimed.ordering_key}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, select, text, update
 
 from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import DeliveryStatus
@@ -17,12 +17,14 @@ from tidings.storage.records import (
     DeliveryRecord,
     EventFilter,
     EventSummary,
+    LaneFigures,
     Page,
     SubscriptionHealth,
 )
 from tidings.storage.rows import event_of, page_of
-from tidings.storage.schema import attempts, deliveries, events, subscriptions
+from tidings.storage.schema import attempts, deliveries, events, lane_stats, subscriptions
 from tidings.storage.sql.database import Database
+from tidings.storage.sql.queue import LANE_STATS_TTL_MS, WAKE_LANE
 
 
 class SQLReports:
@@ -108,27 +110,104 @@ class SQLReports:
         recent = select(events.c.seq).where(
             events.c.tenant_id == tenant_id, events.c.created_ms >= since_ms
         )
-        now = now_ms()
-        statement = (
-            update(deliveries)
-            .where(
-                deliveries.c.tenant_id == tenant_id,
-                deliveries.c.status == DeliveryStatus.FAILED.value,
-                deliveries.c.subscription_id.in_(enabled.scalar_subquery()),
-                deliveries.c.event_seq.in_(recent.scalar_subquery()),
-            )
-            .values(
-                status=DeliveryStatus.PENDING.value,
-                attempts=0,
-                due_ms=now,
-                claim_token=None,
-                updated_ms=now,
-            )
+        failed = select(
+            deliveries.c.id, deliveries.c.subscription_id, deliveries.c.ordering_key
+        ).where(
+            deliveries.c.tenant_id == tenant_id,
+            deliveries.c.status == DeliveryStatus.FAILED.value,
+            deliveries.c.subscription_id.in_(enabled.scalar_subquery()),
+            deliveries.c.event_seq.in_(recent.scalar_subquery()),
         )
-        count = await self._db.write(lambda conn: conn.execute(statement).rowcount)
+
+        def tx(conn: Connection) -> int:
+            self._db.lock_event_stream(conn, tenant_id)
+            now = now_ms()
+            rows = conn.execute(failed.order_by(deliveries.c.id)).all()
+            again = {"status": DeliveryStatus.PENDING.value, "attempts": 0, "due_ms": now}
+            again.update(claim_token=None, updated_ms=now)
+            plain = [row.id for row in rows if row.ordering_key is None]
+            if plain:
+                conn.execute(update(deliveries).where(deliveries.c.id.in_(plain)).values(again))
+            for row in rows:
+                if row.ordering_key is not None:
+                    _queue_behind_key(conn, row.id, row.subscription_id, row.ordering_key, again)
+            for sub_id in sorted({row.subscription_id for row in rows}):
+                conn.execute(text(WAKE_LANE), {"sub": sub_id, "due": now})
+            return len(rows)
+
+        count = await self._db.write(tx)
         if count:
             self._db.notify_work()
-        return int(count)
+        return count
+
+    async def lane_figures(
+        self, tenant_id: str | None, subscription_ids: Sequence[str] | None, top: int
+    ) -> list[LaneFigures]:
+        unfinished = [DeliveryStatus.PENDING.value, DeliveryStatus.PAUSED.value]
+        counts = select(
+            deliveries.c.subscription_id, deliveries.c.tenant_id, deliveries.c.status, func.count()
+        ).where(deliveries.c.status.in_(unfinished))
+        fresh = lane_stats.c.updated_ms >= now_ms() - LANE_STATS_TTL_MS
+        held = select(
+            lane_stats.c.subscription_id,
+            lane_stats.c.tenant_id,
+            func.sum(lane_stats.c.in_flight),
+            func.sum(lane_stats.c.slot_limit),
+        ).where(fresh)
+        workers = select(lane_stats.c.worker_id, func.max(lane_stats.c.capacity)).where(fresh)
+        if tenant_id is not None:
+            counts = counts.where(deliveries.c.tenant_id == tenant_id)
+            held = held.where(lane_stats.c.tenant_id == tenant_id)
+        if subscription_ids is not None:
+            counts = counts.where(deliveries.c.subscription_id.in_(list(subscription_ids)))
+            held = held.where(lane_stats.c.subscription_id.in_(list(subscription_ids)))
+        counts = counts.group_by(
+            deliveries.c.subscription_id, deliveries.c.tenant_id, deliveries.c.status
+        )
+        held = held.group_by(lane_stats.c.subscription_id, lane_stats.c.tenant_id)
+        workers = workers.group_by(lane_stats.c.worker_id)
+
+        def read(conn: Connection) -> list[LaneFigures]:
+            found: dict[str, dict[str, Any]] = {}
+            for sub_id, tenant, status, count in conn.execute(counts).all():
+                entry = found.setdefault(sub_id, {"tenant": tenant})
+                entry[status] = int(count)
+            for sub_id, tenant, in_flight, limit in conn.execute(held).all():
+                entry = found.setdefault(sub_id, {"tenant": tenant})
+                entry.update(in_flight=int(in_flight or 0), limit=int(limit or 0))
+            capacity = sum(int(c or 0) for _, c in conn.execute(workers).all())
+            figures = [
+                LaneFigures(
+                    subscription_id=sub_id,
+                    tenant_id=entry["tenant"],
+                    backlog=entry.get(DeliveryStatus.PENDING.value, 0),
+                    paused=entry.get(DeliveryStatus.PAUSED.value, 0),
+                    in_flight=entry.get("in_flight", 0),
+                    slot_limit=entry.get("limit", 0),
+                    share=entry.get("in_flight", 0) / capacity if capacity else 0.0,
+                )
+                for sub_id, entry in found.items()
+            ]
+            figures.sort(key=lambda f: (-f.backlog, -f.in_flight, f.subscription_id))
+            return figures[:top]
+
+        return await self._db.read(read)
+
+
+def _queue_behind_key(
+    conn: Connection, delivery_id: int, sub_id: str, key: str, values: dict[str, Any]
+) -> None:
+    """A FIFO delivery queued again goes to the end of its key's line."""
+    last = conn.execute(
+        select(func.max(deliveries.c.position)).where(
+            deliveries.c.subscription_id == sub_id,
+            deliveries.c.ordering_key == key,
+            deliveries.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.PAUSED.value]),
+        )
+    ).scalar_one_or_none()
+    position = 0 if last is None else last + 1
+    statement = update(deliveries).where(deliveries.c.id == delivery_id)
+    conn.execute(statement.values(values, position=position, blocked=last is not None))
 
 
 def _health(

@@ -6,14 +6,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, case, delete, insert, select, update
 
 from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import DeliveryStatus, DisableReason
 from tidings.domain.subscriptions import Subscription
 from tidings.storage.records import AttemptRecord, Page
 from tidings.storage.rows import attempt_of, page_of, previous_secret, subscription_of
-from tidings.storage.schema import attempts, deliveries, subscriptions
+from tidings.storage.schema import attempts, deliveries, lanes, subscriptions
 from tidings.storage.sql.database import Database
 
 
@@ -36,10 +36,20 @@ class SQLSubscriptions:
             max_concurrency=subscription.max_concurrency,
             rate_limit=subscription.rate_limit,
             public_key=subscription.public_key,
+            ordering=subscription.ordering,
+            disabled_ms=None if subscription.enabled else subscription.created_ms,
             created_ms=subscription.created_ms,
             updated_ms=subscription.updated_ms,
         )
-        await self._db.write(lambda conn: conn.execute(statement))
+        lane = insert(lanes).values(
+            subscription_id=subscription.id, tenant_id=subscription.tenant_id
+        )
+
+        def tx(conn: Connection) -> None:
+            conn.execute(statement)
+            conn.execute(lane)
+
+        await self._db.write(tx)
 
     async def get(self, tenant_id: str, subscription_id: str) -> Subscription | None:
         query = select(subscriptions).where(owned(tenant_id, subscription_id))
@@ -65,25 +75,39 @@ class SQLSubscriptions:
     async def update(
         self, tenant_id: str, subscription_id: str, changes: Mapping[str, Any]
     ) -> Subscription | None:
+        """Apply ``changes``; disabling pauses its deliveries, enabling resumes them."""
         values = dict(changes)
         if "event_types" in values:
             values["event_types"] = json.dumps(list(values["event_types"]))
-        if values.get("enabled") is True:
-            values.update(disabled_reason=None, consecutive_failures=0)
+        now = now_ms()
+        values["updated_ms"] = now
+        enabling = values.get("enabled") is True
+        if enabling:
+            values.update(disabled_reason=None, consecutive_failures=0, disabled_ms=None)
         elif values.get("enabled") is False:
             values.setdefault("disabled_reason", DisableReason.MANUAL.value)
-        values["updated_ms"] = now_ms()
-        statement = (
-            update(subscriptions)
-            .where(owned(tenant_id, subscription_id))
-            .values(**values)
-            .returning(*subscriptions.c)
-        )
 
         def tx(conn: Connection) -> RowMapping | None:
+            before = conn.execute(
+                select(subscriptions.c.enabled, subscriptions.c.disabled_ms).where(
+                    owned(tenant_id, subscription_id)
+                )
+            ).first()
+            if before is None:
+                return None
+            if values.get("enabled") is False and before.enabled:
+                values["disabled_ms"] = now
+            statement = (
+                update(subscriptions)
+                .where(owned(tenant_id, subscription_id))
+                .values(**values)
+                .returning(*subscriptions.c)
+            )
             row = conn.execute(statement).mappings().first()
-            if row is not None and values.get("enabled") is False:
-                cancel_pending(conn, subscription_id)
+            if enabling and not before.enabled:
+                resume(conn, subscription_id, now, before.disabled_ms)
+            elif values.get("enabled") is False and before.enabled:
+                stop(conn, subscription_id, DisableReason(values["disabled_reason"]), now)
             return row
 
         row = await self._db.write(tx)
@@ -94,7 +118,7 @@ class SQLSubscriptions:
             result = conn.execute(delete(subscriptions).where(owned(tenant_id, subscription_id)))
             if result.rowcount == 0:
                 return False
-            cancel_pending(conn, subscription_id)
+            drop_unfinished(conn, subscription_id, now_ms())
             return True
 
         return await self._db.write(tx)
@@ -155,17 +179,18 @@ class SQLSubscriptions:
     async def disable(
         self, tenant_id: str, subscription_id: str, reason: DisableReason
     ) -> Subscription | None:
+        now = now_ms()
         statement = (
             update(subscriptions)
             .where(owned(tenant_id, subscription_id), subscriptions.c.enabled.is_(True))
-            .values(enabled=False, disabled_reason=reason.value, updated_ms=now_ms())
+            .values(enabled=False, disabled_reason=reason.value, disabled_ms=now, updated_ms=now)
             .returning(*subscriptions.c)
         )
 
         def tx(conn: Connection) -> RowMapping | None:
             row = conn.execute(statement).mappings().first()
             if row is not None:
-                cancel_pending(conn, subscription_id)
+                stop(conn, subscription_id, reason, now)
             return row
 
         row = await self._db.write(tx)
@@ -176,12 +201,51 @@ def owned(tenant_id: str, subscription_id: str) -> Any:
     return and_(subscriptions.c.tenant_id == tenant_id, subscriptions.c.id == subscription_id)
 
 
-def cancel_pending(conn: Connection, subscription_id: str) -> None:
+def stop(conn: Connection, subscription_id: str, reason: DisableReason, now: int) -> None:
+    """A disable pauses what is pending (breaker, by hand) or drops it (410 Gone)."""
+    if reason.pauses:
+        conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.subscription_id == subscription_id,
+                deliveries.c.status == DeliveryStatus.PENDING.value,
+            )
+            .values(status=DeliveryStatus.PAUSED.value, claim_token=None, updated_ms=now)
+        )
+    else:
+        drop_unfinished(conn, subscription_id, now)
+    conn.execute(
+        update(lanes).where(lanes.c.subscription_id == subscription_id).values(next_due_ms=None)
+    )
+
+
+def resume(conn: Connection, subscription_id: str, now: int, paused_since: int | None) -> None:
+    """Paused deliveries are pending again, due now (or at their retry time, if later);
+    the time they spent paused is added to their retry window. The lane's limits and the
+    scheduler pace them: re-enabling does not flood the receiver."""
+    paused = deliveries.c.status == DeliveryStatus.PAUSED.value
+    conn.execute(
+        update(deliveries)
+        .where(deliveries.c.subscription_id == subscription_id, paused)
+        .values(
+            status=DeliveryStatus.PENDING.value,
+            due_ms=case((deliveries.c.due_ms > now, deliveries.c.due_ms), else_=now),
+            paused_ms=deliveries.c.paused_ms + max(0, now - (paused_since or now)),
+            updated_ms=now,
+        )
+    )
+    conn.execute(
+        update(lanes).where(lanes.c.subscription_id == subscription_id).values(next_due_ms=now)
+    )
+
+
+def drop_unfinished(conn: Connection, subscription_id: str, now: int) -> None:
+    """Nothing more will be sent: a 410 Gone, or the subscription was deleted."""
     conn.execute(
         update(deliveries)
         .where(
             deliveries.c.subscription_id == subscription_id,
-            deliveries.c.status == DeliveryStatus.PENDING.value,
+            deliveries.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.PAUSED.value]),
         )
-        .values(status=DeliveryStatus.CANCELLED.value, claim_token=None, updated_ms=now_ms())
+        .values(status=DeliveryStatus.CANCELLED.value, claim_token=None, updated_ms=now)
     )
