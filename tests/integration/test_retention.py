@@ -50,7 +50,9 @@ async def test_events_with_pending_deliveries_are_kept(start_api: Any) -> None:
         await subscribe(api, headers, "http://127.0.0.1:9/never", "client.created")
         pending = await emit(api, headers, "client.created")
         unrouted = await emit(api, headers, "note.created")
-        pruned = await prune_once(api.tidings.store.retention, 1, 1, batch=10, now_ms=TWO_DAYS_LATER)
+        pruned = await prune_once(
+            api.tidings.store.retention, 1, 1, batch=10, now_ms=TWO_DAYS_LATER
+        )
         assert pruned.events == 1
         listed = (await api.client.get("/api/v1/events", headers=headers)).json()
         assert [e["id"] for e in listed] == [pending["id"]]
