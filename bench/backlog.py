@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import psutil
 from cryptography.fernet import Fernet
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, update
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
@@ -33,7 +33,7 @@ from bench.celery_baseline import free_port  # noqa: E402
 from tidings.config import Settings  # noqa: E402
 from tidings.domain.events import Envelope  # noqa: E402
 from tidings.service import Tidings  # noqa: E402
-from tidings.storage.schema import deliveries, events  # noqa: E402
+from tidings.storage.schema import deliveries, events, lanes  # noqa: E402
 
 CHUNK = 20_000
 
@@ -94,6 +94,7 @@ def _insert_chunk(
             for seq in seqs
         ],
     )
+    conn.execute(update(lanes).where(lanes.c.subscription_id == sub_id).values(next_due_ms=now))
 
 
 async def observe(

@@ -3,8 +3,12 @@
 Built on asyncio's Protocol and httptools' parser (as uvicorn is) so that the receiver
 costs the 2-core machine as little CPU as possible: the benchmark measures senders.
 It counts deliveries and, for bodies carrying ``"sentAt":<unix seconds>`` in their
-payload, the emit-to-receive latency. ``GET /stats`` returns both; ``POST /reset``
-clears them.
+payload, the emit-to-receive latency, in all and per path. ``GET /stats`` returns them;
+``POST /reset`` clears them.
+
+Paths choose the receiver's behaviour: ``/slow/<ms>/...`` answers after that many
+milliseconds; ``/hang/...`` never answers (the connection stays open until the sender
+gives up); any other path answers at once.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import re
 import sys
 import time
+from typing import Any
 
 import httptools
 import uvloop
@@ -28,15 +33,20 @@ class Stats:
         self.first = 0.0
         self.last = 0.0
         self.latencies_ms: list[float] = []
+        self.paths: dict[str, dict[str, Any]] = {}
 
-    def record(self, body: bytes) -> None:
+    def record(self, path: bytes, body: bytes) -> None:
         now = time.time()
         self.count += 1
         self.first = self.first or now
         self.last = now
+        mine = self.paths.setdefault(path.decode(), {"count": 0, "latencies_ms": []})
+        mine["count"] += 1
         match = SENT_AT.search(body)
         if match:
-            self.latencies_ms.append((now - float(match.group(1))) * 1000)
+            latency = (now - float(match.group(1))) * 1000
+            self.latencies_ms.append(latency)
+            mine["latencies_ms"].append(latency)
 
     def as_json(self) -> bytes:
         return json.dumps(
@@ -45,6 +55,7 @@ class Stats:
                 "first": self.first,
                 "last": self.last,
                 "latencies_ms": self.latencies_ms,
+                "paths": self.paths,
             }
         ).encode()
 
@@ -88,10 +99,22 @@ class Receiver(asyncio.Protocol):
         elif self.url == b"/reset":
             STATS = Stats()
             self.transport.write(OK)
+        elif self.url.startswith(b"/hang/"):
+            pass  # never answer: the sender's timeout ends it
+        elif self.url.startswith(b"/slow/"):
+            ms = int(self.url.split(b"/")[2])
+            answer = (self.transport, self.url, b"".join(self.body))
+            asyncio.get_running_loop().call_later(ms / 1000, self._answer, *answer)
         else:
-            STATS.record(b"".join(self.body))
+            STATS.record(self.url, b"".join(self.body))
             self.transport.write(OK)
         self.body = []
+
+    @staticmethod
+    def _answer(transport: asyncio.Transport, url: bytes, body: bytes) -> None:
+        if not transport.is_closing():
+            STATS.record(url, body)
+            transport.write(OK)
 
 
 async def serve(port: int) -> None:

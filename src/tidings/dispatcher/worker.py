@@ -48,10 +48,14 @@ RECORD_WINDOW = 0.02
 """Seconds a finished attempt may wait for others to share its record transaction."""
 
 GATHER_WINDOW = 0.01
-"""With few slots free, wait this long for more to free up before claiming them."""
+"""Room freed on a busy subscription is claimed this long later, with whatever else
+freed up meanwhile."""
 
 IDLE_CLAIM_GAP = 0.005
 """Least time between two claims that found nothing (notifications can come in floods)."""
+
+START_CHUNK = 16
+"""Deliveries started between two yields to the event loop."""
 
 REPORT_INTERVAL = 5.0
 """Seconds between two reports of this worker's figures to the database."""
@@ -128,37 +132,59 @@ class Dispatcher:
         return len(self._inflight)
 
     async def _fill(self, stop: asyncio.Event) -> None:
+        """Claim once, then wait until claiming again can find something.
+
+        New work (a NOTIFY, a poll) is claimed at once: that is what keeps an idle
+        tenant's latency low. Room freed on a subscription this worker had saturated is
+        claimed after ``GATHER_WINDOW``, so a busy receiver's completions are refilled in
+        batches rather than with a transaction each.
+        """
         free = self._concurrency - len(self._inflight)
-        if free < max(1, self._batch_size // 4) and self._inflight:
+        if free <= 0:
             self._room_freed.clear()
-            timeout = GATHER_WINDOW if free > 0 else None
-            await _first_of(self._room_freed.wait(), stop.wait(), timeout=timeout)
-            free = self._concurrency - len(self._inflight)
-            if free <= 0:
-                return
+            await _first_of(self._room_freed.wait(), stop.wait())
+            return
+        wanted = min(free, self._batch_size)
         skip = self.scheduler.saturated()
         request = ClaimRequest(
             now_ms=self._clock.now_ms(),
             lease_ms=self._lease_ms,
-            plan=self.scheduler.planner(min(free, self._batch_size), self._clock.monotonic()),
+            plan=self.scheduler.planner(wanted, self._clock.monotonic()),
             skip=skip,
         )
+        self._room_freed.clear()
         try:
             claimed = await self._queue.claim(request)
         except Exception as exc:
             await self._claims.failed(exc, stop)
             return
         self._claims.succeeded()
-        for delivery in claimed:
-            self._start(delivery)
-        if claimed:
-            return
-        self._room_freed.clear()
-        waits = [self._queue.wait_for_work(self._poll_interval), stop.wait()]
-        if skip:
-            waits.append(self._room_freed.wait())
-        await _first_of(*waits)
-        await asyncio.sleep(IDLE_CLAIM_GAP)
+        await self._start_all(claimed)
+        if len(claimed) >= wanted:
+            return  # held back by our own batch size: there may well be more
+        work = asyncio.ensure_future(self._queue.wait_for_work(self._poll_interval))
+        room = asyncio.ensure_future(self._room_freed.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        waits = [work, stopped, room] if skip or claimed else [work, stopped]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, room, stopped):
+                task.cancel()
+        gap = IDLE_CLAIM_GAP if work.done() and not work.cancelled() else GATHER_WINDOW
+        await asyncio.sleep(gap)
+
+    async def _start_all(self, claimed: list[ClaimedDelivery]) -> None:
+        """Start the claimed deliveries, the least served tenants' first, a few at a time:
+        each start costs the event loop signing and request setup, and a burst of
+        hundreds would hold up everything else it serves (the API, in ``serve``)."""
+        held = self.scheduler.tenant_held
+        claimed.sort(key=lambda d: held.get(d.tenant_id, 0))
+        for first in range(0, len(claimed), START_CHUNK):
+            if first:
+                await asyncio.sleep(0)
+            for delivery in claimed[first : first + START_CHUNK]:
+                self._start(delivery)
 
     def _start(self, delivery: ClaimedDelivery) -> None:
         self.scheduler.cap(delivery.subscription_id, delivery.max_concurrency)
