@@ -309,6 +309,7 @@ async def main_async(args: argparse.Namespace) -> None:
             found = await run_scenarios(args, rx, work, "HEAD", ROOT / "src")
             if os.environ.get("FAIRNESS_KEEP"):
                 import shutil
+
                 shutil.copytree(work, "/tmp/fairness-kept", dirs_exist_ok=True)
             if args.baseline_rev:
                 with worktree(args.baseline_rev, work) as src:

@@ -103,7 +103,9 @@ class PortalSigner:
         return hmac.new(self._csrf_key, cookie.encode(), hashlib.sha256).hexdigest()[:40]
 
     def csrf_ok(self, cookie: str, token: str) -> bool:
-        return hmac.compare_digest(self.csrf_for(cookie), token)
+        return hmac.compare_digest(
+            self.csrf_for(cookie).encode(), token.encode("utf-8", "surrogatepass")
+        )
 
     @staticmethod
     def _load(

@@ -78,7 +78,7 @@ def verify(
         if secret.startswith(PUBLIC_KEY_PREFIX):
             continue
         expected = sign_sha256_hex(secret, timestamp, raw_body)
-        if any(hmac.compare_digest(expected, value) for value in offered):
+        if any(_same(expected, value) for value in offered):
             return
     raise WebhookVerificationError("no matching signature")
 
@@ -106,7 +106,7 @@ def _verify_standard(
             expected = sign_standard_v1(secret, msg_id, timestamp, raw_body)
         except InvalidSecret as exc:
             raise WebhookVerificationError(str(exc)) from exc
-        if any(hmac.compare_digest(expected, value) for value in offered):
+        if any(_same(expected, value) for value in offered):
             return
     raise WebhookVerificationError("no matching signature")
 
@@ -153,3 +153,8 @@ def _public_key(public_key: str) -> Ed25519PublicKey:
     if raw is None or len(raw) != 32:
         raise WebhookVerificationError("public key must be 'whpk_' followed by base64 of 32 bytes")
     return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def _same(expected: str, offered: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII garbage (as bytes)."""
+    return hmac.compare_digest(expected.encode(), offered.encode("utf-8", "surrogatepass"))

@@ -75,16 +75,22 @@ class PostgresDatabase(Database):
         return cls(engine, listen_dsn=dsn)
 
     def queue_again(self, which: str) -> tuple[str, ...]:
-        """One statement: queue the rows, wake their lanes, and NOTIFY other processes."""
+        """One statement: queue the rows, wake their lanes, and NOTIFY other processes.
+
+        The lanes are locked in id order (as records lock them) and written even if
+        already due: see ``WAKE_LANE`` for why the lock matters."""
         return (
             f"""
             WITH queued AS (
                 {QUEUE_ROWS.format(which=which)}
                 RETURNING subscription_id, status, blocked),
+            locked AS (
+                SELECT subscription_id FROM lanes
+                WHERE subscription_id IN (SELECT subscription_id FROM queued WHERE {CLAIMABLE})
+                ORDER BY subscription_id FOR UPDATE),
             woken AS (
-                UPDATE lanes SET next_due_ms = :now
-                WHERE (next_due_ms IS NULL OR next_due_ms > :now) AND subscription_id IN (
-                    SELECT subscription_id FROM queued WHERE {CLAIMABLE})
+                UPDATE lanes SET next_due_ms = least(coalesce(lanes.next_due_ms, :now), :now)
+                FROM locked WHERE lanes.subscription_id = locked.subscription_id
                 RETURNING 1)
             SELECT pg_notify('{CHANNEL}', '') FROM queued WHERE {CLAIMABLE} LIMIT 1
             """,
@@ -322,17 +328,16 @@ _LEASED = f"""
     GROUP BY subscription_id
 """
 _TAKE = f"""
-    WITH plan AS (SELECT * FROM unnest($1::text[], $2::int[]) AS p(sub, n))
-    UPDATE deliveries AS d SET due_ms = $3, claim_token = $4
-    FROM (
-        SELECT c.id FROM plan CROSS JOIN LATERAL (
+    UPDATE deliveries SET due_ms = $3, claim_token = $4
+    WHERE id = ANY(ARRAY(
+        SELECT c.id FROM unnest($1::text[], $2::int[]) AS plan(sub, n) CROSS JOIN LATERAL (
             SELECT id FROM deliveries
             WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
-            ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c
-    ) AS picked
-    WHERE d.id = picked.id
-    RETURNING d.id, d.subscription_id
+            ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c))
+    RETURNING id, subscription_id
 """
+"""The ids go through an array so the planner fetches the rows by primary key: joining the
+subquery instead, it cannot know how few rows ``LIMIT plan.n`` gives and hashes the table."""
 _NEXT_DUE = f"""
     SELECT lane.sub, (SELECT min(due_ms) FROM deliveries
                       WHERE subscription_id = lane.sub AND {CLAIMABLE})
@@ -344,8 +349,8 @@ _UPDATE_LANES = """
     FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::bigint[]) AS u(sub, served, tokens, due)
     WHERE lanes.subscription_id = u.sub
 """
-_DETAILS = q.DETAILS.format(ids="SELECT unnest($1::bigint[])")
-_ENABLED = q.ENABLED.format(ids="SELECT unnest($1::text[])")
+_DETAILS = q.DETAILS.format(ids="d.id = ANY($1::bigint[])")
+_ENABLED = q.ENABLED.format(ids="id = ANY($1::text[])")
 _INSERT_ATTEMPT = Statement(q.INSERT_ATTEMPT)
 _RECORD_COLUMNS = ("b_id", "b_token", "b_status", "b_attempt", "b_due", "b_code", "b_now")
 _RECORD = """
@@ -360,7 +365,11 @@ _UNBLOCK_NEXT = Statement(q.UNBLOCK_NEXT)
 _RESET_STREAK = Statement(q.RESET_STREAK)
 _ADD_FAILURES = Statement(q.ADD_FAILURES)
 _WAKE_LANES = """
-    UPDATE lanes SET next_due_ms = u.due
-    FROM unnest($1::text[], $2::bigint[]) AS u(sub, due)
-    WHERE lanes.subscription_id = u.sub AND (lanes.next_due_ms IS NULL OR lanes.next_due_ms > u.due)
+    WITH locked AS (
+        SELECT subscription_id FROM lanes WHERE subscription_id = ANY($1::text[])
+        ORDER BY subscription_id FOR UPDATE)
+    UPDATE lanes SET next_due_ms = least(coalesce(lanes.next_due_ms, u.due), u.due)
+    FROM unnest($1::text[], $2::bigint[]) AS u(sub, due), locked
+    WHERE lanes.subscription_id = u.sub AND locked.subscription_id = u.sub
 """
+"""``WAKE_LANE`` for several lanes, locked in id order (see there)."""

@@ -252,7 +252,7 @@ def _claim(db: sqlite3.Connection, request: ClaimRequest, token: str) -> list[sq
     if not claimed:
         return []
     marks = ",".join("?" * len(claimed))
-    return cursor.execute(q.DETAILS.format(ids=marks), claimed).fetchall()
+    return cursor.execute(q.DETAILS.format(ids=f"d.id IN ({marks})"), claimed).fetchall()
 
 
 _DUE_LANES = q.DUE_LANES.format(
@@ -272,7 +272,7 @@ def _lane_state(db: sqlite3.Connection, row: sqlite3.Row, now: int) -> LaneState
 def _record(db: sqlite3.Connection, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
     subs = sorted({o.claimed.subscription_id for o in outcomes})
     marks = ",".join("?" * len(subs))
-    enabled = dict(db.execute(q.ENABLED.format(ids=marks), subs).fetchall())
+    enabled = dict(db.execute(q.ENABLED.format(ids=f"id IN ({marks})"), subs).fetchall())
     db.executemany(q.INSERT_ATTEMPT, [attempt_row(o) for o in outcomes])
     wakes = LaneWakes()
     for o in outcomes:

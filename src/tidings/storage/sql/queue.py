@@ -2,7 +2,9 @@
 
 Statements use ``:name`` parameters: the SQLite connector runs them on ``sqlite3`` as
 they are, the PostgreSQL one numbers them for asyncpg. Where the two dialects differ
-(lists of ids, row locks), the statement has a ``{placeholder}`` each fills in.
+(lists of ids, row locks), the statement has a ``{placeholder}`` each fills in; on
+PostgreSQL lists are arrays compared with ``= ANY``, which the planner turns into
+primary-key lookups whatever its guess of the list's length.
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ DETAILS = """
            s.max_concurrency
     FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
     JOIN subscriptions AS s ON s.id = d.subscription_id
-    WHERE d.id IN ({ids})
+    WHERE {ids}
 """
-ENABLED = "SELECT id, enabled FROM subscriptions WHERE id IN ({ids})"
+ENABLED = "SELECT id, enabled FROM subscriptions WHERE {ids}"
 INSERT_ATTEMPT = """
     INSERT INTO attempts (delivery_id, tenant_id, event_id, subscription_id, attempt, outcome,
                           status_code, elapsed_ms, response_body, error, created_ms)
@@ -90,9 +92,14 @@ ADD_FAILURES = """
     WHERE id = :sub RETURNING consecutive_failures
 """
 WAKE_LANE = """
-    UPDATE lanes SET next_due_ms = :due
-    WHERE subscription_id = :sub AND (next_due_ms IS NULL OR next_due_ms > :due)
+    UPDATE lanes
+    SET next_due_ms = CASE WHEN next_due_ms IS NULL OR next_due_ms > :due THEN :due
+                           ELSE next_due_ms END
+    WHERE subscription_id = :sub
 """
+"""Make sure a lane is looked at by ``:due``. It writes the row even when nothing changes:
+the row lock is what orders it against a claim that would otherwise, from a snapshot
+without this transaction's rows, park the lane after this transaction made it due."""
 STRANDED_HEADS = f"""
     SELECT head.id, head.subscription_id FROM (
         SELECT k.subscription_id, (
