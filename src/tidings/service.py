@@ -45,6 +45,7 @@ from tidings.domain.signatures import (
 )
 from tidings.domain.subscriptions import (
     InvalidUrl,
+    Ordering,
     Subscription,
     SubscriptionKind,
     normalize_patterns,
@@ -286,6 +287,7 @@ class Tidings:
         rate_limit: float | None = None,
         signature_scheme: str = "hmac",
         awaiting_verification: bool = False,
+        ordering: Ordering | None = None,
     ) -> tuple[Subscription, str]:
         """Returns the subscription and its secret (``whsec_``; or ``whsk_`` for
         ``ed25519``, whose public ``whpk_`` key is on the subscription)."""
@@ -311,6 +313,7 @@ class Tidings:
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,
             public_key=public_key_of(secret) if is_asymmetric(secret) else None,
+            ordering=ordering,
         )
         await self.store.subscriptions.insert(sub, self.secretbox.encrypt(secret))
         return sub, secret

@@ -207,7 +207,7 @@ def _queue_behind_key(
     ).scalar_one_or_none()
     position = 0 if last is None else last + 1
     statement = update(deliveries).where(deliveries.c.id == delivery_id)
-    conn.execute(statement.values(values, position=position, blocked=last is not None))
+    conn.execute(statement.values({**values, "position": position, "blocked": last is not None}))
 
 
 def _health(

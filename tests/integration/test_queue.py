@@ -1,0 +1,336 @@
+"""The delivery queue's contract, held by all three stores: memory, SQLite, PostgreSQL.
+
+Each test drives the queue as workers do (claim, record) with a plan of its own, and the
+service for everything else (subscriptions, emits, enabling), so the rules the
+dispatcher relies on are checked without a dispatcher: leases, lanes, FIFO keys,
+paused deliveries, cluster-wide limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.support.queue import claim_all, take_everything
+from tidings.config import Settings
+from tidings.domain.deliveries import AttemptResult, DeliveryStatus, DisableReason, Verdict
+from tidings.domain.scheduling import Lane
+from tidings.domain.subscriptions import Ordering, Subscription
+from tidings.secretbox import SecretBox
+from tidings.service import Tidings
+from tidings.storage import AttemptOutcome, ClaimedDelivery, StoredEvent
+from tidings.storage.memory import MemoryStore
+from tidings.storage.records import ClaimRequest
+
+pytestmark = pytest.mark.asyncio
+
+LEASE = 30_000
+FAR = 2**50
+"""A claim time after everything is due."""
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def tidings(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Tidings]:
+    key = Fernet.generate_key().decode()
+    if request.param == "memory":
+        url = None
+    elif request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'q.db'}"
+    else:
+        url = request.getfixturevalue("database_url_postgresql")
+    settings = Settings(database_url=url, data_dir=tmp_path, env="development", encryption_key=key)
+    service = (
+        Tidings(settings, MemoryStore(), SecretBox([key]))
+        if url is None
+        else Tidings.from_settings(settings)
+    )
+    await service.store.migrate()
+    try:
+        yield service
+    finally:
+        await service.close()
+
+
+@pytest.fixture
+def database_url_postgresql(postgres_server: str) -> str:
+    from tests.support import postgres
+
+    return postgres.create_database(postgres_server)
+
+
+async def tenant(t: Tidings, name: str = "acme") -> str:
+    return (await t.store.keys.ensure_tenant(name)).id
+
+
+async def subscription(t: Tidings, tenant_id: str, **options: Any) -> Subscription:
+    sub, _ = await t.create_subscription(
+        tenant_id, "http://127.0.0.1:9/hook", ["client.*"], **options
+    )
+    return sub
+
+
+async def emit(t: Tidings, tenant_id: str, key: str | None = None, n: int = 0) -> StoredEvent:
+    draft = t.draft_event(tenant_id, "client.created", {"n": n})
+    if key is not None:
+        from dataclasses import replace
+
+        draft = replace(draft, ordering_key=key)
+    stored, _ = await t.store.events.insert_event(draft, None)
+    return stored
+
+
+def plan_of(counts: Mapping[str, int]) -> Any:
+    def plan(lanes: Sequence[Lane]) -> Mapping[str, int]:
+        return {lane.subscription_id: counts.get(lane.subscription_id, 0) for lane in lanes}
+
+    return plan
+
+
+def done(
+    claimed: ClaimedDelivery, status: int = 200, retry_at: int | None = None
+) -> AttemptOutcome:
+    result = AttemptResult(status, 3)
+    if result.succeeded:
+        verdict = Verdict(DeliveryStatus.SUCCEEDED, None)
+    elif retry_at is not None:
+        verdict = Verdict(DeliveryStatus.PENDING, retry_at)
+    else:
+        verdict = Verdict(DeliveryStatus.FAILED, None)
+    return AttemptOutcome(claimed, result, verdict, int(time.time() * 1000))
+
+
+def payloads(claimed: Sequence[ClaimedDelivery]) -> list[int]:
+    import json
+
+    return sorted(json.loads(c.body)["payload"]["n"] for c in claimed)
+
+
+async def test_a_claim_leases_and_a_lapsed_lease_is_claimed_again(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    await subscription(tidings, tid)
+    await emit(tidings, tid)
+    now = int(time.time() * 1000)
+    [first] = await claim_all(tidings.store.queue, now)
+    assert first.attempt == 1
+    assert await claim_all(tidings.store.queue, now + 1) == [], "leased: not due"
+    [again] = await claim_all(tidings.store.queue, now + LEASE + 1)
+    assert again.delivery_id == first.delivery_id and again.claim_token != first.claim_token
+    # The first holder's late record is logged but moves nothing.
+    await tidings.store.queue.record([done(first)])
+    counts = await tidings.store.queue.delivery_counts()
+    assert counts == {DeliveryStatus.PENDING.value: 1}
+    await tidings.store.queue.record([done(again)])
+    assert await tidings.store.queue.delivery_counts() == {DeliveryStatus.SUCCEEDED.value: 1}
+
+
+async def test_lanes_are_offered_least_recently_served_first(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    subs = [await subscription(tidings, tid) for _ in range(3)]
+    for n in range(3):
+        await emit(tidings, tid, n=n)
+    seen: list[list[str]] = []
+
+    def one_from_first(lanes: Sequence[Lane]) -> Mapping[str, int]:
+        seen.append([lane.subscription_id for lane in lanes])
+        return {lanes[0].subscription_id: 1}
+
+    for _ in range(3):
+        await tidings.store.queue.claim(ClaimRequest(FAR, LEASE, one_from_first))
+    firsts = [order[0] for order in seen]
+    assert sorted(firsts) == sorted(s.id for s in subs), "each lane had its turn first"
+
+
+async def test_a_claim_takes_what_the_plan_says_and_skips_what_it_is_told(
+    tidings: Tidings,
+) -> None:
+    tid = await tenant(tidings)
+    a, b = await subscription(tidings, tid), await subscription(tidings, tid)
+    for n in range(5):
+        await emit(tidings, tid, n=n)
+    claimed = await tidings.store.queue.claim(ClaimRequest(FAR, LEASE, plan_of({a.id: 2})))
+    assert [c.subscription_id for c in claimed] == [a.id, a.id]
+    offered: list[str] = []
+
+    def note(lanes: Sequence[Lane]) -> Mapping[str, int]:
+        offered.extend(lane.subscription_id for lane in lanes)
+        return {}
+
+    await tidings.store.queue.claim(ClaimRequest(FAR, LEASE, note, skip=[a.id]))
+    assert offered == [b.id]
+
+
+async def test_fifo_sends_one_per_key_in_order_and_other_keys_flow(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    await subscription(tidings, tid, ordering=Ordering.FIFO)
+    for n in range(3):
+        await emit(tidings, tid, key="k1", n=n)
+    await emit(tidings, tid, key="k2", n=10)
+    await emit(tidings, tid, key=None, n=20)
+    heads = await claim_all(tidings.store.queue, FAR)
+    assert payloads(heads) == [0, 10, 20], "one per key (no key is a key of its own)"
+    assert await claim_all(tidings.store.queue, FAR) == []
+    k1 = next(c for c in heads if c.ordering_key == "k1")
+    # A failed attempt that will be retried holds the key...
+    await tidings.store.queue.record([done(k1, 500, retry_at=FAR)])
+    assert await claim_all(tidings.store.queue, FAR - 1) == []
+    [retry] = await claim_all(tidings.store.queue, FAR)
+    assert retry.delivery_id == k1.delivery_id
+    # ...until it is delivered or given up: then the next of that key goes.
+    await tidings.store.queue.record([done(retry, 500)])
+    [second] = await claim_all(tidings.store.queue, FAR)
+    assert payloads([second]) == [1]
+    await tidings.store.queue.record([done(second)])
+    [third] = await claim_all(tidings.store.queue, FAR)
+    assert payloads([third]) == [2]
+
+
+async def test_fifo_redelivery_joins_the_end_of_its_key(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    sub = await subscription(tidings, tid, ordering=Ordering.FIFO)
+    first = await emit(tidings, tid, key="k", n=0)
+    await emit(tidings, tid, key="k", n=1)
+    [head] = await claim_all(tidings.store.queue, FAR)
+    await tidings.store.queue.record([done(head)])
+    await tidings.store.events.enqueue(first, [sub.id])  # redeliver event 0
+    await emit(tidings, tid, key="k", n=2)
+    order = []
+    for _ in range(3):
+        [c] = await claim_all(tidings.store.queue, FAR)
+        order += payloads([c])
+        await tidings.store.queue.record([done(c)])
+    assert order == [1, 0, 2]
+
+
+async def test_fifo_recovery_joins_the_end_of_its_key(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    await subscription(tidings, tid, ordering=Ordering.FIFO)
+    await emit(tidings, tid, key="k", n=0)
+    await emit(tidings, tid, key="k", n=1)
+    [head] = await claim_all(tidings.store.queue, FAR)
+    await tidings.store.queue.record([done(head, 400)])  # given up: failed
+    [nxt] = await claim_all(tidings.store.queue, FAR)
+    assert payloads([nxt]) == [1]
+    assert await tidings.store.reports.recover_failed(tid, 0, None) == 1
+    assert await claim_all(tidings.store.queue, FAR) == [], "behind the unfinished one"
+    await tidings.store.queue.record([done(nxt)])
+    [recovered] = await claim_all(tidings.store.queue, FAR)
+    assert payloads([recovered]) == [0] and recovered.attempt == 1
+
+
+async def test_disabling_pauses_and_enabling_resumes(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    sub = await subscription(tidings, tid)
+    await emit(tidings, tid, n=0)
+    await tidings.store.subscriptions.disable(tid, sub.id, DisableReason.BREAKER)
+    await emit(tidings, tid, n=1)  # matches the disabled subscription: kept for it
+    assert await tidings.store.queue.delivery_counts() == {DeliveryStatus.PAUSED.value: 2}
+    assert await claim_all(tidings.store.queue, FAR) == []
+    await tidings.store.subscriptions.update(tid, sub.id, {"enabled": True})
+    resumed = await claim_all(tidings.store.queue, FAR)
+    assert payloads(resumed) == [0, 1]
+    assert all(c.paused_ms >= 0 and c.window_start_ms >= c.event_created_ms for c in resumed)
+
+
+async def test_a_retry_recorded_after_a_disable_waits_paused(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    sub = await subscription(tidings, tid)
+    await emit(tidings, tid)
+    [claimed] = await claim_all(tidings.store.queue, FAR)
+    await tidings.store.subscriptions.update(tid, sub.id, {"enabled": False})
+    # The disable took the lease back; the in-flight attempt's record changes nothing.
+    await tidings.store.queue.record([done(claimed, 500, retry_at=FAR)])
+    assert await tidings.store.queue.delivery_counts() == {DeliveryStatus.PAUSED.value: 1}
+
+
+async def test_gone_and_deletion_drop_what_was_waiting(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    gone, deleted = await subscription(tidings, tid), await subscription(tidings, tid)
+    await tidings.store.subscriptions.disable(tid, gone.id, DisableReason.MANUAL)
+    await emit(tidings, tid)
+    await tidings.store.subscriptions.update(tid, gone.id, {"enabled": True})
+    await tidings.store.subscriptions.disable(tid, gone.id, DisableReason.GONE)
+    await tidings.store.subscriptions.delete(tid, deleted.id)
+    assert await tidings.store.queue.delivery_counts() == {DeliveryStatus.CANCELLED.value: 2}
+    await emit(tidings, tid)
+    assert await tidings.store.queue.delivery_counts() == {DeliveryStatus.CANCELLED.value: 2}
+
+
+async def test_max_concurrency_holds_for_every_worker_together(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    await subscription(tidings, tid, max_concurrency=3)
+    for n in range(10):
+        await emit(tidings, tid, n=n)
+    worker_1 = await claim_all(tidings.store.queue, FAR)
+    worker_2 = await claim_all(tidings.store.queue, FAR + 1)
+    assert len(worker_1) == 3 and worker_2 == []
+    await tidings.store.queue.record([done(worker_1[0])])
+    assert len(await claim_all(tidings.store.queue, FAR + 2)) == 1, "one slot freed"
+
+
+async def test_rate_limit_holds_for_every_worker_together(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    await subscription(tidings, tid, rate_limit=4.0)
+    for n in range(20):
+        await emit(tidings, tid, n=n)
+    start = int(time.time() * 1000) + 1_000
+    took = [len(await claim_all(tidings.store.queue, start + step)) for step in (0, 0, 250, 500)]
+    assert took == [4, 0, 1, 1], "a second's burst, then the rate, whoever claims"
+
+
+async def test_repair_lets_go_a_key_whose_head_vanished(tidings: Tidings) -> None:
+    tid = await tenant(tidings)
+    sub = await subscription(tidings, tid, ordering=Ordering.FIFO)
+    await emit(tidings, tid, key="k", n=0)
+    await emit(tidings, tid, key="k", n=1)
+    await tidings.store.subscriptions.disable(tid, sub.id, DisableReason.MANUAL)
+    # Retention prunes the paused head's event (it is old); its successor is stranded.
+    await tidings.store.retention.prune_events(before_ms=FAR, batch=1)
+    await tidings.store.subscriptions.update(tid, sub.id, {"enabled": True})
+    assert await claim_all(tidings.store.queue, FAR) == []
+    assert await tidings.store.queue.repair(int(time.time() * 1000)) == 1
+    assert payloads(await claim_all(tidings.store.queue, FAR)) == [1]
+
+
+async def test_concurrent_emits_and_claims_lose_no_wake_up(tidings: Tidings) -> None:
+    """Emits racing claims (and records) must never leave a due delivery behind a
+    parked lane: the lane's row lock orders them."""
+    tenants = [await tenant(tidings, f"t{i}") for i in range(4)]
+    for tid in tenants:
+        await subscription(tidings, tid)
+    per_tenant = 80
+    got: list[ClaimedDelivery] = []
+    emitting = len(tenants)
+
+    async def emitter(tid: str, base: int) -> None:
+        nonlocal emitting
+        for n in range(per_tenant):
+            await emit(tidings, tid, n=base + n)
+        emitting -= 1
+
+    async def worker() -> None:
+        """Claims until the emits are over and a claim finds nothing: a lost wake-up
+        (a lane parked although a delivery of it is due) ends it with deliveries left."""
+        while True:
+            still_emitting = emitting > 0
+            claimed = await tidings.store.queue.claim(
+                ClaimRequest(int(time.time() * 1000), LEASE, take_everything)
+            )
+            got.extend(claimed)
+            if claimed:
+                await tidings.store.queue.record([done(c) for c in claimed])
+            elif not still_emitting:
+                return
+
+    emitters = [emitter(tid, 1000 * i) for i, tid in enumerate(tenants)]
+    async with asyncio.timeout(90):
+        await asyncio.gather(*emitters, worker(), worker(), worker())
+    expected = sorted(1000 * i + n for i in range(len(tenants)) for n in range(per_tenant))
+    assert payloads(got) == expected
+    counts = await tidings.store.queue.delivery_counts()
+    assert counts == {DeliveryStatus.SUCCEEDED.value: len(expected)}

@@ -1,0 +1,192 @@
+"""The scheduling policy on its own: fair shares, adaptive limits, lanes' cluster limits."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tidings.domain.scheduling import (
+    INITIAL_LIMIT,
+    PARKED_MS,
+    TROUBLE_SECONDS,
+    AdaptiveLimit,
+    Lane,
+    LaneState,
+    Scheduler,
+    Signal,
+    fair_shares,
+)
+
+
+def test_fair_shares_fill_the_least_held_first() -> None:
+    # c (holding 0) catches up with b (holding 2), then both rise together to 4: a,
+    # already holding 6, gets nothing while the others hold less.
+    assert fair_shares({"a": 10, "b": 10, "c": 10}, {"a": 6, "b": 2}, 6) == {"c": 4, "b": 2}
+
+
+def test_fair_shares_respect_demand_and_capacity() -> None:
+    assert fair_shares({"a": 1, "b": 100}, {}, 10) == {"a": 1, "b": 9}
+    assert fair_shares({"a": 0, "b": 0}, {}, 10) == {}
+    assert fair_shares({"a": 5}, {}, 0) == {}
+
+
+def test_fair_shares_ties_follow_the_order() -> None:
+    assert fair_shares({"a": 1, "b": 1}, {}, 1, order=["b", "a"]) == {"b": 1}
+
+
+@given(
+    demand=st.dictionaries(st.sampled_from("abcdef"), st.integers(0, 50), max_size=6),
+    held=st.dictionaries(st.sampled_from("abcdef"), st.integers(0, 50), max_size=6),
+    capacity=st.integers(0, 200),
+)
+def test_fair_shares_are_max_min_fair(
+    demand: dict[str, int], held: dict[str, int], capacity: int
+) -> None:
+    shares = fair_shares(demand, held, capacity)
+    assert sum(shares.values()) == min(capacity, sum(demand.values()))
+    assert all(0 < n <= demand[k] for k, n in shares.items())
+    level = {k: held.get(k, 0) + shares.get(k, 0) for k in demand}
+    for k in shares:
+        # whoever got a slot ended at most one above anyone left wanting more
+        for other in demand:
+            if shares.get(other, 0) < demand[other]:
+                assert level[k] <= level[other] + 1
+
+
+def test_an_idle_tenant_is_served_before_a_busy_one() -> None:
+    scheduler = Scheduler(capacity=100, ceiling=50)
+    for _ in range(40):
+        scheduler.started("busy-sub", "busy", 0.0)
+    lanes = [Lane("busy-sub", "busy"), Lane("idle-sub", "idle")]
+    plan = scheduler.plan(lanes, free=1, now=0.0)
+    assert plan == {"idle-sub": 1}
+
+
+def test_tenants_share_before_their_subscriptions_do() -> None:
+    scheduler = Scheduler(capacity=1000, ceiling=50)
+    many = [Lane(f"a{i}", "a") for i in range(10)]
+    plan = scheduler.plan([*many, Lane("b0", "b")], free=16, now=0.0)
+    assert plan["b0"] == 8, "tenant b's one subscription gets half, not 1/11"
+    assert sum(plan.get(f"a{i}", 0) for i in range(10)) == 8
+
+
+def test_a_lane_gets_no_more_than_its_cluster_room_or_its_limit() -> None:
+    scheduler = Scheduler(capacity=1000, ceiling=50)
+    plan = scheduler.plan([Lane("s", "t", room=3)], free=100, now=0.0)
+    assert plan == {"s": 3}
+    plan = scheduler.plan([Lane("s", "t")], free=100, now=0.0)
+    assert plan == {"s": INITIAL_LIMIT}
+    for _ in range(INITIAL_LIMIT):
+        scheduler.started("s", "t", 0.0)
+    assert scheduler.saturated() == ["s"]
+    assert scheduler.plan([Lane("s", "t")], free=100, now=0.0) == {}
+
+
+def test_limit_doubles_per_round_trip_then_grows_by_one() -> None:
+    limit = AdaptiveLimit(ceiling=100)
+    for _ in range(INITIAL_LIMIT):
+        limit.answered(latency_ms=10)
+    assert limit.value == 2 * INITIAL_LIMIT
+    limit.congested(started=0.0, now=1.0)
+    assert limit.value == INITIAL_LIMIT
+    before = limit.limit
+    for _ in range(INITIAL_LIMIT):
+        limit.answered(latency_ms=10)
+    assert limit.limit - before < 1.01, "after a decrease, growth is additive"
+
+
+def test_limit_halves_once_per_round_trip_and_never_below_one() -> None:
+    limit = AdaptiveLimit(ceiling=100)
+    limit.congested(started=0.0, now=10.0)
+    limit.congested(started=5.0, now=10.5)  # sent before the decrease: old news
+    assert limit.value == INITIAL_LIMIT // 2
+    for n in range(20):
+        limit.congested(started=11.0 + n, now=11.5 + n)
+    assert limit.value == 1
+    assert limit.troubled(11.0 + 20) and not limit.troubled(40.0 + TROUBLE_SECONDS)
+
+
+def test_limit_stops_growing_while_latency_inflates() -> None:
+    limit = AdaptiveLimit(ceiling=100)
+    limit.answered(latency_ms=20)
+    grown = limit.limit
+    limit.answered(latency_ms=500)  # queueing at the receiver
+    assert limit.limit == grown
+    limit.answered(latency_ms=25)
+    assert limit.limit > grown
+
+
+def test_limit_stays_under_its_ceiling() -> None:
+    limit = AdaptiveLimit(ceiling=3)
+    for _ in range(10):
+        limit.answered(latency_ms=1)
+    assert limit.value == 3
+
+
+def test_troubled_subscriptions_share_a_bounded_part_of_the_worker() -> None:
+    scheduler = Scheduler(capacity=20, ceiling=50, troubled_share=0.5)
+    for n in range(5):
+        scheduler.limit(f"hang{n}").congested(started=0.0, now=1.0)
+    lanes = [Lane(f"hang{n}", f"t{n}") for n in range(5)] + [Lane("ok", "t9")]
+    plan = scheduler.plan(lanes, free=20, now=2.0)
+    assert sum(plan.get(f"hang{n}", 0) for n in range(5)) <= 10
+    assert plan["ok"] == INITIAL_LIMIT
+
+
+def test_finishing_an_attempt_feeds_the_limit() -> None:
+    scheduler = Scheduler(capacity=10, ceiling=50)
+    scheduler.started("s", "t", 0.0)
+    scheduler.finished("s", "t", Signal.CONGESTED, 10_000, started=0.0, now=10.0)
+    assert scheduler.limit("s").value == INITIAL_LIMIT // 2
+    assert scheduler.held == {} and scheduler.tenant_held == {} and scheduler.tenant_of == {}
+
+
+def test_idle_subscriptions_are_forgotten() -> None:
+    scheduler = Scheduler(capacity=10, ceiling=50)
+    scheduler.started("s", "t", 0.0)
+    scheduler.finished("s", "t", Signal.ANSWERED, 5, started=0.0, now=1.0)
+    assert scheduler.forget_idle(now=100.0, idle_seconds=600) == 0
+    assert scheduler.forget_idle(now=1000.0, idle_seconds=600) == 1
+    assert scheduler.limits == {}
+
+
+def test_cap_holds_a_subscription_under_its_max_concurrency() -> None:
+    scheduler = Scheduler(capacity=10, ceiling=50)
+    scheduler.cap("s", 2)
+    assert scheduler.plan([Lane("s", "t")], free=10, now=0.0) == {"s": 2}
+
+
+# --- lanes ------------------------------------------------------------------------------
+
+
+def test_lane_room_is_its_concurrency_left_and_its_tokens() -> None:
+    assert LaneState("s", "t").room(0) is None
+    assert LaneState("s", "t", max_concurrency=5, leased=3).room(0) == 2
+    assert LaneState("s", "t", max_concurrency=5, leased=7).room(0) == 0
+    full = LaneState("s", "t", rate_limit=10)
+    assert full.room(0) == 10, "a fresh bucket holds a second's worth"
+    spent = LaneState("s", "t", rate_limit=10, tokens=0.0, tokens_ms=1_000)
+    assert spent.room(1_000) == 0
+    assert spent.room(1_350) == 3
+    assert spent.room(100_000) == 10
+
+
+def test_a_lane_out_of_tokens_is_parked_until_the_next_one() -> None:
+    lane = LaneState("s", "t", rate_limit=2, tokens=2.0, tokens_ms=0)
+    update = lane.after_claim(took=2, now_ms=0, next_pending_ms=0)
+    assert update.tokens == 0.0
+    assert update.next_due_ms == 500
+    assert update.served_ms == 0
+
+
+def test_a_lane_at_its_max_concurrency_is_parked_until_a_lease_ends() -> None:
+    lane = LaneState("s", "t", max_concurrency=2, leased=1, lease_ends_ms=9_000)
+    update = lane.after_claim(took=1, now_ms=1_000, next_pending_ms=1_000)
+    assert update.next_due_ms == 9_000
+    unknown = LaneState("s", "t", max_concurrency=1)
+    assert unknown.after_claim(1, 1_000, 1_000).next_due_ms == 1_000 + PARKED_MS
+
+
+def test_a_lane_with_nothing_pending_is_not_due() -> None:
+    update = LaneState("s", "t").after_claim(took=0, now_ms=5, next_pending_ms=None)
+    assert update.next_due_ms is None and update.served_ms is None
