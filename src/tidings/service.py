@@ -23,7 +23,7 @@ from aiohttp.resolver import ThreadedResolver
 from tidings.config import Settings
 from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host
 from tidings.dispatcher.retention import run_pruner
-from tidings.dispatcher.sender import Sender
+from tidings.dispatcher.sender import AiohttpSender, Sender
 from tidings.dispatcher.worker import Dispatcher
 from tidings.domain.catalog import find_event_type
 from tidings.domain.deliveries import AttemptResult, DisableReason
@@ -131,7 +131,7 @@ class Tidings:
         if self._sender is None:
             s = self.settings
             resolver = GuardedResolver(self.address_policy, self.resolver_factory)
-            self._sender = Sender(s.delivery_timeout, s.dispatcher_concurrency, resolver)
+            self._sender = AiohttpSender(s.delivery_timeout, s.dispatcher_concurrency, resolver)
         return self._sender
 
     async def close(self) -> None:

@@ -55,31 +55,32 @@ def test_fair_shares_are_max_min_fair(
 
 def test_an_idle_tenant_is_served_before_a_busy_one() -> None:
     scheduler = Scheduler(capacity=100, ceiling=50)
+    scheduler.limit("busy-sub").limit = 50
     for _ in range(40):
         scheduler.started("busy-sub", "busy", 0.0)
     lanes = [Lane("busy-sub", "busy"), Lane("idle-sub", "idle")]
-    plan = scheduler.plan(lanes, free=1, now=0.0)
+    plan = scheduler.plan(lanes, batch=1, now=0.0)
     assert plan == {"idle-sub": 1}
 
 
 def test_tenants_share_before_their_subscriptions_do() -> None:
     scheduler = Scheduler(capacity=1000, ceiling=50)
     many = [Lane(f"a{i}", "a") for i in range(10)]
-    plan = scheduler.plan([*many, Lane("b0", "b")], free=16, now=0.0)
+    plan = scheduler.plan([*many, Lane("b0", "b")], batch=16, now=0.0)
     assert plan["b0"] == 8, "tenant b's one subscription gets half, not 1/11"
     assert sum(plan.get(f"a{i}", 0) for i in range(10)) == 8
 
 
 def test_a_lane_gets_no_more_than_its_cluster_room_or_its_limit() -> None:
     scheduler = Scheduler(capacity=1000, ceiling=50)
-    plan = scheduler.plan([Lane("s", "t", room=3)], free=100, now=0.0)
+    plan = scheduler.plan([Lane("s", "t", room=3)], batch=100, now=0.0)
     assert plan == {"s": 3}
-    plan = scheduler.plan([Lane("s", "t")], free=100, now=0.0)
+    plan = scheduler.plan([Lane("s", "t")], batch=100, now=0.0)
     assert plan == {"s": INITIAL_LIMIT}
     for _ in range(INITIAL_LIMIT):
         scheduler.started("s", "t", 0.0)
     assert scheduler.saturated() == ["s"]
-    assert scheduler.plan([Lane("s", "t")], free=100, now=0.0) == {}
+    assert scheduler.plan([Lane("s", "t")], batch=100, now=0.0) == {}
 
 
 def test_limit_doubles_per_round_trip_then_grows_by_one() -> None:
@@ -123,14 +124,16 @@ def test_limit_stays_under_its_ceiling() -> None:
     assert limit.value == 3
 
 
-def test_troubled_subscriptions_share_a_bounded_part_of_the_worker() -> None:
-    scheduler = Scheduler(capacity=20, ceiling=50, troubled_share=0.5)
+def test_unproven_subscriptions_share_a_bounded_part_of_the_worker() -> None:
+    scheduler = Scheduler(capacity=40, ceiling=50, troubled_share=0.25)
     for n in range(5):
         scheduler.limit(f"hang{n}").congested(started=0.0, now=1.0)
-    lanes = [Lane(f"hang{n}", f"t{n}") for n in range(5)] + [Lane("ok", "t9")]
-    plan = scheduler.plan(lanes, free=20, now=2.0)
-    assert sum(plan.get(f"hang{n}", 0) for n in range(5)) <= 10
-    assert plan["ok"] == INITIAL_LIMIT
+    scheduler.limit("ok").answered(latency_ms=5)
+    lanes = [Lane(f"hang{n}", f"t{n}") for n in range(5)] + [Lane("new", "t8"), Lane("ok", "t9")]
+    plan = scheduler.plan(lanes, batch=40, now=2.0)
+    assert sum(plan.get(f"hang{n}", 0) for n in [*range(5)]) + plan.get("new", 0) <= 10
+    assert plan["new"] >= 1, "a new subscription gets its turn within the reserve"
+    assert plan["ok"] == scheduler.limit("ok").value, "a receiver that answers is not held to it"
 
 
 def test_finishing_an_attempt_feeds_the_limit() -> None:
@@ -153,7 +156,7 @@ def test_idle_subscriptions_are_forgotten() -> None:
 def test_cap_holds_a_subscription_under_its_max_concurrency() -> None:
     scheduler = Scheduler(capacity=10, ceiling=50)
     scheduler.cap("s", 2)
-    assert scheduler.plan([Lane("s", "t")], free=10, now=0.0) == {"s": 2}
+    assert scheduler.plan([Lane("s", "t")], batch=10, now=0.0) == {"s": 2}
 
 
 # --- lanes ------------------------------------------------------------------------------
@@ -190,3 +193,15 @@ def test_a_lane_at_its_max_concurrency_is_parked_until_a_lease_ends() -> None:
 def test_a_lane_with_nothing_pending_is_not_due() -> None:
     update = LaneState("s", "t").after_claim(took=0, now_ms=5, next_pending_ms=None)
     assert update.next_due_ms is None and update.served_ms is None
+
+
+def test_a_busy_tenant_leaves_the_reserve_to_light_ones() -> None:
+    scheduler = Scheduler(capacity=100, ceiling=200)
+    scheduler.limit("big").limit = 200
+    scheduler.limit("big").usual_latency_ms = 5
+    assert scheduler.plan([Lane("big", "a")], batch=100, now=0.0) == {"big": 90}
+    for _ in range(90):
+        scheduler.started("big", "a", 0.0)
+    assert scheduler.plan([Lane("big", "a")], batch=100, now=0.0) == {}
+    light = scheduler.plan([Lane("big", "a"), Lane("new", "b")], batch=100, now=0.0)
+    assert light == {"new": 2}, "a light tenant may use the reserve, up to its quota"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -19,7 +20,18 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 USER_AGENT = f"tidings/{__version__}"
 
 
-class Sender:
+class Sender(Protocol):
+    """What the dispatcher needs of an HTTP client: the one extension point for trying
+    another client (and for tests, which pass a fake)."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
+        """POST ``body``; never raises for anything the receiver or network does."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AiohttpSender:
     """Owns the connection pool; create it inside the event loop that uses it."""
 
     def __init__(

@@ -57,6 +57,9 @@ IDLE_CLAIM_GAP = 0.005
 START_CHUNK = 16
 """Deliveries started between two yields to the event loop."""
 
+WATCH_INTERVAL = 0.25
+"""Seconds between two looks for attempts that hang."""
+
 REPORT_INTERVAL = 5.0
 """Seconds between two reports of this worker's figures to the database."""
 
@@ -102,6 +105,8 @@ class Dispatcher:
         self.worker_id = worker_id or "wrk_" + uuid.uuid4().hex[:16]
         self.scheduler = Scheduler(capacity=concurrency, ceiling=subscription_concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
+        self._started: dict[int, tuple[str, float]] = {}
+        """Delivery id -> (subscription id, start time) of every attempt in flight."""
         self._finished: list[AttemptOutcome] = []
         self._finished_ready = asyncio.Event()
         self._room_freed = asyncio.Event()
@@ -114,6 +119,7 @@ class Dispatcher:
         """Deliver until ``stop`` is set; then finish what is in flight and record it."""
         recorder = asyncio.create_task(self._record_loop())
         reporter = asyncio.create_task(self._report_loop(stop))
+        watcher = asyncio.create_task(self._watch_loop(stop))
         try:
             while not stop.is_set():
                 await self._fill(stop)
@@ -123,9 +129,10 @@ class Dispatcher:
             self._closing = True
             self._finished_ready.set()
             await recorder
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+            for task in (reporter, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     @property
     def in_flight(self) -> int:
@@ -187,10 +194,10 @@ class Dispatcher:
                 self._start(delivery)
 
     def _start(self, delivery: ClaimedDelivery) -> None:
+        now = self._clock.monotonic()
         self.scheduler.cap(delivery.subscription_id, delivery.max_concurrency)
-        self.scheduler.started(
-            delivery.subscription_id, delivery.tenant_id, self._clock.monotonic()
-        )
+        self.scheduler.started(delivery.subscription_id, delivery.tenant_id, now)
+        self._started[delivery.delivery_id] = (delivery.subscription_id, now)
         task = asyncio.create_task(self._deliver(delivery))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -216,6 +223,7 @@ class Dispatcher:
             error = f"internal error: {type(exc).__name__}"
             result = AttemptResult(None, 0, error=error, failure=Failure.INTERNAL)
         finished = self._clock.now_ms()
+        self._started.pop(delivery.delivery_id, None)
         verdict = judge_attempt(
             result, delivery.attempt, delivery.window_start_ms, finished, self._policy
         )
@@ -289,6 +297,14 @@ class Dispatcher:
             WorkerLane(sub_id, scheduler.tenant_of[sub_id], held, scheduler.limit(sub_id).value)
             for sub_id, held in sorted(scheduler.held.items())
         ]
+
+    async def _watch_loop(self, stop: asyncio.Event) -> None:
+        """Notice attempts that hang, long before their timeout ends them."""
+        while not stop.is_set():
+            await _first_of(stop.wait(), timeout=WATCH_INTERVAL)
+            now = self._clock.monotonic()
+            for sub_id, started in list(self._started.values()):
+                self.scheduler.stalled(sub_id, started, now)
 
     async def _report_loop(self, stop: asyncio.Event) -> None:
         """Publish this worker's figures, so any process can show them (/metrics, portal)."""

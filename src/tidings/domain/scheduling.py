@@ -8,9 +8,15 @@ Two rules, applied each time the worker claims work:
   whatever the due times say.
 * **Adaptive limits.** Each subscription may hold at most its ``AdaptiveLimit`` of slots:
   it grows while the receiver answers (quickly doubling at first, then by one per
-  round trip) and halves when it times out, refuses connections or answers 429/503.
-  Subscriptions that failed that way recently ("troubled") share at most a fraction of
-  the worker, so a crowd of hanging endpoints cannot fill it.
+  round trip) and halves when it times out, refuses connections, answers 429/503, or
+  leaves an attempt unanswered for long (``STALL_SECONDS``).
+* **A reserve for light tenants.** A tenant's backlog may fill the worker but for
+  ``RESERVE_SHARE`` of its slots, which only tenants holding little may use: the next
+  tenant's delivery finds a free slot at once, even when the worker is busy.
+* **A reserve for receivers that answer.** Subscriptions that have not proven they answer
+  (new to this worker, or troubled lately) share at most ``TROUBLED_SHARE`` of the
+  worker's slots, so a crowd of hanging endpoints can never fill it: the rest is for
+  receivers that answer.
 
 The queue (``storage``) reports which subscriptions have due work (``Lane``) and what
 cluster-wide room they have (``maxConcurrency``, ``rateLimit``); ``Scheduler.plan`` turns
@@ -31,8 +37,12 @@ K = TypeVar("K", bound=Hashable)
 INITIAL_LIMIT = 8
 """Attempts a subscription may have in flight before its receiver has answered any."""
 
+RESERVE_SHARE = 0.1
+"""Fraction of a worker's slots kept free for tenants that hold little: a tenant with a
+backlog can fill the rest, never these, so another tenant's delivery starts at once."""
+
 TROUBLED_SHARE = 0.5
-"""Fraction of a worker's slots that troubled subscriptions may hold together."""
+"""Fraction of a worker's slots that unproven subscriptions (new or troubled) may hold."""
 
 TROUBLE_SECONDS = 30.0
 """How long a timeout or refused connection marks a subscription as troubled."""
@@ -42,6 +52,10 @@ LATENCY_TOLERANCE = 2.0
 the limit: the receiver is queueing our requests, more of them would only wait longer."""
 
 LATENCY_SLACK_MS = 50.0
+
+STALL_SECONDS = 2.0
+"""An attempt unanswered this long marks its subscription as troubled before it times
+out, so hanging receivers are held back within seconds, not one timeout later."""
 
 IDLE_SECONDS = 600.0
 """A subscription unused this long is forgotten (its limit starts over when it returns)."""
@@ -91,6 +105,10 @@ class AdaptiveLimit:
     def troubled(self, now: float) -> bool:
         return now < self.troubled_until
 
+    def proven(self, now: float) -> bool:
+        """It has answered (this worker) and has not been in trouble lately."""
+        return self.usual_latency_ms is not None and not self.troubled(now)
+
     def answered(self, latency_ms: float) -> None:
         usual = self.usual_latency_ms
         if usual is None or latency_ms < usual:
@@ -111,6 +129,13 @@ class AdaptiveLimit:
         self.limit = max(1.0, self.limit / 2)
         self.threshold = self.limit
         self.last_decrease = now
+
+    def stall_seconds(self) -> float:
+        """How long an unanswered attempt may take before the receiver counts as stalled:
+        ``STALL_SECONDS``, or four times its usual latency for a receiver that is slow
+        but answers."""
+        usual = (self.usual_latency_ms or 0.0) / 1000
+        return max(STALL_SECONDS, 4 * usual)
 
 
 def fair_shares(
@@ -174,27 +199,30 @@ class Scheduler:
         """Subscriptions this worker can take no more of now (the queue skips them)."""
         return [sub_id for sub_id in list(self.held) if self.room(sub_id) == 0]
 
-    def planner(self, free: int, now: float) -> Planner:
-        """A frozen view for one claim: the store may call it from its own thread while
-        this worker's loop goes on changing what it holds."""
+    def planner(self, batch: int, now: float) -> Planner:
+        """A frozen view for one claim of at most ``batch`` deliveries: the store may call
+        it from its own thread while this worker's loop goes on changing what it holds."""
         held = dict(self.held)
-        troubled = 0
+        unproven = 0
         for sub_id, count in held.items():
             limit = self.limits.get(sub_id)
-            if limit is not None and limit.troubled(now):
-                troubled += count
+            if limit is None or not limit.proven(now):
+                unproven += count
+        free = max(0, self.capacity - sum(held.values()))
         return Planner(
             free=free,
+            batch=min(batch, free),
+            reserve=int(self.capacity * RESERVE_SHARE),
             now=now,
             ceiling=self.ceiling,
-            troubled_room=max(0, int(self.capacity * self.troubled_share) - troubled),
+            unproven_room=max(0, int(self.capacity * self.troubled_share) - unproven),
             held=held,
             tenant_held=dict(self.tenant_held),
             limits=self.limits,
         )
 
-    def plan(self, lanes: Sequence[Lane], free: int, now: float) -> dict[str, int]:
-        return self.planner(free, now)(lanes)
+    def plan(self, lanes: Sequence[Lane], batch: int, now: float) -> dict[str, int]:
+        return self.planner(batch, now)(lanes)
 
     def started(self, sub_id: str, tenant_id: str, now: float) -> None:
         self.held[sub_id] = self.held.get(sub_id, 0) + 1
@@ -220,6 +248,12 @@ class Scheduler:
         elif signal is Signal.CONGESTED:
             self.limit(sub_id).congested(started, now)
 
+    def stalled(self, sub_id: str, started: float, now: float) -> None:
+        """An attempt of ``sub_id`` that started at ``started`` is still unanswered."""
+        limit = self.limits.get(sub_id)
+        if limit is not None and now - started > limit.stall_seconds():
+            limit.congested(started, now)
+
     def share(self, sub_id: str) -> float:
         """The fraction of this worker's slots the subscription holds now."""
         return self.held.get(sub_id, 0) / self.capacity if self.capacity else 0.0
@@ -243,9 +277,14 @@ class Planner:
     """``Scheduler.plan`` for one claim, on copies of what the worker held then."""
 
     free: int
+    """Slots free in the worker now."""
+    batch: int
+    """Most deliveries this claim may take."""
+    reserve: int
+    """Slots kept free for tenants that hold little (see ``RESERVE_SHARE``)."""
     now: float
     ceiling: int
-    troubled_room: int
+    unproven_room: int
     held: Mapping[str, int]
     tenant_held: Mapping[str, int]
     limits: Mapping[str, AdaptiveLimit]
@@ -257,14 +296,14 @@ class Planner:
             sub_id = lane.subscription_id
             wanted = _room(self.limits.get(sub_id), self.held.get(sub_id, 0), self.ceiling)
             demand[sub_id] = wanted if lane.room is None else min(wanted, lane.room)
-        self._limit_troubled(demand)
+        self._limit_unproven(demand)
         tenant_of = {lane.subscription_id: lane.tenant_id for lane in lanes}
         tenant_demand: dict[str, int] = {}
         for sub_id, wanted in demand.items():
             tenant = tenant_of[sub_id]
             tenant_demand[tenant] = tenant_demand.get(tenant, 0) + wanted
         tenant_order = list(dict.fromkeys(lane.tenant_id for lane in lanes))
-        tenants = fair_shares(tenant_demand, self.tenant_held, self.free, tenant_order)
+        tenants = self._tenant_shares(tenant_demand, tenant_order)
         plan: dict[str, int] = {}
         for tenant, share in tenants.items():
             mine = {s: n for s, n in demand.items() if tenant_of[s] == tenant}
@@ -272,16 +311,33 @@ class Planner:
             plan.update(fair_shares(mine, self.held, share, order))
         return plan
 
-    def _limit_troubled(self, demand: dict[str, int]) -> None:
-        troubled = [
-            s
-            for s in demand
-            if (limit := self.limits.get(s)) is not None and limit.troubled(self.now)
+    def _tenant_shares(self, demand: dict[str, int], order: list[str]) -> dict[str, int]:
+        """Light tenants (holding under a quarter of the reserve) may use the reserve;
+        the others only the slots beyond it, so a worker full of one tenant's work always
+        has a slot for the next tenant's first delivery."""
+        quota = max(1, self.reserve // 4)
+        light = {
+            t: min(n, quota - self.tenant_held.get(t, 0))
+            for t, n in demand.items()
+            if self.tenant_held.get(t, 0) < quota
+        }
+        shares = fair_shares(light, self.tenant_held, self.batch, order)
+        given = sum(shares.values())
+        left = {t: n - shares.get(t, 0) for t, n in demand.items()}
+        room = min(self.batch - given, self.free - given - self.reserve)
+        held = {t: self.tenant_held.get(t, 0) + shares.get(t, 0) for t in demand}
+        for tenant, more in fair_shares(left, held, max(0, room), order).items():
+            shares[tenant] = shares.get(tenant, 0) + more
+        return shares
+
+    def _limit_unproven(self, demand: dict[str, int]) -> None:
+        unproven = [
+            s for s in demand if (limit := self.limits.get(s)) is None or not limit.proven(self.now)
         ]
-        if not troubled:
+        if not unproven:
             return
-        shares = fair_shares({s: demand[s] for s in troubled}, self.held, self.troubled_room)
-        for sub_id in troubled:
+        shares = fair_shares({s: demand[s] for s in unproven}, self.held, self.unproven_room)
+        for sub_id in unproven:
             demand[sub_id] = shares.get(sub_id, 0)
 
 

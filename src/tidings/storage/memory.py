@@ -100,6 +100,7 @@ class _Data:
     idempotency: dict[tuple[str, str], int] = field(default_factory=dict)
     subs: dict[str, _Sub] = field(default_factory=dict)
     deliveries: dict[int, _Delivery] = field(default_factory=dict)
+    by_sub: dict[str, dict[int, _Delivery]] = field(default_factory=dict)
     lanes: dict[str, _Lane] = field(default_factory=dict)
     attempts: list[AttemptRecord] = field(default_factory=list)
     lane_stats: dict[tuple[str, str], tuple[WorkerLane, int, int]] = field(default_factory=dict)
@@ -110,7 +111,15 @@ class _Data:
         return self.clock.now_ms()
 
     def sub_deliveries(self, sub_id: str) -> list[_Delivery]:
-        return [d for d in self.deliveries.values() if d.subscription_id == sub_id]
+        return list(self.by_sub.get(sub_id, {}).values())
+
+    def add_delivery(self, delivery: _Delivery) -> None:
+        self.deliveries[delivery.id] = delivery
+        self.by_sub.setdefault(delivery.subscription_id, {})[delivery.id] = delivery
+
+    def drop_delivery(self, delivery: _Delivery) -> None:
+        del self.deliveries[delivery.id]
+        self.by_sub.get(delivery.subscription_id, {}).pop(delivery.id, None)
 
     def unfinished_of_key(self, sub_id: str, key: str) -> list[_Delivery]:
         found = [
@@ -148,7 +157,7 @@ class _Data:
             position=position,
             blocked=blocked,
         )
-        self.deliveries[delivery.id] = delivery
+        self.add_delivery(delivery)
         if delivery.status == PENDING and not blocked:
             self.wake(s.id, now)
         return delivery
@@ -815,7 +824,7 @@ class MemoryStore:
             ids = {e.id for e in old}
             self._data.attempts = [a for a in self._data.attempts if a.event_id not in ids]
             for d in [d for d in self._data.deliveries.values() if d.event_seq in gone]:
-                del self._data.deliveries[d.id]
+                self._data.drop_delivery(d)
             for seq in gone:
                 del self._data.events[seq]
             return len(old)
