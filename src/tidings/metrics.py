@@ -18,7 +18,12 @@ from prometheus_client import (
     generate_latest,
 )
 
-from tidings.storage import DeliveryQueue
+from tidings.domain.clock import now_ms
+from tidings.storage import DeliveryQueue, Reports
+
+TOP_SUBSCRIPTIONS = 20
+"""Subscriptions with the largest backlogs get their own series: enough to see who is
+slow and who waits, few enough to keep the label cardinality bounded."""
 
 
 class Metrics:
@@ -53,10 +58,51 @@ class Metrics:
             "Age of the oldest due delivery.",
             registry=self.registry,
         )
+        labels = ["subscription_id", "tenant_id"]
+        self.lanes = {
+            "backlog": Gauge(
+                "tidings_subscription_backlog",
+                f"Deliveries pending, for the {TOP_SUBSCRIPTIONS} largest backlogs.",
+                labels,
+                registry=self.registry,
+            ),
+            "paused": Gauge(
+                "tidings_subscription_paused",
+                "Deliveries waiting for their disabled subscription to be enabled.",
+                labels,
+                registry=self.registry,
+            ),
+            "in_flight": Gauge(
+                "tidings_subscription_in_flight",
+                "Attempts in flight now, over every worker.",
+                labels,
+                registry=self.registry,
+            ),
+            "slot_limit": Gauge(
+                "tidings_subscription_slot_limit",
+                "The scheduler's adaptive limit, summed over workers.",
+                labels,
+                registry=self.registry,
+            ),
+            "share": Gauge(
+                "tidings_subscription_slot_share",
+                "Fraction of the workers' slots the subscription holds.",
+                labels,
+                registry=self.registry,
+            ),
+        }
 
-    async def render(self, queue: DeliveryQueue) -> tuple[bytes, str]:
-        pending, oldest_due_ms = await queue.queue_state(int(time.time() * 1000))
+    async def render(self, queue: DeliveryQueue, reports: Reports) -> tuple[bytes, str]:
+        """Figures read from the database at scrape time: the same whichever process
+        answers, workers included (they report their lanes through the database)."""
+        pending, oldest_due_ms = await queue.queue_state(now_ms())
         self.queue_depth.set(pending)
         age = 0.0 if oldest_due_ms is None else max(0.0, time.time() - oldest_due_ms / 1000)
         self.oldest_due_age.set(age)
+        figures = await reports.lane_figures(None, None, TOP_SUBSCRIPTIONS)
+        for gauge in self.lanes.values():
+            gauge.clear()
+        for f in figures:
+            for name, gauge in self.lanes.items():
+                gauge.labels(f.subscription_id, f.tenant_id).set(getattr(f, name))
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

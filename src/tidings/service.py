@@ -82,8 +82,13 @@ def hash_api_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def request_fingerprint(event_type: str, payload: Any, metadata: Any) -> str:
-    canonical = json.dumps([event_type, payload, metadata], sort_keys=True, separators=(",", ":"))
+def request_fingerprint(
+    event_type: str, payload: Any, metadata: Any, ordering_key: str | None = None
+) -> str:
+    """What an idempotent retry must repeat exactly (the ordering key counts only if set,
+    so fingerprints stored before it existed still match)."""
+    parts = [event_type, payload, metadata] + ([ordering_key] if ordering_key else [])
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -194,13 +199,15 @@ class Tidings:
         payload: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        ordering_key: str | None = None,
     ) -> tuple[StoredEvent, bool]:
         """Store an event and queue it for every matching subscription.
 
         Re-emitting with the same idempotency key returns the first event; with a
-        different request it raises Conflict.
+        different request it raises Conflict. ``ordering_key`` orders the event among
+        those of its key on FIFO subscriptions; it is stored, not delivered.
         """
-        draft = self.draft_event(tenant_id, event_type, payload, metadata)
+        draft = self.draft_event(tenant_id, event_type, payload, metadata, ordering_key)
         stored, created = await self.store.events.insert_event(draft, idempotency_key)
         if created:
             self.metrics.events_emitted.labels(stored.type).inc()
@@ -215,6 +222,7 @@ class Tidings:
         event_type: str,
         payload: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
+        ordering_key: str | None = None,
     ) -> StoredEvent:
         """A validated event ready for ``Outbox.add`` (or ``Store.insert_event``)."""
         name = normalize_event_type(event_type)
@@ -226,7 +234,8 @@ class Tidings:
             name,
             envelope.created_ms,
             envelope.to_json(),
-            request_fingerprint(name, payload, envelope.metadata),
+            request_fingerprint(name, payload, envelope.metadata, ordering_key),
+            ordering_key,
         )
 
     async def redeliver(
@@ -339,6 +348,8 @@ class Tidings:
             except (InvalidEventType, ValueError) as exc:
                 field = exc.field if isinstance(exc, Invalid) else "eventTypes"
                 raise Invalid(field, str(exc)) from exc
+        if "ordering" in checked:
+            checked["ordering"] = Ordering(checked["ordering"]) if checked["ordering"] else None
         wants_verification = self.settings.verify_endpoints if verify is None else verify
         if "url" in checked and wants_verification:
             checked.update(enabled=False, disabled_reason=DisableReason.UNVERIFIED.value)

@@ -100,7 +100,9 @@ def create_app(
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:
-        body, content_type = await tidings.metrics.render(tidings.store.queue)
+        body, content_type = await tidings.metrics.render(
+            tidings.store.queue, tidings.store.reports
+        )
         return Response(body, media_type=content_type)
 
     if portal:

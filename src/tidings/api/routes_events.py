@@ -53,7 +53,12 @@ async def emit_event(
     """
     try:
         event, created = await tidings.emit(
-            key.tenant_id, request.type, request.payload, request.metadata, idempotency_key
+            key.tenant_id,
+            request.type,
+            request.payload,
+            request.metadata,
+            idempotency_key,
+            request.ordering_key,
         )
     except InvalidEventType as exc:
         raise ApiError(422, "invalid_event_type", str(exc), [{"field": "type"}]) from exc

@@ -23,13 +23,21 @@ from tidings.api.schemas import (
     Verified,
 )
 from tidings.domain.events import InvalidEventType
-from tidings.domain.subscriptions import Subscription
+from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.service import Invalid, TestResult, Tidings
 from tidings.storage import ApiKey
 
 router = APIRouter(prefix="/api/v1/webhooks/subscriptions", tags=["subscriptions"])
 
-EDITABLE = ("url", "event_types", "enabled", "description", "max_concurrency", "rate_limit")
+EDITABLE = (
+    "url",
+    "event_types",
+    "enabled",
+    "description",
+    "max_concurrency",
+    "rate_limit",
+    "ordering",
+)
 
 
 def invalid(field: str, exc: Exception) -> ApiError:
@@ -60,6 +68,7 @@ async def create_subscription(
             signing_secret=request.signing_secret,
             max_concurrency=request.max_concurrency,
             rate_limit=request.rate_limit,
+            ordering=Ordering(request.ordering) if request.ordering else None,
             signature_scheme=request.signature_scheme,
             awaiting_verification=request.enabled and wants_verification(tidings, request),
         )

@@ -51,6 +51,14 @@ class EmitEvent(Request):
     type: str = Field(min_length=1, max_length=128, pattern=EVENT_TYPE, examples=["client.created"])
     payload: dict[str, Any]
     metadata: dict[str, Any] | None = None
+    ordering_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="FIFO subscriptions receive the events of one key one at a time, in "
+        "emit order. Stored with the event, not delivered in the envelope.",
+        examples=["cli_42"],
+    )
 
     @field_validator("payload", "metadata")
     @classmethod
@@ -89,10 +97,13 @@ class CreateSubscription(Request):
     description: str | None = Field(None, max_length=1000)
     signing_secret: str | None = Field(None, max_length=200)
     max_concurrency: int | None = Field(
-        None, ge=1, le=1000, description="Deliveries in flight at once, per worker."
+        None, ge=1, le=1000, description="Deliveries in flight at once, over every worker."
     )
     rate_limit: float | None = Field(
-        None, gt=0, le=10_000, description="Deliveries per second, per worker."
+        None, gt=0, le=10_000, description="Deliveries per second, over every worker."
+    )
+    ordering: Literal["fifo"] | None = Field(
+        None, description="fifo: the events of one orderingKey arrive one at a time, in order."
     )
     signature_scheme: Literal["hmac", "ed25519"] = Field(
         "hmac", description="ed25519: receivers verify v1a signatures with publicKey."
@@ -109,6 +120,9 @@ class UpdateSubscription(Request):
     description: str | None = Field(None, max_length=1000)
     max_concurrency: int | None = Field(None, ge=1, le=1000)
     rate_limit: float | None = Field(None, gt=0, le=10_000)
+    ordering: Literal["fifo"] | None = Field(
+        None, description="Applies to events emitted from now on."
+    )
     verify_endpoint: bool | None = None
 
 
@@ -124,6 +138,7 @@ class SubscriptionOut(Reply):
     consecutive_failures: int
     max_concurrency: int | None
     rate_limit: float | None
+    ordering: Literal["fifo"] | None
     signature_scheme: Literal["hmac", "ed25519"]
     public_key: str | None = Field(description="Ed25519 subscriptions: verify with this.")
     previous_secret_expires_utc: str | None = Field(
@@ -146,6 +161,7 @@ class SubscriptionOut(Reply):
             consecutive_failures=sub.consecutive_failures,
             max_concurrency=sub.max_concurrency,
             rate_limit=sub.rate_limit,
+            ordering=sub.ordering.value if sub.ordering else None,
             signature_scheme="ed25519" if sub.public_key else "hmac",
             public_key=sub.public_key,
             previous_secret_expires_utc=(

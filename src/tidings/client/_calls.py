@@ -137,10 +137,12 @@ def emit_event(
     payload: Mapping[str, Any],
     metadata: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
+    ordering_key: str | None = None,
 ) -> Call[Event]:
-    """Emit an event. Retrying with the same ``idempotency_key`` returns the same event."""
+    """Emit an event. Retrying with the same ``idempotency_key`` returns the same event;
+    FIFO subscriptions get the events of one ``ordering_key`` one at a time, in order."""
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    body = drop_none(type=type, payload=payload, metadata=metadata)
+    body = drop_none(type=type, payload=payload, metadata=metadata, ordering_key=ordering_key)
     return Call("POST", path("events"), one(Event.from_dict), body=body, headers=headers)
 
 
@@ -195,6 +197,7 @@ class SubscriptionChanges(TypedDict, total=False):
     description: str | None
     max_concurrency: int | None
     rate_limit: float | None
+    ordering: Literal["fifo"] | None
     verify_endpoint: bool
 
 
@@ -208,6 +211,7 @@ def create_subscription(
     rate_limit: float | None = None,
     signature_scheme: Literal["hmac", "ed25519"] = "hmac",
     verify_endpoint: bool | None = None,
+    ordering: Literal["fifo"] | None = None,
 ) -> Call[CreatedSubscription]:
     """Create a subscription; the result's ``signing_secret`` is shown only this once."""
     body = drop_none(
@@ -220,6 +224,7 @@ def create_subscription(
         rate_limit=rate_limit,
         signature_scheme=signature_scheme,
         verify_endpoint=verify_endpoint,
+        ordering=ordering,
     )
     return Call("POST", path(*SUBSCRIPTIONS), one(CreatedSubscription.from_json), body=body)
 

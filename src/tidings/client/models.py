@@ -92,6 +92,7 @@ class Subscription(Model):
     consecutive_failures: int
     max_concurrency: int | None
     rate_limit: float | None
+    ordering: Literal["fifo"] | None
     signature_scheme: Literal["hmac", "ed25519"]
     public_key: str | None
     previous_secret_expires_utc: datetime | None

@@ -129,9 +129,11 @@ async def _detail(
     store = tidings_of(request).store
     log = await store.subscriptions.attempts(who.tenant_id, sub.id, outcome, before, PAGE_SIZE)
     health = await store.reports.subscription_health(who.tenant_id, [sub.id], HEALTH_SAMPLE)
+    lanes = await store.reports.lane_figures(who.tenant_id, [sub.id], 1)
     context = {
         "sub": sub,
         "health": health[sub.id],
+        "lane": lanes[0] if lanes else None,
         "sample": HEALTH_SAMPLE,
         "attempts": log.items,
         "next_before": log.next_key,
