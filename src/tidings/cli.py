@@ -17,6 +17,7 @@ from tidings.config import Settings
 from tidings.devtools import Target, run_listen, run_trigger
 from tidings.logs import configure_logging
 from tidings.service import SCOPES, Tidings
+from tidings.supervision import EXIT_FATAL, Fatal
 
 app = typer.Typer(help="tidings: durable, signed webhook delivery.", no_args_is_help=True)
 
@@ -51,13 +52,13 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         from tidings_crm import install
 
         install(app)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=settings.development if settings.access_log is None else settings.access_log,
-    )
+    access_log = settings.development if settings.access_log is None else settings.access_log
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log)
+    server = uvicorn.Server(config)
+    app.state.stop_serving = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if app.state.failed:
+        raise typer.Exit(EXIT_FATAL)
 
 
 @app.command()
@@ -84,14 +85,17 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 async def _worker(settings: Settings) -> None:
     tidings = Tidings.from_settings(settings)
-    await tidings.store.migrate()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    typer.echo("tidings worker: delivering (SIGTERM to stop)")
     try:
+        await tidings.wait_for_database(stop)
+        typer.echo("tidings worker: delivering (SIGTERM to stop)")
         await tidings.run_dispatcher(stop)
+    except Fatal as exc:
+        typer.echo(f"tidings worker: {exc} kept crashing; exiting", err=True)
+        raise typer.Exit(EXIT_FATAL) from exc
     finally:
         await tidings.close()
 

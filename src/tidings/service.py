@@ -54,6 +54,8 @@ from tidings.domain.subscriptions import (
 from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
 from tidings.storage import ApiKey, Store, StoredEvent, open_store
+from tidings.storage.errors import Outage, StorageUnavailable
+from tidings.supervision import TaskState, supervise
 
 log = structlog.get_logger("tidings")
 
@@ -63,6 +65,7 @@ SUBSCRIPTION_DISABLED = "subscription.disabled"
 ENDPOINT_VERIFY = "endpoint.verify"
 KEY_CACHE_SECONDS = 5.0
 KEY_CACHE_SIZE = 10_000
+READY_TIMEOUT = 2.0
 
 
 class Conflict(Exception):
@@ -117,6 +120,9 @@ class Tidings:
         self._buckets: dict[str, TokenBucket] = {}
         self.metrics = Metrics()
         self.address_policy = settings.address_policy
+        self.dispatcher_state = TaskState("dispatcher")
+        self.pruner_state = TaskState("retention")
+        self.current_dispatcher: Dispatcher | None = None
         self.resolver_factory: Callable[[], AbstractResolver] = ThreadedResolver
 
     @classmethod
@@ -494,20 +500,60 @@ class Tidings:
         )
 
     async def run_dispatcher(self, stop: asyncio.Event) -> None:
-        """Deliver, and prune past the retention period, until ``stop`` is set."""
+        """Deliver, and prune past the retention period, until ``stop`` is set; each under
+        a supervisor that restarts it if it crashes (raises ``Fatal`` if it keeps on)."""
         s = self.settings
-        pruner = asyncio.create_task(
-            run_pruner(
+
+        async def prune() -> None:
+            await run_pruner(
                 self.store.retention,
+                self.store.queue,
                 stop,
                 retention_days=s.retention_days,
                 body_retention_days=s.response_body_retention_days,
                 batch=s.prune_batch_size,
                 interval=s.prune_interval,
             )
-        )
+
+        async def deliver() -> None:
+            self.current_dispatcher = self.dispatcher()
+            await self.current_dispatcher.run(stop)
+
+        tasks = [
+            asyncio.create_task(supervise(self.dispatcher_state, deliver, stop)),
+            asyncio.create_task(supervise(self.pruner_state, prune, stop)),
+        ]
         try:
-            await self.dispatcher().run(stop)
+            await asyncio.gather(*tasks)
         finally:
             stop.set()
-            await pruner
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_for_database(self, stop: asyncio.Event | None = None) -> None:
+        """Migrate once the database answers: a process started during an outage waits
+        for it (logged once) instead of exiting."""
+        outage = Outage("database")
+        while True:
+            try:
+                await self.store.migrate()
+            except StorageUnavailable as exc:
+                await outage.failed(exc, stop)
+                if stop is not None and stop.is_set():
+                    return
+                continue
+            outage.succeeded()
+            return
+
+    async def readiness(self) -> dict[str, str]:
+        """What is not ready (empty when ready): the database, the dispatcher."""
+        problems: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await self.store.ping()
+        except (StorageUnavailable, TimeoutError) as exc:
+            problems["database"] = type(exc).__name__
+        if self.dispatcher_state.failed:
+            problems["dispatcher"] = "gave up after repeated crashes"
+        elif self.current_dispatcher is not None and self.current_dispatcher.claims_failing:
+            problems["dispatcher"] = "cannot reach the database"
+        return problems

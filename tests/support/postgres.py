@@ -47,60 +47,60 @@ def cluster() -> Iterator[str]:
     if existing:
         yield existing.rstrip("/")
         return
+    with own_cluster() as server:
+        yield server.url
+
+
+class Cluster:
+    """A throwaway cluster this process controls: it can stop and start it again (on the
+    same port), as an outage would."""
+
+    def __init__(self, bindir: Path) -> None:
+        self._bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="tidings-pg-"))
+        self.data = self.root / "data"
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}"
+
+    def _ctl(self, *args: str, check: bool = True) -> None:
+        command = _as_postgres([str(self._bindir / "pg_ctl"), "-D", str(self.data), *args])
+        subprocess.run(command, check=check, capture_output=True, timeout=120)
+
+    def init(self) -> None:
+        initdb = [str(self._bindir / "initdb"), "-D", str(self.data), "-U", "postgres"]
+        flags = ["--auth=trust", "-E", "UTF8", "--no-sync"]
+        subprocess.run(_as_postgres(initdb + flags), check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400"
+        )
+        self._ctl("-o", options, "-l", str(self.root / "log"), "-w", "start")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """``immediate`` is a crash as far as clients can tell: connections drop at once."""
+        self._ctl("-m", mode, "stop", check=False)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_cluster() -> Iterator[Cluster]:
     bindir = _bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="tidings-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    port = _free_port()
-    run = dict(check=True, capture_output=True, timeout=120)
-    subprocess.run(
-        _as_postgres(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ]
-        ),
-        **run,  # type: ignore[call-overload]
-    )
-    options = (
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400"
-    )
-    subprocess.run(
-        _as_postgres(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(root / "log"),
-                "-w",
-                "start",
-            ]
-        ),
-        **run,  # type: ignore[call-overload]
-    )
+    server = Cluster(bindir)
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        server.init()
+        server.start()
+        yield server
     finally:
-        subprocess.run(
-            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
 
 
 def create_database(server_url: str) -> str:

@@ -25,6 +25,7 @@ from tidings.domain.scheduling import INITIAL_LIMIT
 from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.secretbox import SecretBox
 from tidings.service import Tidings
+from tidings.storage.errors import StorageUnavailable
 from tidings.storage.memory import MemoryStore
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
@@ -242,7 +243,7 @@ class Flaky:
         async def call(*args: Any, **kwargs: Any) -> Any:
             if self.down:
                 self.failures += 1
-                raise ConnectionRefusedError("database down")
+                raise StorageUnavailable("ConnectionRefusedError: database down")
             return await method(*args, **kwargs)
 
         return call

@@ -24,9 +24,10 @@ from tidings.api.limits import BodySizeLimit
 from tidings.api.schemas import ErrorResponse
 from tidings.portal import install as install_portal
 from tidings.service import Tidings
+from tidings.supervision import Fatal
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429)
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
 
 
@@ -52,21 +53,32 @@ async def reject_unknown_query_parameters(request: Request) -> None:
         )
 
 
+def _gave_up(app: FastAPI, task: asyncio.Task[None]) -> None:
+    """The dispatcher kept crashing: stop serving, so the process exits non-zero."""
+    if not task.cancelled() and isinstance(task.exception(), Fatal):
+        app.state.failed = True
+        app.state.stop_serving()
+
+
 def create_app(
     tidings: Tidings, *, run_dispatcher: bool = True, migrate: bool = True, portal: bool = True
 ) -> FastAPI:
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if migrate:
-            await tidings.store.migrate()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        worker = asyncio.create_task(tidings.run_dispatcher(stop)) if run_dispatcher else None
+        if migrate:
+            await tidings.wait_for_database(stop)
+        worker = None
+        if run_dispatcher:
+            worker = asyncio.create_task(tidings.run_dispatcher(stop))
+            worker.add_done_callback(lambda task: _gave_up(app, task))
         try:
             yield
         finally:
             stop.set()
             if worker is not None:
-                await worker
+                with contextlib.suppress(Fatal):
+                    await worker
             await tidings.close()
 
     app = FastAPI(
@@ -78,6 +90,9 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     app.state.tidings = tidings
+    app.state.failed = False
+    app.state.stop_serving = lambda: None
+    # whoever runs the app (cli.serve) sets stop_serving to end the server
     install_error_handlers(app)
     for module in (routes_events, routes_subscriptions, routes_catalog, routes_hooks):
         app.include_router(module.router)
@@ -91,11 +106,11 @@ def create_app(
 
     @app.get("/readyz", tags=["health"], include_in_schema=False)
     async def readyz() -> Response:
-        """Readiness: the database answers."""
-        try:
-            await tidings.store.ping()
-        except Exception:
-            return JSONResponse({"status": "unavailable"}, status_code=503)
+        """Readiness: the database answers, and the dispatcher (if this process runs one)
+        is delivering."""
+        problems = await tidings.readiness()
+        if problems:
+            return JSONResponse({"status": "unavailable", "problems": problems}, 503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)

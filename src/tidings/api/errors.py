@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from tidings.storage.errors import RETRY_AFTER_SECONDS, StorageUnavailable
+
 log = structlog.get_logger("tidings.api")
 
 
@@ -57,6 +59,7 @@ _STATUS_CODES = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    503: "unavailable",
 }
 
 
@@ -104,6 +107,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             headers = {"Allow": ", ".join(allowed_methods(request))}
         return error_response(exc.status_code, code, str(exc.detail), None, headers)
+
+    @app.exception_handler(StorageUnavailable)
+    async def unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:
+        log.warning("storage_unavailable", path=request.url.path, error=str(exc)[:200])
+        retry = str(RETRY_AFTER_SECONDS)
+        message = "the database is unavailable; retry later"
+        return error_response(503, "unavailable", message, None, {"Retry-After": retry})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from tidings.storage import Retention
+from tidings.storage import DeliveryQueue, Retention
+from tidings.storage.errors import Outage, StorageUnavailable
 
 log = structlog.get_logger("tidings.retention")
 
@@ -53,6 +54,7 @@ async def _drain(step: Callable[[], Awaitable[int]], batch: int) -> int:
 
 async def run_pruner(
     store: Retention,
+    queue: DeliveryQueue,
     stop: asyncio.Event,
     *,
     retention_days: float,
@@ -60,14 +62,21 @@ async def run_pruner(
     batch: int,
     interval: float,
 ) -> None:
+    """Prune every ``interval`` seconds, then let go FIFO deliveries whose predecessor
+    was pruned; through a database outage, retry soon rather than an interval later."""
+    outage = Outage("retention")
     while not stop.is_set():
+        now = int(time.time() * 1000)
         try:
-            pruned = await prune_once(
-                store, retention_days, body_retention_days, batch, int(time.time() * 1000)
+            pruned = await prune_once(store, retention_days, body_retention_days, batch, now)
+            freed = await queue.repair(now)
+        except StorageUnavailable as exc:
+            await outage.failed(exc, stop)
+            continue
+        outage.succeeded()
+        if pruned.events or pruned.bodies or freed:
+            log.info(
+                "pruned", events=pruned.events, response_bodies=pruned.bodies, fifo_freed=freed
             )
-            if pruned.events or pruned.bodies:
-                log.info("pruned", events=pruned.events, response_bodies=pruned.bodies)
-        except Exception:
-            log.exception("prune_failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from tidings.dispatcher.outage import Outage
 from tidings.dispatcher.sender import Sender
 from tidings.domain.cache import BoundedCache
 from tidings.domain.clock import SYSTEM_CLOCK, Clock
@@ -40,6 +39,7 @@ from tidings.domain.signatures import signature_headers
 from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
 from tidings.storage import AttemptOutcome, ClaimedDelivery, DeliveryQueue
+from tidings.storage.errors import Outage, StorageUnavailable
 from tidings.storage.records import ClaimRequest, WorkerLane
 
 log = structlog.get_logger("tidings.dispatcher")
@@ -138,6 +138,11 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._inflight)
 
+    @property
+    def claims_failing(self) -> bool:
+        """Claims fail for want of the database (readiness says so)."""
+        return self._claims.ongoing
+
     async def _fill(self, stop: asyncio.Event) -> None:
         """Claim once, then wait until claiming again can find something.
 
@@ -162,7 +167,7 @@ class Dispatcher:
         self._room_freed.clear()
         try:
             claimed = await self._queue.claim(request)
-        except Exception as exc:
+        except StorageUnavailable as exc:
             await self._claims.failed(exc, stop)
             return
         self._claims.succeeded()
@@ -265,12 +270,15 @@ class Dispatcher:
         while True:
             try:
                 streaks = await self._queue.record(batch)
-            except Exception as exc:
+            except StorageUnavailable as exc:
                 if self._clock.monotonic() > give_up or self._closing:
                     log.error("record_abandoned", count=len(batch), error=type(exc).__name__)
                     return
                 await self._records.failed(exc)
                 continue
+            except Exception:  # a bug: the leases run out and the deliveries are retried
+                log.exception("record_failed", count=len(batch))
+                return
             self._records.succeeded()
             break
         if self._metrics is not None:
@@ -317,7 +325,7 @@ class Dispatcher:
                 await self._queue.report_lanes(
                     self.worker_id, self._concurrency, self.lanes(), self._clock.now_ms()
                 )
-            except Exception as exc:
+            except StorageUnavailable as exc:
                 outage.noted(exc)
             else:
                 outage.succeeded()

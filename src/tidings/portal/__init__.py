@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tidings.api.errors import ApiError
 from tidings.portal import routes_access, routes_events, routes_subscriptions
 from tidings.portal.web import HERE, PortalError, SignInRequired, render, see_other
+from tidings.storage.errors import StorageUnavailable
 
 E = TypeVar("E", bound=Exception)
 
@@ -44,6 +45,7 @@ def install(app: FastAPI) -> None:
     _html_on_portal_pages(app, RequestValidationError, _invalid_request)
     _html_on_portal_pages(app, ApiError, lambda exc: (exc.status, exc.message))
     _html_on_portal_pages(app, StarletteHTTPException, _http_error)
+    _html_on_portal_pages(app, StorageUnavailable, _unavailable)
 
 
 async def error_page(request: Request, status: int, message: str) -> Response:
@@ -74,6 +76,10 @@ def _invalid_request(exc: RequestValidationError) -> tuple[int, str]:
         f"{error['loc'][-1]}: {error['msg']}" for error in exc.errors() if error.get("loc")
     )
     return 422, f"This page cannot use that address: {problems or 'invalid request'}."
+
+
+def _unavailable(_: StorageUnavailable) -> tuple[int, str]:
+    return 503, "The database is unavailable just now. Try again in a few seconds."
 
 
 def _http_error(exc: StarletteHTTPException) -> tuple[int, str]:

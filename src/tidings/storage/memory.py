@@ -384,7 +384,7 @@ class MemoryStore:
         sub.disabled_ms = None
         for d in self._data.sub_deliveries(sub.subscription.id):
             if d.status == PAUSED:
-                d.status, d.due_ms = PENDING, max(d.due_ms, now)
+                d.status, d.due_ms = PENDING, now
                 d.paused_ms += paused_for
                 d.updated_ms = now
         self._data.lanes[sub.subscription.id].next_due_ms = now

@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tidings.domain.scheduling import LaneState
+from tidings.storage.errors import Outage, is_outage, translated
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimRequest, StoredEvent
 from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
 from tidings.storage.schema import CLAIMABLE, LEASED
@@ -64,12 +65,16 @@ class PostgresDatabase(Database):
         self._listener: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
         self._listen_lock = asyncio.Lock()
+        self._listening = Outage("listen")
 
     @classmethod
     def from_url(cls, url: str) -> PostgresDatabase:
         parsed = make_url(url)
         engine = create_async_engine(
-            parsed.set(drivername="postgresql+asyncpg"), pool_size=10, max_overflow=10
+            parsed.set(drivername="postgresql+asyncpg"),
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,  # after a restart or failover, stale connections are replaced
         )
         dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         return cls(engine, listen_dsn=dsn)
@@ -96,10 +101,12 @@ class PostgresDatabase(Database):
             """,
         )
 
+    @translated
     async def write(self, tx: Callable[[Connection], T]) -> T:
         async with self.engine.begin() as conn:
             return await conn.run_sync(tx)
 
+    @translated
     async def read(self, tx: Callable[[Connection], T]) -> T:
         async with self.engine.connect() as conn:
             return await conn.run_sync(tx)
@@ -118,14 +125,22 @@ class PostgresDatabase(Database):
         await super().wait_for_work(seconds)
 
     async def _ensure_listening(self) -> None:
+        """(Re)open the LISTEN connection: after an outage it comes back by itself on the
+        next wait; meanwhile the dispatcher's poll finds the work."""
         async with self._listen_lock:
             if self._listener is not None and not self._listener.is_closed():
                 return
             try:
                 self._listener = await asyncpg.connect(self._listen_dsn)
                 await self._listener.add_listener(CHANNEL, self._on_notify)
-            except (OSError, asyncpg.PostgresError):
-                self._listener = None  # fall back to polling; retried on the next wait
+            except Exception as exc:
+                self._listener = None
+                if not is_outage(exc):
+                    raise
+                self._listening.noted(exc)
+                return
+            self._listening.succeeded()
+            self.notify_work()  # what was announced while nobody listened
 
     def _on_notify(self, *_: object) -> None:
         self.notify_work()
@@ -173,6 +188,7 @@ class PostgresEvents(SQLEvents):
         self._pg = db
         self._fan_out = Statement(db.FAN_OUT[0])
 
+    @translated
     async def insert_event(
         self, event: StoredEvent, idempotency_key: str | None
     ) -> tuple[StoredEvent, bool]:
@@ -202,6 +218,7 @@ class PostgresQueue(SQLQueue):
         super().__init__(db)
         self._pg = db
 
+    @translated
     async def claim(self, request: ClaimRequest) -> list[ClaimedDelivery]:
         token = uuid.uuid4().hex
         now = request.now_ms
@@ -243,6 +260,7 @@ class PostgresQueue(SQLQueue):
             rows = await conn.fetch(_DETAILS, [row["id"] for row in taken])
         return claimed_deliveries(rows, token)
 
+    @translated
     async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
         if not outcomes:
             return {}

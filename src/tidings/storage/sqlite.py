@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from tidings.domain.clock import now_ms
 from tidings.domain.scheduling import LaneState
+from tidings.storage.errors import is_outage, translated
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimRequest, StoredEvent
 from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
 from tidings.storage.sql import Database, SQLStore
@@ -110,10 +111,17 @@ class SQLiteDatabase(Database):
             _engine(parsed, immediate=False, pool_size=READERS),
         )
 
+    @translated
     async def write(self, tx: Callable[[Connection], T]) -> T:
         def run() -> T:
-            with self.writer.begin() as conn:
-                return tx(conn)
+            with self.writer.connect() as conn:
+                try:
+                    with conn.begin():
+                        return tx(conn)
+                except Exception as exc:
+                    if is_outage(exc):  # e.g. a full disk: start afresh once it is back
+                        conn.invalidate()
+                    raise
 
         if self._checkpointer is None:
             self._checkpointer = asyncio.create_task(self._checkpoint_loop())
@@ -133,6 +141,7 @@ class SQLiteDatabase(Database):
                     lambda conn: conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").all()
                 )
 
+    @translated
     async def read(self, tx: Callable[[Connection], T]) -> T:
         def run() -> T:
             with self.reader.connect() as conn:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, case, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, update
 
 from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import DeliveryStatus, DisableReason
@@ -220,16 +220,17 @@ def stop(conn: Connection, subscription_id: str, reason: DisableReason, now: int
 
 
 def resume(conn: Connection, subscription_id: str, now: int, paused_since: int | None) -> None:
-    """Paused deliveries are pending again, due now (or at their retry time, if later);
-    the time they spent paused is added to their retry window. The lane's limits and the
-    scheduler pace them: re-enabling does not flood the receiver."""
+    """Paused deliveries are pending again, due now (a retry that was scheduled, or an
+    attempt in flight when the subscription was disabled, goes now too); the time they
+    spent paused is added to their retry window. The lane's limits and the scheduler pace
+    them: re-enabling does not flood the receiver."""
     paused = deliveries.c.status == DeliveryStatus.PAUSED.value
     conn.execute(
         update(deliveries)
         .where(deliveries.c.subscription_id == subscription_id, paused)
         .values(
             status=DeliveryStatus.PENDING.value,
-            due_ms=case((deliveries.c.due_ms > now, deliveries.c.due_ms), else_=now),
+            due_ms=now,
             paused_ms=deliveries.c.paused_ms + max(0, now - (paused_since or now)),
             updated_ms=now,
         )

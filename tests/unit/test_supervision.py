@@ -1,0 +1,71 @@
+"""The supervisor restarts a crashed task, and gives up when it keeps crashing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tidings.supervision import Fatal, TaskState, supervise
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
+
+
+async def test_a_crashed_task_is_started_again() -> None:
+    stop = asyncio.Event()
+    runs = 0
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs < 3:
+            raise RuntimeError("a bug")
+        await stop.wait()
+
+    state = TaskState("flaky")
+    task = asyncio.create_task(supervise(state, flaky, stop, delay=1.0))
+    await asyncio.sleep(5)
+    assert runs == 3 and state.running and not state.failed
+    stop.set()
+    await task
+    assert len(state.crashes) == 2
+
+
+async def test_a_task_that_keeps_crashing_is_fatal() -> None:
+    async def broken() -> None:
+        raise RuntimeError("always")
+
+    state = TaskState("broken")
+    with pytest.raises(Fatal):
+        await supervise(state, broken, asyncio.Event(), max_crashes=3, window=60, delay=1.0)
+    assert state.failed and len(state.crashes) == 3
+
+
+async def test_crashes_spread_out_in_time_are_forgiven() -> None:
+    stop = asyncio.Event()
+    runs = 0
+
+    async def rarely() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 6:
+            stop.set()
+            return
+        await asyncio.sleep(100)
+        raise RuntimeError("now and then")
+
+    state = TaskState("rarely")
+    await supervise(state, rarely, stop, max_crashes=3, window=60, delay=1.0)
+    assert runs == 6 and not state.failed
+
+
+async def test_stopping_ends_the_supervisor() -> None:
+    stop = asyncio.Event()
+
+    async def until_stopped() -> None:
+        await stop.wait()
+
+    task = asyncio.create_task(supervise(TaskState("t"), until_stopped, stop))
+    await asyncio.sleep(1)
+    stop.set()
+    await asyncio.wait_for(task, 5)
