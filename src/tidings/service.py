@@ -25,7 +25,9 @@ from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host
 from tidings.dispatcher.retention import run_pruner
 from tidings.dispatcher.sender import AiohttpSender, Sender
 from tidings.dispatcher.worker import Dispatcher
+from tidings.domain.cache import BoundedCache
 from tidings.domain.catalog import find_event_type
+from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import AttemptResult, DisableReason
 from tidings.domain.events import (
     Envelope,
@@ -116,8 +118,8 @@ class Tidings:
         self.store = store
         self.secretbox = secretbox
         self._sender: Sender | None = None
-        self._keys: dict[str, tuple[ApiKey, float]] = {}
-        self._buckets: dict[str, TokenBucket] = {}
+        self._keys: BoundedCache[str, tuple[ApiKey, float]] = BoundedCache(KEY_CACHE_SIZE)
+        self._buckets: BoundedCache[str, TokenBucket] = BoundedCache(KEY_CACHE_SIZE)
         self.metrics = Metrics()
         self.address_policy = settings.address_policy
         self.dispatcher_state = TaskState("dispatcher")
@@ -173,9 +175,7 @@ class Tidings:
             return None
         bucket = self._buckets.get(key.id)
         if bucket is None:
-            if len(self._buckets) >= KEY_CACHE_SIZE:
-                self._buckets.clear()
-            bucket = self._buckets[key.id] = TokenBucket(rate, burst=2 * rate)
+            bucket = self._buckets.put(key.id, TokenBucket(rate, burst=2 * rate))
         now = time.monotonic()
         return None if bucket.take(now) else bucket.wait_seconds(now)
 
@@ -191,9 +191,7 @@ class Tidings:
             return cached[0]
         key = await self.store.keys.find_api_key(key_hash)
         if key is not None:
-            if len(self._keys) >= KEY_CACHE_SIZE:
-                self._keys.clear()
-            self._keys[key_hash] = (key, now + KEY_CACHE_SECONDS)
+            self._keys.put(key_hash, (key, now + KEY_CACHE_SECONDS))
         return key
 
     # --- events -----------------------------------------------------------------------
@@ -312,7 +310,7 @@ class Tidings:
             raise Invalid("url", str(exc)) from exc
         patterns = await self.check_patterns(tenant_id, event_types)
         secret = self._new_secret(signature_scheme, signing_secret)
-        now = int(time.time() * 1000)
+        now = now_ms()
         sub = Subscription(
             id=new_id("sub", now),
             tenant_id=tenant_id,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
+from tidings.domain.clock import now_ms
 from tidings.storage import DeliveryQueue, Retention
 from tidings.storage.errors import Outage, StorageUnavailable
 
@@ -66,7 +66,7 @@ async def run_pruner(
     was pruned; through a database outage, retry soon rather than an interval later."""
     outage = Outage("retention")
     while not stop.is_set():
-        now = int(time.time() * 1000)
+        now = now_ms()
         try:
             pruned = await prune_once(store, retention_days, body_retention_days, batch, now)
             freed = await queue.repair(now)

@@ -11,6 +11,7 @@ from aiohttp.abc import AbstractResolver
 
 from tidings import __version__
 from tidings.dispatcher.guard import BlockedAddress
+from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import AttemptResult, Failure, parse_retry_after, truncate_body
 
 RESPONSE_READ_LIMIT = 16 * 1024
@@ -64,9 +65,7 @@ class AiohttpSender:
                 raw = await response.content.read(RESPONSE_READ_LIMIT)
                 retry_after = None
                 if response.status in RETRY_AFTER_STATUSES:
-                    retry_after = parse_retry_after(
-                        response.headers.get("Retry-After"), int(time.time() * 1000)
-                    )
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"), now_ms())
                 return AttemptResult(
                     status_code=response.status,
                     elapsed_ms=_elapsed_ms(started),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tidings.domain.clock import now_ms
 from tidings.domain.ids import new_id
 
 MAX_EVENT_TYPE_LENGTH = 128
@@ -96,7 +96,7 @@ class Envelope:
         metadata: Mapping[str, Any] | None = None,
     ) -> Envelope:
         """An envelope created now, with a fresh time-ordered ``evt_`` id."""
-        created_ms = int(time.time() * 1000)
+        created_ms = now_ms()
         return cls(
             new_id("evt", created_ms),
             event_type,

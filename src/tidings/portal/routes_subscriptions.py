@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from tidings.domain.catalog import CATALOG
+from tidings.domain.clock import now_ms
 from tidings.domain.subscriptions import Subscription
 from tidings.portal.chart import MINUTE_MS, per_minute, window_start
 from tidings.portal.sessions import Viewer
@@ -35,7 +35,7 @@ CHART_MINUTES = 60
 
 
 async def chart_context(tidings: Tidings, tenant_id: str) -> dict[str, Any]:
-    now = int(time.time() * 1000)
+    now = now_ms()
     since = window_start(now, CHART_MINUTES)
     counts = await tidings.store.reports.attempt_histogram(tenant_id, since, MINUTE_MS)
     return {"chart": per_minute(counts, now, CHART_MINUTES)}
