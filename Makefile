@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+COVERAGE_FLOOR ?= 80
 
-.PHONY: dev test lint bench clean
+.PHONY: dev test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +17,20 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/tidings dev
 
-## make test: lint, type-check and run the whole test suite
+## make test: lint, type-check, check the import contracts, run the whole test suite with
+## coverage (in-process code; the floor is set from a measured run)
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --cov=tidings --cov=tidings_crm --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
+
+## make test-fast: unit tests and SQLite integration tests (no processes, PostgreSQL or browser)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e and not postgres and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## make bench: tidings (SQLite, PostgreSQL) against Celery+Redis+requests, same machine, same run
 bench: $(STAMP)

@@ -28,6 +28,19 @@ from tidings.api.app import create_app
 from tidings.config import Settings
 from tidings.service import Tidings
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs more than Python: real processes, PostgreSQL, a browser
+    (``make test-fast`` leaves those out)."""
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.e2e)
+        if item.path.name == "test_portal_browser.py":
+            item.add_marker(pytest.mark.browser)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.params.values():
+            item.add_marker(pytest.mark.postgres)
+
+
 FAST_RETRIES: dict[str, Any] = {
     "retry_base_delay": 0.05,
     "retry_max_delay": 0.2,

@@ -51,7 +51,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 def shots(request: pytest.FixtureRequest) -> Path:
-    folder = ARTIFACTS / request.node.callspec.id
+    folder: Path = ARTIFACTS / request.node.callspec.id
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -92,7 +92,7 @@ async def test_cursor_pages_miss_nothing_under_concurrent_inserts(api: Api) -> N
         done.set()
 
     async def consumer() -> None:
-        params: dict[str, object] = {"limit": 7}
+        params: dict[str, str | int] = {"limit": 7}
         while True:
             producer_finished = done.is_set()  # read before polling, or the last page races
             response = await api.client.get("/api/v1/events", params=params, headers=headers)

@@ -69,7 +69,7 @@ async def test_matching_subscriptions_get_signed_envelope(api: Api, receiver: Re
 
 async def _delivered(api: Api, headers: dict[str, str], event_id: str, count: int) -> bool:
     found = await attempts_for(api, headers, event_id)
-    return sum(a["status"] == "succeeded" for a in found) >= count
+    return sum(1 for a in found if a["status"] == "succeeded") >= count
 
 
 async def test_failures_are_retried_until_success(api: Api, receiver: Receiver) -> None:

@@ -58,7 +58,7 @@ async def test_sql_fan_out_matches_the_domain(start_api: Any) -> None:
         for event_type in TYPES:
             event, _ = await api.tidings.emit(key.tenant_id, event_type, {})
             query = deliveries.select().where(deliveries.c.event_seq == event.seq)
-            rows = await store.db.read(lambda conn, q=query: conn.execute(q).mappings().all())  # type: ignore[attr-defined]
+            rows = await store.db.read(lambda conn, q=query: conn.execute(q).mappings().all())
             got = {row["subscription_id"] for row in rows}
             expected = {s for s, p in subs.items() if EventPattern.parse(p).matches(event_type)}
             assert got == expected, event_type

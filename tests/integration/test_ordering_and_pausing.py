@@ -119,7 +119,8 @@ async def test_nothing_is_lost_across_a_breaker_trip(start_api: Any, receiver: R
         )
 
         async def all_delivered() -> bool:
-            return await api.tidings.store.queue.delivery_counts() == {"succeeded": 15}
+            counts = await api.tidings.store.queue.delivery_counts()
+            return bool(counts == {"succeeded": 15})
 
         await eventually(all_delivered)
 

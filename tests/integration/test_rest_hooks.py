@@ -37,7 +37,7 @@ async def test_subscribe_deliver_gone_and_unsubscribe(api: Api, receiver: Receiv
 
     async def disabled() -> bool:
         sub = await api.client.get(f"/api/v1/webhooks/subscriptions/{hook_id}", headers=headers)
-        return sub.json()["disabledReason"] == "gone"
+        return bool(sub.json()["disabledReason"] == "gone")
 
     await eventually(disabled)
     gone = await api.client.delete(f"/api/v1/hooks/{hook_id}", headers=headers)

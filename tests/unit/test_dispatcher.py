@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ async def test_an_idle_tenant_waits_for_no_one(tmp_path: Path) -> None:
         for n in range(20):
             sent = loop.time()
             await world.emit(b, n)
-            await world.until(lambda n=n: len(world.sender.at("http://b.test/hook")) > n)
+            await world.until(partial(arrived_more_than, world, "http://b.test/hook", n))
             latencies.append(world.sender.at("http://b.test/hook")[-1].at - sent)
             await asyncio.sleep(0.1)
         a_received = sum(len(world.sender.at(f"http://a.test/{n}")) for n in range(6))
@@ -192,6 +193,10 @@ async def test_fifo_keys_arrive_in_order_through_failures(tmp_path: Path) -> Non
         assert order == sorted(order), (key, order)
 
 
+def arrived_more_than(world: World, url: str, count: int) -> bool:
+    return len(world.sender.at(url)) > count
+
+
 def _delivered(world: World) -> int:
     return sum(
         d.status == DeliveryStatus.SUCCEEDED.value for d in world.store._data.deliveries.values()
@@ -255,7 +260,7 @@ async def test_the_dispatcher_rides_out_a_database_outage(tmp_path: Path) -> Non
     await world.subscribe(t, "http://ok.test/")
     flaky = Flaky(world.store)
     dispatcher = world.dispatcher()
-    dispatcher._queue = flaky  # type: ignore[assignment]
+    dispatcher._queue = flaky
     async with world.running(dispatcher):
         for n in range(10):
             await world.emit(t, n)

@@ -255,15 +255,15 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         pytest.skip("needs the redis-server binary and the redis package")
     port = free_port()
     args = [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly"]
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [*args, "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+    ) as process:
+        try:
+            wait_for_port(port, process)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 def wait_for_port(port: int, process: subprocess.Popen[Any]) -> None:
