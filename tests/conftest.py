@@ -28,6 +28,7 @@ from tidings.api.app import create_app
 from tidings.config import Settings
 from tidings.service import Tidings
 
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark what needs more than Python: real processes, PostgreSQL, a browser
     (``make test-fast`` leaves those out)."""

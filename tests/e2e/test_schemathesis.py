@@ -59,7 +59,9 @@ schema = schemathesis.openapi.from_dict(_our_openapi())
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-def test_api_conforms_to_its_schema(case: schemathesis.Case[Any], live_server: tuple[str, str]) -> None:
+def test_api_conforms_to_its_schema(
+    case: schemathesis.Case[Any], live_server: tuple[str, str]
+) -> None:
     base, key = live_server
     # Excluded, with reasons:
     # - positive_data_acceptance: schema-valid requests may still break business rules
