@@ -16,8 +16,9 @@ For each database it starts, as separate processes: a fast receiver (bench/recei
   ``--backlog-seconds``; its RSS is sampled to show it stays flat.
 
 The Celery baseline sends the same number of deliveries, signed the same way, to the same
-receiver (bench/celery_baseline.py). Every loop is bounded in count and time, and only
-127.0.0.1 is contacted.
+receiver (bench/celery_baseline.py); so does a bare aiohttp sender with no database
+(bench/senders.py), the ceiling for a Python sender on this machine. Every loop is bounded
+in count and time, and only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 from tests.support import postgres  # noqa: E402
 
 from bench.celery_baseline import free_port, percentile, run_celery_baseline  # noqa: E402
+from bench.senders import bare_aiohttp  # noqa: E402
 
 PYTHON = sys.executable
 TIDINGS = [PYTHON, "-m", "tidings.cli"]
@@ -351,8 +353,17 @@ def main() -> None:
         if not args.no_celery:
             baseline = run_celery(f"{rx}/hook", args.events * args.subs)
             results.append(baseline)
+        ceiling = Result("bare aiohttp sender (no DB)")
+        ceiling.deliveries_per_s = asyncio.run(
+            bare_aiohttp(f"{rx}/bare", args.events * args.subs, 200)
+        )
+        ceiling.notes.append("the same signed POSTs, 200 in flight: nothing stored")
+        results.append(ceiling)
         for db in args.db:
-            results.append(asyncio.run(run_tidings(db, args, rx, Path(tmp))))
+            result = asyncio.run(run_tidings(db, args, rx, Path(tmp)))
+            share = result.deliveries_per_s / ceiling.deliveries_per_s
+            result.notes.insert(0, f"{share:.0%} of the bare aiohttp sender")
+            results.append(result)
     total = args.events * args.subs
     print(
         f"\n{args.events} events x {args.subs} subscriptions = {total} deliveries; "

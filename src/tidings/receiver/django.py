@@ -26,9 +26,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import cast
 
-from django.db import close_old_connections  # type: ignore[import-untyped]
-from django.http import HttpRequest, HttpResponse, JsonResponse  # type: ignore[import-untyped]
-from django.views.decorators.csrf import csrf_exempt  # type: ignore[import-untyped]
+from django.db import close_old_connections
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from tidings.receiver._handling import Handler, Secrets, default_executor, receive, run_logged
 from tidings.receiver.dedup import DedupStore
