@@ -1,0 +1,119 @@
+"""Thousands in flight: one worker holding 5,000 attempts to receivers that answer after 1 s.
+
+Run: ``.venv/bin/python bench/inflight.py [--db sqlite postgresql] [--in-flight 5000]``.
+
+A backlog of deliveries to ``/slow/1000`` (the receiver answers each after a second) is
+bulk-inserted; one delivering process (``tidings serve`` on SQLite, ``tidings worker`` on
+PostgreSQL) sized for ``--in-flight`` attempts drains it for ``--seconds``. Its RSS is
+sampled, and deliveries per second are counted over the last half of the run (the
+adaptive limits take a few seconds to open up from 8 in flight). In the same run, the bare
+aiohttp sender (``bench/senders.py``) sends to the same slow receiver with as many in
+flight: the sender, not the scheduler, should be the limit. Bounded in count and time;
+only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from tests.support import postgres  # noqa: E402
+
+from bench.backlog import fill  # noqa: E402
+from bench.benchmark import TIDINGS, process, tidings_env, wait_http  # noqa: E402
+from bench.celery_baseline import free_port  # noqa: E402
+from bench.senders import bare_aiohttp  # noqa: E402
+from tidings.domain.scheduling import RESERVE_SHARE  # noqa: E402
+
+
+async def count(client: httpx.AsyncClient, rx: str) -> int:
+    return int((await client.get(f"{rx}/stats")).json()["count"])
+
+
+async def drain(
+    args: argparse.Namespace, db: str, url: str, work: Path, rx: str
+) -> tuple[float, float]:
+    """Deliveries/s over the second half of the run, and the peak RSS in MB."""
+    env = tidings_env(url, work / "data")
+    env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
+    # One tenant may fill all but the reserve kept for light tenants: size the worker so
+    # that what one tenant can hold is --in-flight.
+    capacity = math.ceil(args.in_flight / (1 - RESERVE_SHARE))
+    env.update(
+        TIDINGS_DISPATCHER_CONCURRENCY=str(capacity),
+        TIDINGS_SUBSCRIPTION_CONCURRENCY=str(args.in_flight),
+        TIDINGS_DELIVERY_TIMEOUT="30",
+    )
+    backlog = int(args.in_flight * (args.seconds + 5))
+    await fill(env, f"{rx}/slow/1000/tidings", backlog)
+    command = (
+        [*TIDINGS, "serve", "--port", str(free_port())] if db == "sqlite" else [*TIDINGS, "worker"]
+    )
+    samples: list[tuple[float, float, int]] = []
+    async with httpx.AsyncClient() as client:
+        await client.post(f"{rx}/reset")
+        with process(command, env, work / f"{db}.log") as proc:
+            ps = psutil.Process(proc.pid)
+            started = time.monotonic()
+            while (elapsed := time.monotonic() - started) < args.seconds:
+                await asyncio.sleep(1)
+                samples.append((elapsed, ps.memory_info().rss / 2**20, await count(client, rx)))
+    half = [s for s in samples if s[0] >= args.seconds / 2]
+    rate = (half[-1][2] - half[0][2]) / (half[-1][0] - half[0][0])
+    peak = max(rss for _, rss, _ in samples)
+    print(f"{db}: {rate:.0f} deliveries/s over the second half, peak RSS {peak:.0f} MB")
+    return rate, peak
+
+
+async def run(args: argparse.Namespace) -> None:
+    results: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="tidings-inflight-") as tmp:
+        port = free_port()
+        rx = f"http://127.0.0.1:{port}"
+        receiver = [sys.executable, str(ROOT / "bench" / "receiver.py"), str(port)]
+        with process(receiver, {}, Path(tmp) / "receiver.log"):
+            await wait_http(f"{rx}/stats")
+            total = int(args.in_flight * args.seconds / 2)
+            bare = await bare_aiohttp(f"{rx}/slow/1000/bare", total, args.in_flight)
+            print(f"bare aiohttp sender: {bare:.0f} POSTs/s with {args.in_flight} in flight")
+            for db in args.db:
+                work = Path(tmp) / db
+                work.mkdir()
+                if db == "sqlite":
+                    url = f"sqlite:///{work / 'tidings.db'}"
+                    results[db] = await drain(args, db, url, work, rx)
+                else:
+                    with postgres.cluster() as server:
+                        url = postgres.create_database(server)
+                        results[db] = await drain(args, db, url, work, rx)
+    print(f"\n{args.in_flight} in flight to receivers answering after 1 s:")
+    print(f"  bare aiohttp sender (no DB)   {bare:7.0f} deliveries/s")
+    for db, (rate, peak) in results.items():
+        print(
+            f"  tidings ({db:10s})         {rate:7.0f} deliveries/s = {rate / bare:.0%} "
+            f"of the bare sender, peak RSS {peak:.0f} MB"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--in-flight", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
