@@ -60,6 +60,7 @@ async def test_rate_limit_spaces_deliveries(api: Any, receiver: Receiver) -> Non
     for _ in range(10):
         await emit(api, headers)
     got = await receiver.wait_count("/paced", 10)
-    # A burst of 5, then 5 per second: the last five need at least ~1 s more.
-    assert got[-1].at - got[0].at >= 0.9
+    # A burst of 5, then 5 per second: the last five need about a second more (unlimited,
+    # all ten arrive within milliseconds; the margin is for a loaded machine's jitter).
+    assert got[-1].at - got[0].at >= 0.75
     assert len({r.headers["X-Webhook-Id"] for r in got}) == 10

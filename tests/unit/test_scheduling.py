@@ -205,3 +205,9 @@ def test_a_busy_tenant_leaves_the_reserve_to_light_ones() -> None:
     assert scheduler.plan([Lane("big", "a")], batch=100, now=0.0) == {}
     light = scheduler.plan([Lane("big", "a"), Lane("new", "b")], batch=100, now=0.0)
     assert light == {"new": 2}, "a light tenant may use the reserve, up to its quota"
+
+
+def test_a_tiny_rate_limit_parks_a_lane_for_a_bounded_time() -> None:
+    lane = LaneState("s", "t", rate_limit=1e-300, tokens=0.0, tokens_ms=0)
+    update = lane.after_claim(took=0, now_ms=1_000, next_pending_ms=0)
+    assert update.next_due_ms == 1_000 + PARKED_MS

@@ -100,7 +100,7 @@ class CreateSubscription(Request):
         None, ge=1, le=1000, description="Deliveries in flight at once, over every worker."
     )
     rate_limit: float | None = Field(
-        None, gt=0, le=10_000, description="Deliveries per second, over every worker."
+        None, ge=0.001, le=10_000, description="Deliveries per second, over every worker."
     )
     ordering: Literal["fifo"] | None = Field(
         None, description="fifo: the events of one orderingKey arrive one at a time, in order."
@@ -119,7 +119,7 @@ class UpdateSubscription(Request):
     enabled: bool | None = None
     description: str | None = Field(None, max_length=1000)
     max_concurrency: int | None = Field(None, ge=1, le=1000)
-    rate_limit: float | None = Field(None, gt=0, le=10_000)
+    rate_limit: float | None = Field(None, ge=0.001, le=10_000)
     ordering: Literal["fifo"] | None = Field(
         None, description="Applies to events emitted from now on."
     )

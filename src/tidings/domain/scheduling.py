@@ -407,7 +407,8 @@ class LaneState:
             if self.max_concurrency is not None and self.leased + took >= self.max_concurrency:
                 due = max(due, self.lease_ends_ms or now_ms + PARKED_MS)
             if self.rate_limit and tokens is not None and tokens < 1:
-                due = max(due, now_ms + math.ceil((1 - tokens) / self.rate_limit * 1000))
+                wait_ms = min(PARKED_MS, (1 - tokens) / self.rate_limit * 1000)
+                due = max(due, now_ms + math.ceil(wait_ms))
         return LaneUpdate(
             self.subscription_id,
             served_ms=now_ms if took else None,
@@ -417,7 +418,8 @@ class LaneState:
 
 
 PARKED_MS = 30_000
-"""How long a lane at its ``maxConcurrency`` waits when the end of its leases is unknown."""
+"""The longest a lane is parked: when the end of its leases is unknown (``maxConcurrency``),
+and at most between two looks at its token bucket (however small its ``rateLimit``)."""
 
 
 @dataclass(frozen=True)
