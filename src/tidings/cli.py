@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +18,7 @@ from tidings.config import Settings
 from tidings.devtools import Target, run_listen, run_trigger
 from tidings.logs import configure_logging
 from tidings.service import SCOPES, Tidings
+from tidings.storage import ApiKeyInfo, Revocation, Revoked
 from tidings.supervision import EXIT_FATAL, Fatal
 
 app = typer.Typer(help="tidings: durable, signed webhook delivery.", no_args_is_help=True)
@@ -216,6 +218,68 @@ def keys_create(
             await tidings.close()
 
     typer.echo(asyncio.run(run()))
+
+
+@keys.command("list")
+def keys_list(tenant: Annotated[str, typer.Option(help="Tenant name.")]) -> None:
+    """The tenant's keys, revoked ones too: id, prefix, scopes, created, revoked (never the
+    key or its hash)."""
+
+    async def run() -> list[ApiKeyInfo] | None:
+        tidings = Tidings.from_settings(Settings())
+        try:
+            await tidings.store.migrate()
+            found = await tidings.store.keys.find_tenant(tenant)
+            return await tidings.store.keys.list_api_keys(found.id) if found else None
+        finally:
+            await tidings.close()
+
+    listed = asyncio.run(run())
+    if listed is None:
+        raise typer.BadParameter(f"no tenant named {tenant!r}", param_hint="--tenant")
+    rows = [("ID", "PREFIX", "SCOPES", "CREATED", "REVOKED")]
+    rows += [
+        (
+            k.id,
+            k.prefix,
+            ",".join(sorted(k.scopes)),
+            _utc(k.created_ms),
+            _utc(k.revoked_ms) if k.revoked_ms is not None else "-",
+        )
+        for k in listed
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
+    """Revoke a key of any tenant and end the portal sessions opened with it. Running
+    servers stop accepting it within 5 seconds (their key cache)."""
+
+    async def run() -> Revoked:
+        tidings = Tidings.from_settings(Settings())
+        try:
+            await tidings.store.migrate()
+            return await tidings.revoke_api_key(key_id, keep_last_admin=False)
+        finally:
+            await tidings.close()
+
+    revoked = asyncio.run(run())
+    if revoked.key is None:
+        raise typer.BadParameter(f"no key with id {key_id!r}", param_hint="KEY_ID")
+    if revoked.outcome is Revocation.ALREADY_REVOKED:
+        typer.echo(f"key {key_id} was already revoked")
+        return
+    typer.echo(
+        f"revoked key {key_id} ({revoked.key.prefix}…, tenant {revoked.key.tenant_id}); "
+        f"ended {revoked.sessions_ended} portal session(s)"
+    )
 
 
 @app.command("portal-link")

@@ -55,7 +55,7 @@ from tidings.domain.subscriptions import (
 )
 from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
-from tidings.storage import ApiKey, Store, StoredEvent, open_store
+from tidings.storage import ApiKey, Revocation, Revoked, Store, StoredEvent, open_store
 from tidings.storage.errors import Outage, StorageUnavailable
 from tidings.supervision import TaskState, supervise
 
@@ -104,6 +104,12 @@ class TestResult:
     elapsed_ms: int
     response_body: str
     error: str | None
+
+
+def _check_scopes(scopes: Sequence[str]) -> None:
+    unknown = set(scopes) - SCOPES
+    if unknown or not scopes:
+        raise Invalid("scope", f"scopes must be among {sorted(SCOPES)}")
 
 
 def _initial_disable(enabled: bool, awaiting_verification: bool) -> DisableReason | None:
@@ -155,15 +161,41 @@ class Tidings:
     # --- keys -------------------------------------------------------------------------
 
     async def create_api_key(self, tenant_name: str, scopes: Sequence[str]) -> tuple[ApiKey, str]:
-        unknown = set(scopes) - SCOPES
-        if unknown or not scopes:
-            raise Invalid("scope", f"scopes must be among {sorted(SCOPES)}")
+        """A key for the tenant of this name (created if new), and its plaintext."""
+        _check_scopes(scopes)
         tenant = await self.store.keys.ensure_tenant(tenant_name)
+        return await self.create_tenant_key(tenant.id, scopes)
+
+    async def create_tenant_key(self, tenant_id: str, scopes: Sequence[str]) -> tuple[ApiKey, str]:
+        """A key for an existing tenant, and its plaintext: shown once, stored only hashed."""
+        _check_scopes(scopes)
         plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
         key = await self.store.keys.insert_api_key(
-            tenant.id, hash_api_key(plaintext), plaintext[:12], scopes
+            tenant_id, hash_api_key(plaintext), plaintext[:12], scopes
         )
         return key, plaintext
+
+    async def revoke_api_key(
+        self, key_id: str, tenant_id: str | None = None, *, keep_last_admin: bool = True
+    ) -> Revoked:
+        """Revoke a key and end the portal sessions opened with it.
+
+        In this process it stops working at once (its cache entry goes too); other API
+        processes may still accept it for up to ``KEY_CACHE_SECONDS`` from their cache.
+        Portal sessions have no cache: they end everywhere at once. ``tenant_id`` scopes
+        the lookup (None: any tenant's key, for the operator's CLI); ``keep_last_admin``
+        refuses to revoke the tenant's only admin key, so the API and the portal cannot
+        lock a tenant out (the CLI can always create another)."""
+        now = int(time.time() * 1000)
+        revoked = await self.store.keys.revoke_api_key(key_id, tenant_id, now, keep_last_admin)
+        if revoked.outcome in (Revocation.REVOKED, Revocation.ALREADY_REVOKED):
+            self._forget_key(key_id)
+        return revoked
+
+    def _forget_key(self, key_id: str) -> None:
+        for key_hash in [h for h, (key, _) in self._keys.items() if key.id == key_id]:
+            self._keys.pop(key_hash)
+        self._buckets.pop(key_id)
 
     def throttle(self, key: ApiKey) -> float | None:
         """None if ``key`` may make another request now; else seconds until it may.
@@ -181,7 +213,8 @@ class Tidings:
 
     async def authenticate(self, plaintext: str) -> ApiKey | None:
         """Look a key up by its hash; valid keys are remembered for ``KEY_CACHE_SECONDS``
-        so a busy client does not cost a database read per request."""
+        so a busy client does not cost a database read per request (which is also how
+        long another process's revocation may take to reach this one)."""
         return await self.authenticate_hash(hash_api_key(plaintext))
 
     async def authenticate_hash(self, key_hash: str) -> ApiKey | None:

@@ -1,7 +1,8 @@
 """The portal in a real browser: Debian's chromium, headless, driven by Playwright.
 
 Against the real ``tidings serve`` and a real receiver: sign in, create a subscription,
-send a test, see the delivery in the log, disable it, hand out a consumer link.
+send a test, see the delivery in the log, disable it, hand out a consumer link, revoke an
+API key, sign out.
 Screenshots of each main page land in ``test-artifacts/portal/<database>/``.
 """
 
@@ -11,6 +12,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -159,6 +161,35 @@ async def test_a_consumer_link_opens_one_tenants_portal_read_only(
     await expect(page.get_by_role("link", name="Consumer links")).to_have_count(0)
     await shots_of(page, shots / "08-consumer-home.png")
     await customer.close()
+
+
+async def test_an_operator_revokes_a_key_and_a_signed_out_cookie_stays_dead(
+    server: tuple[str, str], browser: Browser, shots: Path
+) -> None:
+    base, key = server
+    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    await sign_in(page, base, key)
+    await page.get_by_role("link", name="API keys").click()
+    await page.get_by_label("events:read").check()
+    await page.get_by_role("button", name="Create key").click()
+    new_key = (await page.locator("#new-key").inner_text()).strip()
+    assert new_key.startswith("tdg_")
+    row = page.locator("tr.key-row", has_text=new_key[:12])
+    await row.get_by_role("button", name="Revoke").click()
+    await expect(row.locator(".badge.bad")).to_contain_text("revoked")
+    await shots_of(page, shots / "09-keys.png")
+    async with httpx.AsyncClient(base_url=base, headers={"X-Api-Key": new_key}) as api:
+        assert (await api.get("/api/v1/events")).status_code == 401
+
+    signed_in = await context.cookies()
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(f"{base}/portal/login")
+    await context.add_cookies(cast(Any, signed_in))  # the old cookie, replayed
+    await page.goto(f"{base}/portal/keys")
+    await expect(page).to_have_url(f"{base}/portal/login?next=%2Fportal%2Fkeys")
+    await context.close()
 
 
 async def shots_of(page: Page, path: Path) -> None:

@@ -32,8 +32,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "since": "2020-01-01T00:00:00Z"
     },
     ("post", "/api/v1/hooks"): {"hookUrl": "http://127.0.0.1:9/z", "event": "client.created"},
+    ("post", "/api/v1/keys"): {"scopes": ["events:read"]},
 }
 SCOPE_OF = {"get": "read", "post": "write", "patch": "write", "delete": "write"}
+ADMIN_ONLY = ("/api/v1/keys", "/api/v1/portal/")
+"""Routes that manage the tenant itself: its keys, its portal links."""
+NON_ADMIN = ["events:read", "events:write", "webhooks:read", "webhooks:write"]
 
 
 def operations(api: Api) -> list[tuple[str, str]]:
@@ -58,10 +62,14 @@ async def owned_ids(api: Api, headers: dict[str, str]) -> dict[str, str]:
     hook = await api.client.post(
         "/api/v1/hooks", json=BODIES[("post", "/api/v1/hooks")], headers=headers
     )
+    key = await api.client.post(
+        "/api/v1/keys", json=BODIES[("post", "/api/v1/keys")], headers=headers
+    )
     return {
         "event_id": event.json()["id"],
         "subscription_id": sub.json()["id"],
         "hook_id": hook.json()["id"],
+        "key_id": key.json()["id"],
         "name": "client.created",
         "event_type": "client.created",
     }
@@ -87,11 +95,13 @@ async def test_every_route_with_an_id_hides_other_tenants(api: Api) -> None:
         )
         assert response.status_code == 404, (method, path, response.text)
         walked += 1
-    assert walked >= 8
+    assert walked >= 10
     still = await api.client.get(
         f"/api/v1/webhooks/subscriptions/{ids['subscription_id']}", headers=ours
     )
     assert still.json()["enabled"] is True
+    key = await api.client.get(f"/api/v1/keys/{ids['key_id']}", headers=ours)
+    assert key.json()["revokedUtc"] is None
 
 
 async def test_every_route_demands_its_scope(api: Api) -> None:
@@ -104,14 +114,15 @@ async def test_every_route_demands_its_scope(api: Api) -> None:
         if path.endswith("/redeliver"):
             family = "webhooks"
         needed = f"{family}:{SCOPE_OF[method]}"
-        others = ["events:read", "events:write", "webhooks:read", "webhooks:write"]
-        wrong = await api.key("acme", *[s for s in others if s != needed])
+        if path.startswith(ADMIN_ONLY):
+            needed = "admin"
+        wrong = await api.key("acme", *[s for s in NON_ADMIN if s != needed])
         response = await api.client.request(
             method.upper(), fill(path, ids), json=BODIES.get((method, path)), headers=wrong
         )
         assert response.status_code == 403, (method, path, needed, response.text)
         walked += 1
-    assert walked >= 13
+    assert walked >= 17
 
 
 async def test_api_keys_are_stored_only_as_hashes(api: Api) -> None:

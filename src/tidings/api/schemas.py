@@ -10,7 +10,7 @@ from pydantic.alias_generators import to_camel
 from tidings.domain.events import format_utc, utc_from_ms
 from tidings.domain.subscriptions import MAX_URL_LENGTH, Subscription
 from tidings.portal.sessions import MAX_LINK_SECONDS
-from tidings.storage import AttemptRecord
+from tidings.storage import ApiKeyInfo, AttemptRecord
 
 MAX_JSON_DEPTH = 32
 
@@ -201,6 +201,37 @@ class PortalLink(Reply):
     url: str
     expires_utc: str
     can_manage: bool
+
+
+Scope = Literal["events:write", "events:read", "webhooks:read", "webhooks:write", "admin"]
+
+
+class CreateApiKey(Request):
+    scopes: list[Scope] = Field(min_length=1, max_length=5, examples=[["events:write"]])
+
+
+class ApiKeyOut(Reply):
+    """A key as it may be shown: never the key itself or its hash."""
+
+    id: str
+    prefix: str = Field(description="The key's first 12 characters, to tell keys apart.")
+    scopes: list[Scope]
+    created_utc: str
+    revoked_utc: str | None = Field(description="When it was revoked; null while it works.")
+
+    @classmethod
+    def of(cls, info: ApiKeyInfo) -> ApiKeyOut:
+        return cls(
+            id=info.id,
+            prefix=info.prefix,
+            scopes=sorted(info.scopes),
+            created_utc=utc(info.created_ms),
+            revoked_utc=utc(info.revoked_ms) if info.revoked_ms is not None else None,
+        )
+
+
+class CreatedApiKey(ApiKeyOut):
+    key: str = Field(description="The API key (X-Api-Key): shown only in this response.")
 
 
 class RotateSecret(Request):

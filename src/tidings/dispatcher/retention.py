@@ -1,4 +1,5 @@
-"""Retention: prune old events and logged response bodies, a small batch at a time.
+"""Retention: prune old events, logged response bodies and expired portal sessions, a
+small batch at a time.
 
 Each batch is its own short transaction, and the loop yields between batches, so the
 dispatcher's claims and records interleave with pruning instead of waiting behind it.
@@ -26,12 +27,14 @@ DAY_MS = 86_400_000
 class Pruned:
     events: int
     bodies: int
+    sessions: int = 0
 
 
 async def prune_once(
     store: Retention, retention_days: float, body_retention_days: float, batch: int, now_ms: int
 ) -> Pruned:
-    """Prune everything past its retention now; returns how much went."""
+    """Prune everything past its retention now; returns how much went. Portal sessions
+    go once expired: a session row lasts no longer than its cookie (at most 30 days)."""
     bodies = await _drain(
         lambda: store.prune_response_bodies(now_ms - int(body_retention_days * DAY_MS), batch),
         batch,
@@ -39,7 +42,8 @@ async def prune_once(
     events = await _drain(
         lambda: store.prune_events(now_ms - int(retention_days * DAY_MS), batch), batch
     )
-    return Pruned(events=events, bodies=bodies)
+    sessions = await _drain(lambda: store.prune_sessions(now_ms, batch), batch)
+    return Pruned(events=events, bodies=bodies, sessions=sessions)
 
 
 async def _drain(step: Callable[[], Awaitable[int]], batch: int) -> int:
@@ -74,9 +78,13 @@ async def run_pruner(
             await outage.failed(exc, stop)
             continue
         outage.succeeded()
-        if pruned.events or pruned.bodies or freed:
+        if pruned.events or pruned.bodies or pruned.sessions or freed:
             log.info(
-                "pruned", events=pruned.events, response_bodies=pruned.bodies, fifo_freed=freed
+                "pruned",
+                events=pruned.events,
+                response_bodies=pruned.bodies,
+                portal_sessions=pruned.sessions,
+                fifo_freed=freed,
             )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)

@@ -32,5 +32,8 @@ class BoundedCache(Generic[K, V]):
     def pop(self, key: K) -> V | None:
         return self._items.pop(key, None)
 
+    def items(self) -> list[tuple[K, V]]:
+        return list(self._items.items())
+
     def __len__(self) -> int:
         return len(self._items)

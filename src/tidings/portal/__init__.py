@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from typing import TypeVar, cast
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,8 +18,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tidings.api.errors import ApiError
-from tidings.portal import routes_access, routes_events, routes_subscriptions
-from tidings.portal.web import HERE, PortalError, SignInRequired, render, see_other
+from tidings.portal import routes_access, routes_events, routes_keys, routes_subscriptions
+from tidings.portal.web import HERE, PortalError, SignInRequired, render, safe_next, see_other
 from tidings.storage.errors import StorageUnavailable
 
 E = TypeVar("E", bound=Exception)
@@ -27,12 +27,14 @@ E = TypeVar("E", bound=Exception)
 
 def install(app: FastAPI) -> None:
     """Serve the portal under /portal on ``app`` (whose ``state.tidings`` it uses)."""
-    for module in (routes_access, routes_subscriptions, routes_events):
+    for module in (routes_access, routes_subscriptions, routes_events, routes_keys):
         app.include_router(module.router)
     app.mount("/portal/static", StaticFiles(directory=HERE / "static"), name="portal-static")
 
     @app.exception_handler(SignInRequired)
     async def sign_in(request: Request, _: SignInRequired) -> Response:
+        if request.headers.get("HX-Request") == "true":
+            return _htmx_sign_in(request)
         if request.method != "GET":
             return see_other("/portal/login")
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -46,6 +48,16 @@ def install(app: FastAPI) -> None:
     _html_on_portal_pages(app, ApiError, lambda exc: (exc.status, exc.message))
     _html_on_portal_pages(app, StarletteHTTPException, _http_error)
     _html_on_portal_pages(app, StorageUnavailable, _unavailable)
+
+
+def _htmx_sign_in(request: Request) -> Response:
+    """htmx would follow a redirect and swap the sign-in page into a fragment (the chart,
+    a test result); a 401 swaps nothing, and ``HX-Redirect`` sends the whole page to
+    sign in, coming back to the page it was on."""
+    current = urlsplit(request.headers.get("HX-Current-URL", ""))
+    here = safe_next(current.path + (f"?{current.query}" if current.query else ""))
+    login = "/portal/login?" + urlencode({"next": here})
+    return Response(status_code=401, headers={"HX-Redirect": login, "Cache-Control": "no-store"})
 
 
 async def error_page(request: Request, status: int, message: str) -> Response:

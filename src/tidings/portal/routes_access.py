@@ -19,24 +19,12 @@ from tidings.portal.web import (
     safe_next,
     see_other,
     signer_of,
+    start_session,
     tidings_of,
     viewer,
 )
-from tidings.service import hash_api_key
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
-
-
-def _set_session(request: Request, response: Response, cookie: str, max_age: int) -> None:
-    response.set_cookie(
-        COOKIE,
-        cookie,
-        max_age=max_age,
-        path="/portal",
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
 
 
 @router.get("/login")
@@ -60,14 +48,16 @@ async def login(request: Request) -> Response:
         context = {"next": target, "error": error}
         return await render(request, None, "login.html", context, status_code=401)
     response = see_other(target)
-    cookie = signer_of(request).operator_cookie(hash_api_key(plaintext))
-    _set_session(request, response, cookie, SESSION_SECONDS)
+    expires_at = time.time() + SESSION_SECONDS
+    await start_session(request, response, key.tenant_id, key.id, True, expires_at)
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request, who: Viewer = Depends(viewer)) -> Response:
+    """Ends the session on the server too: the old cookie, replayed, opens nothing."""
     await checked_form(request, who)
+    await tidings_of(request).store.sessions.end_session(who.session_id)
     response = see_other("/portal/login")
     response.delete_cookie(COOKIE, path="/portal")
     return response
@@ -75,13 +65,13 @@ async def logout(request: Request, who: Viewer = Depends(viewer)) -> Response:
 
 @router.get("/c/{token}")
 async def consumer_link(request: Request, token: str) -> Response:
-    """A consumer link: becomes a session for its tenant that ends when the link does."""
-    cookie = signer_of(request).consumer_cookie(token)
-    claims = signer_of(request).read_cookie(cookie) if cookie else None
-    if cookie is None or claims is None:
+    """A consumer link opens a session for its tenant that ends when the link does (or at
+    sign-out). The link stays valid until it expires and may be followed again."""
+    link = signer_of(request).read_link(token)
+    if link is None or await tidings_of(request).store.keys.get_tenant(link.tenant_id) is None:
         raise PortalError(403, "This link is not valid or has expired. Ask for a new one.")
     response = see_other("/portal/")
-    _set_session(request, response, cookie, max(1, int(claims.expires_at - time.time())))
+    await start_session(request, response, link.tenant_id, None, link.can_manage, link.expires_at)
     return response
 
 

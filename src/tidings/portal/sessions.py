@@ -1,23 +1,31 @@
-"""Who is looking at the portal: signed session cookies and consumer links.
+"""Who is looking at the portal: server-side sessions named by signed cookies, and
+consumer links.
 
-Two ways in. An operator signs in with an API key of scope ``admin``; the cookie holds
-the key's hash (never the key), and every request looks the key up again, so a revoked
-key ends its sessions. A tenant's customer follows a consumer link: a signed token that
-names the tenant, whether the holder may change things, and when it expires. Both are
-signed with a key derived from the encryption key, so there is no second secret to keep.
+Two ways in. An operator signs in with an API key of scope ``admin``; a tenant's customer
+follows a consumer link, a signed token that names the tenant, whether the holder may
+change things, and when it expires. Either way the portal opens a session: a database
+row (``SessionStore``) named by a random token, which the cookie carries signed. Every
+request looks the row up, so signing out (the row goes) or revoking the operator's key
+(its rows go) ends the session on every server at once, and a replayed cookie opens
+nothing. Links themselves stay stateless: one works until it expires, however often it
+is followed. Cookies and links are signed with a key derived from the encryption key, so
+there is no second secret to keep, and rotating that key ends them all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from tidings.secretbox import SecretBox
+from tidings.storage import PortalSession
 
 COOKIE = "tidings_portal"
 SESSION_SECONDS = 12 * 3600
@@ -40,6 +48,9 @@ class Viewer:
     expires_at: float
     cookie: str
     """The signed cookie this viewer came with; CSRF tokens are bound to it."""
+    session_id: str
+    key_id: str | None = None
+    """The admin key an operator signed in with (None for a consumer)."""
 
     @property
     def is_admin(self) -> bool:
@@ -58,13 +69,33 @@ class ConsumerLink:
 
 
 @dataclass(frozen=True)
-class SessionClaims:
-    """What a valid cookie says; ``key_hash`` for operators, ``tenant_id`` for consumers."""
+class LinkClaims:
+    """What a valid, unexpired consumer link says."""
 
-    key_hash: str | None
-    tenant_id: str | None
+    tenant_id: str
     can_manage: bool
     expires_at: float
+
+
+@dataclass(frozen=True)
+class SessionClaims:
+    """What a valid, unexpired cookie says: which session row to look up."""
+
+    session_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A session to store, and the cookie that names it."""
+
+    session: PortalSession
+    cookie: str
+
+
+def session_id_of(token: str) -> str:
+    """The row's id: the token's SHA-256 (256 random bits), so the table opens nothing."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class PortalSigner:
@@ -74,9 +105,26 @@ class PortalSigner:
         self._links = URLSafeTimedSerializer(key, salt="portal-consumer-link")
         self._csrf_key = hmac.new(key, b"csrf", hashlib.sha256).digest()
 
-    def operator_cookie(self, key_hash: str, now: float | None = None) -> str:
-        expires = (now or time.time()) + SESSION_SECONDS
-        return self._sessions.dumps({"k": key_hash, "x": expires})
+    def new_session(
+        self,
+        tenant_id: str,
+        key_id: str | None,
+        can_manage: bool,
+        expires_at: float,
+        now: float | None = None,
+    ) -> NewSession:
+        """A fresh session (``key_id`` for an operator's) and its cookie; the caller stores
+        the session before handing out the cookie."""
+        token = secrets.token_urlsafe(32)
+        session = PortalSession(
+            session_id_of(token),
+            tenant_id,
+            key_id,
+            can_manage,
+            int((now or time.time()) * 1000),
+            int(expires_at * 1000),
+        )
+        return NewSession(session, self._sessions.dumps({"s": token, "x": expires_at}))
 
     def consumer_link(
         self, tenant_id: str, ttl_seconds: float, can_manage: bool, now: float | None = None
@@ -87,17 +135,19 @@ class PortalSigner:
         token = self._links.dumps({"t": tenant_id, "m": can_manage, "x": expires})
         return ConsumerLink(token, expires, can_manage)
 
-    def consumer_cookie(self, link_token: str, now: float | None = None) -> str | None:
-        """The session cookie a valid, unexpired link turns into (same tenant and expiry)."""
-        claims = self._load(self._links, link_token, now)
-        if claims is None or claims.tenant_id is None:
+    def read_link(self, link_token: str, now: float | None = None) -> LinkClaims | None:
+        data = self._load(self._links, link_token, now)
+        tenant_id = data.get("t") if data else None
+        if data is None or not isinstance(tenant_id, str):
             return None
-        return self._sessions.dumps(
-            {"t": claims.tenant_id, "m": claims.can_manage, "x": claims.expires_at}
-        )
+        return LinkClaims(tenant_id, bool(data.get("m")), float(data["x"]))
 
     def read_cookie(self, cookie: str, now: float | None = None) -> SessionClaims | None:
-        return self._load(self._sessions, cookie, now)
+        data = self._load(self._sessions, cookie, now)
+        token = data.get("s") if data else None
+        if data is None or not isinstance(token, str):
+            return None
+        return SessionClaims(session_id_of(token), float(data["x"]))
 
     def csrf_for(self, cookie: str) -> str:
         return hmac.new(self._csrf_key, cookie.encode(), hashlib.sha256).hexdigest()[:40]
@@ -110,7 +160,8 @@ class PortalSigner:
     @staticmethod
     def _load(
         serializer: URLSafeTimedSerializer, token: str, now: float | None
-    ) -> SessionClaims | None:
+    ) -> dict[str, Any] | None:
+        """The signed dict, if the signature holds and its ``x`` (expiry) is still ahead."""
         try:
             data = serializer.loads(token)
         except BadSignature:
@@ -120,12 +171,4 @@ class PortalSigner:
         expires = data.get("x")
         if not isinstance(expires, (int, float)) or expires <= (now or time.time()):
             return None
-        key_hash, tenant_id = data.get("k"), data.get("t")
-        if not (isinstance(key_hash, str) or isinstance(tenant_id, str)):
-            return None
-        return SessionClaims(
-            key_hash if isinstance(key_hash, str) else None,
-            tenant_id if isinstance(tenant_id, str) else None,
-            bool(data.get("m")),
-            float(expires),
-        )
+        return data

@@ -97,22 +97,47 @@ def tidings_of(request: Request) -> Tidings:
 
 
 async def viewer(request: Request) -> Viewer:
-    """The signed-in viewer, or SignInRequired. An operator's key is looked up on every
-    request (cached for seconds), so revoking it or dropping ``admin`` ends the session."""
+    """The signed-in viewer, or SignInRequired. The session's row is looked up on every
+    request (no cache), so signing out or revoking the operator's key ends it at once."""
     cookie = request.cookies.get(COOKIE)
     claims = signer_of(request).read_cookie(cookie) if cookie else None
     if cookie is None or claims is None:
         raise SignInRequired
-    tidings = tidings_of(request)
-    if claims.key_hash is not None:
-        key = await tidings.authenticate_hash(claims.key_hash)
-        if key is None or "admin" not in key.scopes:
-            raise SignInRequired
-        return Viewer(key.tenant_id, Role.ADMIN, True, claims.expires_at, cookie)
-    assert claims.tenant_id is not None
-    if await tidings.store.keys.get_tenant(claims.tenant_id) is None:
+    now_ms = int(time.time() * 1000)
+    session = await tidings_of(request).store.sessions.find_session(claims.session_id, now_ms)
+    if session is None:
         raise SignInRequired
-    return Viewer(claims.tenant_id, Role.CONSUMER, claims.can_manage, claims.expires_at, cookie)
+    return Viewer(
+        session.tenant_id,
+        Role.CONSUMER if session.key_id is None else Role.ADMIN,
+        session.can_manage,
+        session.expires_ms / 1000,
+        cookie,
+        session.id,
+        session.key_id,
+    )
+
+
+async def start_session(
+    request: Request,
+    response: Response,
+    tenant_id: str,
+    key_id: str | None,
+    can_manage: bool,
+    expires_at: float,
+) -> None:
+    """Store a new session and set its cookie on ``response``."""
+    new = signer_of(request).new_session(tenant_id, key_id, can_manage, expires_at)
+    await tidings_of(request).store.sessions.open_session(new.session)
+    response.set_cookie(
+        COOKIE,
+        new.cookie,
+        max_age=max(1, int(expires_at - time.time())),
+        path="/portal",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
 
 
 async def manager(who: Viewer = Depends(viewer)) -> Viewer:

@@ -2,6 +2,7 @@
 ids scope every read a tenant can cause.
 
 * ``KeyStore``: tenants and API keys (the API's authentication, the CLI).
+* ``SessionStore``: the portal's signed-in browsers.
 * ``EventStore`` and ``SubscriptionStore``: the HTTP API and the service.
 * ``DeliveryQueue``: the dispatcher, and nothing else.
 * ``Reports``: the portal's read models and bulk recovery.
@@ -22,6 +23,7 @@ from tidings.domain.deliveries import DisableReason
 from tidings.domain.subscriptions import Subscription
 from tidings.storage.records import (
     ApiKey,
+    ApiKeyInfo,
     AttemptOutcome,
     AttemptRecord,
     ClaimedDelivery,
@@ -31,6 +33,8 @@ from tidings.storage.records import (
     EventSummary,
     LaneFigures,
     Page,
+    PortalSession,
+    Revoked,
     StoredEvent,
     SubscriptionHealth,
     Tenant,
@@ -58,8 +62,44 @@ class KeyStore(Protocol):
     async def insert_api_key(
         self, tenant_id: str, key_hash: str, prefix: str, scopes: Sequence[str]
     ) -> ApiKey: ...
-    async def find_api_key(self, key_hash: str) -> ApiKey | None: ...
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        """The unrevoked key with this hash."""
+        ...
+
     async def count_api_keys(self, tenant_id: str) -> int: ...
+    async def list_api_keys(self, tenant_id: str) -> list[ApiKeyInfo]:
+        """Every key of the tenant, revoked ones too, oldest first."""
+        ...
+
+    async def get_api_key(self, tenant_id: str, key_id: str) -> ApiKeyInfo | None: ...
+    async def revoke_api_key(
+        self, key_id: str, tenant_id: str | None, now_ms: int, keep_last_admin: bool
+    ) -> Revoked:
+        """Revoke the key and delete its portal sessions, in one transaction.
+
+        ``tenant_id`` scopes the lookup (another tenant's key is NOT_FOUND); None is the
+        operator's CLI, for any tenant. With ``keep_last_admin`` the tenant's only
+        unrevoked admin key is refused (LAST_ADMIN), so a tenant cannot lock itself out
+        through the API; the check and the revocation are serialised per tenant, so two
+        admin keys revoking each other cannot both succeed. Revoking twice is
+        ALREADY_REVOKED and changes nothing.
+        """
+        ...
+
+
+class SessionStore(Protocol):
+    """The portal's sessions: one row per signed-in browser, looked up on every request,
+    so signing out or revoking the key ends a session on every server at once."""
+
+    async def open_session(self, session: PortalSession) -> None: ...
+    async def find_session(self, session_id: str, now_ms: int) -> PortalSession | None:
+        """The session if it exists, has not expired, and its key (for an operator's
+        session) is not revoked."""
+        ...
+
+    async def end_session(self, session_id: str) -> bool:
+        """Delete the session; False if there was none."""
+        ...
 
 
 class EventStore(Protocol):
@@ -236,12 +276,18 @@ class Retention(Protocol):
         """Delete up to ``batch`` old events with nothing pending, with their deliveries and log."""
         ...
 
+    async def prune_sessions(self, before_ms: int, batch: int) -> int:
+        """Delete up to ``batch`` portal sessions that expired before the cutoff."""
+        ...
+
 
 class Store(Protocol):
     """One database, seen through each interface."""
 
     @property
     def keys(self) -> KeyStore: ...
+    @property
+    def sessions(self) -> SessionStore: ...
     @property
     def events(self) -> EventStore: ...
     @property

@@ -26,6 +26,7 @@ from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.storage.interfaces import Outbox
 from tidings.storage.records import (
     ApiKey,
+    ApiKeyInfo,
     AttemptOutcome,
     AttemptRecord,
     ClaimedDelivery,
@@ -35,6 +36,9 @@ from tidings.storage.records import (
     EventSummary,
     LaneFigures,
     Page,
+    PortalSession,
+    Revocation,
+    Revoked,
     StoredEvent,
     SubscriptionHealth,
     Tenant,
@@ -49,6 +53,16 @@ PAUSED = DeliveryStatus.PAUSED.value
 CANCELLED = DeliveryStatus.CANCELLED.value
 UNFINISHED = (PENDING, PAUSED)
 LANE_STATS_TTL_MS = 60_000
+
+
+@dataclass
+class _Key:
+    info: ApiKeyInfo
+    key_hash: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.info.revoked_ms is None and "admin" in self.info.scopes
 
 
 @dataclass
@@ -95,7 +109,9 @@ class _Data:
 
     clock: Clock
     tenants: dict[str, Tenant] = field(default_factory=dict)
-    keys: dict[str, tuple[ApiKey, str, int | None]] = field(default_factory=dict)
+    keys: dict[str, _Key] = field(default_factory=dict)
+    """By key id."""
+    sessions: dict[str, PortalSession] = field(default_factory=dict)
     events: dict[int, StoredEvent] = field(default_factory=dict)
     idempotency: dict[tuple[str, str], int] = field(default_factory=dict)
     subs: dict[str, _Sub] = field(default_factory=dict)
@@ -196,7 +212,7 @@ class MemoryStore:
     def keys(self) -> MemoryStore:
         return self
 
-    events = apps = subscriptions = queue = reports = retention = keys
+    events = apps = subscriptions = queue = reports = retention = sessions = keys
 
     async def migrate(self) -> None:
         return None
@@ -227,15 +243,66 @@ class MemoryStore:
         self, tenant_id: str, key_hash: str, prefix: str, scopes: Sequence[str]
     ) -> ApiKey:
         key = ApiKey(new_id("key"), tenant_id, frozenset(scopes))
-        self._data.keys[key_hash] = (key, prefix, None)
+        info = ApiKeyInfo(key.id, tenant_id, prefix, key.scopes, self._data.now(), None)
+        self._data.keys[key.id] = _Key(info, key_hash)
         return key
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
-        found = self._data.keys.get(key_hash)
-        return found[0] if found is not None and found[2] is None else None
+        for k in self._data.keys.values():
+            if k.key_hash == key_hash and k.info.revoked_ms is None:
+                return ApiKey(k.info.id, k.info.tenant_id, k.info.scopes)
+        return None
 
     async def count_api_keys(self, tenant_id: str) -> int:
-        return sum(1 for key, _, _ in self._data.keys.values() if key.tenant_id == tenant_id)
+        return sum(1 for k in self._data.keys.values() if k.info.tenant_id == tenant_id)
+
+    async def list_api_keys(self, tenant_id: str) -> list[ApiKeyInfo]:
+        found = [k.info for k in self._data.keys.values() if k.info.tenant_id == tenant_id]
+        return sorted(found, key=lambda info: (info.created_ms, info.id))
+
+    async def get_api_key(self, tenant_id: str, key_id: str) -> ApiKeyInfo | None:
+        found = self._data.keys.get(key_id)
+        return found.info if found is not None and found.info.tenant_id == tenant_id else None
+
+    async def revoke_api_key(
+        self, key_id: str, tenant_id: str | None, now_ms: int, keep_last_admin: bool
+    ) -> Revoked:
+        async with self._lock:
+            found = self._data.keys.get(key_id)
+            if found is None or tenant_id not in (None, found.info.tenant_id):
+                return Revoked(Revocation.NOT_FOUND, None)
+            if found.info.revoked_ms is not None:
+                return Revoked(Revocation.ALREADY_REVOKED, found.info)
+            admins = sum(
+                1
+                for k in self._data.keys.values()
+                if k.info.tenant_id == found.info.tenant_id and k.is_admin
+            )
+            if keep_last_admin and found.is_admin and admins <= 1:
+                return Revoked(Revocation.LAST_ADMIN, found.info)
+            found.info = dataclasses.replace(found.info, revoked_ms=now_ms)
+            ended = [s for s in self._data.sessions.values() if s.key_id == key_id]
+            for session in ended:
+                del self._data.sessions[session.id]
+            return Revoked(Revocation.REVOKED, found.info, len(ended))
+
+    # --- portal sessions --------------------------------------------------------------
+
+    async def open_session(self, session: PortalSession) -> None:
+        self._data.sessions[session.id] = session
+
+    async def find_session(self, session_id: str, now_ms: int) -> PortalSession | None:
+        session = self._data.sessions.get(session_id)
+        if session is None or session.expires_ms <= now_ms:
+            return None
+        if session.key_id is not None:
+            key = self._data.keys.get(session.key_id)
+            if key is None or key.info.revoked_ms is not None:
+                return None
+        return session
+
+    async def end_session(self, session_id: str) -> bool:
+        return self._data.sessions.pop(session_id, None) is not None
 
     # --- events ---------------------------------------------------------------------
 
@@ -828,6 +895,15 @@ class MemoryStore:
             for seq in gone:
                 del self._data.events[seq]
             return len(old)
+
+    async def prune_sessions(self, before_ms: int, batch: int) -> int:
+        old = sorted(
+            (s for s in self._data.sessions.values() if s.expires_ms < before_ms),
+            key=lambda s: s.expires_ms,
+        )[:batch]
+        for session in old:
+            del self._data.sessions[session.id]
+        return len(old)
 
 
 def _page(items: Sequence[T], limit: int, key: Callable[[T], int]) -> Page[T]:

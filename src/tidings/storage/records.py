@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 from tidings.domain.deliveries import AttemptResult, Verdict
@@ -23,6 +24,49 @@ class ApiKey:
     id: str
     tenant_id: str
     scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What may be shown of a key: never the key itself or its hash."""
+
+    id: str
+    tenant_id: str
+    prefix: str
+    """The key's first characters (``tdg_`` and 8 more), to tell keys apart."""
+    scopes: frozenset[str]
+    created_ms: int
+    revoked_ms: int | None
+
+
+class Revocation(StrEnum):
+    REVOKED = "revoked"
+    ALREADY_REVOKED = "already_revoked"
+    NOT_FOUND = "not_found"
+    LAST_ADMIN = "last_admin"
+    """Refused: the tenant's only unrevoked admin key (see ``KeyStore.revoke_api_key``)."""
+
+
+@dataclass(frozen=True)
+class Revoked:
+    outcome: Revocation
+    key: ApiKeyInfo | None
+    """The key as it is now; None if there is no such key (for this tenant)."""
+    sessions_ended: int = 0
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    """A signed-in portal browser: an operator's (``key_id`` set) or a consumer link's."""
+
+    id: str
+    """The SHA-256 of the random token in the signed cookie, so the table opens nothing."""
+    tenant_id: str
+    key_id: str | None
+    """The admin API key an operator signed in with; None for a consumer link's session."""
+    can_manage: bool
+    created_ms: int
+    expires_ms: int
 
 
 @dataclass(frozen=True)

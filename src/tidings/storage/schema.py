@@ -44,6 +44,22 @@ api_keys = Table(
     Column("scopes", Text, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("revoked_ms", BigInteger),
+    Index("ix_api_keys_tenant", "tenant_id"),
+)
+
+portal_sessions = Table(
+    "portal_sessions",
+    metadata,
+    # The SHA-256 of the random token in the signed cookie: the table alone opens nothing.
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    # The admin key an operator signed in with; NULL for a consumer link's session.
+    Column("key_id", String(40), ForeignKey("api_keys.id")),
+    Column("can_manage", Boolean, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Index("ix_portal_sessions_key", "key_id"),
+    Index("ix_portal_sessions_expires", "expires_ms"),
 )
 
 events = Table(

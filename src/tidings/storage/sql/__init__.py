@@ -10,6 +10,7 @@ from tidings.storage.sql.events import SQLEvents
 from tidings.storage.sql.keys import SQLKeys
 from tidings.storage.sql.reports import SQLReports
 from tidings.storage.sql.retention import SQLRetention
+from tidings.storage.sql.sessions import SQLSessions
 from tidings.storage.sql.subscriptions import SQLSubscriptions
 
 
@@ -24,12 +25,20 @@ class SQLStore:
     subscriptions: SQLSubscriptions
     reports: SQLReports
     retention: SQLRetention
+    sessions: SQLSessions
 
     @classmethod
     def build(cls, db: Database, events: SQLEvents, queue: DeliveryQueue) -> SQLStore:
         """The shared stores on ``db``, with the connector's own hot-path pieces."""
         return cls(
-            db, events, queue, SQLKeys(db), SQLSubscriptions(db), SQLReports(db), SQLRetention(db)
+            db,
+            events,
+            queue,
+            SQLKeys(db),
+            SQLSubscriptions(db),
+            SQLReports(db),
+            SQLRetention(db),
+            SQLSessions(db),
         )
 
     @property

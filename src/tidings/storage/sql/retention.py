@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, delete, select, update
 
 from tidings.domain.deliveries import DeliveryStatus
-from tidings.storage.schema import attempts, deliveries, events
+from tidings.storage.schema import attempts, deliveries, events, portal_sessions
 from tidings.storage.sql.database import Database
 
 
@@ -54,3 +54,13 @@ class SQLRetention:
             return len(rows)
 
         return await self._db.write(tx)
+
+    async def prune_sessions(self, before_ms: int, batch: int) -> int:
+        old = (
+            select(portal_sessions.c.id)
+            .where(portal_sessions.c.expires_ms < before_ms)
+            .order_by(portal_sessions.c.expires_ms)
+            .limit(batch)
+        )
+        statement = delete(portal_sessions).where(portal_sessions.c.id.in_(old.scalar_subquery()))
+        return await self._db.write(lambda conn: int(conn.execute(statement).rowcount))

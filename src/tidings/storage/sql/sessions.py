@@ -1,0 +1,49 @@
+"""The portal's sessions: a row per signed-in browser."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, insert, or_, select
+
+from tidings.storage.records import PortalSession
+from tidings.storage.schema import api_keys, portal_sessions
+from tidings.storage.sql.database import Database
+
+
+class SQLSessions:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def open_session(self, session: PortalSession) -> None:
+        statement = insert(portal_sessions).values(
+            id=session.id,
+            tenant_id=session.tenant_id,
+            key_id=session.key_id,
+            can_manage=session.can_manage,
+            created_ms=session.created_ms,
+            expires_ms=session.expires_ms,
+        )
+        await self._db.write(lambda conn: conn.execute(statement))
+
+    async def find_session(self, session_id: str, now_ms: int) -> PortalSession | None:
+        # Revoking a key deletes its sessions in the same transaction; the join also
+        # refuses a session opened by a sign-in that raced the revocation.
+        s = portal_sessions.c
+        query = (
+            select(portal_sessions)
+            .outerjoin(api_keys, api_keys.c.id == s.key_id)
+            .where(
+                s.id == session_id,
+                s.expires_ms > now_ms,
+                or_(s.key_id.is_(None), api_keys.c.revoked_ms.is_(None)),
+            )
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
+        if row is None:
+            return None
+        return PortalSession(
+            row.id, row.tenant_id, row.key_id, bool(row.can_manage), row.created_ms, row.expires_ms
+        )
+
+    async def end_session(self, session_id: str) -> bool:
+        statement = delete(portal_sessions).where(portal_sessions.c.id == session_id)
+        return await self._db.write(lambda conn: conn.execute(statement).rowcount > 0)
