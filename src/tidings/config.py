@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     @property
     def address_policy(self) -> AddressPolicy:
         return AddressPolicy.from_cidrs(
-            allow_private=self.development,
+            development=self.development,
             allow=self.allow_cidrs.split(","),
             deny=self.deny_cidrs.split(","),
         )

@@ -21,7 +21,7 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 
 from tidings.config import Settings
-from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host
+from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host, refuse_literal
 from tidings.dispatcher.retention import run_pruner
 from tidings.dispatcher.sender import AiohttpSender, Sender
 from tidings.dispatcher.worker import Dispatcher
@@ -292,17 +292,21 @@ class Tidings:
     # --- subscriptions ----------------------------------------------------------------
 
     async def check_url(self, url: str) -> str:
-        """The URL's shape, then (outside development) every address its host resolves to.
+        """The URL's shape, an IP literal host against the address policy, then (outside
+        development) every address a named host resolves to.
 
-        The dispatcher checks again at connect time; this check is for a clear 422 now.
+        Development looks no name up: a developer's names may only exist later (a
+        container not started yet). The dispatcher checks again at connect time, names
+        included; this check is for a clear 422 now.
         """
         validate_url_shape(url, allow_http=self.settings.development)
-        if self.settings.development:
-            return url
         parts = urlsplit(url)
+        host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            await check_host(parts.hostname or "", port, self.address_policy, self.resolver_factory)
+            refuse_literal(host, self.address_policy)
+            if not self.settings.development:
+                await check_host(host, port, self.address_policy, self.resolver_factory)
         except BlockedAddress as exc:
             raise InvalidUrl(f"url is not allowed: {exc}") from exc
         return url

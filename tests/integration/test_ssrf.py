@@ -87,3 +87,143 @@ async def test_dns_rebinding_is_refused_at_connect_time(start_api: Any, receiver
         assert "loopback" in result["error"]
         assert dns.lookups == ["rebind.example", "rebind.example"]
         assert receiver.requests == []
+
+
+# --- cloud metadata: refused in every mode -------------------------------------------------
+
+METADATA_URLS = [
+    "http://169.254.169.254/latest/meta-data",
+    "http://2852039166/latest/meta-data",  # 169.254.169.254 in decimal
+    "http://[::ffff:169.254.169.254]/",
+    "http://[fd00:ec2::254]/latest/meta-data",
+    "http://100.100.100.200/latest/meta-data",
+]
+DEVELOPMENT_REFUSED = [
+    *METADATA_URLS,
+    "http://169.254.1.1/",
+    "http://100.64.1.1/",
+    "http://0.0.0.0/",
+]
+DEVELOPMENT_ALLOWED = [
+    "http://127.0.0.1:9/h",
+    "http://[::1]:9/h",
+    "http://10.1.2.3/h",
+    "http://172.16.0.1/h",
+    "http://192.168.1.1/h",
+    "http://[fd12::1]/h",
+    "http://localhost:9/h",
+    "http://unresolvable.example/h",  # development resolves no name when saving
+]
+METADATA_ALLOWLIST = "169.254.0.0/16,100.64.0.0/10,fd00::/8,::ffff:0:0/96"
+
+
+async def subscriptions(api: Any, headers: dict[str, str]) -> list[Any]:
+    response = await api.client.get("/api/v1/webhooks/subscriptions", headers=headers)
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_development_refuses_metadata_link_local_and_cgnat(start_api: Any) -> None:
+    async with start_api(env="development", dispatcher=False) as api:
+        headers = await api.key()
+        for url in DEVELOPMENT_REFUSED:
+            response = await create(api, url)
+            assert response.status_code == 422, (url, response.text)
+            error = response.json()["error"]
+            assert "not allowed" in error["message"]
+            hooked = await api.client.post(
+                "/api/v1/hooks", json={"hookUrl": url, "event": "client.created"}, headers=headers
+            )
+            assert hooked.status_code == 422, (url, hooked.text)
+        assert await subscriptions(api, headers) == []
+        assert "metadata" in (await create(api, METADATA_URLS[0])).json()["error"]["message"]
+
+
+async def test_development_allows_loopback_and_private_ranges(start_api: Any) -> None:
+    async with start_api(env="development", dispatcher=False) as api:
+        for url in DEVELOPMENT_ALLOWED:
+            response = await create(api, url)
+            assert response.status_code == 201, (url, response.text)
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+async def test_metadata_is_refused_even_when_allowlisted(start_api: Any, env: str) -> None:
+    async with start_api(env=env, dispatcher=False, allow_cidrs=METADATA_ALLOWLIST) as api:
+        headers = await api.key()
+        scheme = "http" if env == "development" else "https"
+        for url in METADATA_URLS:
+            response = await create(api, url.replace("http:", f"{scheme}:"))
+            assert response.status_code == 422, (url, response.text)
+            assert "metadata" in response.json()["error"]["message"]
+        assert await subscriptions(api, headers) == []
+        neighbour = await create(api, f"{scheme}://169.254.169.253/h")
+        assert neighbour.status_code == 201, "the allowlist still works beside metadata"
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+async def test_patching_the_url_to_metadata_is_422(start_api: Any, env: str) -> None:
+    async with start_api(env=env, dispatcher=False, allow_cidrs="10.9.0.0/16") as api:
+        headers = await api.key()
+        scheme = "http" if env == "development" else "https"
+        created = await create(api, f"{scheme}://10.9.1.1/h")
+        assert created.status_code == 201, created.text
+        path = f"/api/v1/webhooks/subscriptions/{created.json()['id']}"
+        for url in METADATA_URLS:
+            patched = await api.client.patch(
+                path, json={"url": url.replace("http:", f"{scheme}:")}, headers=headers
+            )
+            assert patched.status_code == 422, (url, patched.text)
+        assert (await api.client.get(path, headers=headers)).json()[
+            "url"
+        ] == f"{scheme}://10.9.1.1/h"
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+async def test_names_resolving_to_metadata_are_refused_at_send_time(
+    start_api: Any, env: str
+) -> None:
+    """Development saves a name without resolving it, production while it still resolves
+    to a public address; either way the send-time guard refuses it."""
+    scheme = "http" if env == "development" else "https"
+    answers = [["169.254.169.254"]] if env == "development" else [[PUBLIC], ["169.254.169.254"]]
+    dns = ScriptedResolver({"metadata.example": answers})
+    async with start_api(
+        env=env, dispatcher=False, resolver_factory=factory(dns), allow_cidrs=METADATA_ALLOWLIST
+    ) as api:
+        headers = await api.key()
+        created = await create(api, f"{scheme}://metadata.example/latest/meta-data")
+        assert created.status_code == 201, created.text
+        sent = await api.client.post(
+            f"/api/v1/webhooks/subscriptions/{created.json()['id']}/test",
+            json={"eventType": "client.created"},
+            headers=headers,
+        )
+        result = sent.json()
+        assert result["success"] is False and result["statusCode"] is None
+        assert "metadata" in result["error"] and "blocked" in result["error"]
+        assert dns.lookups == ["metadata.example"] * (1 if env == "development" else 2)
+
+
+async def test_the_sender_checks_ip_literals_aiohttp_never_resolves(receiver: Receiver) -> None:
+    """aiohttp asks no resolver about an IP literal: the sender checks it itself, so a URL
+    saved under looser rules (or a policy changed since) is still refused when sent."""
+    from tidings.dispatcher.guard import GuardedResolver
+    from tidings.dispatcher.sender import AiohttpSender
+    from tidings.domain.addresses import AddressPolicy
+    from tidings.domain.deliveries import Failure
+
+    cases = [
+        (AddressPolicy(development=True), "http://169.254.169.254/latest/meta-data", False),
+        (AddressPolicy(development=True), "http://[::ffff:169.254.169.254]/", False),
+        (AddressPolicy(development=False), receiver.url("/hook"), False),
+        (AddressPolicy(development=True), receiver.url("/hook"), True),
+    ]
+    for policy, url, delivered in cases:
+        sender = AiohttpSender(2.0, guard=GuardedResolver(policy))
+        try:
+            result = await sender.post(url, b"{}", {})
+        finally:
+            await sender.close()
+        assert (result.status_code == 200) is delivered, (url, result)
+        if not delivered:
+            assert result.failure is Failure.BLOCKED and "blocked" in (result.error or "")
+    assert len(receiver.requests) == 1

@@ -1,4 +1,4 @@
-"""The ASGI application: routers, error shape, body limit, and the in-process dispatcher."""
+"""The ASGI application: routers, error shape, body limits, and the in-process dispatcher."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from tidings.api import (
 from tidings.api.errors import ApiError, install_error_handlers
 from tidings.api.limits import BodySizeLimit
 from tidings.api.schemas import ErrorResponse
+from tidings.api.strict_input import StrictInput
 from tidings.portal import install as install_portal
 from tidings.service import Tidings
 from tidings.supervision import Fatal
@@ -128,5 +129,6 @@ def create_app(
     async def root() -> Response:
         return RedirectResponse("/portal/" if portal else "/docs")
 
+    app.add_middleware(StrictInput)  # inside the size limit: it reads whole bodies
     app.add_middleware(BodySizeLimit, max_bytes=tidings.settings.max_request_bytes)
     return app

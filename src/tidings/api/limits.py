@@ -1,18 +1,70 @@
-"""Reject oversized request bodies before they are read into memory."""
+"""Reject oversized request bodies before the app reads any of them."""
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tidings.api.errors import error_response
 
 
 class BodyTooLarge(Exception):
     pass
 
 
+async def read_body(receive: Receive, max_bytes: int | None = None) -> bytes | None:
+    """The whole request body, or None if the client went away before sending it.
+
+    Raises BodyTooLarge as soon as more than ``max_bytes`` have arrived, so a chunked
+    body is never buffered past the limit.
+    """
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if max_bytes is not None and received > max_bytes:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app ``body`` (already read) in one message, then
+    whatever the client sends next (its disconnect)."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 class BodySizeLimit:
-    """Pure ASGI middleware: 413 on a too-large Content-Length, or once the stream exceeds it."""
+    """Pure ASGI middleware: 413 when the body is larger than ``max_bytes``, whether its
+    Content-Length says so or it is streamed (chunked) and grows past the limit.
+
+    The body is read here, before the app runs, and passed on whole: inside the app an
+    overflow would surface as one more error while parsing the body (FastAPI answers
+    those with a 400), after the app may already have answered.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -22,57 +74,17 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.max_bytes
-                except ValueError:
-                    too_big = False
-                if too_big:
-                    await self._reject(send)
-                    return
-        received = 0
-        response_started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
+        declared = _declared_length(scope)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            if declared is not None and declared > self.max_bytes:
+                raise BodyTooLarge
+            body = await read_body(receive, self.max_bytes)
         except BodyTooLarge:
-            if not response_started:
-                await self._reject(send)
+            await self._reject(scope, receive, send)
+            return
+        if body is not None:
+            await self.app(scope, replay(body, receive), send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body exceeds {self.max_bytes} bytes",
-                    "details": None,
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"request body exceeds {self.max_bytes} bytes"
+        await error_response(413, "payload_too_large", message)(scope, receive, send)

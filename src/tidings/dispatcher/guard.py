@@ -2,7 +2,8 @@
 
 aiohttp connects to exactly the addresses its resolver returns, so filtering them here
 means a name that resolves to a public address when the subscription is saved and to
-127.0.0.1 at send time (DNS rebinding) is still refused.
+127.0.0.1 at send time (DNS rebinding) is still refused. aiohttp asks no resolver about
+an IP literal, so the sender checks those itself (``refuse_literal``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,32 @@ from collections.abc import Callable
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from tidings.domain.addresses import AddressPolicy
+from tidings.domain.addresses import AddressPolicy, IPAddress
 
 
 class BlockedAddress(OSError):
     """The destination resolves to an address deliveries may not go to."""
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address ``host`` spells if it is numeric, in any form the system's resolver
+    reads as one (``127.1``, ``2130706433``, ``0x7f.0.0.1``, ``::1``); None for a name.
+
+    Never touches the network: ``AI_NUMERICHOST`` refuses names instead of looking them up.
+    """
+    try:
+        infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, ValueError):
+        return None
+    return ipaddress.ip_address(infos[0][4][0]) if infos else None
+
+
+def refuse_literal(host: str, policy: AddressPolicy) -> None:
+    """Raise BlockedAddress if ``host`` is an IP literal the policy refuses."""
+    address = literal_address(host)
+    reason = None if address is None else policy.check(address)
+    if reason is not None:
+        raise BlockedAddress(f"{host} is {reason}")
 
 
 class GuardedResolver(AbstractResolver):
@@ -37,6 +59,10 @@ class GuardedResolver(AbstractResolver):
             if reason is not None:
                 raise BlockedAddress(f"{host} resolves to {reason} ({result['host']})")
         return results
+
+    def refuse_literal(self, host: str) -> None:
+        """Raise BlockedAddress if ``host`` is an IP literal this guard refuses."""
+        refuse_literal(host, self._policy)
 
     async def close(self) -> None:
         await self._inner.close()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
 
 from tidings import __version__
-from tidings.dispatcher.guard import BlockedAddress
+from tidings.dispatcher.guard import BlockedAddress, GuardedResolver
 from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import AttemptResult, Failure, parse_retry_after, truncate_body
 
@@ -33,16 +33,21 @@ class Sender(Protocol):
 
 
 class AiohttpSender:
-    """Owns the connection pool; create it inside the event loop that uses it."""
+    """Owns the connection pool; create it inside the event loop that uses it.
+
+    With a ``guard``, every address it connects to passes the SSRF rules: names through
+    the guard as aiohttp's resolver, IP literals (which aiohttp never resolves) here.
+    """
 
     def __init__(
         self,
         timeout: float,
         max_connections: int = 200,
-        resolver: AbstractResolver | None = None,
+        guard: GuardedResolver | None = None,
     ) -> None:
+        self._guard = guard
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        connector = aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=60, resolver=resolver)
+        connector = aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=60, resolver=guard)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
@@ -56,6 +61,8 @@ class AiohttpSender:
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
         started = time.perf_counter()
         try:
+            if self._guard is not None:
+                self._guard.refuse_literal(urlsplit(url).hostname or "")
             async with self._session.post(
                 url,
                 data=body,
@@ -75,6 +82,8 @@ class AiohttpSender:
                 )
         except TimeoutError:
             error, failure = f"timeout after {self._timeout.total:g}s", Failure.TIMEOUT
+        except BlockedAddress as exc:
+            error, failure = f"blocked: {exc}", Failure.BLOCKED
         except aiohttp.ClientConnectorError as exc:
             blocked = exc.os_error if isinstance(exc.os_error, BlockedAddress) else None
             if blocked:
