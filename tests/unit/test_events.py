@@ -108,3 +108,11 @@ def test_url_shape(url: str, allow_http: bool, ok: bool) -> None:
     else:
         with pytest.raises(InvalidUrl):
             validate_url_shape(url, allow_http)
+
+
+def test_ids_made_in_a_row_sort_in_order() -> None:
+    from tidings.domain.ids import new_id
+
+    made = [new_id("key", now_ms=1_800_000_000_000) for _ in range(1000)]
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert new_id("key", now_ms=1_700_000_000_000) > made[-1], "a clock step back keeps order"
