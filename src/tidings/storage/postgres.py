@@ -65,6 +65,7 @@ class PostgresDatabase(Database):
         self._listener: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
         self._listen_lock = asyncio.Lock()
+        self._pool_lock = asyncio.Lock()
         self._listening = Outage("listen")
 
     @classmethod
@@ -130,11 +131,18 @@ class PostgresDatabase(Database):
         async with self._listen_lock:
             if self._listener is not None and not self._listener.is_closed():
                 return
-            try:
-                self._listener = await asyncpg.connect(self._listen_dsn)
-                await self._listener.add_listener(CHANNEL, self._on_notify)
-            except Exception as exc:
+            if self._listener is not None:
+                self._listener.terminate()
                 self._listener = None
+            try:
+                listener = await asyncpg.connect(self._listen_dsn)
+                try:
+                    await listener.add_listener(CHANNEL, self._on_notify)
+                except BaseException:
+                    listener.terminate()
+                    raise
+                self._listener = listener
+            except Exception as exc:
                 if not is_outage(exc):
                     raise
                 self._listening.noted(exc)
@@ -147,16 +155,25 @@ class PostgresDatabase(Database):
 
     async def hot_pool(self) -> asyncpg.Pool:
         """asyncpg's own pool, for the hot path."""
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(self._listen_dsn, min_size=1, max_size=10)
-        return self._pool
+        if self._pool is not None:
+            return self._pool
+        async with self._pool_lock:  # two first callers at once must not make two pools
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._listen_dsn, min_size=1, max_size=10
+                )
+            return self._pool
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
+        async with self._pool_lock:
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
+        async with self._listen_lock:
+            if self._listener is not None:
+                with contextlib.suppress(Exception):
+                    await self._listener.close()
+                self._listener = None
         await self.engine.dispose()
 
 
