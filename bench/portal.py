@@ -59,15 +59,18 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from tests.support import postgres  # noqa: E402
 
-from tidings.api.app import create_app  # noqa: E402
+from tidings.app import create_app  # noqa: E402
 from tidings.config import Settings  # noqa: E402
-from tidings.domain.catalog import find_event_type  # noqa: E402
+from tidings.domain.catalog import Catalog  # noqa: E402
 from tidings.domain.deliveries import AttemptResult, DeliveryStatus, judge_attempt  # noqa: E402
 from tidings.domain.events import Envelope, matches_any  # noqa: E402
 from tidings.domain.ids import new_id  # noqa: E402
 from tidings.domain.retry import RetryPolicy  # noqa: E402
 from tidings.service import Tidings, request_fingerprint  # noqa: E402
 from tidings.storage.schema import attempts, deliveries, events  # noqa: E402
+from tidings_crm.event_types import EVENT_TYPES  # noqa: E402
+
+CATALOG = Catalog(EVENT_TYPES)
 
 TARGET_MS = 200.0
 SPAN_MS = 2 * 3600 * 1000
@@ -158,7 +161,7 @@ class Seeder:
     def event_row(self, created: int) -> dict[str, Any]:
         names = list(TYPE_WEIGHTS)
         name = self.rng.choices(names, weights=list(TYPE_WEIGHTS.values()))[0]
-        found = find_event_type(name)
+        found = CATALOG.find(name)
         payload = dict(found.sample) if found else {}
         envelope = Envelope(new_id("evt", created), name, created, self.tenant_id, payload)
         self.seeded.counts["events"] += 1

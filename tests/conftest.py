@@ -24,7 +24,7 @@ from tests.support.processes import (
     wait_until_serving,
 )
 from tests.support.receiver import Receiver
-from tidings.api.app import create_app
+from tidings.app import create_app
 from tidings.config import Settings
 from tidings.service import Tidings
 

@@ -46,14 +46,10 @@ Port = Annotated[int, typer.Option(help="TCP port.")]
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
-    from tidings.api.app import create_app
+    from tidings.app import create_app
 
     tidings = Tidings.from_settings(settings)
     app = create_app(tidings, run_dispatcher=settings.dispatcher_enabled)
-    if settings.crm_enabled:
-        from tidings_crm import install
-
-        install(app)
     access_log = settings.development if settings.access_log is None else settings.access_log
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log)
     server = uvicorn.Server(config)
@@ -295,7 +291,7 @@ def portal_link(
 ) -> None:
     """A signed, expiring portal link showing one tenant's subscriptions and logs; the URL
     is the last line."""
-    from tidings.portal.sessions import PortalSigner
+    from tidings.web.sessions import PortalSigner
 
     async def run() -> str:
         tidings = Tidings.from_settings(Settings())

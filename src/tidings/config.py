@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     """``debug`` logs every attempt; ``info`` the failed ones and what operators must know."""
     access_log: bool | None = None
     """uvicorn's per-request log line; None means on in development, off in production."""
-    crm_enabled: bool = True
-    """``serve`` also serves the reference CRM (tidings_crm): the worked example host app."""
+    apps: str | None = None
+    """Which installed apps (entry points ``tidings.apps``) to load, comma-separated; unset
+    loads every installed one, empty loads none. See ``tidings.apps``."""
     dispatcher_enabled: bool = True
     """``serve`` runs a dispatcher too; turn off for API-only processes beside workers."""
     dispatcher_concurrency: int = Field(1000, ge=1)

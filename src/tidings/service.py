@@ -13,20 +13,21 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 
+from tidings.apps import App, load_apps
 from tidings.config import Settings
 from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host, refuse_literal
 from tidings.dispatcher.retention import run_pruner
 from tidings.dispatcher.sender import AiohttpSender, Sender
 from tidings.dispatcher.worker import Dispatcher
 from tidings.domain.cache import BoundedCache
-from tidings.domain.catalog import find_event_type
+from tidings.domain.catalog import Catalog
 from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import AttemptResult, DisableReason
 from tidings.domain.events import (
@@ -55,10 +56,11 @@ from tidings.domain.subscriptions import (
 )
 from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
-from tidings.storage import ApiKey, Revocation, Revoked, Store, StoredEvent, open_store
+from tidings.storage import ApiKey, AppWork, Revocation, Revoked, Store, StoredEvent, open_store
 from tidings.storage.errors import Outage, StorageUnavailable
 from tidings.supervision import TaskState, supervise
 
+T = TypeVar("T")
 log = structlog.get_logger("tidings")
 
 API_KEY_PREFIX = "tdg_"
@@ -119,10 +121,21 @@ def _initial_disable(enabled: bool, awaiting_verification: bool) -> DisableReaso
 
 
 class Tidings:
-    def __init__(self, settings: Settings, store: Store, secretbox: SecretBox) -> None:
+    """The core every layer shares (API, portal, CLI, apps): keys, events, subscriptions,
+    the dispatcher, and the installation's apps and event-type catalog."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        secretbox: SecretBox,
+        apps: Sequence[App] = (),
+    ) -> None:
         self.settings = settings
         self.store = store
         self.secretbox = secretbox
+        self.apps = tuple(apps)
+        self.catalog = Catalog(t for app in self.apps for t in app.event_types)
         self._sender: Sender | None = None
         self._keys: BoundedCache[str, tuple[ApiKey, float]] = BoundedCache(KEY_CACHE_SIZE)
         self._buckets: BoundedCache[str, TokenBucket] = BoundedCache(KEY_CACHE_SIZE)
@@ -142,7 +155,7 @@ class Tidings:
                 hint="set TIDINGS_ENCRYPTION_KEY so every process shares one key",
             )
         box = SecretBox.from_config(settings.encryption_key, settings.data_dir)
-        return cls(settings, store, box)
+        return cls(settings, store, box, load_apps(settings.apps))
 
     @property
     def sender(self) -> Sender:
@@ -253,6 +266,13 @@ class Tidings:
             raise Conflict("Idempotency-Key was already used for a different event")
         return stored, created
 
+    async def transaction(self, work: AppWork[T]) -> T:
+        """Run an app's ``work`` in one write transaction: the rows it writes on ``conn``
+        (a SQLAlchemy ``Connection``: apps get the database as it is) and the events it
+        emits with ``outbox.add(tidings.draft_event(...))`` commit together or not at all
+        (the transactional outbox). ``work`` is synchronous and runs off the event loop."""
+        return await self.store.apps.in_transaction(work)
+
     def draft_event(
         self,
         tenant_id: str,
@@ -314,7 +334,7 @@ class Tidings:
     async def check_patterns(self, tenant_id: str, raw: Sequence[str]) -> tuple[str, ...]:
         patterns = normalize_patterns(raw)
         for text in patterns:
-            if EventPattern(text).is_wildcard or find_event_type(text) is not None:
+            if EventPattern(text).is_wildcard or self.catalog.find(text) is not None:
                 continue
             if not await self.store.events.event_type_seen(tenant_id, text):
                 raise Invalid(
@@ -442,7 +462,7 @@ class Tidings:
         self, subscription: Subscription, event_type: str, use_sample: bool
     ) -> TestResult:
         """Send one signed envelope now and report what the receiver said; nothing is stored."""
-        known = find_event_type(event_type)
+        known = self.catalog.find(event_type)
         if known is None:
             raise Invalid("eventType", f"unknown event type {event_type!r}")
         payload = dict(known.sample) if use_sample else {}

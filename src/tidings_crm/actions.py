@@ -1,5 +1,5 @@
 """The CRM's 9 actions and 2 searches, as synchronous functions run inside
-``Store.in_transaction``: each action writes its record on ``conn`` and emits its event
+``Tidings.transaction``: each action writes its record on ``conn`` and emits its event
 through ``outbox`` in the SAME transaction (the transactional outbox), so a failed
 write emits nothing and a committed write always emits.
 
@@ -21,9 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, insert, or_, select, update
 
-from tidings.domain.ids import new_id
-from tidings.service import Tidings
-from tidings.storage import Outbox
+from tidings import Outbox, Tidings, new_id
 from tidings_crm.schema import (
     agreements,
     clients,

@@ -2,32 +2,28 @@
 
 Built only on tidings' public API: ``require(scope)`` authenticates the ``X-Api-Key``
 (actions need ``events:write``, searches ``events:read``), ``ApiError`` gives the
-shared error shape, and every action runs in ``Store.in_transaction`` so its row and
+shared error shape, and every action runs in ``Tidings.transaction`` so its row and
 its event commit together. Action endpoints accept an ``Idempotency-Key`` header; a
 replay answers with the stored record and ``Idempotent-Replayed: true``.
 
-:func:`install` mounts the router and creates the ``crm_`` tables at startup with
-``MetaData.create_all`` inside ``in_transaction``. That is acceptable for this example
+:func:`create_tables` (the app's ``on_startup``) creates the ``crm_`` tables with
+``MetaData.create_all`` inside ``Tidings.transaction``. That is acceptable for this example
 application; a real host application would version its schema with migrations.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, IPvAnyAddress, model_validator
 from pydantic.alias_generators import to_camel
 from sqlalchemy.exc import IntegrityError
 
-from tidings.api.auth import get_tidings, require
-from tidings.api.errors import ApiError, not_found
-from tidings.service import Tidings
-from tidings.storage import ApiKey
+from tidings import ApiError, ApiKey, Tidings, get_tidings, not_found, require
 from tidings_crm import actions
 from tidings_crm.schema import metadata
 
@@ -205,7 +201,7 @@ async def _call(
     data: Mapping[str, Any],
     idem: str | None,
 ) -> actions.ActionResult:
-    return await tidings.store.apps.in_transaction(
+    return await tidings.transaction(
         lambda conn, outbox: action(conn, outbox, tidings, key.tenant_id, data, idem)
     )
 
@@ -359,7 +355,7 @@ async def find_clients(
     """Clients matching every given criterion (at least one of email, phone, name)."""
     if email is None and phone is None and name is None:
         raise ApiError(422, "validation_error", "give at least one of email, phone, name")
-    return await tidings.store.apps.in_transaction(
+    return await tidings.transaction(
         lambda conn, _: actions.find_clients(conn, key.tenant_id, email, phone, name)
     )
 
@@ -371,9 +367,7 @@ async def find_leads(
     tidings: Tidings = Depends(get_tidings),
 ) -> list[dict[str, Any]]:
     """Leads with this email address (any case)."""
-    return await tidings.store.apps.in_transaction(
-        lambda conn, _: actions.find_leads(conn, key.tenant_id, email)
-    )
+    return await tidings.transaction(lambda conn, _: actions.find_leads(conn, key.tenant_id, email))
 
 
 # --- mounting -----------------------------------------------------------------------
@@ -381,19 +375,4 @@ async def find_leads(
 
 async def create_tables(tidings: Tidings) -> None:
     """Create the ``crm_`` tables if missing (see the module docstring)."""
-    await tidings.store.apps.in_transaction(lambda conn, _: metadata.create_all(conn))
-
-
-def install(app: FastAPI) -> None:
-    """Mount the CRM on an app from ``tidings.api.app.create_app`` (before it starts):
-    its routes, and its tables created once tidings has migrated its own."""
-    app.include_router(router)
-    inner = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(started: FastAPI) -> AsyncIterator[Any]:
-        async with inner(started) as state:
-            await create_tables(started.state.tidings)
-            yield state
-
-    app.router.lifespan_context = lifespan
+    await tidings.transaction(lambda conn, _: metadata.create_all(conn))

@@ -18,10 +18,9 @@ from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, settings
 
 from tests.support.processes import Process, create_key, free_port, tidings_env, wait_until_serving
-from tidings.api.app import create_app
+from tidings.app import create_app
 from tidings.config import Settings
 from tidings.service import Tidings
-from tidings_crm import install as install_crm
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +44,7 @@ def _our_openapi() -> dict[str, Any]:
     """The same document the server serves at /openapi.json (the served one is fetched
     and compared in the test below), built without a database."""
     tidings = Tidings.from_settings(Settings(encryption_key=Fernet.generate_key().decode()))
-    app = create_app(tidings)
-    install_crm(app)  # as `tidings serve` does
+    app = create_app(tidings)  # with every installed app, as `tidings serve` has
     return app.openapi()
 
 

@@ -105,13 +105,13 @@ async def test_unknown_ids_are_404(api: Api) -> None:
 
 
 async def test_per_key_rate_limit_is_429_with_retry_after(start_api) -> None:  # type: ignore[no-untyped-def]
-    async with start_api(api_rate_limit=5) as api:
+    async with start_api(api_rate_limit=1) as api:  # slow enough for a loaded machine
         hot = await api.key("acme")
         calm = await api.key("acme")
         statuses = [
-            (await api.client.get("/api/v1/events", headers=hot)).status_code for _ in range(10)
+            (await api.client.get("/api/v1/events", headers=hot)).status_code for _ in range(2)
         ]
-        assert statuses == [200] * 10, "a burst of twice the rate is allowed"
+        assert statuses == [200] * 2, "a burst of twice the rate is allowed"
         limited = await api.client.get("/api/v1/events", headers=hot)
         error = assert_error(limited, 429, "rate_limited")
         assert int(limited.headers["Retry-After"]) >= 1

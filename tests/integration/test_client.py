@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Api, eventually
 from tests.support.receiver import Receiver
-from tidings.api.app import create_app
+from tidings.app import create_app
 from tidings.client import (
     AsyncClient,
     CreatedSubscription,

@@ -16,12 +16,12 @@ from sqlalchemy import Connection, func, select
 from tests.conftest import Api
 from tests.integration.test_delivery import subscribe
 from tests.support.receiver import Receiver
-from tidings.api.app import create_app
+from tidings.app import create_app
 from tidings.config import Settings
-from tidings.domain.catalog import find_event_type
 from tidings.service import Tidings
 from tidings.storage import Outbox
-from tidings_crm import actions, install
+from tidings_crm import actions
+from tidings_crm.event_types import EVENT_TYPES
 from tidings_crm.schema import clients
 
 pytestmark = pytest.mark.asyncio
@@ -48,7 +48,6 @@ MARCUS = {
 async def running_crm(settings: Settings) -> AsyncIterator[Api]:
     tidings = Tidings.from_settings(settings)
     app = create_app(tidings)
-    install(app)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://crm") as client:
@@ -72,7 +71,7 @@ async def emitted(api: Api, headers: dict[str, str]) -> list[dict[str, Any]]:
     page = await api.tidings.store.events.list_events(await tenant_of(api, headers), [], None, 500)
     envelopes = [json.loads(event.body) for event in page.items]
     for envelope in envelopes:
-        event_type = find_event_type(envelope["type"])
+        event_type = next((t for t in EVENT_TYPES if t.name == envelope["type"]), None)
         assert event_type is not None, envelope["type"]
         validator = Draft202012Validator(
             event_type.schema, format_checker=Draft202012Validator.FORMAT_CHECKER

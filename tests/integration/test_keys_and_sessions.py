@@ -20,8 +20,8 @@ from tests.conftest import Api, running_api
 from tests.integration.test_portal import Browser
 from tidings import service
 from tidings.config import Settings
-from tidings.portal.sessions import COOKIE
 from tidings.service import hash_api_key
+from tidings.web.sessions import COOKIE
 
 pytestmark = pytest.mark.asyncio
 

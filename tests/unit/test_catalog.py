@@ -1,4 +1,5 @@
-"""Tests for the built-in event-type catalog (tidings.domain.catalog)."""
+"""The event-type catalog (tidings.domain.catalog), as an installation with the reference
+CRM sees it: tidings' operational types, then the CRM's ten (tidings_crm.event_types)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from tidings.domain.catalog import CATALOG, EventType, find_event_type
+from tidings.domain.catalog import BUILT_IN, Catalog, DuplicateEventType, EventType
+from tidings_crm.event_types import EVENT_TYPES
+
+INSTALLATION = Catalog(EVENT_TYPES)
+CATALOG = tuple(INSTALLATION)
+find_event_type = INSTALLATION.find
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 CAMEL_CASE_RE = re.compile(r"^[a-z][a-zA-Z0-9]*$")
@@ -517,3 +523,18 @@ def test_schemas_do_not_share_nested_objects() -> None:
             if isinstance(value, dict | list) and path != "$":
                 owner = seen.setdefault(id(value), f"{event_type.name} {path}")
                 assert owner == f"{event_type.name} {path}", f"shared with {owner}"
+
+
+def test_apps_types_come_in_order_then_tidings_own() -> None:
+    assert (*EVENT_TYPES, *BUILT_IN) == CATALOG
+    assert {t.name for t in Catalog()} == OPERATIONAL_TYPES
+
+
+def test_a_name_registered_twice_is_refused_whatever_its_case() -> None:
+    catalog = Catalog(EVENT_TYPES)
+    twin = dataclasses.replace(EVENT_TYPES[0], name=EVENT_TYPES[0].name.upper())
+    with pytest.raises(DuplicateEventType):
+        catalog.register(twin)
+    with pytest.raises(DuplicateEventType):
+        Catalog([*EVENT_TYPES, BUILT_IN[0]])
+    assert len(catalog) == len(CATALOG)

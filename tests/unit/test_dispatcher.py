@@ -19,8 +19,10 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.support.fakes import FakeSender, LoopClock, Route
+from tidings.apps import App
 from tidings.config import Settings
 from tidings.dispatcher.worker import Dispatcher
+from tidings.domain.catalog import event_type
 from tidings.domain.deliveries import DeliveryStatus
 from tidings.domain.scheduling import INITIAL_LIMIT
 from tidings.domain.subscriptions import Ordering, Subscription
@@ -30,6 +32,8 @@ from tidings.storage.errors import StorageUnavailable
 from tidings.storage.memory import MemoryStore
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
+
+ORDERS = App("orders", [event_type("order.placed", "An order was placed.", {}, [], {"n": 1})])
 
 
 @dataclass
@@ -51,7 +55,7 @@ class World:
         }
         clock = LoopClock()
         store = MemoryStore(clock)
-        service = Tidings(Settings(**options), store, SecretBox([key]))
+        service = Tidings(Settings(**options), store, SecretBox([key]), [ORDERS])
         return cls(service, store, FakeSender(service.settings.delivery_timeout), clock)
 
     def dispatcher(self, **options: Any) -> Dispatcher:
@@ -91,13 +95,11 @@ class World:
     ) -> Subscription:
         if route is not None:
             self.sender.routes[url] = route
-        sub, _ = await self.service.create_subscription(
-            tenant_id, url, ["client.created"], **options
-        )
+        sub, _ = await self.service.create_subscription(tenant_id, url, ["order.placed"], **options)
         return sub
 
     async def emit(self, tenant_id: str, n: int = 0, key: str | None = None) -> str:
-        draft = self.service.draft_event(tenant_id, "client.created", {"n": n})
+        draft = self.service.draft_event(tenant_id, "order.placed", {"n": n})
         stored, _ = await self.store.insert_event(replace(draft, ordering_key=key), None)
         return stored.id
 

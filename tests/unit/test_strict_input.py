@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tidings.api.strict_input import NOT_FINITE, UNSTORABLE, is_json, refusal
+from tidings.web.strict_input import NOT_FINITE, UNSTORABLE, is_json, refusal
 
 REFUSED: list[tuple[bytes, str, str]] = [
     (b'{"x": NaN}', "body.x", NOT_FINITE),

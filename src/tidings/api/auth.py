@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
-from tidings.api.errors import ApiError
 from tidings.service import Tidings
 from tidings.storage import ApiKey
+from tidings.web.errors import ApiError
 
 api_key_header = APIKeyHeader(name="X-Api-Key", auto_error=False)
 

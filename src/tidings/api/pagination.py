@@ -6,7 +6,7 @@ import base64
 
 from fastapi import Response
 
-from tidings.api.errors import ApiError
+from tidings.web.errors import ApiError
 
 CURSOR_HEADER = "X-Paging-Cursor"
 

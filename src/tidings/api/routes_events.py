@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
 from tidings.api.auth import get_tidings, require
-from tidings.api.errors import ApiError, not_found
 from tidings.api.pagination import decode_cursor, set_next_cursor
 from tidings.api.schemas import (
     EVENT_TYPE_LIST,
@@ -20,6 +19,7 @@ from tidings.api.schemas import (
 from tidings.domain.events import InvalidEventType, normalize_event_type
 from tidings.service import Conflict, Invalid, Tidings
 from tidings.storage import ApiKey, StoredEvent
+from tidings.web.errors import ApiError, not_found
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 

@@ -16,13 +16,12 @@ from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tidings.api.auth import get_tidings, require
-from tidings.api.errors import ApiError, not_found
 from tidings.api.schemas import EVENT_PATTERN, EVENT_TYPE, HTTP_URL
-from tidings.domain.catalog import find_event_type
 from tidings.domain.events import InvalidEventType, normalize_event_type
 from tidings.domain.subscriptions import SubscriptionKind
 from tidings.service import Invalid, Tidings
 from tidings.storage import ApiKey
+from tidings.web.errors import ApiError, not_found
 
 router = APIRouter(prefix="/api/v1/hooks", tags=["rest hooks"])
 
@@ -99,7 +98,7 @@ async def samples(
     recent = await tidings.store.events.recent_events(key.tenant_id, name, SAMPLES)
     if recent:
         return [json.loads(event.body) for event in recent]
-    known = find_event_type(name)
+    known = tidings.catalog.find(name)
     if known is None:
         raise not_found("event type")
     return [tidings.sample_envelope(key.tenant_id, known.name, dict(known.sample))]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 
 from tidings.api.auth import get_tidings, require
-from tidings.api.errors import ApiError, not_found
 from tidings.api.schemas import ApiKeyOut, CreateApiKey, CreatedApiKey
 from tidings.service import Tidings
 from tidings.storage import ApiKey, Revocation
+from tidings.web.errors import ApiError, not_found
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body, Depends, Request
 
 from tidings.api.auth import require
 from tidings.api.schemas import CreatePortalLink, PortalLink, utc
-from tidings.portal.web import issue_consumer_link
 from tidings.storage import ApiKey
+from tidings.web.sessions import issue_consumer_link
 
 router = APIRouter(prefix="/api/v1/portal", tags=["portal"])
 

@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Response
 
 from tidings.api.auth import get_tidings, require
-from tidings.api.errors import ApiError, not_found
 from tidings.api.pagination import decode_cursor, set_next_cursor
 from tidings.api.schemas import (
     Attempt,
@@ -26,6 +25,7 @@ from tidings.domain.events import InvalidEventType
 from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.service import Invalid, TestResult, Tidings
 from tidings.storage import ApiKey
+from tidings.web.errors import ApiError, not_found
 
 router = APIRouter(prefix="/api/v1/webhooks/subscriptions", tags=["subscriptions"])
 

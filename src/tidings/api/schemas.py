@@ -9,8 +9,8 @@ from pydantic.alias_generators import to_camel
 
 from tidings.domain.events import format_utc, utc_from_ms
 from tidings.domain.subscriptions import MAX_URL_LENGTH, Subscription
-from tidings.portal.sessions import MAX_LINK_SECONDS
 from tidings.storage import ApiKeyInfo, AttemptRecord
+from tidings.web.sessions import MAX_LINK_SECONDS
 
 MAX_JSON_DEPTH = 32
 

@@ -17,10 +17,10 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tidings.api.errors import ApiError
 from tidings.portal import routes_access, routes_events, routes_keys, routes_subscriptions
 from tidings.portal.web import HERE, PortalError, SignInRequired, render, safe_next, see_other
 from tidings.storage.errors import StorageUnavailable
+from tidings.web.errors import ApiError
 
 E = TypeVar("E", bound=Exception)
 

@@ -8,20 +8,25 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from tidings.portal.sessions import COOKIE, MAX_LINK_SECONDS, SESSION_SECONDS, Viewer
 from tidings.portal.web import (
     PortalError,
     checked_form,
     field,
-    issue_consumer_link,
     operator,
     render,
     safe_next,
     see_other,
-    signer_of,
     start_session,
     tidings_of,
     viewer,
+)
+from tidings.web.sessions import (
+    COOKIE,
+    MAX_LINK_SECONDS,
+    SESSION_SECONDS,
+    Viewer,
+    issue_consumer_link,
+    signer_of,
 )
 
 router = APIRouter(prefix="/portal", include_in_schema=False)

@@ -9,8 +9,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from tidings.domain.catalog import CATALOG
-from tidings.portal.sessions import Viewer
 from tidings.portal.web import (
     PageKey,
     PortalError,
@@ -25,6 +23,7 @@ from tidings.portal.web import (
 )
 from tidings.service import Invalid
 from tidings.storage import EventFilter
+from tidings.web.sessions import Viewer
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 
@@ -73,7 +72,7 @@ async def events_page(
         "next_query": next_query,
         "statuses": STATUSES,
         "subscriptions": subs.items,
-        "catalog": [t.name for t in CATALOG],
+        "catalog": [t.name for t in tidings.catalog],
         "notice": None if recovered is None else f"{recovered} failed deliveries queued again.",
     }
     return await render(request, who, "events.html", context)

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from tidings.portal.sessions import Viewer
 from tidings.portal.web import (
     PortalError,
     checked_form,
@@ -18,6 +17,7 @@ from tidings.portal.web import (
 )
 from tidings.service import KEY_CACHE_SECONDS, SCOPES, Invalid
 from tidings.storage import Revocation
+from tidings.web.sessions import Viewer
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 

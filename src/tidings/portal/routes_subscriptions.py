@@ -7,11 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from tidings.domain.catalog import CATALOG
 from tidings.domain.clock import now_ms
 from tidings.domain.subscriptions import Subscription
 from tidings.portal.chart import MINUTE_MS, per_minute, window_start
-from tidings.portal.sessions import Viewer
 from tidings.portal.web import (
     PageKey,
     PortalError,
@@ -25,6 +23,7 @@ from tidings.portal.web import (
     viewer,
 )
 from tidings.service import Invalid, Tidings
+from tidings.web.sessions import Viewer
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 
@@ -71,14 +70,16 @@ async def chart(request: Request, who: Viewer = Depends(viewer)) -> Response:
 
 @router.get("/subscriptions/new")
 async def new_subscription(request: Request, who: Viewer = Depends(manager)) -> Response:
-    return await render(request, who, "subscription_new.html", _form_context({}, None))
+    return await render(request, who, "subscription_new.html", _form_context(request, {}, None))
 
 
-def _form_context(values: dict[str, str], error: Invalid | None) -> dict[str, Any]:
+def _form_context(
+    request: Request, values: dict[str, str], error: Invalid | None
+) -> dict[str, Any]:
     return {
         "values": values,
         "error": error,
-        "catalog": [t.name for t in CATALOG],
+        "catalog": [t.name for t in tidings_of(request).catalog],
     }
 
 
@@ -100,10 +101,10 @@ async def create_subscription(request: Request, who: Viewer = Depends(manager)) 
             awaiting_verification=tidings.settings.verify_endpoints,
         )
     except Invalid as exc:
-        context = _form_context(values, exc)
+        context = _form_context(request, values, exc)
         return await render(request, who, "subscription_new.html", context, status_code=422)
     except ValueError as exc:
-        context = _form_context(values, Invalid("eventTypes", str(exc)))
+        context = _form_context(request, values, Invalid("eventTypes", str(exc)))
         return await render(request, who, "subscription_new.html", context, status_code=422)
     sub, _ = await tidings.verify_if_waiting(sub)
     return await _detail(request, who, sub, {"new_secret": secret}, status_code=201)
@@ -126,7 +127,8 @@ async def _detail(
     before: int | None = None,
     status_code: int = 200,
 ) -> Response:
-    store = tidings_of(request).store
+    tidings = tidings_of(request)
+    store = tidings.store
     log = await store.subscriptions.attempts(who.tenant_id, sub.id, outcome, before, PAGE_SIZE)
     health = await store.reports.subscription_health(who.tenant_id, [sub.id], HEALTH_SAMPLE)
     lanes = await store.reports.lane_figures(who.tenant_id, [sub.id], 1)
@@ -138,7 +140,7 @@ async def _detail(
         "attempts": log.items,
         "next_before": log.next_key,
         "outcome": outcome,
-        "catalog": sorted((t.name for t in CATALOG), key=lambda name: not sub.wants(name)),
+        "catalog": sorted((t.name for t in tidings.catalog), key=lambda name: not sub.wants(name)),
         "test_result": None,
         "new_secret": None,
         "error": None,

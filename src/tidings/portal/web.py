@@ -15,8 +15,8 @@ from starlette.datastructures import FormData
 
 from tidings.domain.deliveries import DisableReason
 from tidings.domain.subscriptions import Subscription
-from tidings.portal.sessions import COOKIE, ConsumerLink, PortalSigner, Role, Viewer
 from tidings.service import Tidings
+from tidings.web.sessions import COOKIE, Role, Viewer, signer_of
 
 HERE = Path(__file__).parent
 MAX_ROW_ID = 2**63 - 1
@@ -81,14 +81,6 @@ templates.env.filters["when"] = when
 templates.env.filters["status_class"] = status_class
 templates.env.filters["ago"] = ago
 templates.env.globals["status_of"] = status_of
-
-
-def signer_of(request: Request) -> PortalSigner:
-    signer: PortalSigner | None = getattr(request.app.state, "portal_signer", None)
-    if signer is None:
-        tidings: Tidings = request.app.state.tidings
-        signer = request.app.state.portal_signer = PortalSigner(tidings.secretbox)
-    return signer
 
 
 def tidings_of(request: Request) -> Tidings:
@@ -201,15 +193,6 @@ async def render(
     )
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def issue_consumer_link(
-    request: Request, tenant_id: str, ttl_seconds: float, can_manage: bool
-) -> tuple[str, ConsumerLink]:
-    """A consumer link's full URL on this server, and the link (raises ValueError for a
-    lifetime out of bounds)."""
-    link = signer_of(request).consumer_link(tenant_id, ttl_seconds, can_manage)
-    return str(request.url_for("consumer_link", token=link.token)), link
 
 
 def see_other(url: str) -> Response:

@@ -3,6 +3,7 @@
 from tidings.storage.factory import open_store
 from tidings.storage.interfaces import (
     AppTransactions,
+    AppWork,
     DeliveryQueue,
     EventStore,
     KeyStore,
@@ -35,6 +36,7 @@ __all__ = [
     "ApiKey",
     "ApiKeyInfo",
     "AppTransactions",
+    "AppWork",
     "AttemptOutcome",
     "AttemptRecord",
     "ClaimedDelivery",

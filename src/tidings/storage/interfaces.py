@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+AppWork = Callable[["Connection", "Outbox"], T]
+"""What an app runs in :meth:`AppTransactions.in_transaction`: synchronous, given a
+SQLAlchemy ``Connection`` and the outbox."""
+
+
 class Outbox(Protocol):
     """Emits events inside a host application's transaction (see AppTransactions)."""
 
@@ -129,7 +134,7 @@ class EventStore(Protocol):
 
 
 class AppTransactions(Protocol):
-    async def in_transaction(self, work: Callable[[Connection, Outbox], T]) -> T:
+    async def in_transaction(self, work: AppWork[T]) -> T:
         """Run the host application's ``work`` in one write transaction with an outbox:
         rows it writes on ``conn`` (a SQLAlchemy Connection) and events it emits through
         the outbox commit together, or not at all (the transactional outbox)."""

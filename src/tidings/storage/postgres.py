@@ -159,9 +159,7 @@ class PostgresDatabase(Database):
             return self._pool
         async with self._pool_lock:  # two first callers at once must not make two pools
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self._listen_dsn, min_size=1, max_size=10
-                )
+                self._pool = await asyncpg.create_pool(self._listen_dsn, min_size=1, max_size=10)
             return self._pool
 
     async def close(self) -> None:

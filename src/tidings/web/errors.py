@@ -17,6 +17,9 @@ log = structlog.get_logger("tidings.api")
 
 
 class ApiError(Exception):
+    """Raise it anywhere under a route: the answer is ``status`` with the JSON error shape
+    ``{"error": {"code", "message", "details"}}`` (an HTML page on portal pages)."""
+
     def __init__(
         self,
         status: int,
@@ -34,6 +37,7 @@ class ApiError(Exception):
 
 
 def not_found(what: str) -> ApiError:
+    """The 404 for an id that is unknown, or belongs to another tenant (the same answer)."""
     return ApiError(404, "not_found", f"{what} not found")
 
 

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from fastapi import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from tidings.secretbox import SecretBox
+from tidings.service import Tidings
 from tidings.storage import PortalSession
 
 COOKIE = "tidings_portal"
@@ -172,3 +174,20 @@ class PortalSigner:
         if not isinstance(expires, (int, float)) or expires <= (now or time.time()):
             return None
         return data
+
+
+def signer_of(request: Request) -> PortalSigner:
+    signer: PortalSigner | None = getattr(request.app.state, "portal_signer", None)
+    if signer is None:
+        tidings: Tidings = request.app.state.tidings
+        signer = request.app.state.portal_signer = PortalSigner(tidings.secretbox)
+    return signer
+
+
+def issue_consumer_link(
+    request: Request, tenant_id: str, ttl_seconds: float, can_manage: bool
+) -> tuple[str, ConsumerLink]:
+    """A consumer link's full URL on this server, and the link (raises ValueError for a
+    lifetime out of bounds)."""
+    link = signer_of(request).consumer_link(tenant_id, ttl_seconds, can_manage)
+    return str(request.url_for("consumer_link", token=link.token)), link

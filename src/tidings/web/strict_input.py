@@ -22,8 +22,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tidings.api.errors import error_response
-from tidings.api.limits import read_body, replay
+from tidings.web.errors import error_response
+from tidings.web.limits import read_body, replay
 
 _SUSPICIOUS = re.compile(
     rb"NaN|Infinity"  # the constants Python's json adds to JSON

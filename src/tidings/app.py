@@ -1,4 +1,6 @@
-"""The ASGI application: routers, error shape, body limits, and the in-process dispatcher."""
+"""The composition root: one ASGI application from the layers that know nothing of each
+other — the HTTP API, the portal, the installed apps (``tidings.apps``) — with the shared
+error shape, input limits, health endpoints and the in-process dispatcher."""
 
 from __future__ import annotations
 
@@ -6,10 +8,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import Depends, FastAPI, Request, Response
-from fastapi.dependencies.models import Dependant
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse, RedirectResponse
-from fastapi.routing import APIRoute
 
 from tidings import __version__
 from tidings.api import (
@@ -20,39 +20,18 @@ from tidings.api import (
     routes_portal,
     routes_subscriptions,
 )
-from tidings.api.errors import ApiError, install_error_handlers
-from tidings.api.limits import BodySizeLimit
 from tidings.api.schemas import ErrorResponse
-from tidings.api.strict_input import StrictInput
 from tidings.portal import install as install_portal
 from tidings.service import Tidings
 from tidings.supervision import Fatal
+from tidings.web.errors import install_error_handlers
+from tidings.web.limits import BodySizeLimit
+from tidings.web.queries import reject_unknown_query_parameters
+from tidings.web.strict_input import StrictInput
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
-
-
-def _query_names(dependant: Dependant) -> set[str]:
-    names = {param.alias for param in dependant.query_params}
-    for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return names
-
-
-async def reject_unknown_query_parameters(request: Request) -> None:
-    """A misspelt filter (``?typ=…``) is an error, not a silently unfiltered answer."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return
-    unknown = sorted(set(request.query_params) - _query_names(route.dependant))
-    if unknown:
-        raise ApiError(
-            422,
-            "validation_error",
-            f"unknown query parameter(s): {', '.join(unknown)}",
-            [{"field": f"query.{name}", "message": "unknown parameter"} for name in unknown],
-        )
 
 
 def _gave_up(app: FastAPI, task: asyncio.Task[None]) -> None:
@@ -65,11 +44,19 @@ def _gave_up(app: FastAPI, task: asyncio.Task[None]) -> None:
 def create_app(
     tidings: Tidings, *, run_dispatcher: bool = True, migrate: bool = True, portal: bool = True
 ) -> FastAPI:
+    """The tidings server as one ASGI app over ``tidings``: the API, the portal (unless
+    ``portal=False``), every app in ``tidings.apps``, and, unless ``run_dispatcher=False``,
+    a dispatcher in the same process. Starting it waits for the database and migrates
+    (unless ``migrate=False``), then runs each app's ``on_startup``."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         if migrate:
             await tidings.wait_for_database(stop)
+        for installed in tidings.apps:
+            if installed.on_startup is not None:
+                await installed.on_startup(tidings)
         worker = None
         if run_dispatcher:
             worker = asyncio.create_task(tidings.run_dispatcher(stop))
@@ -100,6 +87,9 @@ def create_app(
         app.include_router(module.router)
     if portal:
         app.include_router(routes_portal.router)
+    for installed in tidings.apps:
+        for router in installed.routers:
+            app.include_router(router)
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     async def healthz() -> dict[str, str]:

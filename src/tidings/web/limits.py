@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tidings.api.errors import error_response
+from tidings.web.errors import error_response
 
 
 class BodyTooLarge(Exception):

@@ -3,13 +3,13 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from tidings.portal.sessions import (
+from tidings.secretbox import SecretBox
+from tidings.web.sessions import (
     MAX_LINK_SECONDS,
     SESSION_SECONDS,
     PortalSigner,
     session_id_of,
 )
-from tidings.secretbox import SecretBox
 
 
 @pytest.fixture
