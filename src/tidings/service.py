@@ -33,7 +33,6 @@ from tidings.domain.deliveries import AttemptResult, DisableReason
 from tidings.domain.events import (
     Envelope,
     EventPattern,
-    InvalidEventType,
     normalize_event_type,
 )
 from tidings.domain.ids import new_id
@@ -72,16 +71,25 @@ KEY_CACHE_SIZE = 10_000
 READY_TIMEOUT = 2.0
 
 
-class Conflict(Exception):
-    """The request contradicts what is stored (e.g. an idempotency key reused)."""
+class IdempotencyConflict(Exception):
+    """An idempotency key reused for a different request."""
+
+
+class NotFound(LookupError):
+    """A record the request names does not exist for this tenant."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+        self.what = what
 
 
 class Invalid(ValueError):
     """A request that is well-formed JSON but breaks a rule; ``field`` names the culprit."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, code: str = "validation_error") -> None:
         super().__init__(message)
         self.field = field
+        self.code = code
 
 
 def hash_api_key(plaintext: str) -> str:
@@ -100,7 +108,9 @@ def request_fingerprint(
 
 
 @dataclass(frozen=True)
-class TestResult:
+class SendReport:
+    """What a receiver answered to one envelope sent now (a test send, a verification)."""
+
     success: bool
     status_code: int | None
     elapsed_ms: int
@@ -254,7 +264,7 @@ class Tidings:
         """Store an event and queue it for every matching subscription.
 
         Re-emitting with the same idempotency key returns the first event; with a
-        different request it raises Conflict. ``ordering_key`` orders the event among
+        different request it raises IdempotencyConflict. ``ordering_key`` orders the event among
         those of its key on FIFO subscriptions; it is stored, not delivered.
         """
         draft = self.draft_event(tenant_id, event_type, payload, metadata, ordering_key)
@@ -263,7 +273,7 @@ class Tidings:
             self.metrics.events_emitted.labels(stored.type).inc()
             log.debug("event_emitted", event_id=stored.id, type=stored.type, tenant_id=tenant_id)
         if not created and stored.request_hash != draft.request_hash:
-            raise Conflict("Idempotency-Key was already used for a different event")
+            raise IdempotencyConflict("Idempotency-Key was already used for a different event")
         return stored, created
 
     async def transaction(self, work: AppWork[T]) -> T:
@@ -301,7 +311,7 @@ class Tidings:
         if subscription_id is not None:
             sub = await self.store.subscriptions.get(tenant_id, subscription_id)
             if sub is None or not sub.enabled:
-                raise Invalid("subscriptionId", "no enabled subscription with that id")
+                raise NotFound("subscription")
             targets = [sub.id]
         else:
             subs = await self.store.subscriptions.matching(tenant_id, event.type)
@@ -332,7 +342,10 @@ class Tidings:
         return url
 
     async def check_patterns(self, tenant_id: str, raw: Sequence[str]) -> tuple[str, ...]:
-        patterns = normalize_patterns(raw)
+        try:
+            patterns = normalize_patterns(raw)
+        except ValueError as exc:  # InvalidEventType, or too few or too many
+            raise Invalid("eventTypes", str(exc)) from exc
         for text in patterns:
             if EventPattern(text).is_wildcard or self.catalog.find(text) is not None:
                 continue
@@ -402,13 +415,9 @@ class Tidings:
             except InvalidUrl as exc:
                 raise Invalid("url", str(exc)) from exc
         if checked.get("event_types") is not None:
-            try:
-                checked["event_types"] = await self.check_patterns(
-                    subscription.tenant_id, checked["event_types"]
-                )
-            except (InvalidEventType, ValueError) as exc:
-                field = exc.field if isinstance(exc, Invalid) else "eventTypes"
-                raise Invalid(field, str(exc)) from exc
+            checked["event_types"] = await self.check_patterns(
+                subscription.tenant_id, checked["event_types"]
+            )
         if "ordering" in checked:
             checked["ordering"] = Ordering(checked["ordering"]) if checked["ordering"] else None
         wants_verification = self.settings.verify_endpoints if verify is None else verify
@@ -420,7 +429,7 @@ class Tidings:
 
     async def verify_if_waiting(
         self, subscription: Subscription
-    ) -> tuple[Subscription, TestResult | None]:
+    ) -> tuple[Subscription, SendReport | None]:
         """Send ``endpoint.verify`` to a subscription that waits for it; enabled on 2xx."""
         if subscription.disabled_reason is not DisableReason.UNVERIFIED:
             return subscription, None
@@ -460,7 +469,7 @@ class Tidings:
 
     async def test_delivery(
         self, subscription: Subscription, event_type: str, use_sample: bool
-    ) -> TestResult:
+    ) -> SendReport:
         """Send one signed envelope now and report what the receiver said; nothing is stored."""
         known = self.catalog.find(event_type)
         if known is None:
@@ -468,7 +477,7 @@ class Tidings:
         payload = dict(known.sample) if use_sample else {}
         return await self._send_now(subscription, known.name, payload, {"test": True})
 
-    async def verify_endpoint(self, subscription: Subscription) -> TestResult:
+    async def verify_endpoint(self, subscription: Subscription) -> SendReport:
         """Send ``endpoint.verify`` now; a 2xx enables the subscription (if it waited for it)."""
         challenge = secrets.token_urlsafe(24)
         payload = {"subscriptionId": subscription.id, "challenge": challenge}
@@ -491,7 +500,7 @@ class Tidings:
         event_type: str,
         payload: Mapping[str, Any],
         metadata: Mapping[str, Any],
-    ) -> TestResult:
+    ) -> SendReport:
         """POST one signed envelope now and report the answer; nothing is stored."""
         encrypted = await self.store.subscriptions.secrets(subscription.tenant_id, subscription.id)
         if not encrypted:
@@ -505,7 +514,7 @@ class Tidings:
             body,
         )
         result: AttemptResult = await self.sender.post(subscription.url, body, headers)
-        return TestResult(
+        return SendReport(
             result.succeeded,
             result.status_code,
             result.elapsed_ms,

@@ -16,8 +16,8 @@ from tidings.api.schemas import (
     Redeliver,
     RedeliverResult,
 )
-from tidings.domain.events import InvalidEventType, normalize_event_type
-from tidings.service import Conflict, Invalid, Tidings
+from tidings.domain.events import normalize_event_type
+from tidings.service import Tidings
 from tidings.storage import ApiKey, StoredEvent
 from tidings.web.errors import ApiError, not_found
 
@@ -51,19 +51,14 @@ async def emit_event(
     Retrying with the same ``Idempotency-Key`` returns the original event (with
     ``Idempotent-Replayed: true``); reusing a key for a different event is a 409.
     """
-    try:
-        event, created = await tidings.emit(
-            key.tenant_id,
-            request.type,
-            request.payload,
-            request.metadata,
-            idempotency_key,
-            request.ordering_key,
-        )
-    except InvalidEventType as exc:
-        raise ApiError(422, "invalid_event_type", str(exc), [{"field": "type"}]) from exc
-    except Conflict as exc:
-        raise ApiError(409, "idempotency_conflict", str(exc)) from exc
+    event, created = await tidings.emit(
+        key.tenant_id,
+        request.type,
+        request.payload,
+        request.metadata,
+        idempotency_key,
+        request.ordering_key,
+    )
     headers = {"Location": f"/api/v1/events/{event.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -89,10 +84,7 @@ async def list_events(
     The header is absent on the last page. To poll for newer events later, pass the
     last event id you processed as ``after``.
     """
-    try:
-        types = [normalize_event_type(t) for raw in type or [] for t in raw.split(",") if t]
-    except InvalidEventType as exc:
-        raise ApiError(422, "invalid_event_type", str(exc), [{"field": "type"}]) from exc
+    types = [normalize_event_type(t) for raw in type or [] for t in raw.split(",") if t]
     position = decode_cursor("e", cursor)
     if after is not None:
         if cursor is not None:
@@ -136,8 +128,5 @@ async def redeliver_event(
     """Queue the event again for one subscription, or for every one that matches it now."""
     event = await owned_event(tidings, key, event_id)
     subscription_id = request.subscription_id if request else None
-    try:
-        targets = await tidings.redeliver(key.tenant_id, event, subscription_id)
-    except Invalid as exc:
-        raise not_found("subscription") from exc
+    targets = await tidings.redeliver(key.tenant_id, event, subscription_id)
     return RedeliverResult(event_id=event.id, subscription_ids=targets)

@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tidings.api.auth import get_tidings, require
 from tidings.api.schemas import EVENT_PATTERN, EVENT_TYPE, HTTP_URL
-from tidings.domain.events import InvalidEventType, normalize_event_type
+from tidings.domain.events import normalize_event_type
 from tidings.domain.subscriptions import SubscriptionKind
-from tidings.service import Invalid, Tidings
+from tidings.service import Tidings
 from tidings.storage import ApiKey
-from tidings.web.errors import ApiError, not_found
+from tidings.web.errors import not_found
 
 router = APIRouter(prefix="/api/v1/hooks", tags=["rest hooks"])
 
@@ -60,17 +60,13 @@ async def subscribe(
     key: ApiKey = Depends(require("webhooks:write")),
     tidings: Tidings = Depends(get_tidings),
 ) -> Subscribed:
-    try:
-        sub, _ = await tidings.create_subscription(
-            key.tenant_id,
-            request.url,
-            [request.event],
-            description="REST hook",
-            kind=SubscriptionKind.REST_HOOK,
-        )
-    except (Invalid, InvalidEventType, ValueError) as exc:
-        field = exc.field if isinstance(exc, Invalid) else "event"
-        raise ApiError(422, "validation_error", str(exc), [{"field": field}]) from exc
+    sub, _ = await tidings.create_subscription(
+        key.tenant_id,
+        request.url,
+        [request.event],
+        description="REST hook",
+        kind=SubscriptionKind.REST_HOOK,
+    )
     return Subscribed(id=sub.id, hookUrl=sub.url, event=sub.event_types[0])
 
 

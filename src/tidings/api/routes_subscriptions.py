@@ -21,9 +21,8 @@ from tidings.api.schemas import (
     UpdateSubscription,
     Verified,
 )
-from tidings.domain.events import InvalidEventType
 from tidings.domain.subscriptions import Ordering, Subscription
-from tidings.service import Invalid, TestResult, Tidings
+from tidings.service import SendReport, Tidings
 from tidings.storage import ApiKey
 from tidings.web.errors import ApiError, not_found
 
@@ -40,10 +39,6 @@ EDITABLE = (
 )
 
 
-def invalid(field: str, exc: Exception) -> ApiError:
-    return ApiError(422, "validation_error", str(exc), [{"field": field, "message": str(exc)}])
-
-
 async def owned(tidings: Tidings, key: ApiKey, subscription_id: str) -> Subscription:
     sub = await tidings.store.subscriptions.get(key.tenant_id, subscription_id)
     if sub is None:
@@ -58,31 +53,26 @@ async def create_subscription(
     tidings: Tidings = Depends(get_tidings),
 ) -> CreatedSubscription:
     """Create a subscription. ``signingSecret`` is generated if absent and shown only here."""
-    try:
-        sub, secret = await tidings.create_subscription(
-            key.tenant_id,
-            request.url,
-            request.event_types,
-            enabled=request.enabled,
-            description=request.description,
-            signing_secret=request.signing_secret,
-            max_concurrency=request.max_concurrency,
-            rate_limit=request.rate_limit,
-            ordering=Ordering(request.ordering) if request.ordering else None,
-            signature_scheme=request.signature_scheme,
-            awaiting_verification=request.enabled and wants_verification(tidings, request),
-        )
-    except Invalid as exc:
-        raise invalid(exc.field, exc) from exc
-    except (InvalidEventType, ValueError) as exc:
-        raise invalid("eventTypes", exc) from exc
+    sub, secret = await tidings.create_subscription(
+        key.tenant_id,
+        request.url,
+        request.event_types,
+        enabled=request.enabled,
+        description=request.description,
+        signing_secret=request.signing_secret,
+        max_concurrency=request.max_concurrency,
+        rate_limit=request.rate_limit,
+        ordering=Ordering(request.ordering) if request.ordering else None,
+        signature_scheme=request.signature_scheme,
+        awaiting_verification=request.enabled and wants_verification(tidings, request),
+    )
     sub, verification = await verify_if_waiting(tidings, sub)
     return CreatedSubscription(
         **SubscriptionOut.of(sub).model_dump(), signing_secret=secret, verification=verification
     )
 
 
-def result_out(result: TestResult) -> TestDeliveryResult:
+def result_out(result: SendReport) -> TestDeliveryResult:
     return TestDeliveryResult(
         success=result.success,
         status_code=result.status_code,
@@ -144,10 +134,7 @@ async def update_subscription(
     for name in ("url", "event_types", "enabled"):
         if changes.get(name, True) is None:
             del changes[name]
-    try:
-        edited = await tidings.edit_subscription(sub, changes, request.verify_endpoint)
-    except Invalid as exc:
-        raise invalid(exc.field, exc) from exc
+    edited = await tidings.edit_subscription(sub, changes, request.verify_endpoint)
     if edited is None:
         raise not_found("subscription")
     sub = edited
@@ -190,12 +177,7 @@ async def rotate_secret(
     """A new secret (shown only here); the old one keeps signing beside it for
     ``TIDINGS_SECRET_ROTATION_GRACE`` seconds, so receivers can switch without a gap."""
     sub = await owned(tidings, key, subscription_id)
-    try:
-        rotated, secret = await tidings.rotate_secret(
-            sub, request.signing_secret if request else None
-        )
-    except Invalid as exc:
-        raise invalid(exc.field, exc) from exc
+    rotated, secret = await tidings.rotate_secret(sub, request.signing_secret if request else None)
     return CreatedSubscription(**SubscriptionOut.of(rotated).model_dump(), signing_secret=secret)
 
 
@@ -208,10 +190,7 @@ async def test_subscription(
 ) -> TestDeliveryResult:
     """Send one signed sample event now and report the receiver's answer."""
     sub = await owned(tidings, key, subscription_id)
-    try:
-        result = await tidings.test_delivery(sub, request.event_type, request.use_sample_payload)
-    except Invalid as exc:
-        raise invalid(exc.field, exc) from exc
+    result = await tidings.test_delivery(sub, request.event_type, request.use_sample_payload)
     return result_out(result)
 
 

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tidings.portal import routes_access, routes_events, routes_keys, routes_subscriptions
 from tidings.portal.web import HERE, PortalError, SignInRequired, render, safe_next, see_other
 from tidings.storage.errors import StorageUnavailable
-from tidings.web.errors import ApiError
+from tidings.web.errors import TRANSLATED, ApiError, as_api_error
 
 E = TypeVar("E", bound=Exception)
 
@@ -46,6 +46,8 @@ def install(app: FastAPI) -> None:
 
     _html_on_portal_pages(app, RequestValidationError, _invalid_request)
     _html_on_portal_pages(app, ApiError, lambda exc: (exc.status, exc.message))
+    for exc_class in TRANSLATED:
+        _html_on_portal_pages(app, exc_class, _status_and_message)
     _html_on_portal_pages(app, StarletteHTTPException, _http_error)
     _html_on_portal_pages(app, StorageUnavailable, _unavailable)
 
@@ -88,6 +90,11 @@ def _invalid_request(exc: RequestValidationError) -> tuple[int, str]:
         f"{error['loc'][-1]}: {error['msg']}" for error in exc.errors() if error.get("loc")
     )
     return 422, f"This page cannot use that address: {problems or 'invalid request'}."
+
+
+def _status_and_message(exc: Exception) -> tuple[int, str]:
+    error = as_api_error(exc)
+    return error.status, error.message
 
 
 def _unavailable(_: StorageUnavailable) -> tuple[int, str]:

@@ -21,7 +21,6 @@ from tidings.portal.web import (
     tidings_of,
     viewer,
 )
-from tidings.service import Invalid
 from tidings.storage import EventFilter
 from tidings.web.sessions import Viewer
 
@@ -111,10 +110,7 @@ async def redeliver(request: Request, event_id: str, who: Viewer = Depends(manag
     event = await tidings.store.events.get_event(who.tenant_id, event_id)
     if event is None:
         raise PortalError(404, "No such event.")
-    try:
-        targets = await tidings.redeliver(who.tenant_id, event, field(form, "subscription") or None)
-    except Invalid as exc:
-        raise PortalError(400, str(exc)) from exc
+    targets = await tidings.redeliver(who.tenant_id, event, field(form, "subscription") or None)
     return see_other(f"/portal/events/{event.id}?queued={len(targets)}")
 
 

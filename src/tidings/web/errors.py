@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from tidings.domain.events import InvalidEventType
+from tidings.service import IdempotencyConflict, Invalid, NotFound
 from tidings.storage.errors import RETRY_AFTER_SECONDS, StorageUnavailable
 
 log = structlog.get_logger("tidings.api")
@@ -39,6 +41,29 @@ class ApiError(Exception):
 def not_found(what: str) -> ApiError:
     """The 404 for an id that is unknown, or belongs to another tenant (the same answer)."""
     return ApiError(404, "not_found", f"{what} not found")
+
+
+TRANSLATED: tuple[type[Exception], ...] = (
+    Invalid,
+    InvalidEventType,
+    NotFound,
+    IdempotencyConflict,
+)
+"""The core's exceptions that are answers, not bugs; :func:`as_api_error` says which."""
+
+
+def as_api_error(exc: Exception) -> ApiError:
+    """The one place the core's exceptions become HTTP answers (JSON on the API, an HTML
+    page on the portal), so no route catches them."""
+    if isinstance(exc, Invalid):
+        return ApiError(422, exc.code, str(exc), [{"field": exc.field, "message": str(exc)}])
+    if isinstance(exc, InvalidEventType):  # an event type given as ``type`` (emit, filters)
+        return ApiError(422, "invalid_event_type", str(exc), [{"field": "type"}])
+    if isinstance(exc, NotFound):
+        return not_found(exc.what)
+    if isinstance(exc, IdempotencyConflict):
+        return ApiError(409, "idempotency_conflict", str(exc))
+    raise TypeError(f"{type(exc).__name__} is not translated")
 
 
 def error_response(
@@ -89,6 +114,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    async def translated(_: Request, exc: Exception) -> JSONResponse:
+        error = as_api_error(exc)
+        return error_response(error.status, error.code, error.message, error.details)
+
+    for exc_class in TRANSLATED:
+        app.add_exception_handler(exc_class, translated)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
