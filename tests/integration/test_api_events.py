@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests.conftest import Api
+from tidings_crm.event_types import EVENT_TYPES
 
 pytestmark = pytest.mark.asyncio
 
@@ -154,18 +155,7 @@ async def test_catalog_lists_the_crm_types_with_schemas(api: Api) -> None:
     response = await api.client.get("/api/v1/event-types", headers=headers)
     assert response.status_code == 200
     names = {t["name"] for t in response.json()}
-    assert {
-        "client.created",
-        "client.updated",
-        "client.status_changed",
-        "lead.created",
-        "lead.converted",
-        "note.created",
-        "payment.succeeded",
-        "payment.failed",
-        "invoice.created",
-        "agreement.signed",
-    } <= names
+    assert {t.name for t in EVENT_TYPES} <= names
     one = await api.client.get("/api/v1/event-types/Payment.Failed", headers=headers)
     assert one.json()["schema"]["type"] == "object"
     assert one.json()["samplePayload"]

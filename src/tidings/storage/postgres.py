@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tidings.domain.scheduling import LaneState
 from tidings.storage.errors import Outage, is_outage, translated
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimRequest, StoredEvent
+from tidings.storage.rows import EVENT_COLUMNS, event_values
 from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
 from tidings.storage.schema import CLAIMABLE, LEASED
 from tidings.storage.sql import Database, SQLStore
@@ -212,16 +213,7 @@ class PostgresEvents(SQLEvents):
         pool = await self._pg.hot_pool()
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(_LOCK_STREAM, STREAM_LOCK + event.tenant_id)
-            seq = await conn.fetchval(
-                _INSERT_EVENT,
-                event.id,
-                event.tenant_id,
-                event.type,
-                event.created_ms,
-                event.body,
-                event.request_hash,
-                event.ordering_key,
-            )
+            seq = await conn.fetchval(_INSERT_EVENT, *event_values(event))
             stored = dataclasses.replace(event, seq=seq)
             await conn.execute(self._fan_out.sql, *self._fan_out.args(fan_out_params(stored)))
         self._db.notify_work()
@@ -346,10 +338,9 @@ def open_postgres(url: str) -> SQLStore:
 
 
 _LOCK_STREAM = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
-_INSERT_EVENT = """
-    INSERT INTO events (id, tenant_id, type, created_ms, body, request_hash, ordering_key)
-    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq
-"""
+_INSERT_EVENT = (
+    f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq"
+)
 _DUE_LANES = Statement(
     q.DUE_LANES.format(
         skip="l.subscription_id <> ALL(CAST(:skip AS text[]))", lock="FOR UPDATE OF l SKIP LOCKED"

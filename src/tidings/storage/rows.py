@@ -14,6 +14,21 @@ from tidings.storage.records import AttemptRecord, Page, StoredEvent
 
 T = TypeVar("T")
 
+EVENT_COLUMNS = "id, tenant_id, type, created_ms, body, request_hash, ordering_key"
+"""The columns an emitted event's row is written with, in :func:`event_values`' order."""
+
+
+def event_values(event: StoredEvent) -> tuple[Any, ...]:
+    return (
+        event.id,
+        event.tenant_id,
+        event.type,
+        event.created_ms,
+        event.body,
+        event.request_hash,
+        event.ordering_key,
+    )
+
 
 def subscription_of(row: RowMapping) -> Subscription:
     return Subscription(

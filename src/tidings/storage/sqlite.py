@@ -28,6 +28,7 @@ from tidings.domain.clock import now_ms
 from tidings.domain.scheduling import LaneState
 from tidings.storage.errors import is_outage, translated
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimRequest, StoredEvent
+from tidings.storage.rows import EVENT_COLUMNS, event_values
 from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
 from tidings.storage.sql import Database, SQLStore
 from tidings.storage.sql import queue as q
@@ -79,10 +80,7 @@ def _driver(conn: Connection) -> sqlite3.Connection:
     return driver
 
 
-_INSERT_EVENT = (
-    "INSERT INTO events (id, tenant_id, type, created_ms, body, request_hash, ordering_key) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq"
-)
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq"
 
 
 class SQLiteDatabase(Database):
@@ -185,18 +183,7 @@ class SQLiteEvents(SQLEvents):
 
         def tx(conn: Connection) -> int:
             db = _driver(conn)
-            row = db.execute(
-                _INSERT_EVENT,
-                (
-                    event.id,
-                    event.tenant_id,
-                    event.type,
-                    event.created_ms,
-                    event.body,
-                    event.request_hash,
-                    event.ordering_key,
-                ),
-            ).fetchone()
+            row = db.execute(_INSERT_EVENT, event_values(event)).fetchone()
             seq = int(row[0])
             params = fan_out_params(dataclasses.replace(event, seq=seq))
             for sql in self._db.FAN_OUT:
