@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     apps: str | None = None
     """Which installed apps (entry points ``tidings.apps``) to load, comma-separated; unset
     loads every installed one, empty loads none. See ``tidings.apps``."""
+    sender: Literal["curl", "aiohttp"] = "curl"
+    """The HTTP client deliveries go out with: libcurl on its own thread (pycurl), or
+    aiohttp on the event loop. Both keep the same rules; see the README's benchmarks."""
     dispatcher_enabled: bool = True
     """``serve`` runs a dispatcher too; turn off for API-only processes beside workers."""
     dispatcher_concurrency: int = Field(1000, ge=1)

@@ -60,6 +60,10 @@ class GuardedResolver(AbstractResolver):
                 raise BlockedAddress(f"{host} resolves to {reason} ({result['host']})")
         return results
 
+    def refusal(self, address: str) -> str | None:
+        """Why the policy refuses this IP address, or None if it may be connected to."""
+        return self._policy.check(ipaddress.ip_address(address))
+
     def refuse_literal(self, host: str) -> None:
         """Raise BlockedAddress if ``host`` is an IP literal this guard refuses."""
         refuse_literal(host, self._policy)

@@ -1,0 +1,160 @@
+"""Every sender keeps the same delivery rules, tested against a real receiver on 127.0.0.1:
+the body and headers as given, no redirects, a total timeout, a capped read, Retry-After,
+connection failures as results (never exceptions), and the SSRF guard on every address."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.support.dns import ScriptedResolver, factory
+from tests.support.receiver import Receiver
+from tidings.dispatcher.curl_sender import CurlSender
+from tidings.dispatcher.guard import GuardedResolver
+from tidings.dispatcher.sender import RESPONSE_READ_LIMIT, USER_AGENT, AiohttpSender, Sender
+from tidings.domain.addresses import AddressPolicy
+from tidings.domain.deliveries import Failure
+
+pytestmark = pytest.mark.asyncio
+
+SENDERS: dict[str, Callable[..., Sender]] = {"aiohttp": AiohttpSender, "curl": CurlSender}
+
+
+@pytest.fixture(params=sorted(SENDERS))
+def make_sender(request: pytest.FixtureRequest) -> Callable[..., Sender]:
+    return SENDERS[request.param]
+
+
+@pytest.fixture
+async def sender(make_sender: Callable[..., Sender]) -> AsyncIterator[Sender]:
+    made = make_sender(1.0, 50, GuardedResolver(AddressPolicy(development=True)))
+    yield made
+    await made.close()
+
+
+async def test_posts_the_body_and_headers_as_given(sender: Sender, receiver: Receiver) -> None:
+    result = await sender.post(receiver.url("/in"), b'{"a":1}', {"Webhook-Id": "msg_1"})
+    assert (result.status_code, result.error, result.response_body) == (200, None, "ok")
+    got = receiver.at("/in")[0]
+    assert got.body == b'{"a":1}'
+    assert got.headers["Webhook-Id"] == "msg_1"
+    assert got.headers["Content-Type"] == "application/json"
+    assert got.headers["User-Agent"] == USER_AGENT
+    assert "Expect" not in got.headers
+
+
+async def test_redirects_are_reported_not_followed(sender: Sender, receiver: Receiver) -> None:
+    receiver.on("/moved", lambda _: web.Response(status=302, headers={"Location": "/in"}))
+    result = await sender.post(receiver.url("/moved"), b"{}", {})
+    assert (result.status_code, result.error) == (302, "redirect (302) not followed")
+    assert receiver.at("/in") == []
+
+
+async def test_errors_keep_their_body_and_retry_after(sender: Sender, receiver: Receiver) -> None:
+    receiver.on(
+        "/busy", lambda _: web.Response(status=429, text="slow down", headers={"Retry-After": "7"})
+    )
+    result = await sender.post(receiver.url("/busy"), b"{}", {})
+    assert (result.status_code, result.error, result.response_body) == (
+        429,
+        "HTTP 429",
+        "slow down",
+    )
+    assert result.retry_after == 7.0
+
+
+async def test_a_huge_response_is_read_only_up_to_the_cap(
+    sender: Sender, receiver: Receiver
+) -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(10_000):  # 80 MB if anyone read it all
+            await response.write(b"x" * 8192)
+        return response
+
+    receiver.streaming["/huge"] = endless
+    async with asyncio.timeout(5):
+        result = await sender.post(receiver.url("/huge"), b"{}", {})
+    assert result.status_code == 200
+    assert 0 < len(result.response_body or "") <= RESPONSE_READ_LIMIT
+
+
+async def test_a_hanging_receiver_times_out(sender: Sender, receiver: Receiver) -> None:
+    release = asyncio.Event()
+
+    async def late(_: int) -> web.Response:
+        await release.wait()
+        return web.Response()
+
+    receiver.on("/hang", late)
+    result = await sender.post(receiver.url("/hang"), b"{}", {})
+    release.set()
+    assert (result.status_code, result.failure) == (None, Failure.TIMEOUT)
+    assert result.error == "timeout after 1s" and 900 <= result.elapsed_ms < 5000
+
+
+async def test_a_refused_connection_is_a_result(sender: Sender, receiver: Receiver) -> None:
+    port = receiver.port
+    await receiver.stop()
+    result = await sender.post(f"http://127.0.0.1:{port}/gone", b"{}", {})
+    assert (result.status_code, result.failure) == (None, Failure.CONNECTION)
+    assert result.error
+
+
+async def test_many_in_flight_at_once(sender: Sender, receiver: Receiver) -> None:
+    results = await asyncio.gather(
+        *(sender.post(receiver.url(f"/n{i}"), b"{}", {}) for i in range(200))
+    )
+    assert [r.status_code for r in results] == [200] * 200
+    assert len(receiver.requests) == 200
+
+
+@pytest.mark.parametrize(
+    ("development", "url_of", "delivered"),
+    [
+        (True, lambda rx: "http://169.254.169.254/latest/meta-data", False),
+        (True, lambda rx: "http://[::ffff:169.254.169.254]/", False),
+        (False, lambda rx: rx.url("/hook"), False),
+        (True, lambda rx: rx.url("/hook"), True),
+    ],
+)
+async def test_ip_literals_pass_the_guard(
+    make_sender: Callable[..., Sender],
+    receiver: Receiver,
+    development: bool,
+    url_of: Callable[[Receiver], str],
+    delivered: bool,
+) -> None:
+    sender = make_sender(1.0, 10, GuardedResolver(AddressPolicy(development=development)))
+    try:
+        result = await sender.post(url_of(receiver), b"{}", {})
+    finally:
+        await sender.close()
+    assert (result.status_code == 200) is delivered, result
+    if not delivered:
+        assert result.failure is Failure.BLOCKED and "blocked" in (result.error or "")
+        assert receiver.requests == []
+
+
+async def test_names_connect_only_to_the_checked_address(
+    make_sender: Callable[..., Sender], receiver: Receiver
+) -> None:
+    """A name is resolved once, checked, and that address is the one connected to: a
+    second answer (DNS rebinding) is never asked for while the first is cached, and a name
+    that resolves to a refused address is blocked without connecting."""
+    dns = ScriptedResolver({"hook.example": [["127.0.0.1"]], "meta.example": [["169.254.169.254"]]})
+    guard = GuardedResolver(AddressPolicy(development=True), factory(dns))
+    sender = make_sender(1.0, 10, guard)
+    try:
+        good: Any = await sender.post(f"http://hook.example:{receiver.port}/named", b"{}", {})
+        bad: Any = await sender.post("http://meta.example/latest", b"{}", {})
+    finally:
+        await sender.close()
+    assert good.status_code == 200, good
+    assert receiver.at("/named")[0].headers["Host"] == f"hook.example:{receiver.port}"
+    assert (bad.status_code, bad.failure) == (None, Failure.BLOCKED)
