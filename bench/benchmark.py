@@ -48,7 +48,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 from tests.support import postgres  # noqa: E402
 
 from bench.celery_baseline import free_port, percentile, run_celery_baseline  # noqa: E402
-from bench.senders import bare_aiohttp  # noqa: E402
+from bench.senders import bare_aiohttp, bare_curl  # noqa: E402
 
 PYTHON = sys.executable
 TIDINGS = [PYTHON, "-m", "tidings.cli"]
@@ -206,20 +206,24 @@ def create_key(env: dict[str, str], work: Path) -> str:
     return done.stdout.splitlines()[-1]
 
 
-async def run_tidings(db: str, args: argparse.Namespace, rx: str, work: Path) -> Result:
+async def run_tidings(
+    db: str, sender: str, args: argparse.Namespace, rx: str, work: Path
+) -> Result:
+    work = work / f"{db}-{sender}"
     if db == "sqlite":
-        return await _measure(f"sqlite:///{work / db / 'tidings.db'}", db, args, rx, work / db)
+        url = f"sqlite:///{work / 'tidings.db'}"
+        return await _measure(url, db, sender, args, rx, work)
     with postgres.cluster() as server:
-        return await _measure(postgres.create_database(server), db, args, rx, work / db)
+        return await _measure(postgres.create_database(server), db, sender, args, rx, work)
 
 
 async def _measure(
-    database_url: str, db: str, args: argparse.Namespace, rx: str, work: Path
+    database_url: str, db: str, sender: str, args: argparse.Namespace, rx: str, work: Path
 ) -> Result:
     """SQLite runs as the one process it is meant to run as (``tidings serve``);
     PostgreSQL as an API process plus a separate ``tidings worker``."""
-    result = Result(f"tidings ({db})")
-    env = tidings_env(database_url, work / "data")
+    result = Result(f"tidings ({db}, {sender})")
+    env = {**tidings_env(database_url, work / "data"), "TIDINGS_SENDER": sender}
     key = await asyncio.to_thread(create_key, env, work)
     total = args.events * args.subs
     port = free_port()
@@ -335,6 +339,9 @@ def main() -> None:
     parser.add_argument("--subs", type=int, default=2)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--sender", nargs="+", default=["curl", "aiohttp"], choices=["curl", "aiohttp"]
+    )
     parser.add_argument("--no-celery", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args()
@@ -359,11 +366,17 @@ def main() -> None:
         )
         ceiling.notes.append("the same signed POSTs, 200 in flight: nothing stored")
         results.append(ceiling)
+        curl = Result("bare curl sender (no DB)")
+        curl.deliveries_per_s = asyncio.run(bare_curl(f"{rx}/bare", args.events * args.subs, 200))
+        curl.notes.append("tidings' CurlSender alone, the same POSTs")
+        results.append(curl)
+        ceilings = {"aiohttp": ceiling, "curl": curl}
         for db in args.db:
-            result = asyncio.run(run_tidings(db, args, rx, Path(tmp)))
-            share = result.deliveries_per_s / ceiling.deliveries_per_s
-            result.notes.insert(0, f"{share:.0%} of the bare aiohttp sender")
-            results.append(result)
+            for sender in args.sender:
+                result = asyncio.run(run_tidings(db, sender, args, rx, Path(tmp)))
+                share = result.deliveries_per_s / ceilings[sender].deliveries_per_s
+                result.notes.insert(0, f"{share:.0%} of the bare {sender} sender")
+                results.append(result)
     total = args.events * args.subs
     print(
         f"\n{args.events} events x {args.subs} subscriptions = {total} deliveries; "

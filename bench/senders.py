@@ -19,6 +19,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+from tidings.dispatcher.curl_sender import CurlSender  # noqa: E402
 from tidings.domain.signatures import generate_secret, signature_headers  # noqa: E402
 
 
@@ -49,3 +50,22 @@ async def bare_aiohttp(url: str, count: int, concurrency: int) -> float:
         started = time.monotonic()
         await asyncio.gather(*(sender() for _ in range(concurrency)))
         return count / (time.monotonic() - started)
+
+
+async def bare_curl(url: str, count: int, concurrency: int) -> float:
+    """The same for tidings' libcurl sender on its own (no guard: the URL is a literal)."""
+    secret = generate_secret()
+    numbers = iter(range(count))
+    sender = CurlSender(30.0, concurrency)
+
+    async def one_at_a_time() -> None:
+        for i in numbers:
+            body, headers = signed(i, secret)
+            await sender.post(url, body, headers)
+
+    try:
+        started = time.monotonic()
+        await asyncio.gather(*(one_at_a_time() for _ in range(concurrency)))
+        return count / (time.monotonic() - started)
+    finally:
+        await sender.close()
