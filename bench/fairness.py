@@ -1,7 +1,7 @@
 """Noisy neighbours: no tenant, endpoint or backlog holds anyone else back.
 
 Run: ``.venv/bin/python bench/fairness.py [--db sqlite postgresql] [--scenario ...]
-[--baseline-rev REV]``.
+[--baseline-rev REV] [--sender curl|aiohttp]``.
 
 Each scenario runs on a fresh database with the processes a user would run: ``tidings
 serve`` on SQLite; an API process and one ``tidings worker`` on PostgreSQL. Receivers
@@ -253,6 +253,7 @@ async def run_scenarios(
                 env = tidings_env(url, place / "data")
                 env["PYTHONPATH"] = str(src)
                 env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
+                env["TIDINGS_SENDER"] = args.sender  # older commits ignore it
                 setup = Setup(db, url, env, f"http://127.0.0.1:{free_port()}", place)
                 print(f"-- {code} {db} {scenario}", flush=True)
                 if scenario == "slow":
@@ -325,6 +326,7 @@ def main() -> None:
     parser.add_argument("--scenario", nargs="+", default=["slow", "hanging", "backlog"])
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--baseline-rev", help="also run slow and hanging on this commit")
+    parser.add_argument("--sender", default="curl", choices=["curl", "aiohttp"])
     asyncio.run(main_async(parser.parse_args()))
 
 

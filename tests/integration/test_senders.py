@@ -158,3 +158,42 @@ async def test_names_connect_only_to_the_checked_address(
     assert good.status_code == 200, good
     assert receiver.at("/named")[0].headers["Host"] == f"hook.example:{receiver.port}"
     assert (bad.status_code, bad.failure) == (None, Failure.BLOCKED)
+
+
+async def test_a_crashed_curl_engine_fails_its_transfers_and_starts_again(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that kills libcurl's thread must not leave deliveries waiting forever: what
+    it held fails (and is retried as usual), and the next POST starts a new thread."""
+    from tidings.dispatcher import curl_sender
+
+    release = asyncio.Event()
+
+    async def held(_: int) -> web.Response:
+        await release.wait()
+        return web.Response()
+
+    receiver.on("/held", held)
+    sender = CurlSender(10.0, 10)
+    try:
+        pending = asyncio.create_task(sender.post(receiver.url("/held"), b"{}", {}))
+        await receiver.wait_count("/held", 1)
+
+        def crash(_: Any) -> None:
+            raise RuntimeError("a bug")
+
+        working = curl_sender._Engine._step
+        monkeypatch.setattr(curl_sender._Engine, "_step", crash)
+        sender._wake()
+        async with asyncio.timeout(5):
+            failed = await pending
+        assert (failed.failure, failed.error) == (
+            Failure.CONNECTION,
+            "curl error 42: sender stopped",
+        )
+        monkeypatch.setattr(curl_sender._Engine, "_step", working)
+        again = await sender.post(receiver.url("/after"), b"{}", {})
+        assert again.status_code == 200
+    finally:
+        release.set()
+        await sender.close()

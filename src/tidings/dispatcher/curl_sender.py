@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pycurl
+import structlog
 
 from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, literal_address
 from tidings.dispatcher.sender import RESPONSE_READ_LIMIT, RETRY_AFTER_STATUSES, USER_AGENT
@@ -41,6 +42,7 @@ DNS_SECONDS = 60.0
 """How long a checked resolution is reused (aiohttp's connector cache does the same)."""
 _DNS_CACHE_SIZE = 10_000
 _BLOCKED_SOCKET = pycurl.SOCKET_BAD
+log = structlog.get_logger("tidings.dispatcher")
 
 
 @dataclass
@@ -75,9 +77,15 @@ class CurlSender:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
-        self._engine = _Engine(self, max_connections)
-        self._thread = threading.Thread(target=self._engine.run, name="tidings-curl", daemon=True)
-        self._thread.start()
+        self._max_connections = max_connections
+        self._closing = False
+        self._thread = self._start_engine()
+
+    def _start_engine(self) -> threading.Thread:
+        engine = _Engine(self, self._max_connections)
+        thread = threading.Thread(target=engine.run, name="tidings-curl", daemon=True)
+        thread.start()
+        return thread
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
         started = time.perf_counter()
@@ -87,6 +95,11 @@ class CurlSender:
             return _failed(started, f"blocked: {exc}", Failure.BLOCKED)
         except (OSError, ValueError) as exc:
             return _failed(started, f"{type(exc).__name__}: {exc}", Failure.CONNECTION)
+        if self._closing:
+            return _failed(started, "the sender is closed", Failure.CONNECTION)
+        if not self._thread.is_alive():  # a bug killed it: its transfers failed; go on
+            log.error("curl_engine_restarted")
+            self._thread = self._start_engine()
         lines = [f"{name}: {value}" for name, value in headers.items()]
         lines += ["Content-Type: application/json", f"User-Agent: {USER_AGENT}", "Expect:"]
         job = _Job(url, body, lines, pinned, self._loop.create_future(), started)
@@ -95,6 +108,7 @@ class CurlSender:
         return await job.future
 
     async def close(self) -> None:
+        self._closing = True
         self._jobs.put(None)
         self._wake()
         await asyncio.to_thread(self._thread.join)
@@ -186,17 +200,31 @@ class _Engine:
         try:
             while not self._stopping:
                 self._step()
+        except Exception:
+            log.exception("curl_engine_failed")
         finally:
-            for handle, job in list(self._running.values()):
-                self._multi.remove_handle(handle)
-                handle.close()
-                self._owner._loop.call_soon_threadsafe(
-                    self._owner._finished, [(job, 0, pycurl.E_ABORTED_BY_CALLBACK, "closed")]
-                )
-            for handle in self._idle:
-                handle.close()
-            self._multi.close()
-            self._selector.close()
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Whatever is unfinished fails as a connection error (retried as usual)."""
+        unfinished = [job for _, job in self._running.values()]
+        for handle, _ in self._running.values():
+            self._multi.remove_handle(handle)
+            handle.close()
+        while True:
+            try:
+                queued = self._owner._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if queued is not None:
+                unfinished.append(queued)
+        for handle in self._idle:
+            handle.close()
+        self._multi.close()
+        self._selector.close()
+        aborted = [(job, 0, pycurl.E_ABORTED_BY_CALLBACK, "sender stopped") for job in unfinished]
+        if aborted and not self._owner._loop.is_closed():
+            self._owner._loop.call_soon_threadsafe(self._owner._finished, aborted)
 
     def _step(self) -> None:
         timeout = None
@@ -310,11 +338,9 @@ class _Engine:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(fd)
             return
-        events = {
-            pycurl.POLL_IN: selectors.EVENT_READ,
-            pycurl.POLL_OUT: selectors.EVENT_WRITE,
-            pycurl.POLL_INOUT: selectors.EVENT_READ | selectors.EVENT_WRITE,
-        }[what]
+        events = _EVENTS.get(what)
+        if events is None:
+            return
         try:
             self._selector.modify(fd, events, fd)
         except KeyError:
@@ -322,6 +348,13 @@ class _Engine:
 
     def _on_timer(self, timeout_ms: int) -> None:
         self._deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+
+
+_EVENTS = {
+    pycurl.POLL_IN: selectors.EVENT_READ,
+    pycurl.POLL_OUT: selectors.EVENT_WRITE,
+    pycurl.POLL_INOUT: selectors.EVENT_READ | selectors.EVENT_WRITE,
+}
 
 
 def _failed(started: float, error: str, failure: Failure) -> AttemptResult:
