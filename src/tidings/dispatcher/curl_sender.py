@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import queue
 import selectors
@@ -53,10 +54,10 @@ class _Job:
     pinned: str | None
     future: asyncio.Future[AttemptResult]
     started: float = field(default_factory=time.perf_counter)
-    received: bytearray = field(default_factory=bytearray)
-    retry_after: str | None = None
+    received: io.BytesIO = field(default_factory=io.BytesIO)
+    head: io.BytesIO = field(default_factory=io.BytesIO)
+    """The response's header lines, read only for a Retry-After."""
     blocked: str | None = None
-    truncated: bool = False
     sockets: list[socket.socket] = field(default_factory=list)
     """Sockets made for libcurl, which keeps duplicates of them: closed when it is done."""
 
@@ -79,6 +80,7 @@ class CurlSender:
         os.set_blocking(self._wake_read, False)
         self._max_connections = max_connections
         self._closing = False
+        self._woken = False
         self._thread = self._start_engine()
 
     def _start_engine(self) -> threading.Thread:
@@ -118,6 +120,10 @@ class CurlSender:
             await self._guard.close()
 
     def _wake(self) -> None:
+        """One byte in the pipe per batch, not per POST (see ``_Engine._take_jobs``)."""
+        if self._woken:
+            return
+        self._woken = True
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_write, b"x")
 
@@ -156,15 +162,15 @@ class CurlSender:
                 error=f"blocked: {job.blocked}",
                 failure=Failure.BLOCKED,
             )
-        if status and (errno == 0 or job.truncated):
+        if status and errno in _ANSWERED:
             retry_after = None
             if status in RETRY_AFTER_STATUSES:
-                retry_after = parse_retry_after(job.retry_after, now_ms())
+                retry_after = parse_retry_after(_retry_after(job.head.getvalue()), now_ms())
             error = None
             if not 200 <= status < 300:
                 redirect = 300 <= status < 400
                 error = f"redirect ({status}) not followed" if redirect else f"HTTP {status}"
-            text = bytes(job.received[:RESPONSE_READ_LIMIT]).decode("utf-8", errors="replace")
+            text = job.received.getvalue()[:RESPONSE_READ_LIMIT].decode("utf-8", errors="replace")
             return AttemptResult(
                 status_code=status,
                 elapsed_ms=elapsed,
@@ -246,9 +252,12 @@ class _Engine:
         self._collect()
 
     def _take_jobs(self) -> None:
+        # In this order: a wake after the flag is cleared leaves its byte in the pipe (so
+        # the thread comes back), and a job put before it is taken below.
         with contextlib.suppress(BlockingIOError):
             while os.read(self._owner._wake_read, 4096):
                 pass
+        self._owner._woken = False
         while True:
             try:
                 job = self._owner._jobs.get_nowait()
@@ -257,45 +266,39 @@ class _Engine:
             if job is None:
                 self._stopping = True
                 continue
-            handle = self._idle.pop() if self._idle else pycurl.Curl()
+            handle = self._idle.pop() if self._idle else self._new_handle()
             self._configure(handle, job)
             self._running[id(handle)] = (handle, job)
             self._multi.add_handle(handle)
 
-    def _configure(self, handle: pycurl.Curl, job: _Job) -> None:
+    def _new_handle(self) -> pycurl.Curl:
+        """A handle with the options every delivery shares; reused across deliveries."""
+        handle = pycurl.Curl()
         timeout_ms = int(self._owner._timeout * 1000)
-        handle.setopt(pycurl.URL, job.url)
-        handle.setopt(pycurl.POSTFIELDS, job.body)
-        handle.setopt(pycurl.HTTPHEADER, job.headers)
+        handle.setopt(pycurl.POST, 1)
         handle.setopt(pycurl.TIMEOUT_MS, timeout_ms)
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, timeout_ms)
         handle.setopt(pycurl.NOSIGNAL, 1)
         handle.setopt(pycurl.FOLLOWLOCATION, 0)
         handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-        handle.setopt(pycurl.PROXY, "")  # never an environment proxy
+        handle.setopt(pycurl.PROXY, "")  # never a proxy from the environment
+        handle.setopt(pycurl.MAXFILESIZE, RESPONSE_READ_LIMIT)  # the read stops there
+        return handle
+
+    def _configure(self, handle: pycurl.Curl, job: _Job) -> None:
+        """What differs per delivery. The body and response go through C-level writes
+        (no Python call per chunk or header line)."""
+        handle.setopt(pycurl.URL, job.url)
+        handle.setopt(pycurl.POSTFIELDS, job.body)
+        handle.setopt(pycurl.HTTPHEADER, job.headers)
         handle.setopt(pycurl.RESOLVE, [job.pinned] if job.pinned else [])
-        handle.setopt(pycurl.WRITEFUNCTION, lambda chunk: self._write(job, chunk))
-        handle.setopt(pycurl.HEADERFUNCTION, lambda line: self._header(job, line))
+        handle.setopt(pycurl.WRITEFUNCTION, job.received.write)
+        handle.setopt(pycurl.HEADERFUNCTION, job.head.write)
         if self._owner._guard is not None:
             handle.setopt(
                 pycurl.OPENSOCKETFUNCTION, lambda purpose, address: self._open(job, address)
             )
-
-    @staticmethod
-    def _write(job: _Job, chunk: bytes) -> int | None:
-        room = RESPONSE_READ_LIMIT - len(job.received)
-        job.received += chunk[:room]
-        if len(chunk) > room:
-            job.truncated = True
-            return 0  # enough read: libcurl stops the transfer and closes the connection
-        return None
-
-    @staticmethod
-    def _header(job: _Job, line: bytes) -> None:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"retry-after":
-            job.retry_after = value.strip().decode("latin-1")
 
     def _open(self, job: _Job, address: Any) -> Any:
         """Last check before libcurl connects: the address is one the guard allows."""
@@ -329,7 +332,6 @@ class _Engine:
             made.close()
         status = int(handle.getinfo(pycurl.RESPONSE_CODE))
         self._multi.remove_handle(handle)
-        handle.reset()
         self._idle.append(handle)
         return job, status, errno, message
 
@@ -348,6 +350,18 @@ class _Engine:
 
     def _on_timer(self, timeout_ms: int) -> None:
         self._deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+
+
+_ANSWERED = frozenset({0, pycurl.E_FILESIZE_EXCEEDED})
+"""Transfers that ended with the receiver's answer (the second: a body beyond the cap)."""
+
+
+def _retry_after(head: bytes) -> str | None:
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"retry-after":
+            return value.strip().decode("latin-1")
+    return None
 
 
 _EVENTS = {
