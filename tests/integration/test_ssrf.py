@@ -201,29 +201,3 @@ async def test_names_resolving_to_metadata_are_refused_at_send_time(
         assert result["success"] is False and result["statusCode"] is None
         assert "metadata" in result["error"] and "blocked" in result["error"]
         assert dns.lookups == ["metadata.example"] * (1 if env == "development" else 2)
-
-
-async def test_the_sender_checks_ip_literals_aiohttp_never_resolves(receiver: Receiver) -> None:
-    """aiohttp asks no resolver about an IP literal: the sender checks it itself, so a URL
-    saved under looser rules (or a policy changed since) is still refused when sent."""
-    from tidings.dispatcher.guard import GuardedResolver
-    from tidings.dispatcher.sender import AiohttpSender
-    from tidings.domain.addresses import AddressPolicy
-    from tidings.domain.deliveries import Failure
-
-    cases = [
-        (AddressPolicy(development=True), "http://169.254.169.254/latest/meta-data", False),
-        (AddressPolicy(development=True), "http://[::ffff:169.254.169.254]/", False),
-        (AddressPolicy(development=False), receiver.url("/hook"), False),
-        (AddressPolicy(development=True), receiver.url("/hook"), True),
-    ]
-    for policy, url, delivered in cases:
-        sender = AiohttpSender(2.0, guard=GuardedResolver(policy))
-        try:
-            result = await sender.post(url, b"{}", {})
-        finally:
-            await sender.close()
-        assert (result.status_code == 200) is delivered, (url, result)
-        if not delivered:
-            assert result.failure is Failure.BLOCKED and "blocked" in (result.error or "")
-    assert len(receiver.requests) == 1
