@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import math
 import os
 import queue
 import selectors
@@ -44,6 +45,8 @@ DNS_SECONDS = 60.0
 _DNS_CACHE_SIZE = 10_000
 _BLOCKED_SOCKET = pycurl.SOCKET_BAD
 log = structlog.get_logger("tidings.dispatcher")
+_Pin = tuple[str | None, float]
+"""A CURLOPT_RESOLVE entry (None: an IP literal) and when it expires (monotonic)."""
 
 
 @dataclass
@@ -74,7 +77,9 @@ class CurlSender:
         self._timeout = timeout
         self._guard = guard
         self._loop = asyncio.get_running_loop()
-        self._dns: BoundedCache[tuple[str, int], tuple[str, float]] = BoundedCache(_DNS_CACHE_SIZE)
+        self._dns: BoundedCache[tuple[str, int], tuple[str | None, float]] = BoundedCache(
+            _DNS_CACHE_SIZE
+        )
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
@@ -128,24 +133,27 @@ class CurlSender:
             os.write(self._wake_write, b"x")
 
     async def _pin(self, url: str) -> str | None:
-        """``host:port:address`` for CURLOPT_RESOLVE: the checked address of a name."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
+        """``host:port:address`` for CURLOPT_RESOLVE: the checked address of a name (None
+        for an allowed IP literal). Answers are reused: a name's for ``DNS_SECONDS``, a
+        literal's for as long as the sender lives (the policy does not change)."""
         if self._guard is None:
             return None
-        if literal_address(host) is not None:
-            self._guard.refuse_literal(host)
-            return None
+        parts = urlsplit(url)
+        host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         cached = self._dns.get((host, port))
         if cached is not None and cached[1] > time.monotonic():
-            address = cached[0]
+            return cached[0]
+        pinned: str | None = None
+        expires = math.inf
+        if literal_address(host) is not None:
+            self._guard.refuse_literal(host)
         else:
-            results = await self._guard.resolve(host, port)
-            address = results[0]["host"]
-            self._dns.put((host, port), (address, time.monotonic() + DNS_SECONDS))
-        shown = f"[{address}]" if ":" in address else address
-        return f"{host}:{port}:{shown}"
+            address = (await self._guard.resolve(host, port))[0]["host"]
+            pinned = f"{host}:{port}:{f'[{address}]' if ':' in address else address}"
+            expires = time.monotonic() + DNS_SECONDS
+        self._dns.put((host, port), (pinned, expires))
+        return pinned
 
     def _finished(self, done: list[tuple[_Job, int, int, str]]) -> None:
         """On the event loop: a batch of finished transfers (status, curl error, message)."""
