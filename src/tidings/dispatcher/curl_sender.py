@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import math
 import os
@@ -57,10 +58,12 @@ class _Job:
     pinned: str | None
     future: asyncio.Future[AttemptResult]
     started: float = field(default_factory=time.perf_counter)
-    received: io.BytesIO = field(default_factory=io.BytesIO)
+    received: bytearray = field(default_factory=bytearray)
     head: io.BytesIO = field(default_factory=io.BytesIO)
     """The response's header lines, read only for a Retry-After."""
     blocked: str | None = None
+    truncated: bool = False
+    """The response went on past ``RESPONSE_READ_LIMIT``; the transfer was stopped there."""
     sockets: list[socket.socket] = field(default_factory=list)
     """Sockets made for libcurl, which keeps duplicates of them: closed when it is done."""
 
@@ -170,7 +173,7 @@ class CurlSender:
                 error=f"blocked: {job.blocked}",
                 failure=Failure.BLOCKED,
             )
-        if status and errno in _ANSWERED:
+        if status and (errno == 0 or job.truncated):
             retry_after = None
             if status in RETRY_AFTER_STATUSES:
                 retry_after = parse_retry_after(_retry_after(job.head.getvalue()), now_ms())
@@ -178,7 +181,7 @@ class CurlSender:
             if not 200 <= status < 300:
                 redirect = 300 <= status < 400
                 error = f"redirect ({status}) not followed" if redirect else f"HTTP {status}"
-            text = job.received.getvalue()[:RESPONSE_READ_LIMIT].decode("utf-8", errors="replace")
+            text = job.received.decode("utf-8", errors="replace")
             return AttemptResult(
                 status_code=status,
                 elapsed_ms=elapsed,
@@ -291,17 +294,16 @@ class _Engine:
         handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         handle.setopt(pycurl.PROXY, "")  # never a proxy from the environment
-        handle.setopt(pycurl.MAXFILESIZE, RESPONSE_READ_LIMIT)  # the read stops there
         return handle
 
     def _configure(self, handle: pycurl.Curl, job: _Job) -> None:
-        """What differs per delivery. The body and response go through C-level writes
-        (no Python call per chunk or header line)."""
+        """What differs per delivery. Header lines go to a BytesIO (no Python call per
+        line); the body to ``_write``, which stops the transfer at the cap."""
         handle.setopt(pycurl.URL, job.url)
         handle.setopt(pycurl.POSTFIELDS, job.body)
         handle.setopt(pycurl.HTTPHEADER, job.headers)
         handle.setopt(pycurl.RESOLVE, [job.pinned] if job.pinned else [])
-        handle.setopt(pycurl.WRITEFUNCTION, job.received.write)
+        handle.setopt(pycurl.WRITEFUNCTION, functools.partial(_write, job))
         handle.setopt(pycurl.HEADERFUNCTION, job.head.write)
         if self._owner._guard is not None:
             handle.setopt(
@@ -360,8 +362,13 @@ class _Engine:
         self._deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
 
 
-_ANSWERED = frozenset({0, pycurl.E_FILESIZE_EXCEEDED})
-"""Transfers that ended with the receiver's answer (the second: a body beyond the cap)."""
+def _write(job: _Job, chunk: bytes) -> int | None:
+    room = RESPONSE_READ_LIMIT - len(job.received)
+    job.received += chunk[:room]
+    if len(chunk) > room:
+        job.truncated = True
+        return 0  # enough: libcurl stops the transfer (and drops the connection)
+    return None
 
 
 def _retry_after(head: bytes) -> str | None:
