@@ -7,8 +7,8 @@ bulk-inserted; one delivering process (``tidings serve`` on SQLite, ``tidings wo
 PostgreSQL) sized for ``--in-flight`` attempts drains it for ``--seconds``. Its RSS is
 sampled, and deliveries per second are counted over the last half of the run (the
 adaptive limits take a few seconds to open up from 8 in flight). In the same run, the bare
-aiohttp sender (``bench/senders.py``) sends to the same slow receiver with as many in
-flight: the sender, not the scheduler, should be the limit. Bounded in count and time;
+aiohttp and curl senders (``bench/senders.py``) send to the same slow receiver with as many
+in flight: the sender, not the scheduler, should be the limit. Bounded in count and time;
 only 127.0.0.1 is contacted.
 """
 
@@ -34,7 +34,7 @@ from tests.support import postgres  # noqa: E402
 from bench.backlog import fill  # noqa: E402
 from bench.benchmark import TIDINGS, process, tidings_env, wait_http  # noqa: E402
 from bench.celery_baseline import free_port  # noqa: E402
-from bench.senders import bare_aiohttp  # noqa: E402
+from bench.senders import bare_aiohttp, bare_curl  # noqa: E402
 from tidings.domain.scheduling import RESERVE_SHARE  # noqa: E402
 
 
@@ -86,8 +86,10 @@ async def run(args: argparse.Namespace) -> None:
         with process(receiver, {}, Path(tmp) / "receiver.log"):
             await wait_http(f"{rx}/stats")
             total = int(args.in_flight * args.seconds / 2)
-            bare = await bare_aiohttp(f"{rx}/slow/1000/bare", total, args.in_flight)
-            print(f"bare aiohttp sender: {bare:.0f} POSTs/s with {args.in_flight} in flight")
+            aiohttp_rate = await bare_aiohttp(f"{rx}/slow/1000/bare", total, args.in_flight)
+            print(f"bare aiohttp sender: {aiohttp_rate:.0f} POSTs/s, {args.in_flight} in flight")
+            bare = await bare_curl(f"{rx}/slow/1000/bare", total, args.in_flight)
+            print(f"bare curl sender: {bare:.0f} POSTs/s, {args.in_flight} in flight")
             for db in args.db:
                 work = Path(tmp) / db
                 work.mkdir()
@@ -99,11 +101,12 @@ async def run(args: argparse.Namespace) -> None:
                         url = postgres.create_database(server)
                         results[db] = await drain(args, db, url, work, rx)
     print(f"\n{args.in_flight} in flight to receivers answering after 1 s:")
-    print(f"  bare aiohttp sender (no DB)   {bare:7.0f} deliveries/s")
+    print(f"  bare aiohttp sender (no DB)   {aiohttp_rate:7.0f} deliveries/s")
+    print(f"  bare curl sender (no DB)      {bare:7.0f} deliveries/s (tidings' default)")
     for db, (rate, peak) in results.items():
         print(
             f"  tidings ({db:10s})         {rate:7.0f} deliveries/s = {rate / bare:.0%} "
-            f"of the bare sender, peak RSS {peak:.0f} MB"
+            f"of the bare curl sender, peak RSS {peak:.0f} MB"
         )
 
 
