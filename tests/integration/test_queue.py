@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import text
 
 from tests.support.queue import claim_all, take_everything
 from tidings.config import Settings
@@ -27,6 +28,7 @@ from tidings.service import Tidings
 from tidings.storage import AttemptOutcome, ClaimedDelivery, StoredEvent
 from tidings.storage.memory import MemoryStore
 from tidings.storage.records import ClaimRequest
+from tidings.storage.sql import SQLStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -295,6 +297,25 @@ async def test_repair_lets_go_a_key_whose_head_vanished(tidings: Tidings) -> Non
     assert await claim_all(tidings.store.queue, FAR) == []
     assert await tidings.store.queue.repair(int(time.time() * 1000)) == 1
     assert payloads(await claim_all(tidings.store.queue, FAR)) == [1]
+
+
+async def test_repair_wakes_a_lane_left_idle_with_work(
+    tidings: Tidings, request: pytest.FixtureRequest
+) -> None:
+    """On PostgreSQL an emit wakes its lanes just after its commit; if its process dies in
+    between, the lane stays idle with a due delivery until repair finds it."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL wakes lanes after the emit's commit")
+    tid = await tenant(tidings)
+    await subscription(tidings, tid)
+    await emit(tidings, tid, n=7)
+    assert isinstance(tidings.store, SQLStore)
+    await tidings.store.db.write(
+        lambda conn: conn.execute(text("UPDATE lanes SET next_due_ms = NULL"))
+    )
+    assert await claim_all(tidings.store.queue, FAR) == []
+    assert await tidings.store.queue.repair(int(time.time() * 1000)) == 1
+    assert payloads(await claim_all(tidings.store.queue, FAR)) == [7]
 
 
 async def test_concurrent_emits_and_claims_lose_no_wake_up(tidings: Tidings) -> None:

@@ -210,7 +210,8 @@ class DeliveryQueue(Protocol):
 
     async def repair(self, now_ms: int) -> int:
         """Let go FIFO deliveries left waiting behind nothing (their predecessor's event was
-        pruned, say); returns how many. A safety net, run with retention."""
+        pruned, say), and wake lanes left idle with work (a process died between an emit's
+        commit and its wake); returns how many. A safety net, run with retention."""
         ...
 
     async def report_lanes(

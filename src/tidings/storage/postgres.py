@@ -38,7 +38,7 @@ from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
 from tidings.storage.schema import CLAIMABLE, LEASED
 from tidings.storage.sql import Database, SQLStore
 from tidings.storage.sql import queue as q
-from tidings.storage.sql.database import QUEUE_ROWS
+from tidings.storage.sql.database import QUEUE_ROWS, WANTS_EVENT
 from tidings.storage.sql.events import SQLEvents, fan_out_params
 from tidings.storage.sql.queue import (
     SQLQueue,
@@ -202,20 +202,38 @@ class PostgresEvents(SQLEvents):
     def __init__(self, db: PostgresDatabase) -> None:
         super().__init__(db)
         self._pg = db
-        self._fan_out = Statement(db.FAN_OUT[0])
+        self._queue = Statement(
+            f"""WITH queued AS ({QUEUE_ROWS.format(which=WANTS_EVENT.format(matches=db.MATCHES))}
+                RETURNING subscription_id, status, blocked)
+            SELECT DISTINCT subscription_id FROM queued WHERE {CLAIMABLE}"""
+        )
 
     @translated
     async def insert_event(
         self, event: StoredEvent, idempotency_key: str | None
     ) -> tuple[StoredEvent, bool]:
+        """The event and its deliveries commit under the tenant's stream lock; the lanes
+        are woken (and NOTIFY sent) just after, in a second transaction.
+
+        Waking takes each lane's row lock, which a claim or a record may hold for a few
+        milliseconds; inside the first transaction every emit of the tenant queued behind
+        it (p99 260 ms at 200 emits/s in ``make bench``). After the commit the wake still
+        orders itself against any claim that parks a lane from a snapshot without these
+        rows (see ``WAKE_LANE``). A crash between the two can leave a lane idle with work
+        until its next emit or the next ``repair`` (run with retention): late, never lost."""
         if idempotency_key is not None:  # the rarer path keeps its race handling
             return await super().insert_event(event, idempotency_key)
         pool = await self._pg.hot_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(_LOCK_STREAM, STREAM_LOCK + event.tenant_id)
-            seq = await conn.fetchval(_INSERT_EVENT, *event_values(event))
-            stored = dataclasses.replace(event, seq=seq)
-            await conn.execute(self._fan_out.sql, *self._fan_out.args(fan_out_params(stored)))
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute(_LOCK_STREAM, STREAM_LOCK + event.tenant_id)
+                seq = await conn.fetchval(_INSERT_EVENT, *event_values(event))
+                stored = dataclasses.replace(event, seq=seq)
+                params = fan_out_params(stored)
+                queued = await conn.fetch(self._queue.sql, *self._queue.args(params))
+            if queued:
+                subs = sorted(row["subscription_id"] for row in queued)
+                await conn.execute(_WAKE_AND_NOTIFY, subs, params["now"])
         self._db.notify_work()
         return stored, True
 
@@ -316,7 +334,8 @@ class PostgresQueue(SQLQueue):
             for delivery_id, sub_id in heads:
                 conn.execute(text(q.LET_GO), {"id": delivery_id})
                 conn.execute(text(q.WAKE_LANE), {"sub": sub_id, "due": now_ms})
-            return len(heads)
+            woken = conn.execute(text(_WAKE_IDLE_LANES_WITH_WORK), {"now": now_ms}).all()
+            return len(heads) + len(woken)
 
         return await self._pg.write(tx)
 
@@ -388,6 +407,31 @@ _RECORD = """
 _UNBLOCK_NEXT = Statement(q.UNBLOCK_NEXT)
 _RESET_STREAK = Statement(q.RESET_STREAK)
 _ADD_FAILURES = Statement(q.ADD_FAILURES)
+_WAKE_AND_NOTIFY = f"""
+    WITH locked AS (
+        SELECT subscription_id FROM lanes WHERE subscription_id = ANY($1::text[])
+        ORDER BY subscription_id FOR UPDATE),
+    woken AS (
+        UPDATE lanes SET next_due_ms = least(coalesce(lanes.next_due_ms, $2), $2)
+        FROM locked WHERE lanes.subscription_id = locked.subscription_id
+        RETURNING 1)
+    SELECT pg_notify('{CHANNEL}', '')
+"""
+"""One statement (its own transaction): wake these lanes, locked in id order, due at $2;
+NOTIFY goes out when it commits, so a worker it wakes finds them due."""
+_WAKE_IDLE_LANES_WITH_WORK = """
+    WITH idle AS (
+        SELECT subscription_id FROM lanes AS l
+        WHERE l.next_due_ms IS NULL AND EXISTS (
+            SELECT 1 FROM deliveries AS d
+            WHERE d.subscription_id = l.subscription_id AND d.status = 'pending'
+              AND NOT d.blocked)
+        ORDER BY subscription_id FOR UPDATE)
+    UPDATE lanes SET next_due_ms = :now FROM idle
+    WHERE lanes.subscription_id = idle.subscription_id AND lanes.next_due_ms IS NULL
+    RETURNING lanes.subscription_id
+"""
+"""Lanes left idle with work: an emit's process died between its commit and its wake."""
 _WAKE_LANES = """
     WITH locked AS (
         SELECT subscription_id FROM lanes WHERE subscription_id = ANY($1::text[])
