@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
-COVERAGE_FLOOR ?= 80
+# the whole suite measured 91% (2026-12-01); a change that drops it below this fails
+COVERAGE_FLOOR ?= 88
 
 .PHONY: dev test test-fast lint bench clean
 
