@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,7 @@ from aiohttp.abc import AbstractResolver
 from cryptography.fernet import Fernet
 
 from tests.support import postgres
-from tests.support.processes import (
-    Process,
-    create_key,
-    free_port,
-    tidings_env,
-    wait_until_serving,
-)
+from tests.support.processes import create_key, serving, tidings_env
 from tests.support.receiver import Receiver
 from tidings.app import create_app
 from tidings.config import Settings
@@ -158,16 +151,9 @@ async def server(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, 
     """The real ``tidings serve`` on a free port: yields (base URL, admin key)."""
     env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
     key = create_key(env)
-    port = free_port()
-    process = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_until_serving(base, process)
+    async with serving(env, tmp_path) as (base, process):
         yield base, key
-    finally:
-        # uvicorn re-raises SIGTERM after a graceful shutdown.
-        assert process.stop() in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in process.log.read_text()
+    assert "Application shutdown complete" in process.log.read_text()
 
 
 async def eventually(

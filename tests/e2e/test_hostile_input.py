@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.processes import Process, create_key, free_port, tidings_env, wait_until_serving
+from tests.support.processes import create_key, serving, tidings_env
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,15 +25,8 @@ async def small_server(tmp_path: Path, database_url: str) -> AsyncIterator[tuple
         tmp_path / "data", TIDINGS_DATABASE_URL=database_url, TIDINGS_MAX_REQUEST_BYTES=str(LIMIT)
     )
     key = create_key(env)
-    port = free_port()
-    process = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_until_serving(base, process)
+    async with serving(env, tmp_path) as (base, _):
         yield base, key
-    finally:
-        assert process.stop() in (0, -signal.SIGTERM)
-        assert "Traceback" not in process.log.read_text()
 
 
 async def chunks(body: bytes, size: int = 512) -> AsyncIterator[bytes]:

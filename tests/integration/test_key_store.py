@@ -9,15 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 
+from tests.support.stores import STORES, service_for, settings_for
 from tidings.config import Settings
 from tidings.dispatcher.retention import prune_once
 from tidings.domain.ids import new_id
-from tidings.secretbox import SecretBox
 from tidings.service import Tidings, hash_api_key
 from tidings.storage import PortalSession, Revocation
-from tidings.storage.memory import MemoryStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -25,35 +23,18 @@ NOW = 1_900_000_000_000
 HOUR = 3_600_000
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 async def settings_or_memory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> tuple[Settings, bool]:
-    key = Fernet.generate_key().decode()
-    url = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'k.db'}"
-    elif request.param == "postgresql":
-        from tests.support import postgres
-
-        url = postgres.create_database(request.getfixturevalue("postgres_server"))
-    settings = Settings(database_url=url, data_dir=tmp_path, env="development", encryption_key=key)
-    return settings, url is None
+    settings = settings_for(request.param, request, tmp_path)
+    return settings, settings.database_url is None
 
 
 @pytest.fixture
 async def tidings(settings_or_memory: tuple[Settings, bool]) -> AsyncIterator[Tidings]:
-    settings, memory = settings_or_memory
-    service = (
-        Tidings(settings, MemoryStore(), SecretBox([settings.encryption_key or ""]))
-        if memory
-        else Tidings.from_settings(settings)
-    )
-    await service.store.migrate()
-    try:
+    async with service_for(settings_or_memory[0]) as service:
         yield service
-    finally:
-        await service.close()
 
 
 def session(tenant_id: str, key_id: str | None, expires_ms: int = NOW + HOUR) -> PortalSession:

@@ -15,18 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from tests.support.queue import claim_all, take_everything
-from tidings.config import Settings
+from tests.support.stores import STORES, service_for, settings_for
 from tidings.domain.deliveries import AttemptResult, DeliveryStatus, DisableReason, Verdict
 from tidings.domain.scheduling import Lane
 from tidings.domain.subscriptions import Ordering, Subscription
-from tidings.secretbox import SecretBox
 from tidings.service import Tidings
 from tidings.storage import AttemptOutcome, ClaimedDelivery, StoredEvent
-from tidings.storage.memory import MemoryStore
 from tidings.storage.records import ClaimRequest
 from tidings.storage.sql import SQLStore
 
@@ -37,33 +34,10 @@ FAR = 2**50
 """A claim time after everything is due."""
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 async def tidings(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Tidings]:
-    key = Fernet.generate_key().decode()
-    if request.param == "memory":
-        url = None
-    elif request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'q.db'}"
-    else:
-        url = request.getfixturevalue("database_url_postgresql")
-    settings = Settings(database_url=url, data_dir=tmp_path, env="development", encryption_key=key)
-    service = (
-        Tidings(settings, MemoryStore(), SecretBox([key]))
-        if url is None
-        else Tidings.from_settings(settings)
-    )
-    await service.store.migrate()
-    try:
+    async with service_for(settings_for(request.param, request, tmp_path)) as service:
         yield service
-    finally:
-        await service.close()
-
-
-@pytest.fixture
-def database_url_postgresql(postgres_server: str) -> str:
-    from tests.support import postgres
-
-    return postgres.create_database(postgres_server)
 
 
 async def tenant(t: Tidings, name: str = "acme") -> str:

@@ -36,6 +36,18 @@ async def create(api: Any, url: str) -> Any:
     )
 
 
+async def refused_test_send(api: Any, headers: dict[str, str], subscription_id: str) -> Any:
+    """Send the subscription a test event; it must fail before any answer."""
+    sent = await api.client.post(
+        f"/api/v1/webhooks/subscriptions/{subscription_id}/test",
+        json={"eventType": "client.created"},
+        headers=headers,
+    )
+    result = sent.json()
+    assert result["success"] is False and result["statusCode"] is None
+    return result
+
+
 @pytest.mark.parametrize("url", NUMERIC_SPELLINGS)
 async def test_forbidden_addresses_are_422(start_api: Any, url: str) -> None:
     async with start_api(env="production", dispatcher=False) as api:
@@ -77,13 +89,7 @@ async def test_dns_rebinding_is_refused_at_connect_time(start_api: Any, receiver
             headers=headers,
         )
         assert created.status_code == 201, created.text
-        sent = await api.client.post(
-            f"/api/v1/webhooks/subscriptions/{created.json()['id']}/test",
-            json={"eventType": "client.created"},
-            headers=headers,
-        )
-        result = sent.json()
-        assert result["success"] is False and result["statusCode"] is None
+        result = await refused_test_send(api, headers, created.json()["id"])
         assert "loopback" in result["error"]
         assert dns.lookups == ["rebind.example", "rebind.example"]
         assert receiver.requests == []
@@ -192,12 +198,6 @@ async def test_names_resolving_to_metadata_are_refused_at_send_time(
         headers = await api.key()
         created = await create(api, f"{scheme}://metadata.example/latest/meta-data")
         assert created.status_code == 201, created.text
-        sent = await api.client.post(
-            f"/api/v1/webhooks/subscriptions/{created.json()['id']}/test",
-            json={"eventType": "client.created"},
-            headers=headers,
-        )
-        result = sent.json()
-        assert result["success"] is False and result["statusCode"] is None
+        result = await refused_test_send(api, headers, created.json()["id"])
         assert "metadata" in result["error"] and "blocked" in result["error"]
         assert dns.lookups == ["metadata.example"] * (1 if env == "development" else 2)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -81,3 +82,20 @@ async def wait_until_serving(base_url: str, process: Process, timeout: float = 3
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def serving(env: Mapping[str, str], tmp_path: Path) -> AsyncIterator[tuple[str, Process]]:
+    """``tidings serve`` on a free port until the block ends: yields (base URL, process).
+
+    It must stop gracefully (uvicorn re-raises SIGTERM after a graceful shutdown) and log
+    no traceback."""
+    port = free_port()
+    process = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_until_serving(base, process)
+        yield base, process
+    finally:
+        assert process.stop() in (0, -signal.SIGTERM)
+        assert "Traceback" not in process.log.read_text()
