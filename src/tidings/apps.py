@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
 from tidings.domain.catalog import EventType
@@ -47,31 +47,42 @@ class App:
 
 
 class AppNotFound(LookupError):
-    """``TIDINGS_APPS`` names an app that is not installed."""
+    """``TIDINGS_APPS`` names an app that is not installed, or an app fails to load."""
+
+
+def _load(entry: EntryPoint) -> App:
+    try:
+        app = entry.load()
+    except Exception as exc:
+        raise AppNotFound(f"app {entry.name!r} ({entry.value}) fails to load: {exc}") from exc
+    if not isinstance(app, App):
+        raise AppNotFound(f"app {entry.name!r} ({entry.value}) is a {type(app).__name__}, not App")
+    return app
 
 
 def installed_apps() -> dict[str, App]:
     """Every app declared under ``tidings.apps``, by entry-point name."""
-    found: dict[str, App] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        app = entry.load()
-        if not isinstance(app, App):
-            raise TypeError(f"entry point {entry.name!r} gives {type(app).__name__}, not App")
-        found[entry.name] = app
-    return found
+    return {entry.name: _load(entry) for entry in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def load_apps(selection: str | None) -> list[App]:
     """The apps ``TIDINGS_APPS`` chooses: None for every installed one, else the named
-    ones in the order named ("" for none)."""
+    ones in the order named, each once ("" for none). Only the chosen ones are imported."""
     if selection is not None and not selection.strip():
         return []
-    installed = installed_apps()
-    if selection is None:
-        return list(installed.values())
-    names = [name.strip() for name in selection.split(",") if name.strip()]
-    missing = [name for name in names if name not in installed]
+    entries = {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
+    names = list(entries) if selection is None else _names(selection)
+    missing = [name for name in names if name not in entries]
     if missing:
-        known = ", ".join(sorted(installed)) or "none"
+        known = ", ".join(sorted(entries)) or "none"
         raise AppNotFound(f"TIDINGS_APPS names {', '.join(missing)}; installed apps: {known}")
-    return [installed[name] for name in names]
+    chosen: list[App] = []
+    for name in names:
+        app = _load(entries[name])
+        if app not in chosen:  # one App under two names is still one app
+            chosen.append(app)
+    return chosen
+
+
+def _names(selection: str) -> list[str]:
+    return list(dict.fromkeys(name.strip() for name in selection.split(",") if name.strip()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     apps: str | None = None
     """Which installed apps (entry points ``tidings.apps``) to load, comma-separated; unset
     loads every installed one, empty loads none. See ``tidings.apps``."""
+    crm_enabled: bool | None = None
+    """Before apps: ``false`` served no CRM. Still honoured (as ``apps`` without ``crm``)
+    so an upgrade does not expose the CRM where it was turned off."""
     sender: Literal["curl", "aiohttp"] = "curl"
     """The HTTP client deliveries go out with: libcurl on its own thread (pycurl), or
     aiohttp on the event loop. Both keep the same rules; see the README's benchmarks."""
@@ -71,6 +74,21 @@ class Settings(BaseSettings):
     response_body_retention_days: float = Field(7.0, gt=0)
     prune_interval: float = Field(300.0, gt=0)
     prune_batch_size: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _honour_crm_enabled(self) -> Settings:
+        if self.crm_enabled is False:
+            if self.apps is None:
+                from importlib.metadata import entry_points
+
+                from tidings.apps import ENTRY_POINT_GROUP
+
+                installed = [e.name for e in entry_points(group=ENTRY_POINT_GROUP)]
+                self.apps = ",".join(name for name in installed if name != "crm")
+            else:
+                names = [n.strip() for n in self.apps.split(",")]
+                self.apps = ",".join(n for n in names if n and n != "crm")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -22,7 +22,6 @@ from aiohttp.resolver import ThreadedResolver
 
 from tidings.apps import App, load_apps
 from tidings.config import Settings
-from tidings.dispatcher.curl_sender import CurlSender
 from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host, refuse_literal
 from tidings.dispatcher.retention import run_pruner
 from tidings.dispatcher.sender import AiohttpSender, Sender
@@ -174,13 +173,18 @@ class Tidings:
         if self._sender is None:
             s = self.settings
             resolver = GuardedResolver(self.address_policy, self.resolver_factory)
-            engine = CurlSender if s.sender == "curl" else AiohttpSender
-            self._sender = engine(s.delivery_timeout, s.dispatcher_concurrency, resolver)
+            if s.sender == "curl":
+                from tidings.dispatcher.curl_sender import CurlSender  # pycurl only if used
+
+                self._sender = CurlSender(s.delivery_timeout, s.dispatcher_concurrency, resolver)
+            else:
+                self._sender = AiohttpSender(s.delivery_timeout, s.dispatcher_concurrency, resolver)
         return self._sender
 
     async def close(self) -> None:
         if self._sender is not None:
             await self._sender.close()
+            self._sender = None
         await self.store.close()
 
     # --- keys -------------------------------------------------------------------------

@@ -273,11 +273,13 @@ async def test_repair_lets_go_a_key_whose_head_vanished(tidings: Tidings) -> Non
     assert payloads(await claim_all(tidings.store.queue, FAR)) == [1]
 
 
-async def test_repair_wakes_a_lane_left_idle_with_work(
-    tidings: Tidings, request: pytest.FixtureRequest
+@pytest.mark.parametrize("asleep", ["NULL", str(FAR)], ids=["idle", "parked"])
+async def test_repair_wakes_a_lane_asleep_with_work(
+    tidings: Tidings, request: pytest.FixtureRequest, asleep: str
 ) -> None:
     """On PostgreSQL an emit wakes its lanes just after its commit; if its process dies in
-    between, the lane stays idle with a due delivery until repair finds it."""
+    between, the lane sleeps (idle, or parked for later) past a due delivery until repair
+    finds it."""
     if request.node.callspec.params["tidings"] != "postgresql":
         pytest.skip("only PostgreSQL wakes lanes after the emit's commit")
     tid = await tenant(tidings)
@@ -287,9 +289,11 @@ async def test_repair_wakes_a_lane_left_idle_with_work(
     await tidings.store.db.write(
         lambda conn: conn.execute(text("UPDATE lanes SET next_due_ms = NULL"))
     )
-    assert await claim_all(tidings.store.queue, FAR) == []
-    assert await tidings.store.queue.repair(int(time.time() * 1000)) == 1
-    assert payloads(await claim_all(tidings.store.queue, FAR)) == [7]
+    now = int(time.time() * 1000)
+    assert await claim_all(tidings.store.queue, now + 1000) == []
+    assert await tidings.store.queue.repair(now) == 1
+    assert payloads(await claim_all(tidings.store.queue, now + 1000)) == [7]
+    assert await tidings.store.queue.repair(now) == 0
 
 
 async def test_concurrent_emits_and_claims_lose_no_wake_up(tidings: Tidings) -> None:

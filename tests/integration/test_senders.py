@@ -203,3 +203,45 @@ async def test_a_crashed_curl_engine_fails_its_transfers_and_starts_again(
     finally:
         release.set()
         await sender.close()
+
+
+async def test_a_url_with_non_ascii_characters_is_sent_encoded(
+    sender: Sender, receiver: Receiver
+) -> None:
+    result = await sender.post(receiver.url("/café/hook"), b"{}", {})
+    assert result.status_code == 200, result
+    assert [r.path for r in receiver.requests] == ["/café/hook"]
+
+
+async def test_an_answer_that_stalls_mid_body_counts_as_answered(
+    sender: Sender, receiver: Receiver
+) -> None:
+    """200 and the first bytes, then nothing: the receiver answered; retrying would
+    deliver the event twice."""
+    release = asyncio.Event()
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b"accepted")
+        await release.wait()
+        return response
+
+    receiver.streaming["/stall"] = stalls
+    result = await sender.post(receiver.url("/stall"), b"{}", {})
+    release.set()
+    assert (result.status_code, result.error, result.response_body) == (200, None, "accepted")
+
+
+async def test_a_garbled_retry_after_is_ignored(sender: Sender, receiver: Receiver) -> None:
+    busy = web.Response(status=503, headers={"Retry-After": "²"})
+    receiver.on("/garbled", lambda _: busy)
+    result = await sender.post(receiver.url("/garbled"), b"{}", {})
+    assert (result.status_code, result.retry_after) == (503, None)
+
+
+async def test_closing_twice_is_harmless(make_sender: Callable[..., Sender]) -> None:
+    sender = make_sender(1.0, 10)
+    await sender.close()
+    await sender.close()

@@ -201,3 +201,16 @@ async def test_names_resolving_to_metadata_are_refused_at_send_time(
         result = await refused_test_send(api, headers, created.json()["id"])
         assert "metadata" in result["error"] and "blocked" in result["error"]
         assert dns.lookups == ["metadata.example"] * (1 if env == "development" else 2)
+
+
+@pytest.mark.parametrize("host", ["a..example.com", "x" * 64 + ".example.com"])
+async def test_host_names_idna_refuses_are_422_not_500(start_api: Any, host: str) -> None:
+    async with start_api(env="production", dispatcher=False) as api:
+        response = await create(api, f"https://{host}/hook")
+        assert response.status_code == 422, response.text
+        hook = await api.client.post(
+            "/api/v1/hooks",
+            json={"hookUrl": f"https://{host}/hook", "event": "client.created"},
+            headers=await api.key(),
+        )
+        assert hook.status_code == 422, hook.text

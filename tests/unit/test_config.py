@@ -30,3 +30,13 @@ def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert Settings().development
     monkeypatch.setenv("TIDINGS_BREAKER_THRESHOLD", "9")
     assert Settings().breaker_threshold == 9
+
+
+def test_the_old_crm_switch_still_turns_the_crm_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upgrading must not expose the CRM where TIDINGS_CRM_ENABLED=false turned it off."""
+    monkeypatch.setenv("TIDINGS_CRM_ENABLED", "false")
+    monkeypatch.delenv("TIDINGS_APPS", raising=False)
+    assert "crm" not in (Settings().apps or "").split(",")
+    assert Settings(apps="crm").apps == ""
+    monkeypatch.setenv("TIDINGS_CRM_ENABLED", "true")
+    assert Settings().apps is None

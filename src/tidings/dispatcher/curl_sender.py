@@ -25,6 +25,7 @@ import os
 import queue
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from urllib.parse import urlsplit
 
 import pycurl
 import structlog
+import yarl
 
 from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, literal_address
 from tidings.dispatcher.sender import RESPONSE_READ_LIMIT, RETRY_AFTER_STATUSES, USER_AGENT
@@ -92,6 +94,7 @@ class CurlSender:
         self._thread = self._start_engine()
 
     def _start_engine(self) -> threading.Thread:
+        self._woken = False  # a dead thread may have left it set with its byte unread
         engine = _Engine(self, self._max_connections)
         thread = threading.Thread(target=engine.run, name="tidings-curl", daemon=True)
         thread.start()
@@ -99,29 +102,46 @@ class CurlSender:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
         started = time.perf_counter()
-        try:
-            pinned = await self._pin(url)
-        except BlockedAddress as exc:
-            return _failed(started, f"blocked: {exc}", Failure.BLOCKED)
-        except (OSError, ValueError) as exc:
-            return _failed(started, f"{type(exc).__name__}: {exc}", Failure.CONNECTION)
         if self._closing:
             return _failed(started, "the sender is closed", Failure.CONNECTION)
-        if not self._thread.is_alive():  # a bug killed it: its transfers failed; go on
-            log.error("curl_engine_restarted")
-            self._thread = self._start_engine()
+        try:
+            url = str(yarl.URL(url))  # IDNA host, percent-encoded path: libcurl takes ASCII
+            async with asyncio.timeout(self._timeout):  # the timeout covers DNS, as aiohttp's
+                pinned = await self._pin(url)
+        except TimeoutError:
+            return _failed(started, f"timeout after {self._timeout:g}s", Failure.TIMEOUT)
+        except BlockedAddress as exc:
+            return _failed(started, f"blocked: {exc}", Failure.BLOCKED)
+        except (OSError, ValueError) as exc:  # UnicodeError is a ValueError
+            return _failed(started, f"{type(exc).__name__}: {exc}", Failure.CONNECTION)
         lines = [f"{name}: {value}" for name, value in headers.items()]
         lines += ["Content-Type: application/json", f"User-Agent: {USER_AGENT}", "Expect:"]
         job = _Job(url, body, lines, pinned, self._loop.create_future(), started)
         self._jobs.put(job)
+        self._ensure_engine()
         self._wake()
         return await job.future
 
+    def _ensure_engine(self) -> None:
+        """A bug that kills the thread fails what it held; the next POST starts another."""
+        if not self._thread.is_alive():
+            log.error("curl_engine_restarted")
+            self._thread = self._start_engine()
+
     async def close(self) -> None:
+        if self._closing:
+            return
         self._closing = True
         self._jobs.put(None)
+        self._woken = False
         self._wake()
         await asyncio.to_thread(self._thread.join)
+        left = []
+        while not self._jobs.empty():
+            job = self._jobs.get_nowait()
+            if job is not None:
+                left.append((job, 0, pycurl.E_ABORTED_BY_CALLBACK, "sender stopped"))
+        self._finished(left)
         os.close(self._wake_read)
         os.close(self._wake_write)
         if self._guard is not None:
@@ -152,8 +172,9 @@ class CurlSender:
         if literal_address(host) is not None:
             self._guard.refuse_literal(host)
         else:
-            address = (await self._guard.resolve(host, port))[0]["host"]
-            pinned = f"{host}:{port}:{f'[{address}]' if ':' in address else address}"
+            found = await self._guard.resolve(host, port, socket.AF_UNSPEC)
+            addresses = ",".join(dict.fromkeys(_bracketed(r["host"]) for r in found))
+            pinned = f"+{host}:{port}:{addresses}"  # "+": the entry expires like a lookup
             expires = time.monotonic() + DNS_SECONDS
         self._dns.put((host, port), (pinned, expires))
         return pinned
@@ -161,19 +182,25 @@ class CurlSender:
     def _finished(self, done: list[tuple[_Job, int, int, str]]) -> None:
         """On the event loop: a batch of finished transfers (status, curl error, message)."""
         for job, status, errno, message in done:
-            if not job.future.done():
-                job.future.set_result(self._result(job, status, errno, message))
+            if job.future.done():
+                continue
+            try:
+                result = self._result(job, status, errno, message)
+            except Exception as exc:  # a bug here must not leave this or later jobs waiting
+                log.exception("curl_result_failed")
+                result = _failed(job.started, f"{type(exc).__name__}: {exc}", Failure.INTERNAL)
+            job.future.set_result(result)
 
     def _result(self, job: _Job, status: int, errno: int, message: str) -> AttemptResult:
         elapsed = _elapsed_ms(job.started)
-        if job.blocked is not None:
+        if job.blocked is not None and not status:
             return AttemptResult(
                 status_code=None,
                 elapsed_ms=elapsed,
                 error=f"blocked: {job.blocked}",
                 failure=Failure.BLOCKED,
             )
-        if status and (errno == 0 or job.truncated):
+        if status and (errno == 0 or job.truncated or (errno in _CUT_SHORT and job.received)):
             retry_after = None
             if status in RETRY_AFTER_STATUSES:
                 retry_after = parse_retry_after(_retry_after(job.head.getvalue()), now_ms())
@@ -225,9 +252,11 @@ class _Engine:
     def _abandon(self) -> None:
         """Whatever is unfinished fails as a connection error (retried as usual)."""
         unfinished = [job for _, job in self._running.values()]
-        for handle, _ in self._running.values():
+        for handle, job in self._running.values():
             self._multi.remove_handle(handle)
             handle.close()
+            for made in job.sockets:
+                made.close()
         while True:
             try:
                 queued = self._owner._jobs.get_nowait()
@@ -278,15 +307,25 @@ class _Engine:
                 self._stopping = True
                 continue
             handle = self._idle.pop() if self._idle else self._new_handle()
-            self._configure(handle, job)
+            try:
+                self._configure(handle, job)
+                self._multi.add_handle(handle)
+            except Exception as exc:  # this job's fault (an option libcurl refuses): fail it
+                handle.close()
+                failed = [(job, 0, pycurl.E_BAD_FUNCTION_ARGUMENT, f"{type(exc).__name__}: {exc}")]
+                self._owner._loop.call_soon_threadsafe(self._owner._finished, failed)
+                continue
             self._running[id(handle)] = (handle, job)
-            self._multi.add_handle(handle)
 
     def _new_handle(self) -> pycurl.Curl:
         """A handle with the options every delivery shares; reused across deliveries."""
         handle = pycurl.Curl()
         timeout_ms = int(self._owner._timeout * 1000)
         handle.setopt(pycurl.POST, 1)
+        if _TRUST.cafile:  # the system's CA bundle (or SSL_CERT_FILE), as aiohttp uses
+            handle.setopt(pycurl.CAINFO, _TRUST.cafile)
+        if _TRUST.capath:
+            handle.setopt(pycurl.CAPATH, _TRUST.capath)
         handle.setopt(pycurl.TIMEOUT_MS, timeout_ms)
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, timeout_ms)
         handle.setopt(pycurl.NOSIGNAL, 1)
@@ -342,6 +381,8 @@ class _Engine:
             made.close()
         status = int(handle.getinfo(pycurl.RESPONSE_CODE))
         self._multi.remove_handle(handle)
+        for callback in (pycurl.WRITEFUNCTION, pycurl.HEADERFUNCTION, pycurl.OPENSOCKETFUNCTION):
+            handle.unsetopt(callback)  # an idle handle keeps no finished job alive
         self._idle.append(handle)
         return job, status, errno, message
 
@@ -360,6 +401,16 @@ class _Engine:
 
     def _on_timer(self, timeout_ms: int) -> None:
         self._deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+
+
+_TRUST = ssl.get_default_verify_paths()
+_CUT_SHORT = frozenset({pycurl.E_OPERATION_TIMEDOUT, pycurl.E_PARTIAL_FILE, pycurl.E_RECV_ERROR})
+"""Ends after the status and some of the body: the receiver answered (aiohttp's capped read
+returns what has come, too), so it counts as its status, not as a failure to retry."""
+
+
+def _bracketed(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def _write(job: _Job, chunk: bytes) -> int | None:

@@ -89,5 +89,7 @@ async def check_host(
         raise
     except OSError as exc:
         raise BlockedAddress(f"{host} does not resolve: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # e.g. UnicodeError: a label IDNA refuses (empty, too long)
+        raise BlockedAddress(f"{host} is not a valid host name: {exc}") from exc
     finally:
         await resolver.close()

@@ -84,7 +84,7 @@ async def run_pruner(
                 events=pruned.events,
                 response_bodies=pruned.bodies,
                 portal_sessions=pruned.sessions,
-                fifo_freed=freed,
+                repaired=freed,
             )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)

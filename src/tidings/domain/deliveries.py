@@ -115,7 +115,7 @@ def parse_retry_after(value: str | None, now_ms: int) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdecimal():
         return float(value)
     try:
         moment = parsedate_to_datetime(value)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
+import structlog
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -48,6 +49,7 @@ from tidings.storage.sql.queue import (
 )
 
 CHANNEL = "tidings_work"
+log = structlog.get_logger("tidings.storage")
 STREAM_LOCK = "tidings.events:"
 
 T = TypeVar("T")
@@ -219,8 +221,10 @@ class PostgresEvents(SQLEvents):
         milliseconds; inside the first transaction every emit of the tenant queued behind
         it (p99 260 ms at 200 emits/s in ``make bench``). After the commit the wake still
         orders itself against any claim that parks a lane from a snapshot without these
-        rows (see ``WAKE_LANE``). A crash between the two can leave a lane idle with work
-        until its next emit or the next ``repair`` (run with retention): late, never lost."""
+        rows (see ``WAKE_LANE``). A failed wake is logged, not raised (the event is stored:
+        a 503 would make the client emit it twice); it, or a crash between the two, can
+        leave a lane asleep with work until its next wake or the next ``repair`` (run with
+        retention): late, never lost."""
         if idempotency_key is not None:  # the rarer path keeps its race handling
             return await super().insert_event(event, idempotency_key)
         pool = await self._pg.hot_pool()
@@ -233,7 +237,10 @@ class PostgresEvents(SQLEvents):
                 queued = await conn.fetch(self._queue.sql, *self._queue.args(params))
             if queued:
                 subs = sorted(row["subscription_id"] for row in queued)
-                await conn.execute(_WAKE_AND_NOTIFY, subs, params["now"])
+                try:
+                    await conn.execute(_WAKE_AND_NOTIFY, subs, params["now"])
+                except Exception as exc:  # stored already: the answer must say so
+                    log.warning("lane_wake_failed", error=str(exc)[:200], lanes=len(subs))
         self._db.notify_work()
         return stored, True
 
@@ -334,7 +341,7 @@ class PostgresQueue(SQLQueue):
             for delivery_id, sub_id in heads:
                 conn.execute(text(q.LET_GO), {"id": delivery_id})
                 conn.execute(text(q.WAKE_LANE), {"sub": sub_id, "due": now_ms})
-            woken = conn.execute(text(_WAKE_IDLE_LANES_WITH_WORK), {"now": now_ms}).all()
+            woken = conn.execute(text(_WAKE_SLEEPING_LANES_WITH_WORK), {"now": now_ms}).all()
             return len(heads) + len(woken)
 
         return await self._pg.write(tx)
@@ -419,19 +426,22 @@ _WAKE_AND_NOTIFY = f"""
 """
 """One statement (its own transaction): wake these lanes, locked in id order, due at $2;
 NOTIFY goes out when it commits, so a worker it wakes finds them due."""
-_WAKE_IDLE_LANES_WITH_WORK = """
-    WITH idle AS (
-        SELECT subscription_id FROM lanes AS l
-        WHERE l.next_due_ms IS NULL AND EXISTS (
-            SELECT 1 FROM deliveries AS d
+_WAKE_SLEEPING_LANES_WITH_WORK = """
+    WITH asleep AS (
+        SELECT l.subscription_id, w.due FROM lanes AS l CROSS JOIN LATERAL (
+            SELECT min(d.due_ms) AS due FROM deliveries AS d
             WHERE d.subscription_id = l.subscription_id AND d.status = 'pending'
-              AND NOT d.blocked)
-        ORDER BY subscription_id FOR UPDATE)
-    UPDATE lanes SET next_due_ms = :now FROM idle
-    WHERE lanes.subscription_id = idle.subscription_id AND lanes.next_due_ms IS NULL
+              AND NOT d.blocked) AS w
+        WHERE w.due IS NOT NULL
+          AND (l.next_due_ms IS NULL OR l.next_due_ms > greatest(w.due, :now))
+        ORDER BY l.subscription_id FOR UPDATE OF l SKIP LOCKED)
+    UPDATE lanes SET next_due_ms = greatest(asleep.due, :now) FROM asleep
+    WHERE lanes.subscription_id = asleep.subscription_id
     RETURNING lanes.subscription_id
 """
-"""Lanes left idle with work: an emit's process died between its commit and its wake."""
+"""Lanes asleep past their earliest claimable delivery (a lost wake: a process died
+between an emit's commit and its wake). A lane held back by its limits is woken too; its
+next claim parks it again. Locked lanes are skipped: whoever holds them is waking them."""
 _WAKE_LANES = """
     WITH locked AS (
         SELECT subscription_id FROM lanes WHERE subscription_id = ANY($1::text[])
