@@ -97,12 +97,12 @@ def _insert_chunk(
     conn.execute(update(lanes).where(lanes.c.subscription_id == sub_id).values(next_due_ms=now))
 
 
-async def observe(
-    args: argparse.Namespace, db: str, database_url: str, work: Path, rx: str
-) -> None:
-    env = tidings_env(database_url, work / "data")
-    env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
-    fill_s = await fill(env, f"{rx}/hook", args.backlog)
+async def sample_delivering(
+    db: str, env: dict[str, str], work: Path, rx: str, seconds: float
+) -> list[tuple[float, float, int]]:
+    """Run the delivering process a user would run for ``db`` (``serve`` on SQLite, a
+    ``worker`` on PostgreSQL) for ``seconds``; every second: (elapsed s, its RSS in MB,
+    deliveries the receiver has counted)."""
     command = (
         [*TIDINGS, "serve", "--port", str(free_port())] if db == "sqlite" else [*TIDINGS, "worker"]
     )
@@ -112,10 +112,20 @@ async def observe(
         with process(command, env, work / f"{db}.log") as proc:
             ps = psutil.Process(proc.pid)
             started = time.monotonic()
-            while (elapsed := time.monotonic() - started) < args.seconds:
+            while (elapsed := time.monotonic() - started) < seconds:
                 await asyncio.sleep(1)
                 count = (await client.get(f"{rx}/stats")).json()["count"]
-                samples.append((elapsed, ps.memory_info().rss / 2**20, count))
+                samples.append((elapsed, ps.memory_info().rss / 2**20, int(count)))
+    return samples
+
+
+async def observe(
+    args: argparse.Namespace, db: str, database_url: str, work: Path, rx: str
+) -> None:
+    env = tidings_env(database_url, work / "data")
+    env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
+    fill_s = await fill(env, f"{rx}/hook", args.backlog)
+    samples = await sample_delivering(db, env, work, rx, args.seconds)
     print(f"\n{db}: backlog {args.backlog} inserted in {fill_s:.0f} s")
     print(f"{'t (s)':>6s} {'RSS MB':>8s} {'delivered':>10s}")
     for elapsed, rss, count in samples[:: max(1, len(samples) // 12)] + samples[-1:]:

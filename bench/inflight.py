@@ -19,11 +19,8 @@ import asyncio
 import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-import psutil
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,15 +28,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from tests.support import postgres  # noqa: E402
 
-from bench.backlog import fill  # noqa: E402
-from bench.benchmark import TIDINGS, process, tidings_env, wait_http  # noqa: E402
+from bench.backlog import fill, sample_delivering  # noqa: E402
+from bench.benchmark import process, tidings_env, wait_http  # noqa: E402
 from bench.celery_baseline import free_port  # noqa: E402
 from bench.senders import bare_aiohttp, bare_curl  # noqa: E402
 from tidings.domain.scheduling import RESERVE_SHARE  # noqa: E402
-
-
-async def count(client: httpx.AsyncClient, rx: str) -> int:
-    return int((await client.get(f"{rx}/stats")).json()["count"])
 
 
 async def drain(
@@ -58,18 +51,7 @@ async def drain(
     )
     backlog = int(args.in_flight * (args.seconds + 5))
     await fill(env, f"{rx}/slow/1000/tidings", backlog)
-    command = (
-        [*TIDINGS, "serve", "--port", str(free_port())] if db == "sqlite" else [*TIDINGS, "worker"]
-    )
-    samples: list[tuple[float, float, int]] = []
-    async with httpx.AsyncClient() as client:
-        await client.post(f"{rx}/reset")
-        with process(command, env, work / f"{db}.log") as proc:
-            ps = psutil.Process(proc.pid)
-            started = time.monotonic()
-            while (elapsed := time.monotonic() - started) < args.seconds:
-                await asyncio.sleep(1)
-                samples.append((elapsed, ps.memory_info().rss / 2**20, await count(client, rx)))
+    samples = await sample_delivering(db, env, work, rx, args.seconds)
     half = [s for s in samples if s[0] >= args.seconds / 2]
     rate = (half[-1][2] - half[0][2]) / (half[-1][0] - half[0][0])
     peak = max(rss for _, rss, _ in samples)

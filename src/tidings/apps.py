@@ -68,10 +68,8 @@ def installed_apps() -> dict[str, App]:
 def load_apps(selection: str | None) -> list[App]:
     """The apps ``TIDINGS_APPS`` chooses: None for every installed one, else the named
     ones in the order named, each once ("" for none). Only the chosen ones are imported."""
-    if selection is not None and not selection.strip():
-        return []
     entries = {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
-    names = list(entries) if selection is None else _names(selection)
+    names = chosen_names(selection, list(entries))
     missing = [name for name in names if name not in entries]
     if missing:
         known = ", ".join(sorted(entries)) or "none"
@@ -84,5 +82,11 @@ def load_apps(selection: str | None) -> list[App]:
     return chosen
 
 
-def _names(selection: str) -> list[str]:
+def chosen_names(selection: str | None, installed: list[str] | None = None) -> list[str]:
+    """The app names ``TIDINGS_APPS`` gives, each once, in order; None means every
+    installed one (``installed``, else read from the entry points, none imported)."""
+    if selection is None:
+        if installed is None:
+            installed = [entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)]
+        return installed
     return list(dict.fromkeys(name.strip() for name in selection.split(",") if name.strip()))

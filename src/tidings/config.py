@@ -78,16 +78,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _honour_crm_enabled(self) -> Settings:
         if self.crm_enabled is False:
-            if self.apps is None:
-                from importlib.metadata import entry_points
+            from tidings.apps import chosen_names
 
-                from tidings.apps import ENTRY_POINT_GROUP
-
-                installed = [e.name for e in entry_points(group=ENTRY_POINT_GROUP)]
-                self.apps = ",".join(name for name in installed if name != "crm")
-            else:
-                names = [n.strip() for n in self.apps.split(",")]
-                self.apps = ",".join(n for n in names if n and n != "crm")
+            self.apps = ",".join(name for name in chosen_names(self.apps) if name != "crm")
         return self
 
     @classmethod

@@ -173,12 +173,12 @@ class Tidings:
         if self._sender is None:
             s = self.settings
             resolver = GuardedResolver(self.address_policy, self.resolver_factory)
+            engine: Callable[..., Sender] = AiohttpSender
             if s.sender == "curl":
                 from tidings.dispatcher.curl_sender import CurlSender  # pycurl only if used
 
-                self._sender = CurlSender(s.delivery_timeout, s.dispatcher_concurrency, resolver)
-            else:
-                self._sender = AiohttpSender(s.delivery_timeout, s.dispatcher_concurrency, resolver)
+                engine = CurlSender
+            self._sender = engine(s.delivery_timeout, s.dispatcher_concurrency, resolver)
         return self._sender
 
     async def close(self) -> None:

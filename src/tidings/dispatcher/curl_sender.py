@@ -38,10 +38,15 @@ import structlog
 import yarl
 
 from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, literal_address
-from tidings.dispatcher.sender import RESPONSE_READ_LIMIT, RETRY_AFTER_STATUSES, USER_AGENT
+from tidings.dispatcher.sender import (
+    RESPONSE_READ_LIMIT,
+    RETRY_AFTER_STATUSES,
+    USER_AGENT,
+    answered,
+    unanswered,
+)
 from tidings.domain.cache import BoundedCache
-from tidings.domain.clock import now_ms
-from tidings.domain.deliveries import AttemptResult, Failure, parse_retry_after, truncate_body
+from tidings.domain.deliveries import AttemptResult, Failure
 
 DNS_SECONDS = 60.0
 """How long a checked resolution is reused (aiohttp's connector cache does the same)."""
@@ -103,17 +108,17 @@ class CurlSender:
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
         started = time.perf_counter()
         if self._closing:
-            return _failed(started, "the sender is closed", Failure.CONNECTION)
+            return unanswered(started, "the sender is closed", Failure.CONNECTION)
         try:
             url = str(yarl.URL(url))  # IDNA host, percent-encoded path: libcurl takes ASCII
             async with asyncio.timeout(self._timeout):  # the timeout covers DNS, as aiohttp's
                 pinned = await self._pin(url)
         except TimeoutError:
-            return _failed(started, f"timeout after {self._timeout:g}s", Failure.TIMEOUT)
+            return unanswered(started, f"timeout after {self._timeout:g}s", Failure.TIMEOUT)
         except BlockedAddress as exc:
-            return _failed(started, f"blocked: {exc}", Failure.BLOCKED)
+            return unanswered(started, f"blocked: {exc}", Failure.BLOCKED)
         except (OSError, ValueError) as exc:  # UnicodeError is a ValueError
-            return _failed(started, f"{type(exc).__name__}: {exc}", Failure.CONNECTION)
+            return unanswered(started, f"{type(exc).__name__}: {exc}", Failure.CONNECTION)
         lines = [f"{name}: {value}" for name, value in headers.items()]
         lines += ["Content-Type: application/json", f"User-Agent: {USER_AGENT}", "Expect:"]
         job = _Job(url, body, lines, pinned, self._loop.create_future(), started)
@@ -188,39 +193,19 @@ class CurlSender:
                 result = self._result(job, status, errno, message)
             except Exception as exc:  # a bug here must not leave this or later jobs waiting
                 log.exception("curl_result_failed")
-                result = _failed(job.started, f"{type(exc).__name__}: {exc}", Failure.INTERNAL)
+                result = unanswered(job.started, f"{type(exc).__name__}: {exc}", Failure.INTERNAL)
             job.future.set_result(result)
 
     def _result(self, job: _Job, status: int, errno: int, message: str) -> AttemptResult:
-        elapsed = _elapsed_ms(job.started)
         if job.blocked is not None and not status:
-            return AttemptResult(
-                status_code=None,
-                elapsed_ms=elapsed,
-                error=f"blocked: {job.blocked}",
-                failure=Failure.BLOCKED,
-            )
+            return unanswered(job.started, f"blocked: {job.blocked}", Failure.BLOCKED)
         if status and (errno == 0 or job.truncated or (errno in _CUT_SHORT and job.received)):
-            retry_after = None
-            if status in RETRY_AFTER_STATUSES:
-                retry_after = parse_retry_after(_retry_after(job.head.getvalue()), now_ms())
-            error = None
-            if not 200 <= status < 300:
-                redirect = 300 <= status < 400
-                error = f"redirect ({status}) not followed" if redirect else f"HTTP {status}"
             text = job.received.decode("utf-8", errors="replace")
-            return AttemptResult(
-                status_code=status,
-                elapsed_ms=elapsed,
-                response_body=truncate_body(text),
-                error=error,
-                retry_after=retry_after,
-            )
+            wait = _retry_after(job.head.getvalue()) if status in RETRY_AFTER_STATUSES else None
+            return answered(job.started, status, text, wait)
         if errno == pycurl.E_OPERATION_TIMEDOUT:
-            error, failure = f"timeout after {self._timeout:g}s", Failure.TIMEOUT
-        else:
-            error, failure = f"curl error {errno}: {message}", Failure.CONNECTION
-        return AttemptResult(status_code=None, elapsed_ms=elapsed, error=error, failure=failure)
+            return unanswered(job.started, f"timeout after {self._timeout:g}s", Failure.TIMEOUT)
+        return unanswered(job.started, f"curl error {errno}: {message}", Failure.CONNECTION)
 
 
 class _Engine:
@@ -435,13 +420,3 @@ _EVENTS = {
     pycurl.POLL_OUT: selectors.EVENT_WRITE,
     pycurl.POLL_INOUT: selectors.EVENT_READ | selectors.EVENT_WRITE,
 }
-
-
-def _failed(started: float, error: str, failure: Failure) -> AttemptResult:
-    return AttemptResult(
-        status_code=None, elapsed_ms=_elapsed_ms(started), error=error, failure=failure
-    )
-
-
-def _elapsed_ms(started: float) -> int:
-    return int((time.perf_counter() - started) * 1000)

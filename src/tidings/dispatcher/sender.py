@@ -70,15 +70,11 @@ class AiohttpSender:
                 allow_redirects=False,
             ) as response:
                 raw = await response.content.read(RESPONSE_READ_LIMIT)
-                retry_after = None
-                if response.status in RETRY_AFTER_STATUSES:
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"), now_ms())
-                return AttemptResult(
-                    status_code=response.status,
-                    elapsed_ms=_elapsed_ms(started),
-                    response_body=truncate_body(raw.decode("utf-8", errors="replace")),
-                    error=None if 200 <= response.status < 300 else _status_error(response),
-                    retry_after=retry_after,
+                return answered(
+                    started,
+                    response.status,
+                    raw.decode("utf-8", errors="replace"),
+                    response.headers.get("Retry-After"),
                 )
         except TimeoutError:
             error, failure = f"timeout after {self._timeout.total:g}s", Failure.TIMEOUT
@@ -95,16 +91,32 @@ class AiohttpSender:
             failure = Failure.CONNECTION
         except (OSError, ValueError) as exc:
             error, failure = f"{type(exc).__name__}: {exc}", Failure.CONNECTION
-        return AttemptResult(
-            status_code=None, elapsed_ms=_elapsed_ms(started), error=error, failure=failure
-        )
+        return unanswered(started, error, failure)
+
+
+def answered(started: float, status: int, body: str, retry_after: str | None) -> AttemptResult:
+    """What every sender records when the receiver answered, whatever the status:
+    ``started`` is the ``time.perf_counter()`` of the attempt, ``retry_after`` the header."""
+    error = None
+    if not 200 <= status < 300:
+        error = f"redirect ({status}) not followed" if 300 <= status < 400 else f"HTTP {status}"
+    return AttemptResult(
+        status_code=status,
+        elapsed_ms=_elapsed_ms(started),
+        response_body=truncate_body(body),
+        error=error,
+        retry_after=(
+            parse_retry_after(retry_after, now_ms()) if status in RETRY_AFTER_STATUSES else None
+        ),
+    )
+
+
+def unanswered(started: float, error: str, failure: Failure) -> AttemptResult:
+    """What every sender records when no answer came."""
+    return AttemptResult(
+        status_code=None, elapsed_ms=_elapsed_ms(started), error=error, failure=failure
+    )
 
 
 def _elapsed_ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
-
-
-def _status_error(response: aiohttp.ClientResponse) -> str:
-    if 300 <= response.status < 400:
-        return f"redirect ({response.status}) not followed"
-    return f"HTTP {response.status}"
