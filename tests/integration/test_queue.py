@@ -296,6 +296,27 @@ async def test_repair_wakes_a_lane_asleep_with_work(
     assert await tidings.store.queue.repair(now) == 0
 
 
+async def test_an_emit_whose_wake_fails_is_stored_and_found_by_repair(
+    tidings: Tidings, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wake after the commit fails (the connection drops, say): the emit still
+    answers with its stored event (a 503 would make the client send it twice), and repair
+    wakes the lane."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL wakes lanes after the emit's commit")
+    from tidings.storage import postgres
+
+    tid = await tenant(tidings)
+    await subscription(tidings, tid)
+    monkeypatch.setattr(postgres, "_WAKE_AND_NOTIFY", "SELECT no_such_function($1, $2)")
+    stored = await emit(tidings, tid, n=3)
+    assert stored.seq > 0
+    now = int(time.time() * 1000)
+    assert await claim_all(tidings.store.queue, now + 1000) == []
+    assert await tidings.store.queue.repair(now) == 1
+    assert payloads(await claim_all(tidings.store.queue, now + 1000)) == [3]
+
+
 async def test_concurrent_emits_and_claims_lose_no_wake_up(tidings: Tidings) -> None:
     """Emits racing claims (and records) must never leave a due delivery behind a
     parked lane: the lane's row lock orders them."""
