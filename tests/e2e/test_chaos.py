@@ -90,7 +90,12 @@ async def check_outcome(
 ) -> None:
     """Everything acknowledged arrives; report the figures the issue asks for."""
     acknowledged = set(stream.acknowledged)
-    await receiver.wait_for(lambda: acknowledged <= set(arrived(receiver)), timeout=90)
+    try:
+        await receiver.wait_for(lambda: acknowledged <= set(arrived(receiver)), timeout=90)
+    except TimeoutError:
+        lost = sorted(acknowledged - set(arrived(receiver)))
+        logs = "\n".join(f"--- {p.log.name}\n{p.log.read_text()[-4000:]}" for p in processes)
+        pytest.fail(f"{what}: acknowledged but not delivered: {lost}\n{logs}")
     got = arrived(receiver)
     first_after = min(
         (r.at for r in receiver.at("/chaos") if r.at >= restored), default=float("nan")

@@ -23,7 +23,8 @@ from tidings.domain.deliveries import AttemptResult, DeliveryStatus, DisableReas
 from tidings.domain.scheduling import Lane
 from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.service import Tidings
-from tidings.storage import AttemptOutcome, ClaimedDelivery, StoredEvent
+from tidings.storage import AttemptOutcome, ClaimedDelivery, Store, StoredEvent
+from tidings.storage.memory import MemoryStore
 from tidings.storage.records import ClaimRequest
 from tidings.storage.sql import SQLStore
 
@@ -273,27 +274,31 @@ async def test_repair_lets_go_a_key_whose_head_vanished(tidings: Tidings) -> Non
     assert payloads(await claim_all(tidings.store.queue, FAR)) == [1]
 
 
-@pytest.mark.parametrize("asleep", ["NULL", str(FAR)], ids=["idle", "parked"])
-async def test_repair_wakes_a_lane_asleep_with_work(
-    tidings: Tidings, request: pytest.FixtureRequest, asleep: str
-) -> None:
-    """On PostgreSQL an emit wakes its lanes just after its commit; if its process dies in
-    between, the lane sleeps (idle, or parked for later) past a due delivery until repair
-    finds it."""
-    if request.node.callspec.params["tidings"] != "postgresql":
-        pytest.skip("only PostgreSQL wakes lanes after the emit's commit")
+@pytest.mark.parametrize("asleep", [None, FAR], ids=["idle", "parked"])
+async def test_repair_wakes_a_lane_asleep_with_work(tidings: Tidings, asleep: int | None) -> None:
+    """On PostgreSQL an emit wakes its lanes just after its commit; if its process dies,
+    or the database goes away, in between, the lane sleeps (idle, or parked for later)
+    past a due delivery until repair finds it. Every store repairs alike."""
     tid = await tenant(tidings)
     await subscription(tidings, tid)
     await emit(tidings, tid, n=7)
-    assert isinstance(tidings.store, SQLStore)
-    await tidings.store.db.write(
-        lambda conn: conn.execute(text("UPDATE lanes SET next_due_ms = NULL"))
-    )
+    await put_lanes_to_sleep(tidings.store, asleep)
     now = int(time.time() * 1000)
     assert await claim_all(tidings.store.queue, now + 1000) == []
     assert await tidings.store.queue.repair(now) == 1
     assert payloads(await claim_all(tidings.store.queue, now + 1000)) == [7]
     assert await tidings.store.queue.repair(now) == 0
+
+
+async def put_lanes_to_sleep(store: Store, until: int | None) -> None:
+    """What a lost wake leaves: every lane asleep (``None``) or parked ``until``."""
+    if isinstance(store, SQLStore):
+        sql = text("UPDATE lanes SET next_due_ms = :until")
+        await store.db.write(lambda conn: conn.execute(sql, {"until": until}))
+        return
+    assert isinstance(store, MemoryStore)
+    for lane in store._data.lanes.values():
+        lane.next_due_ms = until
 
 
 async def test_an_emit_whose_wake_fails_is_stored_and_found_by_repair(
@@ -315,6 +320,26 @@ async def test_an_emit_whose_wake_fails_is_stored_and_found_by_repair(
     assert await claim_all(tidings.store.queue, now + 1000) == []
     assert await tidings.store.queue.repair(now) == 1
     assert payloads(await claim_all(tidings.store.queue, now + 1000)) == [3]
+
+
+async def test_a_failed_wake_is_retried_with_the_next_emit(
+    tidings: Tidings, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process whose wake failed wakes that lane again with its next emit, whichever
+    tenant it is for: no waiting for repair when the database answers again."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL wakes lanes after the emit's commit")
+    from tidings.storage import postgres
+
+    first, second = await tenant(tidings, "first"), await tenant(tidings, "second")
+    await subscription(tidings, first)
+    await subscription(tidings, second)
+    monkeypatch.setattr(postgres, "_WAKE_AND_NOTIFY", "SELECT no_such_function($1, $2)")
+    await emit(tidings, first, n=1)
+    monkeypatch.undo()
+    await emit(tidings, second, n=2)
+    now = int(time.time() * 1000)
+    assert payloads(await claim_all(tidings.store.queue, now + 1000)) == [1, 2]
 
 
 async def test_concurrent_emits_and_claims_lose_no_wake_up(tidings: Tidings) -> None:

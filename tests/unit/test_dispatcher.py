@@ -279,3 +279,25 @@ async def test_the_dispatcher_rides_out_a_database_outage(tmp_path: Path) -> Non
     assert resumed_in < 3.0, "delivery resumes within seconds of the database's return"
     received = sorted(int(r.event["payload"]["n"]) for r in world.sender.at("http://ok.test/"))  # type: ignore[index]
     assert sorted(set(received)) == list(range(20))
+
+
+async def test_a_lane_left_asleep_by_an_outage_is_woken_when_the_database_returns(
+    tmp_path: Path,
+) -> None:
+    """An outage between an emit's commit and its lane's wake leaves the lane asleep with
+    work: the first good claim after the outage repairs it, not the next retention run."""
+    world = World.make(tmp_path)
+    t = await world.tenant("t")
+    sub = await world.subscribe(t, "http://ok.test/")
+    flaky = Flaky(world.store)
+    dispatcher = world.dispatcher()
+    dispatcher._queue = flaky
+    async with world.running(dispatcher):
+        await world.emit(t, 0)
+        await world.until(lambda: _delivered(world) == 1)
+        flaky.down = True
+        await world.emit(t, 1)
+        world.store._data.lanes[sub.id].next_due_ms = None  # the wake the outage cut
+        await asyncio.sleep(10.0)
+        flaky.down = False
+        await world.until(lambda: _delivered(world) == 2, timeout=5.0)

@@ -113,6 +113,7 @@ class Dispatcher:
         self._secrets: BoundedCache[str, str] = BoundedCache(SECRET_CACHE_SIZE)
         self._closing = False
         self._claims = Outage("claim")
+        self._repair_due = False
         self._records = Outage("record")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -168,10 +169,13 @@ class Dispatcher:
         try:
             claimed = await self._queue.claim(request)
         except StorageUnavailable as exc:
+            self._repair_due = True
             await self._claims.failed(exc, stop)
             return
         self._claims.succeeded()
         await self._start_all(claimed)
+        if self._repair_due:
+            await self._repair_after_outage()
         if len(claimed) >= wanted:
             return  # held back by our own batch size: there may well be more
         work = asyncio.ensure_future(self._queue.wait_for_work(self._poll_interval))
@@ -185,6 +189,17 @@ class Dispatcher:
                 task.cancel()
         gap = IDLE_CLAIM_GAP if work.done() and not work.cancelled() else GATHER_WINDOW
         await asyncio.sleep(gap)
+
+    async def _repair_after_outage(self) -> None:
+        """An outage can fall between an emit's commit and its lanes' wake (PostgreSQL
+        wakes just after the commit), leaving a lane asleep with work. Repair finds such
+        lanes; run at once when the database is back, not at the next retention run."""
+        try:
+            woken = await self._queue.repair(self._clock.now_ms())
+        except StorageUnavailable:
+            return  # still due: the next claim will most likely fail as well
+        self._repair_due = False
+        log.info("repaired_after_outage", lanes=woken)
 
     async def _start_all(self, claimed: list[ClaimedDelivery]) -> None:
         """Start the claimed deliveries, the least served tenants' first, a few at a time:

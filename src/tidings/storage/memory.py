@@ -686,6 +686,14 @@ class MemoryStore:
                 if self._data.let_next_go(sub_id, key):
                     self._data.wake(sub_id, now_ms)
                     freed += 1
+            for lane in self._data.lanes.values():
+                due = min((d.due_ms for d in self._claimable(lane.subscription_id)), default=None)
+                if due is None:
+                    continue
+                due = max(due, now_ms)
+                if lane.next_due_ms is None or lane.next_due_ms > due:
+                    lane.next_due_ms = due
+                    freed += 1
             return freed
 
     async def report_lanes(

@@ -204,6 +204,8 @@ class PostgresEvents(SQLEvents):
     def __init__(self, db: PostgresDatabase) -> None:
         super().__init__(db)
         self._pg = db
+        self._unwoken: set[str] = set()
+        """Lanes whose wake failed: woken with this process's next emit."""
         self._queue = Statement(
             f"""WITH queued AS ({QUEUE_ROWS.format(which=WANTS_EVENT.format(matches=db.MATCHES))}
                 RETURNING subscription_id, status, blocked)
@@ -222,9 +224,10 @@ class PostgresEvents(SQLEvents):
         it (p99 260 ms at 200 emits/s in ``make bench``). After the commit the wake still
         orders itself against any claim that parks a lane from a snapshot without these
         rows (see ``WAKE_LANE``). A failed wake is logged, not raised (the event is stored:
-        a 503 would make the client emit it twice); it, or a crash between the two, can
-        leave a lane asleep with work until its next wake or the next ``repair`` (run with
-        retention): late, never lost."""
+        a 503 would make the client emit it twice), and retried with the next emit; it, or
+        a crash between the two, can leave a lane asleep with work until its next wake or
+        the next ``repair`` (run by workers when the database is back after an outage, and
+        with retention): late, never lost."""
         if idempotency_key is not None:  # the rarer path keeps its race handling
             return await super().insert_event(event, idempotency_key)
         pool = await self._pg.hot_pool()
@@ -235,12 +238,15 @@ class PostgresEvents(SQLEvents):
                 stored = dataclasses.replace(event, seq=seq)
                 params = fan_out_params(stored)
                 queued = await conn.fetch(self._queue.sql, *self._queue.args(params))
-            if queued:
-                subs = sorted(row["subscription_id"] for row in queued)
+            if queued or self._unwoken:
+                subs = sorted({row["subscription_id"] for row in queued} | self._unwoken)
                 try:
                     await conn.execute(_WAKE_AND_NOTIFY, subs, params["now"])
                 except Exception as exc:  # stored already: the answer must say so
+                    self._unwoken.update(subs)
                     log.warning("lane_wake_failed", error=str(exc)[:200], lanes=len(subs))
+                else:
+                    self._unwoken.difference_update(subs)
         self._db.notify_work()
         return stored, True
 
