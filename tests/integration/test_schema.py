@@ -27,3 +27,14 @@ async def test_migrations_match_the_schema_module(settings: Settings) -> None:
     finally:
         await tidings.close()
     assert found == []
+
+
+async def test_the_emit_function_locks_the_stream_the_rest_of_the_code_locks() -> None:
+    """Migration 0008's frozen text must name the same advisory lock as ``STREAM_LOCK``
+    (records of FIFO deliveries and re-queues take it): two names would be two locks."""
+    from importlib import import_module
+
+    from tidings.storage.postgres import STREAM_LOCK
+
+    migration = import_module("tidings.migrations.versions.0008_emit_function")
+    assert f"hashtextextended('{STREAM_LOCK}' || p_tenant, 0)" in migration.EMIT_V1

@@ -31,16 +31,17 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tidings.domain.clock import now_ms
 from tidings.domain.scheduling import LaneState
 from tidings.storage.errors import Outage, is_outage, translated
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimRequest, StoredEvent
-from tidings.storage.rows import EVENT_COLUMNS, event_values
+from tidings.storage.rows import event_values
 from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
 from tidings.storage.schema import CLAIMABLE, LEASED
 from tidings.storage.sql import Database, SQLStore
 from tidings.storage.sql import queue as q
-from tidings.storage.sql.database import QUEUE_ROWS, WANTS_EVENT
-from tidings.storage.sql.events import SQLEvents, fan_out_params
+from tidings.storage.sql.database import QUEUE_ROWS
+from tidings.storage.sql.events import SQLEvents
 from tidings.storage.sql.queue import (
     SQLQueue,
     attempt_row,
@@ -206,49 +207,42 @@ class PostgresEvents(SQLEvents):
         self._pg = db
         self._unwoken: set[str] = set()
         """Lanes whose wake failed: woken with this process's next emit."""
-        self._queue = Statement(
-            f"""WITH queued AS ({QUEUE_ROWS.format(which=WANTS_EVENT.format(matches=db.MATCHES))}
-                RETURNING subscription_id, status, blocked)
-            SELECT DISTINCT subscription_id FROM queued WHERE {CLAIMABLE}"""
-        )
 
     @translated
     async def insert_event(
         self, event: StoredEvent, idempotency_key: str | None
     ) -> tuple[StoredEvent, bool]:
-        """The event and its deliveries commit under the tenant's stream lock; the lanes
-        are woken (and NOTIFY sent) just after, in a second transaction.
+        """The event and its deliveries commit in one call of ``tidings_emit_v1`` (see
+        migration 0008: the tenant's stream lock is held for the server's work alone); the
+        lanes are woken (and NOTIFY sent) just after, in a second transaction.
 
         Waking takes each lane's row lock, which a claim or a record may hold for a few
-        milliseconds; inside the first transaction every emit of the tenant queued behind
-        it (p99 260 ms at 200 emits/s in ``make bench``). After the commit the wake still
-        orders itself against any claim that parks a lane from a snapshot without these
-        rows (see ``WAKE_LANE``). A failed wake is logged, not raised (the event is stored:
-        a 503 would make the client emit it twice), and retried with the next emit; it, or
-        a crash between the two, can leave a lane asleep with work until its next wake or
-        the next ``repair`` (run by workers when the database is back after an outage, and
-        with retention): late, never lost."""
+        milliseconds; under the stream lock every emit of the tenant would queue behind
+        it. After the commit the wake still orders itself against any claim that parks a
+        lane from a snapshot without these rows (see ``WAKE_LANE``). A failed wake is
+        logged, not raised (the event is stored: a 503 would make the client emit it
+        twice), and retried with the next emit; it, or a crash between the two, can leave
+        a lane asleep with work until its next wake or the next ``repair`` (run by workers
+        when the database is back after an outage, and with retention): late, never lost."""
         if idempotency_key is not None:  # the rarer path keeps its race handling
             return await super().insert_event(event, idempotency_key)
         pool = await self._pg.hot_pool()
+        now = now_ms()
         async with pool.acquire() as conn:
-            async with conn.transaction():
-                await conn.execute(_LOCK_STREAM, STREAM_LOCK + event.tenant_id)
-                seq = await conn.fetchval(_INSERT_EVENT, *event_values(event))
-                stored = dataclasses.replace(event, seq=seq)
-                params = fan_out_params(stored)
-                queued = await conn.fetch(self._queue.sql, *self._queue.args(params))
-            if queued or self._unwoken:
-                subs = sorted({row["subscription_id"] for row in queued} | self._unwoken)
-                try:
-                    await conn.execute(_WAKE_AND_NOTIFY, subs, params["now"])
-                except Exception as exc:  # stored already: the answer must say so
-                    self._unwoken.update(subs)
-                    log.warning("lane_wake_failed", error=str(exc)[:200], lanes=len(subs))
-                else:
-                    self._unwoken.difference_update(subs)
+            seq, lanes = await conn.fetchrow(_EMIT, *event_values(event), now)
+            if lanes or self._unwoken:
+                await self._wake(conn, sorted(set(lanes) | self._unwoken), now)
         self._db.notify_work()
-        return stored, True
+        return dataclasses.replace(event, seq=seq), True
+
+    async def _wake(self, conn: asyncpg.Connection, lanes: list[str], now: int) -> None:
+        try:
+            await conn.execute(_WAKE_AND_NOTIFY, lanes, now)
+        except Exception as exc:  # stored already: the answer must say so
+            self._unwoken.update(lanes)
+            log.warning("lane_wake_failed", error=str(exc)[:200], lanes=len(lanes))
+        else:
+            self._unwoken.difference_update(lanes)
 
 
 class PostgresQueue(SQLQueue):
@@ -370,9 +364,8 @@ def open_postgres(url: str) -> SQLStore:
 
 
 _LOCK_STREAM = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
-_INSERT_EVENT = (
-    f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq"
-)
+_EMIT = "SELECT o_seq, o_lanes FROM tidings_emit_v1($1, $2, $3, $4, $5, $6, $7, $8)"
+"""Arguments: ``event_values`` (in ``EVENT_COLUMNS``' order), then now."""
 _DUE_LANES = Statement(
     q.DUE_LANES.format(
         skip="l.subscription_id <> ALL(CAST(:skip AS text[]))", lock="FOR UPDATE OF l SKIP LOCKED"
