@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from tidings.api.auth import EventsReader, TidingsDep
 from tidings.api.schemas import EventTypeOut
 from tidings.domain.catalog import EventType
-from tidings.web.errors import not_found
+from tidings.web.errors import or_not_found
 
 router = APIRouter(prefix="/api/v1/event-types", tags=["event types"])
 
@@ -28,7 +28,4 @@ async def list_event_types(_: EventsReader, tidings: TidingsDep) -> list[EventTy
 
 @router.get("/{name}", response_model=EventTypeOut)
 async def get_event_type(name: str, _: EventsReader, tidings: TidingsDep) -> EventTypeOut:
-    found = tidings.catalog.find(name)
-    if found is None:
-        raise not_found("event type")
-    return _out(found)
+    return _out(or_not_found(tidings.catalog.find(name), "event type"))

@@ -24,7 +24,7 @@ from tidings.api.schemas import (
 from tidings.domain.events import normalize_event_type
 from tidings.service import Tidings
 from tidings.storage import ApiKey, StoredEvent
-from tidings.web.errors import ApiError, not_found
+from tidings.web.errors import ApiError, or_not_found
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
@@ -38,10 +38,7 @@ def envelope_response(
 
 
 async def owned_event(tidings: Tidings, key: ApiKey, event_id: str) -> StoredEvent:
-    event = await tidings.store.events.get_event(key.tenant_id, event_id)
-    if event is None:
-        raise not_found("event")
-    return event
+    return or_not_found(await tidings.store.events.get_event(key.tenant_id, event_id), "event")
 
 
 @router.post("", status_code=201, response_model=EventEnvelope)

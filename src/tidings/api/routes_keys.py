@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from tidings.api.auth import Admin, TidingsDep
 from tidings.api.schemas import ApiKeyOut, CreateApiKey, CreatedApiKey
 from tidings.storage import Revocation
-from tidings.web.errors import ApiError, not_found
+from tidings.web.errors import ApiError, not_found, or_not_found
 
 router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
 
@@ -30,9 +30,7 @@ async def create_key(request: CreateApiKey, key: Admin, tidings: TidingsDep) -> 
 @router.get("/{key_id}", response_model=ApiKeyOut)
 async def get_key(key_id: str, key: Admin, tidings: TidingsDep) -> ApiKeyOut:
     info = await tidings.store.keys.get_api_key(key.tenant_id, key_id)
-    if info is None:
-        raise not_found("key")
-    return ApiKeyOut.of(info)
+    return ApiKeyOut.of(or_not_found(info, "key"))
 
 
 @router.delete("/{key_id}", status_code=204)

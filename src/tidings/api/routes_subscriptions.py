@@ -24,7 +24,7 @@ from tidings.api.schemas import (
 from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.service import SendReport, Tidings
 from tidings.storage import ApiKey
-from tidings.web.errors import ApiError, not_found
+from tidings.web.errors import ApiError, not_found, or_not_found
 
 router = APIRouter(prefix="/api/v1/webhooks/subscriptions", tags=["subscriptions"])
 
@@ -41,9 +41,7 @@ EDITABLE = (
 
 async def owned(tidings: Tidings, key: ApiKey, subscription_id: str) -> Subscription:
     sub = await tidings.store.subscriptions.get(key.tenant_id, subscription_id)
-    if sub is None:
-        raise not_found("subscription")
-    return sub
+    return or_not_found(sub, "subscription")
 
 
 @router.post("", status_code=201, response_model=CreatedSubscription)
