@@ -71,6 +71,10 @@ class _Tx:
     def emit(self, event_type: str, payload: Record) -> None:
         self.outbox.add(self.tidings.draft_event(self.tenant_id, event_type, payload))
 
+    def insert(self, table: Table, **values: Any) -> None:
+        """Write one row of the caller's tenant."""
+        self.conn.execute(insert(table).values(tenant_id=self.tenant_id, **values))
+
     def find(self, table: Table, record_id: str, what: str) -> Mapping[Any, Any]:
         row = self.conn.execute(
             select(table).where(table.c.id == record_id, table.c.tenant_id == self.tenant_id)
@@ -129,15 +133,13 @@ def _run(tx: _Tx, action: Action, data: Data, key: str | None, name: str) -> Act
             )
         return ActionResult(dict(stored.response), replayed=True)
     record = action(tx, data)
-    tx.conn.execute(
-        insert(idempotency_keys).values(
-            tenant_id=tx.tenant_id,
-            key=key,
-            action=name,
-            request_hash=digest,
-            response=record,
-            created_ms=_now_ms(),
-        )
+    tx.insert(
+        idempotency_keys,
+        key=key,
+        action=name,
+        request_hash=digest,
+        response=record,
+        created_ms=_now_ms(),
     )
     return ActionResult(record)
 
@@ -193,7 +195,6 @@ def _insert_client(tx: _Tx, data: Data, lead_id: str | None = None) -> Record:
     now = _now_ms()
     values: Record = {
         "id": new_id("cli"),
-        "tenant_id": tx.tenant_id,
         **{column: data.get(field) for field, column in _CLIENT_FIELDS.items()},
         "email": _email(data.get("email")),
         "tags": list(data.get("tags") or []),
@@ -202,7 +203,7 @@ def _insert_client(tx: _Tx, data: Data, lead_id: str | None = None) -> Record:
         "created_ms": now,
         "updated_ms": now,
     }
-    tx.conn.execute(insert(clients).values(**values))
+    tx.insert(clients, **values)
     record = client_record(values)
     tx.emit("client.created", record)
     return record
@@ -274,7 +275,6 @@ def _create_lead(tx: _Tx, data: Data) -> Record:
     value = data.get("estimatedValue") or {}
     values: Record = {
         "id": new_id("lead"),
-        "tenant_id": tx.tenant_id,
         "first_name": data["firstName"],
         "last_name": data["lastName"],
         "company_name": data.get("companyName"),
@@ -290,7 +290,7 @@ def _create_lead(tx: _Tx, data: Data) -> Record:
         "created_ms": _now_ms(),
         "converted_ms": None,
     }
-    tx.conn.execute(insert(leads).values(**values))
+    tx.insert(leads, **values)
     record = lead_record(values)
     tx.emit("lead.created", {k: v for k, v in record.items() if k not in _CONVERSION})
     return record
@@ -327,16 +327,14 @@ def _add_note(tx: _Tx, data: Data) -> Record:
     tx.find(table, subject["id"], subject["type"])
     now = _now_ms()
     note_id = new_id("note")
-    tx.conn.execute(
-        insert(notes).values(
-            id=note_id,
-            tenant_id=tx.tenant_id,
-            subject_type=subject["type"],
-            subject_id=subject["id"],
-            title=data.get("title"),
-            body=data["body"],
-            created_ms=now,
-        )
+    tx.insert(
+        notes,
+        id=note_id,
+        subject_type=subject["type"],
+        subject_id=subject["id"],
+        title=data.get("title"),
+        body=data["body"],
+        created_ms=now,
     )
     record: Record = {
         "noteId": note_id,
@@ -372,19 +370,17 @@ def _record_payment(tx: _Tx, data: Data) -> Record:
         "cardLast4": data.get("cardLast4"),
         "paidUtc": _utc(now),
     }
-    tx.conn.execute(
-        insert(payments).values(
-            id=record["paymentId"],
-            tenant_id=tx.tenant_id,
-            client_id=record["clientId"],
-            invoice_id=record["invoiceId"],
-            amount=record["amount"]["amount"],
-            currency=record["amount"]["currency"],
-            method=record["method"],
-            processor_reference=record["processorReference"],
-            card_last4=record["cardLast4"],
-            paid_ms=now,
-        )
+    tx.insert(
+        payments,
+        id=record["paymentId"],
+        client_id=record["clientId"],
+        invoice_id=record["invoiceId"],
+        amount=record["amount"]["amount"],
+        currency=record["amount"]["currency"],
+        method=record["method"],
+        processor_reference=record["processorReference"],
+        card_last4=record["cardLast4"],
+        paid_ms=now,
     )
     tx.emit("payment.succeeded", record)
     return record
@@ -437,23 +433,21 @@ def _create_invoice(tx: _Tx, data: Data) -> Record:
     tx.find(clients, data["clientId"], "client")
     now = _now_ms()
     record = {**_invoice_values(tx, data), "createdUtc": _utc(now)}
-    tx.conn.execute(
-        insert(invoices).values(
-            id=record["invoiceId"],
-            tenant_id=tx.tenant_id,
-            invoice_number=record["invoiceNumber"],
-            client_id=record["clientId"],
-            status=record["status"],
-            issue_date=record["issueDate"],
-            due_date=record["dueDate"],
-            line_items=record["lineItems"],
-            currency=record["total"]["currency"],
-            subtotal=record["subtotal"]["amount"],
-            tax=record["tax"]["amount"],
-            total=record["total"]["amount"],
-            memo=record["memo"],
-            created_ms=now,
-        )
+    tx.insert(
+        invoices,
+        id=record["invoiceId"],
+        invoice_number=record["invoiceNumber"],
+        client_id=record["clientId"],
+        status=record["status"],
+        issue_date=record["issueDate"],
+        due_date=record["dueDate"],
+        line_items=record["lineItems"],
+        currency=record["total"]["currency"],
+        subtotal=record["subtotal"]["amount"],
+        tax=record["tax"]["amount"],
+        total=record["total"]["amount"],
+        memo=record["memo"],
+        created_ms=now,
     )
     tx.emit("invoice.created", record)
     return record
@@ -476,19 +470,17 @@ def _sign_agreement(tx: _Tx, data: Data) -> Record:
         "documentUrl": data.get("documentUrl"),
         "signedUtc": _utc(now),
     }
-    tx.conn.execute(
-        insert(agreements).values(
-            id=record["agreementId"],
-            tenant_id=tx.tenant_id,
-            client_id=record["clientId"],
-            title=record["title"],
-            signer_name=signer["name"],
-            signer_email=record["signedBy"]["email"],
-            signer_ip=record["signedBy"]["ipAddress"],
-            effective_date=record["effectiveDate"],
-            document_url=record["documentUrl"],
-            signed_ms=now,
-        )
+    tx.insert(
+        agreements,
+        id=record["agreementId"],
+        client_id=record["clientId"],
+        title=record["title"],
+        signer_name=signer["name"],
+        signer_email=record["signedBy"]["email"],
+        signer_ip=record["signedBy"]["ipAddress"],
+        effective_date=record["effectiveDate"],
+        document_url=record["documentUrl"],
+        signed_ms=now,
     )
     tx.emit("agreement.signed", record)
     return record

@@ -13,7 +13,9 @@ application; a real host application would version its schema with migrations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -63,12 +65,17 @@ class Address(Model):
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
 
 
-class CreateClient(Model):
+class _Person(Model):
+    """The contact fields a client and a lead both start with."""
+
     first_name: Text
     last_name: Text
     company_name: Text | None = None
     email: Email | None = None
     phone: Phone | None = None
+
+
+class CreateClient(_Person):
     status: Status = "prospect"
     address: Address | None = None
     tags: list[Text] = Field(default_factory=list, max_length=50)
@@ -106,12 +113,7 @@ class ChangeStatus(Model):
     reason: LongText | None = None
 
 
-class CreateLead(Model):
-    first_name: Text
-    last_name: Text
-    company_name: Text | None = None
-    email: Email | None = None
-    phone: Phone | None = None
+class CreateLead(_Person):
     source: Text | None = None
     status: Text = "new"
     estimated_value: Money | None = None
@@ -235,110 +237,141 @@ async def _perform(
 # --- actions ------------------------------------------------------------------------
 
 
-@router.post("/clients", status_code=201)
-async def create_client(
-    body: CreateClient,
-    idempotency_key: IdempotencyKey = None,
-    key: ApiKey = Writer,
-    tidings: Tidings = Depends(get_tidings),
-) -> JSONResponse:
-    """Create a client; emits ``client.created``. A duplicate email is a 409."""
-    return await _perform(tidings, key, actions.create_client, _data(body), idempotency_key, 201)
+@dataclass(frozen=True)
+class _Route:
+    """One action endpoint. ``path_id`` names the path parameter (if any), which the
+    action receives in camelCase next to the body's fields."""
+
+    method: str
+    path: str
+    action: actions.ActionFn
+    body: type[Model]
+    doc: str
+    status: int = 201
+    path_id: str | None = None
+    partial: bool = False
+    body_optional: bool = False
 
 
-@router.patch("/clients/{client_id}")
-async def update_client(
-    client_id: str,
-    body: UpdateClient,
-    idempotency_key: IdempotencyKey = None,
-    key: ApiKey = Writer,
-    tidings: Tidings = Depends(get_tidings),
-) -> JSONResponse:
-    """Change some client fields; emits ``client.updated`` when anything changed."""
-    data = _data(body, partial=True, clientId=client_id)
-    return await _perform(tidings, key, actions.update_client, data, idempotency_key)
+_ROUTES = [
+    _Route(
+        "POST",
+        "/clients",
+        actions.create_client,
+        CreateClient,
+        "Create a client; emits ``client.created``. A duplicate email is a 409.",
+    ),
+    _Route(
+        "PATCH",
+        "/clients/{client_id}",
+        actions.update_client,
+        UpdateClient,
+        "Change some client fields; emits ``client.updated`` when anything changed.",
+        status=200,
+        path_id="client_id",
+        partial=True,
+    ),
+    _Route(
+        "POST",
+        "/clients/{client_id}/status",
+        actions.update_client_status,
+        ChangeStatus,
+        "Move a client to another status; emits ``client.status_changed`` (409 if unchanged).",
+        status=200,
+        path_id="client_id",
+    ),
+    _Route(
+        "POST", "/leads", actions.create_lead, CreateLead, "Capture a lead; emits ``lead.created``."
+    ),
+    _Route(
+        "POST",
+        "/leads/{lead_id}/convert",
+        actions.convert_lead,
+        ConvertLead,
+        "Turn a lead into a client; emits ``client.created`` and ``lead.converted``\n"
+        "(409 if the lead was already converted).",
+        path_id="lead_id",
+        body_optional=True,
+    ),
+    _Route(
+        "POST",
+        "/notes",
+        actions.add_note,
+        AddNote,
+        "Attach a note to a client or a lead; emits ``note.created``.",
+    ),
+    _Route(
+        "POST",
+        "/payments",
+        actions.record_payment,
+        RecordPayment,
+        "Record a collected payment; emits ``payment.succeeded``.",
+    ),
+    _Route(
+        "POST",
+        "/invoices",
+        actions.create_invoice,
+        CreateInvoice,
+        "Issue an invoice (totals computed from the line items); emits ``invoice.created``.",
+    ),
+    _Route(
+        "POST",
+        "/agreements",
+        actions.sign_agreement,
+        SignAgreement,
+        "Record an agreement signed by a client; emits ``agreement.signed``.",
+    ),
+]
 
 
-@router.post("/clients/{client_id}/status")
-async def update_client_status(
-    client_id: str,
-    body: ChangeStatus,
-    idempotency_key: IdempotencyKey = None,
-    key: ApiKey = Writer,
-    tidings: Tidings = Depends(get_tidings),
-) -> JSONResponse:
-    """Move a client to another status; emits ``client.status_changed`` (409 if unchanged)."""
-    data = _data(body, clientId=client_id)
-    return await _perform(tidings, key, actions.update_client_status, data, idempotency_key)
+def _signature(route: _Route) -> inspect.Signature:
+    """What FastAPI reads to validate the request and document the operation: the path
+    id, the body, the Idempotency-Key header and the writer's key."""
+
+    def param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> Any:
+        return inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+        )
+
+    path = [param(route.path_id, str)] if route.path_id else []
+    body = (
+        param("body", route.body | None, None) if route.body_optional else param("body", route.body)
+    )
+    return inspect.Signature(
+        [
+            *path,
+            body,
+            param("idempotency_key", IdempotencyKey, None),
+            param("key", ApiKey, Writer),
+            param("tidings", Tidings, Depends(get_tidings)),
+        ],
+        return_annotation=JSONResponse,
+    )
 
 
-@router.post("/leads", status_code=201)
-async def create_lead(
-    body: CreateLead,
-    idempotency_key: IdempotencyKey = None,
-    key: ApiKey = Writer,
-    tidings: Tidings = Depends(get_tidings),
-) -> JSONResponse:
-    """Capture a lead; emits ``lead.created``."""
-    return await _perform(tidings, key, actions.create_lead, _data(body), idempotency_key, 201)
+def _endpoint(route: _Route) -> Callable[..., Awaitable[JSONResponse]]:
+    async def endpoint(
+        *,
+        body: Model | None,
+        idempotency_key: str | None,
+        key: ApiKey,
+        tidings: Tidings,
+        **path: str,
+    ) -> JSONResponse:
+        ids = {to_camel(name): value for name, value in path.items()}
+        data = _data(body or route.body(), partial=route.partial, **ids)
+        return await _perform(tidings, key, route.action, data, idempotency_key, route.status)
+
+    endpoint.__name__ = endpoint.__qualname__ = route.action.__name__
+    endpoint.__doc__ = route.doc
+    endpoint.__signature__ = _signature(route)  # type: ignore[attr-defined]
+    return endpoint
 
 
-@router.post("/leads/{lead_id}/convert", status_code=201)
-async def convert_lead(
-    lead_id: str,
-    body: ConvertLead | None = None,
-    idempotency_key: IdempotencyKey = None,
-    key: ApiKey = Writer,
-    tidings: Tidings = Depends(get_tidings),
-) -> JSONResponse:
-    """Turn a lead into a client; emits ``client.created`` and ``lead.converted``
-    (409 if the lead was already converted)."""
-    data = _data(body or ConvertLead(), leadId=lead_id)
-    return await _perform(tidings, key, actions.convert_lead, data, idempotency_key, 201)
-
-
-@router.post("/notes", status_code=201)
-async def add_note(
-    body: AddNote,
-    idempotency_key: IdempotencyKey = None,
-    key: ApiKey = Writer,
-    tidings: Tidings = Depends(get_tidings),
-) -> JSONResponse:
-    """Attach a note to a client or a lead; emits ``note.created``."""
-    return await _perform(tidings, key, actions.add_note, _data(body), idempotency_key, 201)
-
-
-@router.post("/payments", status_code=201)
-async def record_payment(
-    body: RecordPayment,
-    idempotency_key: IdempotencyKey = None,
-    key: ApiKey = Writer,
-    tidings: Tidings = Depends(get_tidings),
-) -> JSONResponse:
-    """Record a collected payment; emits ``payment.succeeded``."""
-    return await _perform(tidings, key, actions.record_payment, _data(body), idempotency_key, 201)
-
-
-@router.post("/invoices", status_code=201)
-async def create_invoice(
-    body: CreateInvoice,
-    idempotency_key: IdempotencyKey = None,
-    key: ApiKey = Writer,
-    tidings: Tidings = Depends(get_tidings),
-) -> JSONResponse:
-    """Issue an invoice (totals computed from the line items); emits ``invoice.created``."""
-    return await _perform(tidings, key, actions.create_invoice, _data(body), idempotency_key, 201)
-
-
-@router.post("/agreements", status_code=201)
-async def sign_agreement(
-    body: SignAgreement,
-    idempotency_key: IdempotencyKey = None,
-    key: ApiKey = Writer,
-    tidings: Tidings = Depends(get_tidings),
-) -> JSONResponse:
-    """Record an agreement signed by a client; emits ``agreement.signed``."""
-    return await _perform(tidings, key, actions.sign_agreement, _data(body), idempotency_key, 201)
+for _route in _ROUTES:
+    router.add_api_route(
+        _route.path, _endpoint(_route), methods=[_route.method], status_code=_route.status
+    )
 
 
 # --- searches -----------------------------------------------------------------------

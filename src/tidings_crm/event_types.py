@@ -157,12 +157,9 @@ def _client_properties() -> dict[str, _Schema]:
     }
 
 
-CLIENT_CREATED = event_type(
-    "client.created",
-    "A new client record was created in the CRM.",
-    _client_properties(),
-    ["clientId", "firstName", "lastName", "status", "createdUtc"],
-    {
+def _sample_client() -> dict[str, Any]:
+    """Dana's client record as created; client.updated shows the same client later."""
+    return {
         "clientId": "cli_01KFZ3M8Q2D7W4XG5RVN6TC9HB",
         "firstName": "Dana",
         "lastName": "Whitfield",
@@ -182,7 +179,15 @@ CLIENT_CREATED = event_type(
         "ownerId": "usr_01KE9N4T2W8Q6R3B7XMD5HC1JV",
         "createdUtc": "2026-01-28T10:30:00Z",
         "updatedUtc": "2026-01-28T10:30:00Z",
-    },
+    }
+
+
+CLIENT_CREATED = event_type(
+    "client.created",
+    "A new client record was created in the CRM.",
+    _client_properties(),
+    ["clientId", "firstName", "lastName", "status", "createdUtc"],
+    _sample_client(),
 )
 
 _client_updated_properties = _client_properties()
@@ -212,24 +217,10 @@ CLIENT_UPDATED = event_type(
     _client_updated_properties,
     ["clientId", "changedFields", "updatedUtc"],
     {
-        "clientId": "cli_01KFZ3M8Q2D7W4XG5RVN6TC9HB",
-        "firstName": "Dana",
-        "lastName": "Whitfield",
-        "companyName": "Whitfield Landscaping LLC",
+        **_sample_client(),
         "email": "dana.whitfield@whitfieldlandscaping.com",
         "phone": "+15125550199",
         "status": "active",
-        "address": {
-            "line1": "4200 Riverside Dr",
-            "line2": "Suite 210",
-            "city": "Austin",
-            "region": "TX",
-            "postalCode": "78741",
-            "country": "US",
-        },
-        "tags": ["landscaping", "referral"],
-        "ownerId": "usr_01KE9N4T2W8Q6R3B7XMD5HC1JV",
-        "createdUtc": "2026-01-28T10:30:00Z",
         "updatedUtc": "2026-02-03T15:12:44Z",
         "changedFields": ["email", "phone"],
         "previousValues": {

@@ -7,6 +7,8 @@ so that the same tables work on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -19,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.sql.schema import SchemaItem
 
 metadata = MetaData()
 
@@ -31,16 +34,25 @@ def _tenant() -> Column[str]:
     return Column("tenant_id", String(64), nullable=False)
 
 
-clients = Table(
+def _records(name: str, *items: SchemaItem) -> Table:
+    """A table of tenant-scoped records, each with its own ``id``."""
+    return Table(name, metadata, _id(), _tenant(), *items)
+
+
+def _person() -> list[Column[Any]]:
+    """The contact columns a client and a lead both start with."""
+    return [
+        Column("first_name", String(200), nullable=False),
+        Column("last_name", String(200), nullable=False),
+        Column("company_name", String(200)),
+        Column("email", String(320)),
+        Column("phone", String(20)),
+    ]
+
+
+clients = _records(
     "crm_clients",
-    metadata,
-    _id(),
-    _tenant(),
-    Column("first_name", String(200), nullable=False),
-    Column("last_name", String(200), nullable=False),
-    Column("company_name", String(200)),
-    Column("email", String(320)),
-    Column("phone", String(20)),
+    *_person(),
     Column("status", String(20), nullable=False),
     Column("address", JSON),
     Column("tags", JSON, nullable=False),
@@ -52,16 +64,9 @@ clients = Table(
     Index("ix_crm_clients_phone", "tenant_id", "phone"),
 )
 
-leads = Table(
+leads = _records(
     "crm_leads",
-    metadata,
-    _id(),
-    _tenant(),
-    Column("first_name", String(200), nullable=False),
-    Column("last_name", String(200), nullable=False),
-    Column("company_name", String(200)),
-    Column("email", String(320)),
-    Column("phone", String(20)),
+    *_person(),
     Column("source", String(100)),
     Column("status", String(40), nullable=False),
     Column("estimated_amount", BigInteger),
@@ -74,11 +79,8 @@ leads = Table(
     Index("ix_crm_leads_email", "tenant_id", "email"),
 )
 
-notes = Table(
+notes = _records(
     "crm_notes",
-    metadata,
-    _id(),
-    _tenant(),
     Column("subject_type", String(10), nullable=False),
     Column("subject_id", String(40), nullable=False),
     Column("title", String(200)),
@@ -86,11 +88,8 @@ notes = Table(
     Column("created_ms", BigInteger, nullable=False),
 )
 
-invoices = Table(
+invoices = _records(
     "crm_invoices",
-    metadata,
-    _id(),
-    _tenant(),
     Column("invoice_number", String(40), nullable=False),
     Column("client_id", String(40), nullable=False),
     Column("status", String(10), nullable=False),
@@ -106,11 +105,8 @@ invoices = Table(
     UniqueConstraint("tenant_id", "invoice_number", name="uq_crm_invoices_number"),
 )
 
-payments = Table(
+payments = _records(
     "crm_payments",
-    metadata,
-    _id(),
-    _tenant(),
     Column("client_id", String(40), nullable=False),
     Column("invoice_id", String(40)),
     Column("amount", BigInteger, nullable=False),
@@ -121,11 +117,8 @@ payments = Table(
     Column("paid_ms", BigInteger, nullable=False),
 )
 
-agreements = Table(
+agreements = _records(
     "crm_agreements",
-    metadata,
-    _id(),
-    _tenant(),
     Column("client_id", String(40), nullable=False),
     Column("title", String(200)),
     Column("signer_name", String(200), nullable=False),

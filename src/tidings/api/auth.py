@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
@@ -48,3 +49,12 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
         return key
 
     return dependency
+
+
+# Route parameters: the running service, and the caller's key checked for one scope.
+TidingsDep = Annotated[Tidings, Depends(get_tidings)]
+EventsReader = Annotated[ApiKey, Depends(require("events:read"))]
+EventsWriter = Annotated[ApiKey, Depends(require("events:write"))]
+WebhooksReader = Annotated[ApiKey, Depends(require("webhooks:read"))]
+WebhooksWriter = Annotated[ApiKey, Depends(require("webhooks:write"))]
+Admin = Annotated[ApiKey, Depends(require("admin"))]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from tidings.api.auth import get_tidings, require
+from tidings.api.auth import EventsReader, TidingsDep
 from tidings.api.schemas import EventTypeOut
 from tidings.domain.catalog import EventType
-from tidings.service import Tidings
-from tidings.storage import ApiKey
-from tidings.web.errors import not_found
+from tidings.web.errors import or_not_found
 
 router = APIRouter(prefix="/api/v1/event-types", tags=["event types"])
 
@@ -24,19 +22,10 @@ def _out(event_type: EventType) -> EventTypeOut:
 
 
 @router.get("", response_model=list[EventTypeOut])
-async def list_event_types(
-    _: ApiKey = Depends(require("events:read")), tidings: Tidings = Depends(get_tidings)
-) -> list[EventTypeOut]:
+async def list_event_types(_: EventsReader, tidings: TidingsDep) -> list[EventTypeOut]:
     return [_out(t) for t in tidings.catalog]
 
 
 @router.get("/{name}", response_model=EventTypeOut)
-async def get_event_type(
-    name: str,
-    _: ApiKey = Depends(require("events:read")),
-    tidings: Tidings = Depends(get_tidings),
-) -> EventTypeOut:
-    found = tidings.catalog.find(name)
-    if found is None:
-        raise not_found("event type")
-    return _out(found)
+async def get_event_type(name: str, _: EventsReader, tidings: TidingsDep) -> EventTypeOut:
+    return _out(or_not_found(tidings.catalog.find(name), "event type"))

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 
-from tidings.api.auth import get_tidings, require
+from tidings.api.auth import (
+    EventsReader,
+    EventsWriter,
+    TidingsDep,
+    WebhooksWriter,
+)
 from tidings.api.pagination import decode_cursor, set_next_cursor
 from tidings.api.schemas import (
     EVENT_TYPE_LIST,
@@ -19,7 +24,7 @@ from tidings.api.schemas import (
 from tidings.domain.events import normalize_event_type
 from tidings.service import Tidings
 from tidings.storage import ApiKey, StoredEvent
-from tidings.web.errors import ApiError, not_found
+from tidings.web.errors import ApiError, or_not_found
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
@@ -33,18 +38,15 @@ def envelope_response(
 
 
 async def owned_event(tidings: Tidings, key: ApiKey, event_id: str) -> StoredEvent:
-    event = await tidings.store.events.get_event(key.tenant_id, event_id)
-    if event is None:
-        raise not_found("event")
-    return event
+    return or_not_found(await tidings.store.events.get_event(key.tenant_id, event_id), "event")
 
 
 @router.post("", status_code=201, response_model=EventEnvelope)
 async def emit_event(
     request: EmitEvent,
+    key: EventsWriter,
+    tidings: TidingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-    key: ApiKey = Depends(require("events:write")),
-    tidings: Tidings = Depends(get_tidings),
 ) -> Response:
     """Store an event and deliver it to every matching subscription.
 
@@ -67,6 +69,8 @@ async def emit_event(
 
 @router.get("", response_model=list[EventEnvelope])
 async def list_events(
+    key: EventsReader,
+    tidings: TidingsDep,
     type: Annotated[
         list[Annotated[str, Query(pattern=EVENT_TYPE_LIST, max_length=500)]] | None,
         Query(description="Filter; repeat or comma-separate for several.", max_length=20),
@@ -76,8 +80,6 @@ async def list_events(
     after: Annotated[
         str | None, Query(max_length=64, description="Resume after this event id.")
     ] = None,
-    key: ApiKey = Depends(require("events:read")),
-    tidings: Tidings = Depends(get_tidings),
 ) -> Response:
     """Events oldest first; the next page's cursor is in ``X-Paging-Cursor``.
 
@@ -97,20 +99,12 @@ async def list_events(
 
 
 @router.get("/{event_id}", response_model=EventEnvelope)
-async def get_event(
-    event_id: str,
-    key: ApiKey = Depends(require("events:read")),
-    tidings: Tidings = Depends(get_tidings),
-) -> Response:
+async def get_event(event_id: str, key: EventsReader, tidings: TidingsDep) -> Response:
     return envelope_response((await owned_event(tidings, key, event_id)).body)
 
 
 @router.get("/{event_id}/deliveries", response_model=list[Attempt])
-async def event_deliveries(
-    event_id: str,
-    key: ApiKey = Depends(require("events:read")),
-    tidings: Tidings = Depends(get_tidings),
-) -> list[Attempt]:
+async def event_deliveries(event_id: str, key: EventsReader, tidings: TidingsDep) -> list[Attempt]:
     """Every delivery attempt for this event, oldest first."""
     event = await owned_event(tidings, key, event_id)
     return [
@@ -121,9 +115,9 @@ async def event_deliveries(
 @router.post("/{event_id}/redeliver", status_code=202, response_model=RedeliverResult)
 async def redeliver_event(
     event_id: str,
+    key: WebhooksWriter,
+    tidings: TidingsDep,
     request: Annotated[Redeliver | None, Body()] = None,
-    key: ApiKey = Depends(require("webhooks:write")),
-    tidings: Tidings = Depends(get_tidings),
 ) -> RedeliverResult:
     """Queue the event again for one subscription, or for every one that matches it now."""
     event = await owned_event(tidings, key, event_id)

@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tidings.api.auth import get_tidings, require
+from tidings.api.auth import EventsReader, TidingsDep, WebhooksWriter
 from tidings.api.schemas import EVENT_PATTERN, EVENT_TYPE, HTTP_URL
 from tidings.domain.events import normalize_event_type
 from tidings.domain.subscriptions import SubscriptionKind
-from tidings.service import Tidings
-from tidings.storage import ApiKey
 from tidings.web.errors import not_found
 
 router = APIRouter(prefix="/api/v1/hooks", tags=["rest hooks"])
@@ -55,11 +53,7 @@ class Subscribed(BaseModel):
 
 
 @router.post("", status_code=201, response_model=Subscribed)
-async def subscribe(
-    request: Subscribe,
-    key: ApiKey = Depends(require("webhooks:write")),
-    tidings: Tidings = Depends(get_tidings),
-) -> Subscribed:
+async def subscribe(request: Subscribe, key: WebhooksWriter, tidings: TidingsDep) -> Subscribed:
     sub, _ = await tidings.create_subscription(
         key.tenant_id,
         request.url,
@@ -71,11 +65,7 @@ async def subscribe(
 
 
 @router.delete("/{hook_id}", status_code=204)
-async def unsubscribe(
-    hook_id: str,
-    key: ApiKey = Depends(require("webhooks:write")),
-    tidings: Tidings = Depends(get_tidings),
-) -> Response:
+async def unsubscribe(hook_id: str, key: WebhooksWriter, tidings: TidingsDep) -> Response:
     sub = await tidings.store.subscriptions.get(key.tenant_id, hook_id)
     if sub is None or sub.kind is not SubscriptionKind.REST_HOOK:
         raise not_found("hook")
@@ -86,8 +76,8 @@ async def unsubscribe(
 @router.get("/samples/{event_type}", response_model=list[dict[str, Any]])
 async def samples(
     event_type: Annotated[str, Path(max_length=128, pattern=EVENT_TYPE)],
-    key: ApiKey = Depends(require("events:read")),
-    tidings: Tidings = Depends(get_tidings),
+    key: EventsReader,
+    tidings: TidingsDep,
 ) -> list[dict[str, Any]]:
     """Recent events of this type, newest first; the catalog sample if there are none."""
     name = normalize_event_type(event_type)

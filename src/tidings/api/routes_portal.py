@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Request
 
-from tidings.api.auth import require
+from tidings.api.auth import Admin
 from tidings.api.schemas import CreatePortalLink, PortalLink, utc
-from tidings.storage import ApiKey
 from tidings.web.sessions import issue_consumer_link
 
 router = APIRouter(prefix="/api/v1/portal", tags=["portal"])
@@ -16,9 +15,7 @@ router = APIRouter(prefix="/api/v1/portal", tags=["portal"])
 
 @router.post("/links", status_code=201, response_model=PortalLink)
 async def create_link(
-    http: Request,
-    request: Annotated[CreatePortalLink | None, Body()] = None,
-    key: ApiKey = Depends(require("admin")),
+    http: Request, key: Admin, request: Annotated[CreatePortalLink | None, Body()] = None
 ) -> PortalLink:
     """A signed, expiring link that opens the portal on this key's tenant only: its
     subscriptions and delivery logs, for that tenant's customer. No API key needed."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
-from tidings.api.auth import get_tidings, require
+from tidings.api.auth import TidingsDep, WebhooksReader, WebhooksWriter
 from tidings.api.pagination import decode_cursor, set_next_cursor
 from tidings.api.schemas import (
     Attempt,
@@ -24,7 +24,7 @@ from tidings.api.schemas import (
 from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.service import SendReport, Tidings
 from tidings.storage import ApiKey
-from tidings.web.errors import ApiError, not_found
+from tidings.web.errors import ApiError, not_found, or_not_found
 
 router = APIRouter(prefix="/api/v1/webhooks/subscriptions", tags=["subscriptions"])
 
@@ -41,16 +41,12 @@ EDITABLE = (
 
 async def owned(tidings: Tidings, key: ApiKey, subscription_id: str) -> Subscription:
     sub = await tidings.store.subscriptions.get(key.tenant_id, subscription_id)
-    if sub is None:
-        raise not_found("subscription")
-    return sub
+    return or_not_found(sub, "subscription")
 
 
 @router.post("", status_code=201, response_model=CreatedSubscription)
 async def create_subscription(
-    request: CreateSubscription,
-    key: ApiKey = Depends(require("webhooks:write")),
-    tidings: Tidings = Depends(get_tidings),
+    request: CreateSubscription, key: WebhooksWriter, tidings: TidingsDep
 ) -> CreatedSubscription:
     """Create a subscription. ``signingSecret`` is generated if absent and shown only here."""
     sub, secret = await tidings.create_subscription(
@@ -98,10 +94,10 @@ async def verify_if_waiting(
 @router.get("", response_model=list[SubscriptionOut])
 async def list_subscriptions(
     response: Response,
+    key: WebhooksReader,
+    tidings: TidingsDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    key: ApiKey = Depends(require("webhooks:read")),
-    tidings: Tidings = Depends(get_tidings),
 ) -> list[SubscriptionOut]:
     page = await tidings.store.subscriptions.page(key.tenant_id, decode_cursor("s", cursor), limit)
     set_next_cursor(response, "s", page.next_key)
@@ -110,19 +106,14 @@ async def list_subscriptions(
 
 @router.get("/{subscription_id}", response_model=SubscriptionOut)
 async def get_subscription(
-    subscription_id: str,
-    key: ApiKey = Depends(require("webhooks:read")),
-    tidings: Tidings = Depends(get_tidings),
+    subscription_id: str, key: WebhooksReader, tidings: TidingsDep
 ) -> SubscriptionOut:
     return SubscriptionOut.of(await owned(tidings, key, subscription_id))
 
 
 @router.patch("/{subscription_id}", response_model=Verified)
 async def update_subscription(
-    subscription_id: str,
-    request: UpdateSubscription,
-    key: ApiKey = Depends(require("webhooks:write")),
-    tidings: Tidings = Depends(get_tidings),
+    subscription_id: str, request: UpdateSubscription, key: WebhooksWriter, tidings: TidingsDep
 ) -> Verified:
     """Edit url, eventTypes, enabled or description. ``enabled: true`` resets the breaker.
 
@@ -144,9 +135,7 @@ async def update_subscription(
 
 @router.post("/{subscription_id}/verify", response_model=Verified)
 async def verify_subscription(
-    subscription_id: str,
-    key: ApiKey = Depends(require("webhooks:write")),
-    tidings: Tidings = Depends(get_tidings),
+    subscription_id: str, key: WebhooksWriter, tidings: TidingsDep
 ) -> Verified:
     """Send ``endpoint.verify`` again; a subscription waiting for it is enabled on 2xx."""
     sub = await owned(tidings, key, subscription_id)
@@ -158,9 +147,7 @@ async def verify_subscription(
 
 @router.delete("/{subscription_id}", status_code=204)
 async def delete_subscription(
-    subscription_id: str,
-    key: ApiKey = Depends(require("webhooks:write")),
-    tidings: Tidings = Depends(get_tidings),
+    subscription_id: str, key: WebhooksWriter, tidings: TidingsDep
 ) -> Response:
     if not await tidings.store.subscriptions.delete(key.tenant_id, subscription_id):
         raise not_found("subscription")
@@ -170,9 +157,9 @@ async def delete_subscription(
 @router.post("/{subscription_id}/rotate-secret", response_model=CreatedSubscription)
 async def rotate_secret(
     subscription_id: str,
+    key: WebhooksWriter,
+    tidings: TidingsDep,
     request: Annotated[RotateSecret | None, Body()] = None,
-    key: ApiKey = Depends(require("webhooks:write")),
-    tidings: Tidings = Depends(get_tidings),
 ) -> CreatedSubscription:
     """A new secret (shown only here); the old one keeps signing beside it for
     ``TIDINGS_SECRET_ROTATION_GRACE`` seconds, so receivers can switch without a gap."""
@@ -183,10 +170,7 @@ async def rotate_secret(
 
 @router.post("/{subscription_id}/test", response_model=TestDeliveryResult)
 async def test_subscription(
-    subscription_id: str,
-    request: TestDelivery,
-    key: ApiKey = Depends(require("webhooks:write")),
-    tidings: Tidings = Depends(get_tidings),
+    subscription_id: str, request: TestDelivery, key: WebhooksWriter, tidings: TidingsDep
 ) -> TestDeliveryResult:
     """Send one signed sample event now and report the receiver's answer."""
     sub = await owned(tidings, key, subscription_id)
@@ -196,10 +180,7 @@ async def test_subscription(
 
 @router.post("/{subscription_id}/recover", status_code=202, response_model=Recovered)
 async def recover_failed(
-    subscription_id: str,
-    request: Recover,
-    key: ApiKey = Depends(require("webhooks:write")),
-    tidings: Tidings = Depends(get_tidings),
+    subscription_id: str, request: Recover, key: WebhooksWriter, tidings: TidingsDep
 ) -> Recovered:
     """Queue again every failed delivery to this subscription of an event created since
     ``since``; their attempts start over. The subscription must be enabled."""
@@ -216,11 +197,11 @@ async def recover_failed(
 async def subscription_deliveries(
     subscription_id: str,
     response: Response,
+    key: WebhooksReader,
+    tidings: TidingsDep,
     status: Literal["succeeded", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    key: ApiKey = Depends(require("webhooks:read")),
-    tidings: Tidings = Depends(get_tidings),
 ) -> list[Attempt]:
     """The delivery log, newest first, optionally only succeeded or failed attempts."""
     sub = await owned(tidings, key, subscription_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from fastapi import FastAPI, Request
@@ -41,6 +41,16 @@ class ApiError(Exception):
 def not_found(what: str) -> ApiError:
     """The 404 for an id that is unknown, or belongs to another tenant (the same answer)."""
     return ApiError(404, "not_found", f"{what} not found")
+
+
+T = TypeVar("T")
+
+
+def or_not_found(found: T | None, what: str) -> T:
+    """``found``, or the 404 for ``what`` when the lookup found nothing."""
+    if found is None:
+        raise not_found(what)
+    return found
 
 
 TRANSLATED: tuple[type[Exception], ...] = (
