@@ -65,9 +65,23 @@ def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     _serve(Settings(), host, port)
 
 
+Processes = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Dispatcher processes to run and keep running (about one per core); "
+        "they share the work through the database.",
+    ),
+]
+
+
 @app.command()
-def worker() -> None:
-    """Run a dispatcher only (scale out by running several)."""
+def worker(processes: Processes = 1) -> None:
+    """Run a dispatcher only (scale out by running several, here or on other machines)."""
+    if processes > 1:
+        from tidings.processes import ProcessGroup, worker_argv
+
+        raise typer.Exit(ProcessGroup(worker_argv(), processes).run())
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_worker(Settings()))
 
