@@ -76,6 +76,16 @@ class Sampler:
     def watch(self, name: str, pid: int) -> None:
         self.procs[name] = psutil.Process(pid)
 
+    async def watch_children(self, name: str, count: int) -> None:
+        """Watch the ``count`` children of process ``name`` (``worker --processes``)
+        as ``name1``, ``name2``, … instead of their parent, which only supervises."""
+        parent = self.procs.pop(name)
+        async with asyncio.timeout(60):
+            while len(children := parent.children()) < count:  # noqa: ASYNC110 - another process
+                await asyncio.sleep(0.1)
+        for n, child in enumerate(children, 1):
+            self.procs[f"{name}{n}"] = child
+
     def sample(self) -> None:
         for name, proc in list(self.procs.items()):
             try:
@@ -222,7 +232,8 @@ async def _measure(
 ) -> Result:
     """SQLite runs as the one process it is meant to run as (``tidings serve``);
     PostgreSQL as an API process plus a separate ``tidings worker``."""
-    result = Result(f"tidings ({db}, {sender})")
+    workers = "" if db == "sqlite" else f", {args.worker_processes} workers"
+    result = Result(f"tidings ({db}, {sender}{workers})")
     env = {**tidings_env(database_url, work / "data"), "TIDINGS_SENDER": sender}
     key = await asyncio.to_thread(create_key, env, work)
     total = args.events * args.subs
@@ -258,7 +269,10 @@ async def _measure(
                 start("serve", serve, env)
             else:
                 start("api", serve, api_only)
-                start("worker", [*TIDINGS, "worker"], env)
+                processes = ["--processes", str(args.worker_processes)]
+                start("worker", [*TIDINGS, "worker", *processes], env)
+                if args.worker_processes > 1:
+                    await sampler.watch_children("worker", args.worker_processes)
             stats = await wait_received(client, rx, total, 900)
             result.deliveries_per_s = total / (stats["last"] - stats["first"])
             await wait_http(f"{base}/healthz")
@@ -307,16 +321,16 @@ def run_celery(url: str, total: int) -> Result:
 def print_table(results: list[Result], baseline: Result | None) -> None:
     print()
     columns = ["deliveries/s", "x celery", "p50 ms", "p95 ms", "p99 ms"]
-    print(f"{'sender':28s} " + " ".join(f"{c:>12s}" for c in columns) + "  peak RSS MB")
+    print(f"{'sender':34s} " + " ".join(f"{c:>12s}" for c in columns) + "  peak RSS MB")
     for r in results:
         ratio = f"{r.deliveries_per_s / baseline.deliveries_per_s:.1f}x" if baseline else "-"
         rss = ", ".join(f"{k} {v:.0f}" for k, v in r.rss_mb.items())
         figures = [f"{r.deliveries_per_s:12.0f}", f"{ratio:>12s}"] + [
             f"{v:12.1f}" for v in (r.p50_ms, r.p95_ms, r.p99_ms)
         ]
-        print(f"{r.name:28s} " + " ".join(figures) + f"  {rss}")
+        print(f"{r.name:34s} " + " ".join(figures) + f"  {rss}")
         for note in r.notes:
-            print(f"{'':28s} {note}")
+            print(f"{'':34s} {note}")
 
 
 @contextmanager
@@ -341,6 +355,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
         "--sender", nargs="+", default=["curl", "aiohttp"], choices=["curl", "aiohttp"]
+    )
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="PostgreSQL: tidings worker --processes N (default: one per core, as Celery "
+        "runs a prefork pool)",
     )
     parser.add_argument("--no-celery", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
