@@ -24,11 +24,12 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
 from sqlalchemy import Connection, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tidings.domain.clock import now_ms
@@ -74,14 +75,13 @@ class PostgresDatabase(Database):
 
     @classmethod
     def from_url(cls, url: str) -> PostgresDatabase:
-        parsed = make_url(url)
+        engine_url, dsn = connection_urls(url)
         engine = create_async_engine(
-            parsed.set(drivername="postgresql+asyncpg"),
+            engine_url,
             pool_size=10,
             max_overflow=10,
             pool_pre_ping=True,  # after a restart or failover, stale connections are replaced
         )
-        dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         return cls(engine, listen_dsn=dsn)
 
     def queue_again(self, which: str) -> tuple[str, ...]:
@@ -177,6 +177,23 @@ class PostgresDatabase(Database):
                     await self._listener.close()
                 self._listener = None
         await self.engine.dispose()
+
+
+def connection_urls(url: str) -> tuple[URL, str]:
+    """SQLAlchemy's URL and asyncpg's DSN for ``url``, which may name several servers in
+    libpq's form: ``postgresql://u:p@h1:5432,h2:5432/db?target_session_attrs=read-write``.
+
+    asyncpg reads that form as libpq does (each host in turn, keeping the first that
+    matches ``target_session_attrs``); SQLAlchemy cannot parse it and spells the list as
+    repeated ``host`` parameters instead, which its asyncpg dialect hands on."""
+    parts = urlsplit(url)
+    dsn = urlunsplit(parts._replace(scheme="postgresql"))
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return make_url(url).set(drivername="postgresql+asyncpg"), dsn
+    without_hosts = urlunsplit(parts._replace(scheme="postgresql+asyncpg", netloc=userinfo + at))
+    pairs = [("host", host) for host in hosts.split(",")]
+    return make_url(without_hosts).update_query_pairs(pairs, append=True), dsn
 
 
 class Statement:
