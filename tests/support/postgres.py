@@ -55,8 +55,9 @@ class Cluster:
     """A throwaway cluster this process controls: it can stop and start it again (on the
     same port), as an outage would."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, options: str = "") -> None:
         self._bindir = bindir
+        self._options = options
         self.root = Path(tempfile.mkdtemp(prefix="tidings-pg-"))
         self.data = self.root / "data"
         if os.geteuid() == 0:
@@ -76,7 +77,8 @@ class Cluster:
     def start(self) -> None:
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400"
+            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=400 "
+            f"{self._options}"
         )
         self._ctl("-o", options, "-l", str(self.root / "log"), "-w", "start")
 
@@ -90,11 +92,12 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def own_cluster() -> Iterator[Cluster]:
+def own_cluster(options: str = "") -> Iterator[Cluster]:
+    """A cluster of its own; ``options`` are more ``-c name=value`` server settings."""
     bindir = _bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
-    server = Cluster(bindir)
+    server = Cluster(bindir, options)
     try:
         server.init()
         server.start()

@@ -163,7 +163,9 @@ class PostgresDatabase(Database):
             return self._pool
         async with self._pool_lock:  # two first callers at once must not make two pools
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(self._listen_dsn, min_size=1, max_size=10)
+                self._pool = await asyncpg.create_pool(
+                    self._listen_dsn, min_size=1, max_size=10, reset=_keep_session
+                )
             return self._pool
 
     async def close(self) -> None:
@@ -194,6 +196,15 @@ def connection_urls(url: str) -> tuple[URL, str]:
     without_hosts = urlunsplit(parts._replace(scheme="postgresql+asyncpg", netloc=userinfo + at))
     pairs = [("host", host) for host in hosts.split(",")]
     return make_url(without_hosts).update_query_pairs(pairs, append=True), dsn
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """The hot pool's reset on release: nothing. asyncpg's default sends ``CLOSE ALL;
+    RESET ALL; SELECT pg_advisory_unlock_all(); UNLISTEN *`` every time a connection goes
+    back (a round trip and four statements per emit, claim and record; ``bench/db_cost.py``
+    counts them), for session state the hot path never sets: it takes transaction locks
+    only, opens no cursor, changes no setting, listens on a connection of its own. An open
+    transaction is still rolled back (asyncpg does that before calling this)."""
 
 
 class Statement:
