@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -62,6 +63,12 @@ class Settings(BaseSettings):
     sender: Literal["curl", "aiohttp"] = "curl"
     """The HTTP client deliveries go out with: libcurl on its own thread (pycurl), or
     aiohttp on the event loop. Both keep the same rules; see the README's benchmarks."""
+    egress_proxy: str | None = None
+    """``http://[user:pass@]host:port``: every delivery, test send and verification goes out
+    through this HTTP CONNECT proxy, tunnelled to the address the SSRF guard checked (the
+    curl sender only)."""
+    ca_bundle: Path | None = None
+    """A PEM file of CAs trusted for receivers' TLS, beside the system's."""
     dispatcher_enabled: bool = True
     """``serve`` runs a dispatcher too; turn off for API-only processes beside workers."""
     dispatcher_concurrency: int = Field(1000, ge=1)
@@ -74,6 +81,37 @@ class Settings(BaseSettings):
     response_body_retention_days: float = Field(7.0, gt=0)
     prune_interval: float = Field(300.0, gt=0)
     prune_batch_size: int = Field(1000, ge=1)
+
+    @field_validator("egress_proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        usable = parts.scheme in ("http", "https") and parts.hostname and port
+        if not usable or parts.path not in ("", "/"):
+            raise ValueError("must look like http://[user:pass@]host:port")
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        return value
+
+    @model_validator(mode="after")
+    def _proxy_needs_curl(self) -> Settings:
+        if self.egress_proxy and self.sender != "curl":
+            raise ValueError(
+                "TIDINGS_EGRESS_PROXY needs TIDINGS_SENDER=curl: only that sender tunnels "
+                "to the address the SSRF guard checked"
+            )
+        return self
 
     @model_validator(mode="after")
     def _honour_crm_enabled(self) -> Settings:

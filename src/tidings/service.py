@@ -178,7 +178,13 @@ class Tidings:
                 from tidings.dispatcher.curl_sender import CurlSender  # pycurl only if used
 
                 engine = CurlSender
-            self._sender = engine(s.delivery_timeout, s.dispatcher_concurrency, resolver)
+            self._sender = engine(
+                s.delivery_timeout,
+                s.dispatcher_concurrency,
+                resolver,
+                proxy=s.egress_proxy,
+                ca_bundle=str(s.ca_bundle) if s.ca_bundle else None,
+            )
         return self._sender
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ outgoing connection could take one between choosing and binding it; killing Patr
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -89,10 +90,10 @@ class PatroniCluster:
 
     def start(self) -> None:
         self._start_etcd()
-        for n in range(2):
-            self.nodes.append(self._start_node(f"node{n + 1}"))
-            wanted = "primary" if n == 0 else "sync"
-            self.wait_for(lambda node=self.nodes[-1]: node.role_is(wanted), 90, f"{wanted}")
+        for role in ("primary", "sync"):
+            node = self._start_node(f"node{len(self.nodes) + 1}")
+            self.nodes.append(node)
+            self.wait_for(functools.partial(node.role_is, role), 90, role)
 
     def url(self, database: str) -> str:
         hosts = ",".join(node.address for node in self.nodes)

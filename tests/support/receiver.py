@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float = field(default_factory=time.monotonic)
+    peer: str = ""
+    """The address the request's connection came from (a proxy's, through one)."""
 
 
 Responder = Callable[[int], web.Response | Awaitable[web.Response]]
@@ -36,9 +39,12 @@ class Receiver:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.tls: ssl.SSLContext | None = None
+        """Set before ``start`` to serve https."""
 
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def on(self, path: str, responder: Responder) -> str:
         self.responders[path] = responder
@@ -52,7 +58,7 @@ class Receiver:
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -62,7 +68,7 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        received = Received(request.path, dict(request.headers), body)
+        received = Received(request.path, dict(request.headers), body, peer=request.remote or "")
         self.requests.append(received)
         async with self._changed:
             self._changed.notify_all()

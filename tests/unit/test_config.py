@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tidings.config import Settings
 
@@ -40,3 +41,16 @@ def test_the_old_crm_switch_still_turns_the_crm_off(monkeypatch: pytest.MonkeyPa
     assert Settings(apps="crm").apps == ""
     monkeypatch.setenv("TIDINGS_CRM_ENABLED", "true")
     assert Settings().apps is None
+
+
+@pytest.mark.parametrize(
+    "value", ["ftp://proxy:21", "http://proxy", "http://proxy:port", "http://proxy:3128/x"]
+)
+def test_a_malformed_proxy_url_is_a_configuration_error(value: str) -> None:
+    with pytest.raises(ValidationError, match="egress_proxy"):
+        Settings(egress_proxy=value, env="development")
+
+
+def test_the_proxy_needs_the_curl_sender() -> None:
+    with pytest.raises(ValidationError, match="TIDINGS_SENDER=curl"):
+        Settings(egress_proxy="http://proxy:3128", sender="aiohttp", env="development")

@@ -12,6 +12,10 @@ keep-alive per host, TLS verified. The SSRF guard decides the address: names are
 (and checked) here, on the event loop, and pinned with ``CURLOPT_RESOLVE``, so libcurl
 never resolves a name itself; IP literals are checked as they are; and libcurl's
 open-socket hook checks, once more, the address it is about to connect to.
+
+Through an egress proxy (``TIDINGS_EGRESS_PROXY``) every delivery is a CONNECT tunnel
+(http too) to the checked address (``CURLOPT_CONNECT_TO``), with the name kept for the
+Host header, SNI and the certificate check: the proxy never resolves the receiver's name.
 """
 
 from __future__ import annotations
@@ -83,9 +87,14 @@ class CurlSender:
         timeout: float,
         max_connections: int = 200,
         guard: GuardedResolver | None = None,
+        *,
+        proxy: str | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         self._timeout = timeout
         self._guard = guard
+        self._proxy = proxy
+        self._trusted = _trusted_pem(ca_bundle) if ca_bundle else None
         self._loop = asyncio.get_running_loop()
         self._dns: BoundedCache[tuple[str, int], tuple[str | None, float]] = BoundedCache(
             _DNS_CACHE_SIZE
@@ -161,9 +170,11 @@ class CurlSender:
             os.write(self._wake_write, b"x")
 
     async def _pin(self, url: str) -> str | None:
-        """``host:port:address`` for CURLOPT_RESOLVE: the checked address of a name (None
-        for an allowed IP literal). Answers are reused: a name's for ``DNS_SECONDS``, a
-        literal's for as long as the sender lives (the policy does not change)."""
+        """Where libcurl may connect for ``url``: the checked addresses of a name as a
+        CURLOPT_RESOLVE entry, or through a proxy the first of them as a CURLOPT_CONNECT_TO
+        entry (the CONNECT names that address, so the proxy cannot resolve the name to
+        another); None for an allowed IP literal. Answers are reused: a name's for
+        ``DNS_SECONDS``, a literal's for as long as the sender lives."""
         if self._guard is None:
             return None
         parts = urlsplit(url)
@@ -178,8 +189,11 @@ class CurlSender:
             self._guard.refuse_literal(host)
         else:
             found = await self._guard.resolve(host, port, socket.AF_UNSPEC)
-            addresses = ",".join(dict.fromkeys(_bracketed(r["host"]) for r in found))
-            pinned = f"+{host}:{port}:{addresses}"  # "+": the entry expires like a lookup
+            addresses = list(dict.fromkeys(_bracketed(r["host"]) for r in found))
+            if self._proxy:  # the tunnel goes to the checked address, not to the name
+                pinned = f"{host}:{port}:{addresses[0]}:{port}"
+            else:  # "+": the entry expires like a lookup
+                pinned = f"+{host}:{port}:{','.join(addresses)}"
             expires = time.monotonic() + DNS_SECONDS
         self._dns.put((host, port), (pinned, expires))
         return pinned
@@ -307,7 +321,9 @@ class _Engine:
         handle = pycurl.Curl()
         timeout_ms = int(self._owner._timeout * 1000)
         handle.setopt(pycurl.POST, 1)
-        if _TRUST.cafile:  # the system's CA bundle (or SSL_CERT_FILE), as aiohttp uses
+        if self._owner._trusted is not None:  # the system's CAs and TIDINGS_CA_BUNDLE's
+            handle.setopt(pycurl.CAINFO_BLOB, self._owner._trusted)
+        elif _TRUST.cafile:  # the system's CA bundle (or SSL_CERT_FILE), as aiohttp uses
             handle.setopt(pycurl.CAINFO, _TRUST.cafile)
         if _TRUST.capath:
             handle.setopt(pycurl.CAPATH, _TRUST.capath)
@@ -317,7 +333,9 @@ class _Engine:
         handle.setopt(pycurl.FOLLOWLOCATION, 0)
         handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-        handle.setopt(pycurl.PROXY, "")  # never a proxy from the environment
+        handle.setopt(pycurl.PROXY, self._owner._proxy or "")  # never one from the environment
+        if self._owner._proxy:
+            handle.setopt(pycurl.HTTPPROXYTUNNEL, 1)  # CONNECT for http:// receivers too
         return handle
 
     def _configure(self, handle: pycurl.Curl, job: _Job) -> None:
@@ -326,10 +344,13 @@ class _Engine:
         handle.setopt(pycurl.URL, job.url)
         handle.setopt(pycurl.POSTFIELDS, job.body)
         handle.setopt(pycurl.HTTPHEADER, job.headers)
-        handle.setopt(pycurl.RESOLVE, [job.pinned] if job.pinned else [])
+        route = [job.pinned] if job.pinned else []
+        handle.setopt(pycurl.CONNECT_TO if self._owner._proxy else pycurl.RESOLVE, route)
         handle.setopt(pycurl.WRITEFUNCTION, functools.partial(_write, job))
         handle.setopt(pycurl.HEADERFUNCTION, job.head.write)
-        if self._owner._guard is not None:
+        if self._owner._guard is not None and not self._owner._proxy:
+            # Through a proxy the one socket libcurl opens is to the proxy, which may well
+            # sit on a private address; the target was checked when it was pinned.
             handle.setopt(
                 pycurl.OPENSOCKETFUNCTION, lambda purpose, address: self._open(job, address)
             )
@@ -389,6 +410,19 @@ class _Engine:
 
 
 _TRUST = ssl.get_default_verify_paths()
+
+
+def _trusted_pem(ca_bundle: str) -> bytes:
+    """The system's CA bundle and ``ca_bundle`` (TIDINGS_CA_BUNDLE) in one PEM blob: the
+    extra CAs add to the system's rather than replace them."""
+    system = b""
+    if _TRUST.cafile and os.path.isfile(_TRUST.cafile):
+        with open(_TRUST.cafile, "rb") as found:
+            system = found.read()
+    with open(ca_bundle, "rb") as extra:
+        return system + b"\n" + extra.read()
+
+
 _CUT_SHORT = frozenset({pycurl.E_OPERATION_TIMEDOUT, pycurl.E_PARTIAL_FILE, pycurl.E_RECV_ERROR})
 """Ends after the status and some of the body: the receiver answered (aiohttp's capped read
 returns what has come, too), so it counts as its status, not as a failure to retry."""

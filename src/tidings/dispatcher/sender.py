@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Protocol
@@ -44,10 +45,24 @@ class AiohttpSender:
         timeout: float,
         max_connections: int = 200,
         guard: GuardedResolver | None = None,
+        *,
+        proxy: str | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
+        if proxy:
+            raise ValueError(
+                "the aiohttp sender cannot keep the SSRF guard's address through a proxy: "
+                "use the curl sender"
+            )
         self._guard = guard
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        connector = aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=60, resolver=guard)
+        tls: ssl.SSLContext | bool = True
+        if ca_bundle:  # added to the system's CAs, not instead of them
+            tls = ssl.create_default_context()
+            tls.load_verify_locations(cafile=ca_bundle)
+        connector = aiohttp.TCPConnector(
+            limit=max_connections, ttl_dns_cache=60, resolver=guard, ssl=tls
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
