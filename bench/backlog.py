@@ -26,9 +26,14 @@ from sqlalchemy import Connection, insert, update
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from tests.support import postgres  # noqa: E402
-
-from bench.benchmark import TIDINGS, process, tidings_env, wait_http  # noqa: E402
+from bench.benchmark import (  # noqa: E402
+    TIDINGS,
+    arguments,
+    database,
+    fast_receiver,
+    process,
+    tidings_env,
+)
 from bench.celery_baseline import free_port  # noqa: E402
 from tidings.config import Settings  # noqa: E402
 from tidings.domain.events import Envelope  # noqa: E402
@@ -140,24 +145,16 @@ async def observe(
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="tidings-backlog-") as tmp:
-        port = free_port()
-        rx = f"http://127.0.0.1:{port}"
-        receiver = [sys.executable, str(ROOT / "bench" / "receiver.py"), str(port)]
-        with process(receiver, {}, Path(tmp) / "receiver.log"):
-            await wait_http(f"{rx}/stats")
+        async with fast_receiver({}, Path(tmp) / "receiver.log") as rx:
             for db in args.db:
                 work = Path(tmp) / db
                 work.mkdir()
-                if db == "sqlite":
-                    await observe(args, db, f"sqlite:///{work / 'tidings.db'}", work, rx)
-                else:
-                    with postgres.cluster() as server:
-                        await observe(args, db, postgres.create_database(server), work, rx)
+                with database(db, work) as url:
+                    await observe(args, db, url, work, rx)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
+    parser = arguments(__doc__)
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=60.0)
     asyncio.run(run(parser.parse_args()))

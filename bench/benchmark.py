@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +124,36 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
                 proc.kill()
 
 
+@contextmanager
+def database(db: str, work: Path) -> Iterator[str]:
+    """The URL of a new database to run tidings on: ``sqlite`` (a file in ``work``) or
+    ``postgresql`` (in a cluster of its own, gone on exit)."""
+    if db == "sqlite":
+        yield f"sqlite:///{work / 'tidings.db'}"
+    else:
+        with postgres.cluster() as server:
+            yield postgres.create_database(server)
+
+
+@contextlib.asynccontextmanager
+async def fast_receiver(env: dict[str, str], log: Path) -> AsyncIterator[str]:
+    """bench/receiver.py on a free port, once it answers; yields its base URL."""
+    port = free_port()
+    with process([PYTHON, str(ROOT / "bench" / "receiver.py"), str(port)], env, log):
+        rx = f"http://127.0.0.1:{port}"
+        await wait_http(f"{rx}/stats")
+        yield rx
+
+
+def arguments(description: str | None) -> argparse.ArgumentParser:
+    """A bench script's parser, with ``--db``: the databases to run on, in turn."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
+    return parser
+
+
 def tidings_env(database_url: str, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     env.update(
@@ -203,10 +233,10 @@ async def emit_paced(api: aiohttp.ClientSession, rate: float, seconds: float) ->
     return sorted(answered)
 
 
-def create_key(env: dict[str, str], work: Path) -> str:
-    work.mkdir(parents=True, exist_ok=True)
+def create_key(env: dict[str, str], tenant: str = "bench") -> str:
+    """A new admin key of ``tenant``, made by the CLI (blocking: run it in a thread)."""
     done = subprocess.run(
-        [*TIDINGS, "keys", "create", "--tenant", "bench", "--scope", "admin"],
+        [*TIDINGS, "keys", "create", "--tenant", tenant, "--scope", "admin"],
         env=env,
         capture_output=True,
         text=True,
@@ -220,11 +250,9 @@ async def run_tidings(
     db: str, sender: str, args: argparse.Namespace, rx: str, work: Path
 ) -> Result:
     work = work / f"{db}-{sender}"
-    if db == "sqlite":
-        url = f"sqlite:///{work / 'tidings.db'}"
+    work.mkdir(parents=True, exist_ok=True)
+    with database(db, work) as url:
         return await _measure(url, db, sender, args, rx, work)
-    with postgres.cluster() as server:
-        return await _measure(postgres.create_database(server), db, sender, args, rx, work)
 
 
 async def _measure(
@@ -235,7 +263,7 @@ async def _measure(
     workers = "" if db == "sqlite" else f", {args.worker_processes} workers"
     result = Result(f"tidings ({db}, {sender}{workers})")
     env = {**tidings_env(database_url, work / "data"), "TIDINGS_SENDER": sender}
-    key = await asyncio.to_thread(create_key, env, work)
+    key = await asyncio.to_thread(create_key, env)
     total = args.events * args.subs
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -345,10 +373,7 @@ def _workdir(keep: bool) -> Iterator[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
+    parser = arguments(__doc__)
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--subs", type=int, default=2)
     parser.add_argument("--rate", type=float, default=200.0)

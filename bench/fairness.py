@@ -45,10 +45,17 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from tests.support import postgres  # noqa: E402
-
 from bench.backlog import fill  # noqa: E402
-from bench.benchmark import TIDINGS, process, tidings_env, wait_http  # noqa: E402
+from bench.benchmark import (  # noqa: E402
+    TIDINGS,
+    arguments,
+    create_key,
+    database,
+    fast_receiver,
+    process,
+    tidings_env,
+    wait_http,
+)
 from bench.celery_baseline import free_port, percentile  # noqa: E402
 
 PROBE_EVERY = 0.1
@@ -77,19 +84,6 @@ class Setup:
     env: dict[str, str]
     base: str
     work: Path
-
-
-async def create_key(env: dict[str, str], tenant: str) -> str:
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [*TIDINGS, "keys", "create", "--tenant", tenant, "--scope", "admin"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return done.stdout.splitlines()[-1]
 
 
 async def subscribe(api: aiohttp.ClientSession, url: str, types: list[str]) -> None:
@@ -184,7 +178,7 @@ def tidings_running(setup: Setup, extra: dict[str, str]) -> Iterator[None]:
 
 
 async def probe_tenant_b(setup: Setup, rx: str, code: str, scenario: str) -> Figures:
-    key_b = await create_key(setup.env, "tenant-b")
+    key_b = await asyncio.to_thread(create_key, setup.env, "tenant-b")
     path = f"/b-{scenario}-{setup.db}-{code}"
     async with aiohttp.ClientSession(setup.base, headers={"X-Api-Key": key_b}) as b:
         await subscribe(b, f"{rx}{path}", ["lead.created"])
@@ -194,7 +188,7 @@ async def probe_tenant_b(setup: Setup, rx: str, code: str, scenario: str) -> Fig
 
 
 async def slow(setup: Setup, rx: str, code: str) -> list[Figures]:
-    key_a = await create_key(setup.env, "tenant-a")
+    key_a = await asyncio.to_thread(create_key, setup.env, "tenant-a")
     with tidings_running(setup, {}):
         await wait_http(f"{setup.base}/healthz")
         async with aiohttp.ClientSession(setup.base, headers={"X-Api-Key": key_a}) as a:
@@ -207,7 +201,7 @@ async def slow(setup: Setup, rx: str, code: str) -> list[Figures]:
 async def hanging(setup: Setup, rx: str, code: str) -> list[Figures]:
     found = []
     for timeout in (3, 10):
-        key = await create_key(setup.env, f"tenant-hang-{timeout}")
+        key = await asyncio.to_thread(create_key, setup.env, f"tenant-hang-{timeout}")
         with tidings_running(setup, {"TIDINGS_DELIVERY_TIMEOUT": str(timeout)}):
             await wait_http(f"{setup.base}/healthz")
             event_type = "payment.succeeded"
@@ -245,11 +239,7 @@ async def run_scenarios(
                 continue
             place = work / f"{code}-{db}-{scenario}"
             place.mkdir(parents=True)
-            with contextlib.ExitStack() as stack:
-                if db == "sqlite":
-                    url = f"sqlite:///{place / 'tidings.db'}"
-                else:
-                    url = postgres.create_database(stack.enter_context(postgres.cluster()))
+            with database(db, place) as url:
                 env = tidings_env(url, place / "data")
                 env["PYTHONPATH"] = str(src)
                 env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
@@ -302,11 +292,7 @@ def print_table(found: list[Figures]) -> None:
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="tidings-fairness-") as tmp:
         work = Path(tmp)
-        port = free_port()
-        rx = f"http://127.0.0.1:{port}"
-        receiver = [sys.executable, str(ROOT / "bench" / "receiver.py"), str(port)]
-        with process(receiver, dict(os.environ), work / "receiver.log"):
-            await wait_http(f"{rx}/stats")
+        async with fast_receiver(dict(os.environ), work / "receiver.log") as rx:
             found = await run_scenarios(args, rx, work, "HEAD", ROOT / "src")
             if os.environ.get("FAIRNESS_KEEP"):
                 import shutil
@@ -319,10 +305,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
+    parser = arguments(__doc__)
     parser.add_argument("--scenario", nargs="+", default=["slow", "hanging", "backlog"])
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--baseline-rev", help="also run slow and hanging on this commit")

@@ -26,11 +26,9 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from tests.support import postgres  # noqa: E402
 
 from bench.backlog import fill, sample_delivering  # noqa: E402
-from bench.benchmark import process, tidings_env, wait_http  # noqa: E402
-from bench.celery_baseline import free_port  # noqa: E402
+from bench.benchmark import arguments, database, fast_receiver, tidings_env  # noqa: E402
 from bench.senders import bare_aiohttp, bare_curl  # noqa: E402
 from tidings.domain.scheduling import RESERVE_SHARE  # noqa: E402
 
@@ -62,11 +60,7 @@ async def drain(
 async def run(args: argparse.Namespace) -> None:
     results: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="tidings-inflight-") as tmp:
-        port = free_port()
-        rx = f"http://127.0.0.1:{port}"
-        receiver = [sys.executable, str(ROOT / "bench" / "receiver.py"), str(port)]
-        with process(receiver, {}, Path(tmp) / "receiver.log"):
-            await wait_http(f"{rx}/stats")
+        async with fast_receiver({}, Path(tmp) / "receiver.log") as rx:
             total = int(args.in_flight * args.seconds / 2)
             aiohttp_rate = await bare_aiohttp(f"{rx}/slow/1000/bare", total, args.in_flight)
             print(f"bare aiohttp sender: {aiohttp_rate:.0f} POSTs/s, {args.in_flight} in flight")
@@ -75,13 +69,8 @@ async def run(args: argparse.Namespace) -> None:
             for db in args.db:
                 work = Path(tmp) / db
                 work.mkdir()
-                if db == "sqlite":
-                    url = f"sqlite:///{work / 'tidings.db'}"
+                with database(db, work) as url:
                     results[db] = await drain(args, db, url, work, rx)
-                else:
-                    with postgres.cluster() as server:
-                        url = postgres.create_database(server)
-                        results[db] = await drain(args, db, url, work, rx)
     print(f"\n{args.in_flight} in flight to receivers answering after 1 s:")
     print(f"  bare aiohttp sender (no DB)   {aiohttp_rate:7.0f} deliveries/s")
     print(f"  bare curl sender (no DB)      {bare:7.0f} deliveries/s (tidings' default)")
@@ -93,8 +82,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
+    parser = arguments(__doc__)
     parser.add_argument("--in-flight", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=30.0)
     asyncio.run(run(parser.parse_args()))

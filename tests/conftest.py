@@ -147,11 +147,16 @@ def start_api(make_settings: Callable[..., Settings]) -> Callable[..., Any]:
 
 
 @pytest.fixture
-async def server(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, str]]:
+def server_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    """The environment of ``server``: CLI commands run in it share the server's database."""
+    return tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
+
+
+@pytest.fixture
+async def server(tmp_path: Path, server_env: dict[str, str]) -> AsyncIterator[tuple[str, str]]:
     """The real ``tidings serve`` on a free port: yields (base URL, admin key)."""
-    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
-    key = create_key(env)
-    async with serving(env, tmp_path) as (base, process):
+    key = create_key(server_env)
+    async with serving(server_env, tmp_path) as (base, process):
         yield base, key
     assert "Application shutdown complete" in process.log.read_text()
 

@@ -22,7 +22,7 @@ from tests.support import postgres
 from tests.support.processes import (
     Process,
     create_key,
-    free_port,
+    serve_on_free_port,
     tidings_env,
     wait_until_serving,
 )
@@ -40,10 +40,8 @@ async def test_postgres_stopped_mid_stream_loses_nothing(
         url = postgres.create_database(server.url)
         env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=url)
         key = create_key(env)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
         api_env = {**env, "TIDINGS_DISPATCHER_ENABLED": "false"}
-        api = Process(["serve", "--port", str(port)], api_env, tmp_path / "api.log")
+        base, api = serve_on_free_port(api_env, tmp_path / "api.log")
         workers = [Process(["worker"], env, tmp_path / f"worker{n}.log") for n in range(2)]
         async with started([api, *workers]):
             await wait_until_serving(base, api)
@@ -74,9 +72,7 @@ async def test_sqlite_unwritable_answers_503_then_recovers(
     database = tmp_path / "tidings.db"
     env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=f"sqlite:///{database}")
     key = create_key(env)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    serve = Process(["serve", "--port", str(port)], env, tmp_path / "serve.log")
+    base, serve = serve_on_free_port(env, tmp_path / "serve.log")
     files = [database, Path(f"{database}-wal")]
     async with started([serve]):
         await wait_until_serving(base, serve)

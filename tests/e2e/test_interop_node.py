@@ -138,6 +138,23 @@ def other_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+async def node_subscription(api: Api) -> tuple[dict[str, str], int, dict[str, Any]]:
+    """A new tenant key's headers, a free port for the Node receiver, and a subscription
+    of client.* events to it there (with an auto-generated secret)."""
+    headers = await api.key()
+    port = free_port()
+    sub = await subscribe(api, headers, f"http://127.0.0.1:{port}/webhooks/tidings", "client.*")
+    return headers, port, sub
+
+
+async def emit_to(
+    api: Api, headers: dict[str, str], rx: NodeReceiver
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Emit a client.created event: it, and what the Node receiver recorded of it."""
+    event = await emit(api, headers, "client.created")
+    return event, await rx.wait_for(lambda r: r["webhookId"] == event["id"])
+
+
 async def first_attempt_logged(api: Api, headers: dict[str, str], event_id: str) -> bool:
     return any(a["attempt"] == 1 for a in await attempts_for(api, headers, event_id))
 
@@ -145,13 +162,10 @@ async def first_attempt_logged(api: Api, headers: dict[str, str], event_id: str)
 async def test_node_express_receiver_accepts_our_signature(
     api: Api, node: str, tmp_path: Path
 ) -> None:
-    headers = await api.key()
-    port = free_port()
+    headers, port, sub = await node_subscription(api)
     # The subscription's own, auto-generated secret is what the Node receiver is given.
-    sub = await subscribe(api, headers, f"http://127.0.0.1:{port}/webhooks/tidings", "client.*")
     async with node_receiver(node, sub["signingSecret"], port, tmp_path) as rx:
-        event = await emit(api, headers, "client.created")
-        record = await rx.wait_for(lambda r: r["webhookId"] == event["id"])
+        event, record = await emit_to(api, headers, rx)
         assert record == {
             "path": "/webhooks/tidings",
             "status": 200,
@@ -174,14 +188,11 @@ async def test_node_express_receiver_accepts_our_signature(
 async def test_node_express_receiver_rejects_another_secret(
     api: Api, node: str, tmp_path: Path
 ) -> None:
-    headers = await api.key()
-    port = free_port()
-    sub = await subscribe(api, headers, f"http://127.0.0.1:{port}/webhooks/tidings", "client.*")
+    headers, port, sub = await node_subscription(api)
     node_secret = other_secret()
     assert node_secret != sub["signingSecret"]
     async with node_receiver(node, node_secret, port, tmp_path) as rx:
-        event = await emit(api, headers, "client.created")
-        record = await rx.wait_for(lambda r: r["webhookId"] == event["id"])
+        event, record = await emit_to(api, headers, rx)
         assert (record["valid"], record["status"], record["eventId"]) == (False, 401, None)
         await eventually(lambda: first_attempt_logged(api, headers, event["id"]), WAIT_TIMEOUT)
     log = await attempts_for(api, headers, event["id"])

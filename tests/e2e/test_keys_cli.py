@@ -24,14 +24,13 @@ def key_rows(listing: str) -> dict[str, list[str]]:
 
 @pytest.mark.asyncio
 async def test_keys_are_listed_without_secrets_and_revoked_for_good(
-    server: tuple[str, str], tmp_path: Path, database_url: str
+    server: tuple[str, str], server_env: dict[str, str]
 ) -> None:
     base, admin = server
-    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
-    reader = create_key(env, scope="events:read")
-    create_key(env, tenant="globex")
+    reader = create_key(server_env, scope="events:read")
+    create_key(server_env, tenant="globex")
 
-    listing = run_cli(["keys", "list", "--tenant", "acme"], env)
+    listing = run_cli(["keys", "list", "--tenant", "acme"], server_env)
     for plaintext in (admin, reader):
         assert plaintext[12:] not in listing and hash_api_key(plaintext) not in listing
     rows = key_rows(listing)
@@ -45,7 +44,7 @@ async def test_keys_are_listed_without_secrets_and_revoked_for_good(
         reader_headers = {"X-Api-Key": reader}
         assert (await browser.get("/api/v1/events", headers=reader_headers)).status_code == 200
 
-        done = run_cli(["keys", "revoke", rows[reader[:12]][0]], env)
+        done = run_cli(["keys", "revoke", rows[reader[:12]][0]], server_env)
         assert f"revoked key {rows[reader[:12]][0]}" in done
 
         async def reader_refused() -> bool:
@@ -56,13 +55,13 @@ async def test_keys_are_listed_without_secrets_and_revoked_for_good(
 
         # The CLI may revoke a tenant's last admin key (it can always create another);
         # the portal session opened with it ends at once, in the server's process too.
-        done = run_cli(["keys", "revoke", rows[admin[:12]][0]], env)
+        done = run_cli(["keys", "revoke", rows[admin[:12]][0]], server_env)
         assert "ended 1 portal session(s)" in done
         assert (await browser.get("/portal/")).status_code == 303
 
-    rows = key_rows(run_cli(["keys", "list", "--tenant", "acme"], env))
+    rows = key_rows(run_cli(["keys", "list", "--tenant", "acme"], server_env))
     assert rows[reader[:12]][4] != "-" and rows[admin[:12]][4] != "-"
-    again = run_cli(["keys", "revoke", rows[reader[:12]][0]], env)
+    again = run_cli(["keys", "revoke", rows[reader[:12]][0]], server_env)
     assert "already revoked" in again
 
 

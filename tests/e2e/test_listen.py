@@ -12,14 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import (
-    TIDINGS,
-    Process,
-    create_key,
-    free_port,
-    tidings_env,
-    wait_until_serving,
-)
+from tests.support.processes import TIDINGS, create_key, serving
 from tests.support.receiver import Receiver
 from tidings.receiver import verify
 
@@ -56,24 +49,19 @@ async def read_until(proc: asyncio.subprocess.Process, lines: list[str], needle:
 
 
 async def test_listen_forwards_and_cleans_up(
-    tmp_path: Path, receiver: Receiver, database_url: str
+    tmp_path: Path, receiver: Receiver, server_env: dict[str, str]
 ) -> None:
-    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
-    key = create_key(env)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
-    try:
-        await wait_until_serving(base, server)
+    key = create_key(server_env)
+    async with serving(server_env, tmp_path) as (base, _):
         args = ["--forward-to", receiver.url("/app"), "--server", base, "--api-key", key]
-        async with listening(args, env) as (proc, lines):
+        async with listening(args, server_env) as (proc, lines):
             await read_until(proc, lines, "Ready:")
             secret = (await read_until(proc, lines, "Signing secret")).split()[-1]
             trigger = [*TIDINGS, "trigger", "payment.succeeded", "--server", base]
             triggered = await asyncio.to_thread(
                 subprocess.run,
                 [*trigger, "--api-key", key],
-                env=env,
+                env=server_env,
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -91,5 +79,3 @@ async def test_listen_forwards_and_cleans_up(
                 assert await proc.wait() == 0
         async with httpx.AsyncClient(base_url=base, headers={"X-Api-Key": key}) as client:
             assert (await client.get("/api/v1/webhooks/subscriptions")).json() == []
-    finally:
-        server.stop()

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import eventually
-from tests.support.processes import Process, create_key, free_port, tidings_env, wait_until_serving
+from tests.support.processes import create_key, serve_on_free_port, tidings_env, wait_until_serving
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.asyncio
@@ -31,9 +31,7 @@ async def test_attempts_are_logged_as_json_with_ids_and_without_secrets(
     env = tidings_env(tmp_path / "data", TIDINGS_LOG_FORMAT="json", TIDINGS_LOG_LEVEL="debug")
     env["TIDINGS_RETRY_MAX_ATTEMPTS"] = "2"
     key = create_key(env)
-    port = free_port()
-    process = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
-    base = f"http://127.0.0.1:{port}"
+    base, process = serve_on_free_port(env, tmp_path / "server.log")
     url = receiver.on("/logs", lambda n: web.Response(status=500, text="secret-free failure"))
     try:
         await wait_until_serving(base, process)

@@ -13,11 +13,11 @@ from tests.support.processes import TIDINGS, run_cli, tidings_env
 
 @pytest.mark.asyncio
 async def test_a_cli_link_opens_the_tenants_portal(
-    server: tuple[str, str], tmp_path: Path, database_url: str
+    server: tuple[str, str], server_env: dict[str, str]
 ) -> None:
     base, _ = server
-    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=database_url)
-    link = run_cli(["portal-link", "--tenant", "acme", "--hours", "1", "--base-url", base], env)
+    link_args = ["portal-link", "--tenant", "acme", "--hours", "1", "--base-url", base]
+    link = run_cli(link_args, server_env)
     url = link.splitlines()[-1]
     assert url.startswith(f"{base}/portal/c/")
     async with httpx.AsyncClient() as browser:

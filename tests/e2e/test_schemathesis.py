@@ -17,7 +17,7 @@ import schemathesis
 from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, settings
 
-from tests.support.processes import Process, create_key, free_port, tidings_env, wait_until_serving
+from tests.support.processes import create_key, serve_on_free_port, tidings_env, wait_until_serving
 from tidings.app import create_app
 from tidings.config import Settings
 from tidings.service import Tidings
@@ -28,9 +28,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     tmp: Path = tmp_path_factory.mktemp("fuzz")
     env = tidings_env(tmp / "data")
     key = create_key(env)
-    port = free_port()
-    process = Process(["serve", "--port", str(port)], env, tmp / "server.log")
-    base = f"http://127.0.0.1:{port}"
+    base, process = serve_on_free_port(env, tmp / "server.log")
     try:
         asyncio.run(wait_until_serving(base, process))
         yield base, key

@@ -70,6 +70,13 @@ class Process:
         return self.proc.returncode
 
 
+def serve_on_free_port(env: Mapping[str, str], log: Path) -> tuple[str, Process]:
+    """``tidings serve`` started on a free port: (base URL, process). It answers once
+    ``wait_until_serving`` returns."""
+    port = free_port()
+    return f"http://127.0.0.1:{port}", Process(["serve", "--port", str(port)], env, log)
+
+
 async def wait_until_serving(base_url: str, process: Process, timeout: float = 30.0) -> None:
     """Poll /healthz until the server answers (there is no event to await across processes)."""
     async with httpx.AsyncClient() as client, asyncio.timeout(timeout):
@@ -90,9 +97,7 @@ async def serving(env: Mapping[str, str], tmp_path: Path) -> AsyncIterator[tuple
 
     It must stop gracefully (uvicorn re-raises SIGTERM after a graceful shutdown) and log
     no traceback."""
-    port = free_port()
-    process = Process(["serve", "--port", str(port)], env, tmp_path / "server.log")
-    base = f"http://127.0.0.1:{port}"
+    base, process = serve_on_free_port(env, tmp_path / "server.log")
     try:
         await wait_until_serving(base, process)
         yield base, process

@@ -5,26 +5,25 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from tidings.portal.web import (
+    Operator,
     PortalError,
+    SignedIn,
     checked_form,
     field,
-    operator,
     render,
     safe_next,
     see_other,
     start_session,
     tidings_of,
-    viewer,
 )
 from tidings.web.sessions import (
     COOKIE,
     MAX_LINK_SECONDS,
     SESSION_SECONDS,
-    Viewer,
     issue_consumer_link,
     signer_of,
 )
@@ -59,7 +58,7 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request, who: Viewer = Depends(viewer)) -> Response:
+async def logout(request: Request, who: SignedIn) -> Response:
     """Ends the session on the server too: the old cookie, replayed, opens nothing."""
     await checked_form(request, who)
     await tidings_of(request).store.sessions.end_session(who.session_id)
@@ -81,12 +80,12 @@ async def consumer_link(request: Request, token: str) -> Response:
 
 
 @router.get("/links")
-async def links_page(request: Request, who: Viewer = Depends(operator)) -> Response:
+async def links_page(request: Request, who: Operator) -> Response:
     return await render(request, who, "links.html", {"link": None, "max_days": _max_days()})
 
 
 @router.post("/links")
-async def create_link(request: Request, who: Viewer = Depends(operator)) -> Response:
+async def create_link(request: Request, who: Operator) -> Response:
     form = await checked_form(request, who)
     try:
         hours = float(field(form, "hours") or "24")

@@ -6,23 +6,22 @@ import json
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from tidings.portal.web import (
+    Manager,
     PageKey,
     PortalError,
+    SignedIn,
     checked_form,
     field,
-    manager,
     parse_utc,
     render,
     see_other,
     tidings_of,
-    viewer,
 )
 from tidings.storage import EventFilter
-from tidings.web.sessions import Viewer
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 
@@ -35,13 +34,13 @@ Text = Annotated[str, Query(max_length=200)]
 @router.get("/events")
 async def events_page(
     request: Request,
+    who: SignedIn,
     type: Text = "",
     status: Annotated[str, Query(pattern="^(pending|succeeded|failed|cancelled)?$")] = "",
     subscription: Text = "",
     before_time: Text = "",
     before: PageKey = None,
     recovered: PageKey = None,
-    who: Viewer = Depends(viewer),
 ) -> Response:
     tidings = tidings_of(request)
     if type.startswith("evt_") and not (status or subscription or before_time):
@@ -80,9 +79,9 @@ async def events_page(
 @router.get("/events/{event_id}")
 async def event_page(
     request: Request,
+    who: SignedIn,
     event_id: str,
     queued: PageKey = None,
-    who: Viewer = Depends(viewer),
 ) -> Response:
     store = tidings_of(request).store
     event = await store.events.get_event(who.tenant_id, event_id)
@@ -104,7 +103,7 @@ async def event_page(
 
 
 @router.post("/events/{event_id}/redeliver")
-async def redeliver(request: Request, event_id: str, who: Viewer = Depends(manager)) -> Response:
+async def redeliver(request: Request, event_id: str, who: Manager) -> Response:
     form = await checked_form(request, who)
     tidings = tidings_of(request)
     event = await tidings.store.events.get_event(who.tenant_id, event_id)
@@ -115,7 +114,7 @@ async def redeliver(request: Request, event_id: str, who: Viewer = Depends(manag
 
 
 @router.post("/recover")
-async def recover_all(request: Request, who: Viewer = Depends(manager)) -> Response:
+async def recover_all(request: Request, who: Manager) -> Response:
     """Queue again every failed delivery since a time, to one or every subscription."""
     form = await checked_form(request, who)
     since = parse_utc(field(form, "since"), "since")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tidings.portal.web import (
+    Operator,
     PortalError,
     checked_form,
-    operator,
     render,
     see_other,
     tidings_of,
@@ -38,12 +38,12 @@ async def _page(
 
 
 @router.get("/keys")
-async def keys_page(request: Request, who: Viewer = Depends(operator)) -> Response:
+async def keys_page(request: Request, who: Operator) -> Response:
     return await _page(request, who, {})
 
 
 @router.post("/keys")
-async def create_key(request: Request, who: Viewer = Depends(operator)) -> Response:
+async def create_key(request: Request, who: Operator) -> Response:
     form = await checked_form(request, who)
     scopes = sorted({value for value in form.getlist("scope") if isinstance(value, str)})
     try:
@@ -54,7 +54,7 @@ async def create_key(request: Request, who: Viewer = Depends(operator)) -> Respo
 
 
 @router.post("/keys/{key_id}/revoke")
-async def revoke_key(request: Request, key_id: str, who: Viewer = Depends(operator)) -> Response:
+async def revoke_key(request: Request, key_id: str, who: Operator) -> Response:
     """Revoking the key this session signed in with ends this session too."""
     await checked_form(request, who)
     revoked = await tidings_of(request).revoke_api_key(key_id, who.tenant_id)

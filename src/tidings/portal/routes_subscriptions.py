@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from tidings.domain.clock import now_ms
 from tidings.domain.subscriptions import Subscription
 from tidings.portal.chart import MINUTE_MS, per_minute, window_start
 from tidings.portal.web import (
+    Manager,
     PageKey,
     PortalError,
+    SignedIn,
     checked_form,
     field,
-    manager,
     parse_utc,
     render,
     see_other,
     tidings_of,
-    viewer,
 )
 from tidings.service import Invalid, Tidings
 from tidings.web.sessions import Viewer
@@ -43,8 +43,8 @@ async def chart_context(tidings: Tidings, tenant_id: str) -> dict[str, Any]:
 @router.get("/")
 async def home(
     request: Request,
+    who: SignedIn,
     after: PageKey = None,
-    who: Viewer = Depends(viewer),
 ) -> Response:
     tidings = tidings_of(request)
     page = await tidings.store.subscriptions.page(who.tenant_id, after, PAGE_SIZE)
@@ -62,14 +62,14 @@ async def home(
 
 
 @router.get("/chart")
-async def chart(request: Request, who: Viewer = Depends(viewer)) -> Response:
+async def chart(request: Request, who: SignedIn) -> Response:
     """The chart alone: htmx swaps it in every few seconds."""
     context = await chart_context(tidings_of(request), who.tenant_id)
     return await render(request, who, "_chart.html", context)
 
 
 @router.get("/subscriptions/new")
-async def new_subscription(request: Request, who: Viewer = Depends(manager)) -> Response:
+async def new_subscription(request: Request, who: Manager) -> Response:
     return await render(request, who, "subscription_new.html", _form_context(request, {}, None))
 
 
@@ -88,7 +88,7 @@ def _patterns(text: str) -> list[str]:
 
 
 @router.post("/subscriptions")
-async def create_subscription(request: Request, who: Viewer = Depends(manager)) -> Response:
+async def create_subscription(request: Request, who: Manager) -> Response:
     form = await checked_form(request, who)
     values = {name: field(form, name) for name in ("url", "event_types", "description")}
     tidings = tidings_of(request)
@@ -153,11 +153,11 @@ async def _detail(
 @router.get("/subscriptions/{subscription_id}")
 async def subscription_page(
     request: Request,
+    who: SignedIn,
     subscription_id: str,
     outcome: Annotated[str | None, Query(pattern="^(succeeded|failed)?$")] = None,
     before: PageKey = None,
     recovered: PageKey = None,
-    who: Viewer = Depends(viewer),
 ) -> Response:
     sub = await _owned(request, who, subscription_id)
     notice = None if recovered is None else f"{recovered} failed deliveries queued again."
@@ -167,9 +167,7 @@ async def subscription_page(
 
 
 @router.post("/subscriptions/{subscription_id}/edit")
-async def edit_subscription(
-    request: Request, subscription_id: str, who: Viewer = Depends(manager)
-) -> Response:
+async def edit_subscription(request: Request, subscription_id: str, who: Manager) -> Response:
     form = await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
     changes = {
@@ -191,16 +189,12 @@ async def edit_subscription(
 
 
 @router.post("/subscriptions/{subscription_id}/enable")
-async def enable_subscription(
-    request: Request, subscription_id: str, who: Viewer = Depends(manager)
-) -> Response:
+async def enable_subscription(request: Request, subscription_id: str, who: Manager) -> Response:
     return await _set_enabled(request, who, subscription_id, True)
 
 
 @router.post("/subscriptions/{subscription_id}/disable")
-async def disable_subscription(
-    request: Request, subscription_id: str, who: Viewer = Depends(manager)
-) -> Response:
+async def disable_subscription(request: Request, subscription_id: str, who: Manager) -> Response:
     return await _set_enabled(request, who, subscription_id, False)
 
 
@@ -213,9 +207,7 @@ async def _set_enabled(request: Request, who: Viewer, subscription_id: str, on: 
 
 
 @router.post("/subscriptions/{subscription_id}/delete")
-async def delete_subscription(
-    request: Request, subscription_id: str, who: Viewer = Depends(manager)
-) -> Response:
+async def delete_subscription(request: Request, subscription_id: str, who: Manager) -> Response:
     await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
     await tidings_of(request).store.subscriptions.delete(who.tenant_id, sub.id)
@@ -223,9 +215,7 @@ async def delete_subscription(
 
 
 @router.post("/subscriptions/{subscription_id}/rotate")
-async def rotate_secret(
-    request: Request, subscription_id: str, who: Viewer = Depends(manager)
-) -> Response:
+async def rotate_secret(request: Request, subscription_id: str, who: Manager) -> Response:
     await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
     rotated, secret = await tidings_of(request).rotate_secret(sub)
@@ -233,9 +223,7 @@ async def rotate_secret(
 
 
 @router.post("/subscriptions/{subscription_id}/test")
-async def send_test(
-    request: Request, subscription_id: str, who: Viewer = Depends(manager)
-) -> Response:
+async def send_test(request: Request, subscription_id: str, who: Manager) -> Response:
     """A signed sample event now; htmx gets the result alone, a plain form the whole page."""
     form = await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
@@ -249,9 +237,7 @@ async def send_test(
 
 
 @router.post("/subscriptions/{subscription_id}/recover")
-async def recover(
-    request: Request, subscription_id: str, who: Viewer = Depends(manager)
-) -> Response:
+async def recover(request: Request, subscription_id: str, who: Manager) -> Response:
     form = await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
     since = parse_utc(field(form, "since"), "since")

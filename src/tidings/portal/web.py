@@ -144,6 +144,13 @@ async def operator(who: Viewer = Depends(viewer)) -> Viewer:
     return who
 
 
+SignedIn = Annotated[Viewer, Depends(viewer)]
+Manager = Annotated[Viewer, Depends(manager)]
+"""A viewer who may change things: not one on a read-only consumer link."""
+Operator = Annotated[Viewer, Depends(operator)]
+"""An operator signed in with an admin key."""
+
+
 async def checked_form(request: Request, who: Viewer) -> FormData:
     """The posted form, if it carries this session's CSRF token."""
     form = await request.form()

@@ -44,7 +44,12 @@ from tidings.storage.records import (
     Tenant,
     WorkerLane,
 )
-from tidings.storage.rules import TERMINAL, recorded_status, streak_changes
+from tidings.storage.rules import (
+    TERMINAL,
+    recorded_status,
+    streak_changes,
+    subscription_changes,
+)
 
 T = TypeVar("T")
 
@@ -429,15 +434,10 @@ class MemoryStore:
             if sub is None:
                 return None
             now = self._data.now()
-            values = dict(changes)
+            values = subscription_changes(changes)
             if "event_types" in values:
                 values["event_types"] = tuple(values["event_types"])
             was_enabled = sub.subscription.enabled
-            if values.get("enabled") is True:
-                values.update(disabled_reason=None, consecutive_failures=0)
-            elif values.get("enabled") is False:
-                reason = values.get("disabled_reason", DisableReason.MANUAL)
-                values["disabled_reason"] = DisableReason(reason)
             sub.subscription = dataclasses.replace(sub.subscription, updated_ms=now, **values)
             if values.get("enabled") is True and not was_enabled:
                 self._resume(sub, now)

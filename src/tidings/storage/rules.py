@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from tidings.domain.deliveries import DeliveryStatus
+from tidings.domain.deliveries import DeliveryStatus, DisableReason
 from tidings.storage.records import AttemptOutcome
 
 TERMINAL = frozenset(
@@ -62,3 +62,15 @@ class LaneWakes:
     def params(self) -> Iterator[dict[str, Any]]:
         for sub_id in sorted(self._due):
             yield {"sub": sub_id, "due": self._due[sub_id]}
+
+
+def subscription_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A subscription's ``changes`` as every store applies them: enabling clears the
+    breaker (no reason, no failure streak); disabling without a reason is manual."""
+    values = dict(changes)
+    if values.get("enabled") is True:
+        values.update(disabled_reason=None, consecutive_failures=0)
+    elif values.get("enabled") is False:
+        reason = values.get("disabled_reason", DisableReason.MANUAL)
+        values["disabled_reason"] = DisableReason(reason)
+    return values

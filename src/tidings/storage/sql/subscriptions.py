@@ -13,6 +13,7 @@ from tidings.domain.deliveries import DeliveryStatus, DisableReason
 from tidings.domain.subscriptions import Subscription
 from tidings.storage.records import AttemptRecord, Page
 from tidings.storage.rows import attempt_of, page_of, previous_secret, subscription_of
+from tidings.storage.rules import subscription_changes
 from tidings.storage.schema import attempts, deliveries, lanes, subscriptions
 from tidings.storage.sql.database import Database
 
@@ -76,16 +77,14 @@ class SQLSubscriptions:
         self, tenant_id: str, subscription_id: str, changes: Mapping[str, Any]
     ) -> Subscription | None:
         """Apply ``changes``; disabling pauses its deliveries, enabling resumes them."""
-        values = dict(changes)
+        values = subscription_changes(changes)
         if "event_types" in values:
             values["event_types"] = json.dumps(list(values["event_types"]))
         now = now_ms()
         values["updated_ms"] = now
         enabling = values.get("enabled") is True
         if enabling:
-            values.update(disabled_reason=None, consecutive_failures=0, disabled_ms=None)
-        elif values.get("enabled") is False:
-            values.setdefault("disabled_reason", DisableReason.MANUAL.value)
+            values["disabled_ms"] = None
 
         def tx(conn: Connection) -> RowMapping | None:
             before = conn.execute(
