@@ -5,10 +5,12 @@ through the database (claims skip what another holds; limits hold cluster-wide),
 cores means more processes. This parent starts the children, restarts one that exits
 (with a growing pause, so a child that cannot start does not spin), and passes SIGTERM
 and SIGINT on to all of them: each finishes what it has in flight, as a single worker does.
+A child is sent SIGTERM by the kernel if the parent dies, so none outlives the group.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -24,6 +26,8 @@ log = structlog.get_logger()
 
 FIRST_PAUSE = 1.0
 MAX_PAUSE = 30.0
+POLL_SECONDS = 0.1
+PR_SET_PDEATHSIG = 1
 USAGE_ERROR = 2
 """What ``tidings worker`` exits with on invalid settings: restarting cannot help."""
 STEADY_AFTER = 60.0
@@ -36,6 +40,7 @@ class _Slot:
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     pause: float = FIRST_PAUSE
+    restart_at: float | None = None
 
 
 @dataclass
@@ -45,49 +50,62 @@ class ProcessGroup:
     argv: Sequence[str]
     count: int
     stopping: bool = False
+    code: int = 0
     slots: list[_Slot] = field(default_factory=list)
 
     def run(self) -> int:
-        """Run until SIGTERM or SIGINT; returns 0 once every child has exited."""
+        """Run until SIGTERM or SIGINT has stopped every child; returns the exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.slots = [_Slot(n) for n in range(self.count)]
-        for each in self.slots:
-            self._start(each)
-        code = 0
-        while any(each.process is not None for each in self.slots):
-            pid, status = os.wait()
+        for slot in self.slots:
+            self._start(slot)
+        while not (self.stopping and all(slot.process is None for slot in self.slots)):
+            self._reap()
+            now = time.monotonic()
+            for slot in self.slots:
+                due = slot.restart_at is not None and slot.restart_at <= now
+                if due and not self.stopping:
+                    self._start(slot)
+            time.sleep(POLL_SECONDS)  # a signal's handler runs in between; nothing to await
+        return self.code
+
+    def _start(self, slot: _Slot) -> None:
+        slot.restart_at = None
+        slot.process = subprocess.Popen(list(self.argv), preexec_fn=_die_with_parent)
+        slot.started = time.monotonic()
+        if self.stopping:  # the stop signal came while it was starting: it missed this one
+            slot.process.send_signal(signal.SIGTERM)
+        log.info("worker_process_started", process=slot.number, pid=slot.process.pid)
+
+    def _reap(self) -> None:
+        """Note every child that has exited, and when to start it again."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
             slot = self._slot_of(pid)
             if slot is None or slot.process is None:
                 continue
             slot.process.returncode = os.waitstatus_to_exitcode(status)
-            exited, slot.process = slot.process, None
-            if self.stopping:
-                continue
-            if exited.returncode == USAGE_ERROR:  # the same settings will fail again
-                log.error("worker_process_misconfigured", process=slot.number)
-                code = USAGE_ERROR
-                self._on_signal(signal.SIGTERM, None)
-                continue
-            self._restart(slot, exited.returncode)
-        return code
+            slot.process = None
+            if not self.stopping:
+                self._exited(slot, os.waitstatus_to_exitcode(status))
 
-    def _start(self, slot: _Slot) -> None:
-        slot.process = subprocess.Popen(list(self.argv))
-        slot.started = time.monotonic()
-        log.info("worker_process_started", process=slot.number, pid=slot.process.pid)
-
-    def _restart(self, slot: _Slot, code: int) -> None:
-        ran = time.monotonic() - slot.started
-        if ran >= STEADY_AFTER:
+    def _exited(self, slot: _Slot, code: int) -> None:
+        if code == USAGE_ERROR:  # the same settings will fail again
+            log.error("worker_process_misconfigured", process=slot.number)
+            self.code = USAGE_ERROR
+            self._on_signal(signal.SIGTERM, None)
+            return
+        if time.monotonic() - slot.started >= STEADY_AFTER:
             slot.pause = FIRST_PAUSE
         log.error("worker_process_exited", process=slot.number, code=code, restart_in=slot.pause)
-        resume = time.monotonic() + slot.pause
-        while not self.stopping and time.monotonic() < resume:
-            time.sleep(0.1)  # a stop signal must not wait out the whole pause
+        slot.restart_at = time.monotonic() + slot.pause
         slot.pause = min(MAX_PAUSE, slot.pause * 2)
-        if not self.stopping:
-            self._start(slot)
 
     def _slot_of(self, pid: int) -> _Slot | None:
         for slot in self.slots:
@@ -98,8 +116,15 @@ class ProcessGroup:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
         for slot in self.slots:
-            if slot.process is not None:
+            if slot.process is not None and slot.process.returncode is None:
                 slot.process.send_signal(signum)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies, even by SIGKILL, so a
+    killed group leaves no dispatchers behind (Linux; elsewhere a no-op)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def worker_argv() -> list[str]:

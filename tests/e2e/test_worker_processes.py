@@ -37,11 +37,25 @@ def children(group: Process) -> set[int]:
 
 
 def alive(pid: int) -> bool:
+    """Running (a zombie has exited: only its parent has yet to reap it)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    return True
+    return state != "Z"
+
+
+def kill_survivors(pids: set[int]) -> list[int]:
+    """SIGKILL what is still running of ``pids`` (no stray worker may go on claiming from
+    a test database); returns those pids."""
+    survivors = [pid for pid in pids if alive(pid)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    return survivors
+
+
+async def both_delivering(group: Process) -> bool:
+    return group.log.read_text().count("tidings worker: delivering") == 2
 
 
 async def test_worker_processes_share_the_work_and_one_killed_is_restarted(
@@ -57,11 +71,7 @@ async def test_worker_processes_share_the_work_and_one_killed_is_restarted(
     await tidings.create_subscription(key.tenant_id, receiver.url("/p"), ["client.created"])
     group = Process(["worker", "--processes", "2"], env, tmp_path / "workers.log")
     try:
-
-        async def both_delivering() -> bool:
-            return group.log.read_text().count("tidings worker: delivering") == 2
-
-        await eventually(both_delivering, timeout=60)
+        await eventually(lambda: both_delivering(group), timeout=60)
         first = children(group)
         assert len(first) == 2
         for n in range(10):
@@ -82,5 +92,25 @@ async def test_worker_processes_share_the_work_and_one_killed_is_restarted(
     finally:
         running = children(group)
         assert group.stop() == 0, group.log.read_text()
-        assert not [pid for pid in running if alive(pid)], "a child outlived the group"
+        assert not kill_survivors(running), "a child outlived the group"
         await tidings.close()
+
+
+async def test_no_child_outlives_a_killed_group(tmp_path: Path) -> None:
+    """The parent SIGKILLed (it can pass nothing on): the kernel stops its children."""
+    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=f"sqlite:///{tmp_path / 't.db'}")
+    group = Process(["worker", "--processes", "2"], env, tmp_path / "workers.log")
+    running: set[int] = set()
+    try:
+        await eventually(lambda: both_delivering(group), timeout=60)
+        running = children(group)
+        assert len(running) == 2
+        group.kill()
+
+        async def all_gone() -> bool:
+            return not any(alive(pid) for pid in running)
+
+        await eventually(all_gone, timeout=30)
+    finally:
+        group.stop()
+        kill_survivors(running)

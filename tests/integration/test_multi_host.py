@@ -1,10 +1,12 @@
 """A multi-host ``TIDINGS_DATABASE_URL`` (libpq's form): every connection tidings opens
 (SQLAlchemy's engine, the hot-path pool, the LISTEN connection) skips a server that is
-down and one that is read-only, as after a failover the old primary is."""
+down, one that never answers, and one that is read-only, as after a failover the old
+primary is."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from tests.support.processes import free_port
 from tests.support.receiver import Receiver
 from tidings.config import Settings
 from tidings.service import Tidings
+from tidings.storage import servers
 from tidings.storage.postgres import PostgresDatabase
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
@@ -50,14 +53,31 @@ async def listening(tidings: Tidings) -> bool:
     return isinstance(db, PostgresDatabase) and db._listener is not None
 
 
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """A host that takes the TCP connection and then says nothing (a hung server, or one
+    whose answers are dropped): its ``host:port``."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(64)
+        yield f"127.0.0.1:{listening.getsockname()[1]}"
+
+
 async def test_every_connection_finds_the_writable_server(
-    postgres_server: str, standby: str, receiver: Receiver, tmp_path: Path
+    postgres_server: str,
+    standby: str,
+    silent: str,
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Down (refused), silent (each connection times out alone), read-only, writable."""
+    monkeypatch.setattr(servers, "CONNECT_SECONDS", 1.0)
     writable = postgres.create_database(postgres_server)
     name = writable.rsplit("/", 1)[1]
     make_read_only(standby, name)
     down = f"127.0.0.1:{free_port()}"
-    hosts = ",".join([down, standby.split("@")[1], postgres_server.split("@")[1]])
+    hosts = ",".join([down, silent, standby.split("@")[1], postgres_server.split("@")[1]])
     url = f"postgresql://postgres@{hosts}/{name}?target_session_attrs=read-write"
     key = Fernet.generate_key().decode()
     settings = Settings(

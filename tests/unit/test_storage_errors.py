@@ -19,6 +19,7 @@ from tidings.storage.errors import StorageUnavailable, is_outage, translated
         asyncpg.exceptions.AdminShutdownError("terminating connection"),
         asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
         asyncpg.exceptions.ReadOnlySQLTransactionError("read-only transaction"),
+        asyncpg.exceptions.TargetServerAttributeNotMatched("None of the hosts match"),
         sqlite3.OperationalError("disk I/O error"),
         sqlite3.OperationalError("database or disk is full"),
         sqlite3.OperationalError("attempt to write a readonly database"),

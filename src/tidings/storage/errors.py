@@ -39,6 +39,7 @@ _ASYNCPG_OUTAGES = (
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # a replica, mid-failover
     asyncpg.exceptions.InterfaceError,  # the connection is closed
+    asyncpg.exceptions.TargetServerAttributeNotMatched,  # no host takes writes, mid-failover
 )
 _SQLITE_OUTAGES = (
     "database is locked",

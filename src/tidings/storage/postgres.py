@@ -24,12 +24,10 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
 from sqlalchemy import Connection, text
-from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tidings.domain.clock import now_ms
@@ -39,6 +37,7 @@ from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimReques
 from tidings.storage.rows import event_values
 from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
 from tidings.storage.schema import CLAIMABLE, LEASED
+from tidings.storage.servers import Servers
 from tidings.storage.sql import Database, SQLStore
 from tidings.storage.sql import queue as q
 from tidings.storage.sql.database import QUEUE_ROWS
@@ -63,10 +62,10 @@ class PostgresDatabase(Database):
         WHERE p.v = '*' OR p.v = :type
            OR (right(p.v, 2) = '.*' AND starts_with(:type, left(p.v, -1))))"""
 
-    def __init__(self, engine: AsyncEngine, listen_dsn: str) -> None:
+    def __init__(self, engine: AsyncEngine, servers: Servers) -> None:
         super().__init__()
         self.engine = engine
-        self._listen_dsn = listen_dsn
+        self._servers = servers
         self._listener: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
         self._listen_lock = asyncio.Lock()
@@ -75,14 +74,15 @@ class PostgresDatabase(Database):
 
     @classmethod
     def from_url(cls, url: str) -> PostgresDatabase:
-        engine_url, dsn = connection_urls(url)
+        servers = Servers.from_url(url)
         engine = create_async_engine(
-            engine_url,
+            "postgresql+asyncpg://",
+            async_creator=servers.connect,
             pool_size=10,
             max_overflow=10,
             pool_pre_ping=True,  # after a restart or failover, stale connections are replaced
         )
-        return cls(engine, listen_dsn=dsn)
+        return cls(engine, servers)
 
     def queue_again(self, which: str) -> tuple[str, ...]:
         """One statement: queue the rows, wake their lanes, and NOTIFY other processes.
@@ -139,7 +139,7 @@ class PostgresDatabase(Database):
                 self._listener.terminate()
                 self._listener = None
             try:
-                listener = await asyncpg.connect(self._listen_dsn)
+                listener = await self._servers.connect()
                 try:
                     await listener.add_listener(CHANNEL, self._on_notify)
                 except BaseException:
@@ -164,7 +164,7 @@ class PostgresDatabase(Database):
         async with self._pool_lock:  # two first callers at once must not make two pools
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
-                    self._listen_dsn, min_size=1, max_size=10, reset=_keep_session
+                    connect=self._servers.connect, min_size=1, max_size=10, reset=_keep_session
                 )
             return self._pool
 
@@ -179,23 +179,6 @@ class PostgresDatabase(Database):
                     await self._listener.close()
                 self._listener = None
         await self.engine.dispose()
-
-
-def connection_urls(url: str) -> tuple[URL, str]:
-    """SQLAlchemy's URL and asyncpg's DSN for ``url``, which may name several servers in
-    libpq's form: ``postgresql://u:p@h1:5432,h2:5432/db?target_session_attrs=read-write``.
-
-    asyncpg reads that form as libpq does (each host in turn, keeping the first that
-    matches ``target_session_attrs``); SQLAlchemy cannot parse it and spells the list as
-    repeated ``host`` parameters instead, which its asyncpg dialect hands on."""
-    parts = urlsplit(url)
-    dsn = urlunsplit(parts._replace(scheme="postgresql"))
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    if "," not in hosts:
-        return make_url(url).set(drivername="postgresql+asyncpg"), dsn
-    without_hosts = urlunsplit(parts._replace(scheme="postgresql+asyncpg", netloc=userinfo + at))
-    pairs = [("host", host) for host in hosts.split(",")]
-    return make_url(without_hosts).update_query_pairs(pairs, append=True), dsn
 
 
 async def _keep_session(_: asyncpg.Connection) -> None:
