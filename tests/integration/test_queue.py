@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from tests.conftest import eventually
 from tests.support.queue import claim_all, take_everything
 from tests.support.stores import STORES, service_for, settings_for
 from tidings.domain.deliveries import AttemptResult, DeliveryStatus, DisableReason, Verdict
@@ -340,6 +341,32 @@ async def test_a_failed_wake_is_retried_with_the_next_emit(
     await emit(tidings, second, n=2)
     now = int(time.time() * 1000)
     assert payloads(await claim_all(tidings.store.queue, now + 1000)) == [1, 2]
+
+
+async def test_a_failed_wake_is_retried_in_the_background(
+    tidings: Tidings, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No further emit comes (a quiet tenant, another replica's turn): the process retries
+    the wake by itself, so the lane does not sleep until a repair."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL wakes lanes after the emit's commit")
+    from tidings.storage import postgres
+
+    tid = await tenant(tidings)
+    await subscription(tidings, tid)
+    monkeypatch.setattr(postgres, "WAKE_RETRY_FIRST", 0.1)
+    working = postgres._WAKE_AND_NOTIFY
+    monkeypatch.setattr(postgres, "_WAKE_AND_NOTIFY", "SELECT no_such_function($1, $2)")
+    await emit(tidings, tid, n=5)
+    monkeypatch.setattr(postgres, "_WAKE_AND_NOTIFY", working)
+    found: list[ClaimedDelivery] = []
+
+    async def claimed() -> bool:
+        found.extend(await claim_all(tidings.store.queue, int(time.time() * 1000) + 1000))
+        return bool(found)
+
+    await eventually(claimed, timeout=10)
+    assert payloads(found) == [5]
 
 
 async def test_concurrent_emits_and_claims_lose_no_wake_up(tidings: Tidings) -> None:

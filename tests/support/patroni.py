@@ -76,9 +76,13 @@ class Node:
             return False
 
     def kill_postmaster(self) -> None:
-        """A crash of the primary's server (not of Patroni): what a failover is for."""
+        """A crash of the primary's server (not of Patroni): what a failover is for. The
+        pid file outlives a crash: the pid is killed only if it is still this node's
+        postgres, not a process that reused the number."""
         pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        os.kill(pid, signal.SIGKILL)
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if str(self.data).encode() in command:
+            os.kill(pid, signal.SIGKILL)
 
 
 class PatroniCluster:

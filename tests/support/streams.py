@@ -29,13 +29,18 @@ class Stream:
     acknowledged: list[int] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     retry_after: set[str] = field(default_factory=set)
+    stopped: bool = False
+
+    def stop(self) -> None:
+        """End the stream after the emit under way (before ``seconds`` are up)."""
+        self.stopped = True
 
     async def run(self, base: str, key: str, seconds: float) -> None:
         headers = {"X-Api-Key": key}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as client:
             deadline = time.monotonic() + seconds
             n = 0
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not self.stopped:
                 body = {"type": "client.created", "payload": {"n": n}}
                 try:
                     response = await client.post("/api/v1/events", json=body)

@@ -198,6 +198,10 @@ class Dispatcher:
             woken = await self._queue.repair(self._clock.now_ms())
         except StorageUnavailable:
             return  # still due: the next claim will most likely fail as well
+        except Exception:  # a bug, or a statement cancelled: retention repairs later
+            log.exception("repair_failed")
+            self._repair_due = False
+            return
         self._repair_due = False
         log.info("repaired_after_outage", lanes=woken)
 

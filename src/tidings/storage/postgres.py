@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -52,6 +52,8 @@ from tidings.storage.sql.queue import (
 CHANNEL = "tidings_work"
 log = structlog.get_logger("tidings.storage")
 STREAM_LOCK = "tidings.events:"
+WAKE_RETRY_FIRST = 1.0
+WAKE_RETRY_MAX = 30.0
 
 T = TypeVar("T")
 
@@ -71,6 +73,7 @@ class PostgresDatabase(Database):
         self._listen_lock = asyncio.Lock()
         self._pool_lock = asyncio.Lock()
         self._listening = Outage("listen")
+        self._background: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def from_url(cls, url: str) -> PostgresDatabase:
@@ -168,7 +171,18 @@ class PostgresDatabase(Database):
                 )
             return self._pool
 
+    def run_in_background(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start ``work`` unless it runs already; ``close`` cancels it."""
+        running = self._background.get(work.__name__)
+        if running is None or running.done():
+            self._background[work.__name__] = asyncio.get_running_loop().create_task(work())
+
     async def close(self) -> None:
+        for task in self._background.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background.clear()
         async with self._pool_lock:
             if self._pool is not None:
                 await self._pool.close()
@@ -217,7 +231,7 @@ class PostgresEvents(SQLEvents):
         super().__init__(db)
         self._pg = db
         self._unwoken: set[str] = set()
-        """Lanes whose wake failed: woken with this process's next emit."""
+        """Lanes whose wake failed: retried in the background, and with the next emit."""
 
     @translated
     async def insert_event(
@@ -249,11 +263,27 @@ class PostgresEvents(SQLEvents):
     async def _wake(self, conn: asyncpg.Connection, lanes: list[str], now: int) -> None:
         try:
             await conn.execute(_WAKE_AND_NOTIFY, lanes, now)
-        except Exception as exc:  # stored already: the answer must say so
+        except BaseException as exc:
             self._unwoken.update(lanes)
+            self._pg.run_in_background(self._retry_wakes)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the lanes are noted, the cancellation goes on
+            # stored already: the answer must say so, not fail
             log.warning("lane_wake_failed", error=str(exc)[:200], lanes=len(lanes))
         else:
             self._unwoken.difference_update(lanes)
+
+    async def _retry_wakes(self) -> None:
+        """Wake the lanes whose wake failed, on a backoff, until it succeeds: the next emit
+        of this process may be far off (a quiet tenant, or another API replica's turn)."""
+        pause = WAKE_RETRY_FIRST
+        while self._unwoken:
+            await asyncio.sleep(pause)
+            pause = min(WAKE_RETRY_MAX, pause * 2)
+            with contextlib.suppress(Exception):  # _wake noted and logged it
+                pool = await self._pg.hot_pool()
+                async with pool.acquire() as conn:
+                    await self._wake(conn, sorted(self._unwoken), now_ms())
 
 
 class PostgresQueue(SQLQueue):
