@@ -59,6 +59,11 @@ TOP_STATEMENTS = """
     ORDER BY calls DESC LIMIT 14
 """
 
+STORED_BYTES = """
+    SELECT sum(pg_total_relation_size(t))
+    FROM unnest(ARRAY['events', 'deliveries', 'attempts']::regclass[]) AS t
+"""
+
 
 @dataclass
 class Counters:
@@ -143,6 +148,7 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
                     await wait_received(client, rx, deliveries, 600)
                     drained = await asyncio.to_thread(read, url, server.data)
                     top = await asyncio.to_thread(psql, url, TOP_STATEMENTS)
+                    stored = int(await asyncio.to_thread(psql, url, STORED_BYTES))
     print("\nstatements by calls (both phases; pg_stat_statements, nested ones included):")
     for line in top.splitlines():
         calls, query = line.split(" ", 1)
@@ -151,11 +157,12 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
     print(f"\n{args.events} events x {args.subs} subscriptions on PostgreSQL; server counters\n")
     report("emit (event + its rows)", "event", args.events, emit)
     report("delivery (claim, record)", "delivery", deliveries, deliver)
-    per_delivery = (emit.cpu_s / args.subs + deliver.cpu_s) / args.events
+    per_delivery = (emit.cpu_s + deliver.cpu_s) / deliveries
     print(
-        f"\nserver CPU per delivered event-subscription pair, emit share included: "
-        f"{per_delivery * 1e6:.0f} µs -> one primary core keeps the books for about "
-        f"{1 / per_delivery:,.0f} deliveries/s"
+        f"\nper delivery, its event's share included: server CPU {per_delivery * 1e6:.0f} µs "
+        f"(one primary core keeps the books for about {1 / per_delivery:,.0f} deliveries/s), "
+        f"WAL {(emit.wal_bytes + deliver.wal_bytes) / deliveries:,.0f} B, stored "
+        f"{stored / deliveries:,.0f} B (events, deliveries, attempts with their indexes)"
     )
 
 
