@@ -19,7 +19,7 @@ from tidings.devtools import Target, run_listen, run_trigger
 from tidings.logs import configure_logging
 from tidings.service import SCOPES, Tidings
 from tidings.storage import ApiKeyInfo, Revocation, Revoked
-from tidings.supervision import EXIT_FATAL, Fatal
+from tidings.supervision import EXIT_FATAL, EXIT_USAGE, Fatal
 
 app = typer.Typer(help="tidings: durable, signed webhook delivery.", no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def main() -> None:
         settings = Settings()
     except ValidationError as exc:
         typer.echo(f"invalid configuration:\n{exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_USAGE) from exc
     configure_logging(settings.json_logs, settings.log_level)
 
 

@@ -22,14 +22,14 @@ from types import FrameType
 
 import structlog
 
+from tidings.supervision import EXIT_USAGE
+
 log = structlog.get_logger()
 
 FIRST_PAUSE = 1.0
 MAX_PAUSE = 30.0
 POLL_SECONDS = 0.1
 PR_SET_PDEATHSIG = 1
-USAGE_ERROR = 2
-"""What ``tidings worker`` exits with on invalid settings: restarting cannot help."""
 STEADY_AFTER = 60.0
 """A child that ran this long before it exited is restarted after ``FIRST_PAUSE`` again."""
 
@@ -90,15 +90,15 @@ class ProcessGroup:
             slot = self._slot_of(pid)
             if slot is None or slot.process is None:
                 continue
-            slot.process.returncode = os.waitstatus_to_exitcode(status)
+            code = slot.process.returncode = os.waitstatus_to_exitcode(status)
             slot.process = None
             if not self.stopping:
-                self._exited(slot, os.waitstatus_to_exitcode(status))
+                self._exited(slot, code)
 
     def _exited(self, slot: _Slot, code: int) -> None:
-        if code == USAGE_ERROR:  # the same settings will fail again
+        if code == EXIT_USAGE:  # the same settings will fail again
             log.error("worker_process_misconfigured", process=slot.number)
-            self.code = USAGE_ERROR
+            self.code = EXIT_USAGE
             self._on_signal(signal.SIGTERM, None)
             return
         if time.monotonic() - slot.started >= STEADY_AFTER:

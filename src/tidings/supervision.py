@@ -23,6 +23,8 @@ CRASH_WINDOW = 60.0
 RESTART_DELAY = 1.0
 EXIT_FATAL = 70
 """The process's exit status when a task kept crashing (EX_SOFTWARE)."""
+EXIT_USAGE = 2
+"""The process's exit status on invalid settings: starting it again cannot help."""
 
 
 class Fatal(Exception):

@@ -564,13 +564,16 @@ class MemoryStore:
             for d in claimable:
                 d.due_ms, d.claim_token = now + request.lease_ms, token
             taken.extend(claimable)
-            next_due = min((d.due_ms for d in self._claimable(state.subscription_id)), default=None)
+            next_due = self._earliest_claimable(state.subscription_id)
             update = state.after_claim(len(claimable), now, next_due)
             lane = data.lanes[state.subscription_id]
             if update.served_ms is not None:
                 lane.served_ms = update.served_ms
             lane.tokens, lane.tokens_ms, lane.next_due_ms = update.tokens, now, update.next_due_ms
         return [self._claimed(d, token, now) for d in taken]
+
+    def _earliest_claimable(self, sub_id: str) -> int | None:
+        return min((d.due_ms for d in self._claimable(sub_id)), default=None)
 
     def _claimable(self, sub_id: str) -> list[_Delivery]:
         return [
@@ -687,7 +690,7 @@ class MemoryStore:
                     self._data.wake(sub_id, now_ms)
                     freed += 1
             for lane in self._data.lanes.values():
-                due = min((d.due_ms for d in self._claimable(lane.subscription_id)), default=None)
+                due = self._earliest_claimable(lane.subscription_id)
                 if due is None:
                     continue
                 due = max(due, now_ms)

@@ -246,9 +246,10 @@ class PostgresEvents(SQLEvents):
         it. After the commit the wake still orders itself against any claim that parks a
         lane from a snapshot without these rows (see ``WAKE_LANE``). A failed wake is
         logged, not raised (the event is stored: a 503 would make the client emit it
-        twice), and retried with the next emit; it, or a crash between the two, can leave
-        a lane asleep with work until its next wake or the next ``repair`` (run by workers
-        when the database is back after an outage, and with retention): late, never lost."""
+        twice), and retried in the background and with the next emit; a crash between the
+        two can leave a lane asleep with work until its next wake or the next ``repair``
+        (run by workers when the database is back after an outage, and with retention):
+        late, never lost."""
         if idempotency_key is not None:  # the rarer path keeps its race handling
             return await super().insert_event(event, idempotency_key)
         pool = await self._pg.hot_pool()
@@ -466,12 +467,11 @@ _WAKE_AND_NOTIFY = f"""
 """
 """One statement (its own transaction): wake these lanes, locked in id order, due at $2;
 NOTIFY goes out when it commits, so a worker it wakes finds them due."""
-_WAKE_SLEEPING_LANES_WITH_WORK = """
+_WAKE_SLEEPING_LANES_WITH_WORK = f"""
     WITH asleep AS (
         SELECT l.subscription_id, w.due FROM lanes AS l CROSS JOIN LATERAL (
             SELECT min(d.due_ms) AS due FROM deliveries AS d
-            WHERE d.subscription_id = l.subscription_id AND d.status = 'pending'
-              AND NOT d.blocked) AS w
+            WHERE d.subscription_id = l.subscription_id AND {CLAIMABLE}) AS w
         WHERE w.due IS NOT NULL
           AND (l.next_due_ms IS NULL OR l.next_due_ms > greatest(w.due, :now))
         ORDER BY l.subscription_id FOR UPDATE OF l SKIP LOCKED)
