@@ -36,7 +36,7 @@ pytestmark = pytest.mark.asyncio
 async def test_postgres_stopped_mid_stream_loses_nothing(
     outage: float, tmp_path: Path, receiver: Receiver
 ) -> None:
-    with postgres.own_cluster() as server:
+    with postgres.own_cluster(crash_safe=True) as server:
         url = postgres.create_database(server.url)
         env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=url)
         key = create_key(env)

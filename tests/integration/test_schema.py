@@ -6,6 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
+from structlog.testing import capture_logs
 
 from tidings.config import Settings
 from tidings.service import Tidings
@@ -38,3 +39,19 @@ async def test_the_emit_function_locks_the_stream_the_rest_of_the_code_locks() -
 
     migration = import_module("tidings.migrations.versions.0008_emit_function")
     assert f"hashtextextended('{STREAM_LOCK}' || p_tenant, 0)" in migration.EMIT_V1
+
+
+async def test_a_server_that_acknowledges_commits_before_writing_them_is_named(
+    settings: Settings,
+) -> None:
+    """The test cluster runs with ``synchronous_commit=off`` (see tests/support/postgres.py):
+    tidings must say at start that a crash of such a server loses acknowledged events."""
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL setting")
+    tidings = Tidings.from_settings(settings)
+    try:
+        with capture_logs() as logs:
+            await tidings.store.migrate()
+    finally:
+        await tidings.close()
+    assert [e["synchronous_commit"] for e in logs if e["event"] == "commits_not_durable"] == ["off"]
