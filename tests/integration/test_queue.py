@@ -406,3 +406,25 @@ async def test_concurrent_emits_and_claims_lose_no_wake_up(tidings: Tidings) -> 
     assert payloads(got) == expected
     counts = await tidings.store.queue.delivery_counts()
     assert counts == {DeliveryStatus.SUCCEEDED.value: len(expected)}
+
+
+async def test_queue_state_counts_every_pending_delivery_and_the_oldest_claimable(
+    tidings: Tidings,
+) -> None:
+    """What /metrics reports: leased and FIFO-blocked deliveries are pending; the oldest
+    due is the earliest one a claim could take now."""
+    tid = await tenant(tidings)
+    await subscription(tidings, tid)
+    fifo = await subscription(tidings, tid, ordering=Ordering.FIFO)
+    await emit(tidings, tid, key="k", n=0)
+    await emit(tidings, tid, key="k", n=1)
+    emitted = int(time.time() * 1000)
+    pending, oldest = await tidings.store.queue.queue_state(FAR)
+    assert pending == 4 and oldest is not None and oldest <= emitted
+    taken = await claim_all(tidings.store.queue, FAR)
+    assert len(taken) == 3, "both plain deliveries and the FIFO key's head"
+    assert await tidings.store.queue.queue_state(FAR) == (4, None), "leased, or blocked"
+    [head] = [c for c in taken if c.subscription_id == fifo.id]
+    await tidings.store.queue.record([done(head)])
+    pending, oldest = await tidings.store.queue.queue_state(FAR)
+    assert pending == 3 and oldest is not None, "the key's next is let go"

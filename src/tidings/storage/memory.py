@@ -714,7 +714,7 @@ class MemoryStore:
 
     async def queue_state(self, now_ms: int) -> tuple[int, int | None]:
         pending = [d for d in self._data.deliveries.values() if d.status == PENDING]
-        due = [d.due_ms for d in pending if d.due_ms <= now_ms]
+        due = [d.due_ms for d in pending if not d.blocked and d.due_ms <= now_ms]
         return len(pending), min(due, default=None)
 
     async def delivery_counts(self) -> dict[str, int]:

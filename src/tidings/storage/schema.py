@@ -135,7 +135,6 @@ deliveries = Table(
     Column("blocked", Boolean, nullable=False, server_default=false()),
     # Time spent paused, which does not count against the retry window.
     Column("paused_ms", BigInteger, nullable=False, server_default=text("0")),
-    Index("ix_deliveries_status_due", "status", "due_ms"),
     Index(
         "ix_deliveries_lane",
         "subscription_id",
