@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     verify_endpoints: bool = False
     """New or moved subscriptions stay disabled until they answer ``endpoint.verify``."""
     secret_rotation_grace: float = Field(86_400.0, ge=0)
+    rsa_key_bits: Literal[2048, 3072, 4096] = 2048
+    """Size of the RSA keys made for ``rsa-sha256`` subscriptions (see docs: 4096 costs
+    about 7 times as much CPU per signature)."""
     """Seconds the secret replaced by a rotation keeps signing beside the new one."""
     allow_cidrs: str = ""
     """Comma-separated ranges deliveries may reach although private (e.g. a VPC peer)."""

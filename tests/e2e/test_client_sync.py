@@ -49,7 +49,7 @@ def events_and_errors(base: str, key: str) -> None:
 def subscription_life(base: str, key: str, hook_url: str) -> None:
     with Client(base, key) as client:
         sub = client.subscriptions.create(hook_url, ["client.*"], description="sync")
-        assert sub.signing_secret.startswith("whsec_")
+        assert sub.signing_secret is not None and sub.signing_secret.startswith("whsec_")
         event = client.events.emit("client.updated", {"clientId": "cli_1"})
         until(lambda: len(client.events.deliveries(event.id)) == 1)
         [attempt] = client.subscriptions.iter_deliveries(sub.id)

@@ -104,7 +104,7 @@ async def test_subscription_round_trip(client: AsyncClient, receiver: Receiver) 
         receiver.url("/hook"), ["Client.*"], description="crm", max_concurrency=2
     )
     assert isinstance(created, CreatedSubscription)
-    assert created.signing_secret.startswith("whsec_")
+    assert created.signing_secret is not None and created.signing_secret.startswith("whsec_")
     assert (created.event_types, created.enabled, created.status) == (["client.*"], True, "active")
     assert (created.description, created.max_concurrency) == ("crm", 2)
 
@@ -117,7 +117,7 @@ async def test_subscription_round_trip(client: AsyncClient, receiver: Receiver) 
     assert updated.event_types == ["*"] and updated.updated_utc >= created.updated_utc
 
     rotated = await client.subscriptions.rotate_secret(created.id)
-    assert rotated.signing_secret.startswith("whsec_")
+    assert rotated.signing_secret is not None and rotated.signing_secret.startswith("whsec_")
     assert rotated.signing_secret != created.signing_secret
     assert rotated.previous_secret_expires_utc is not None
 

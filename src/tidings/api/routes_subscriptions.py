@@ -14,6 +14,7 @@ from tidings.api.schemas import (
     CreateSubscription,
     Recover,
     Recovered,
+    RetryPolicyBody,
     RotateSecret,
     SubscriptionOut,
     TestDelivery,
@@ -21,6 +22,7 @@ from tidings.api.schemas import (
     UpdateSubscription,
     Verified,
 )
+from tidings.domain.signatures import SignatureScheme
 from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.service import SendReport, Tidings
 from tidings.storage import ApiKey
@@ -36,6 +38,8 @@ EDITABLE = (
     "max_concurrency",
     "rate_limit",
     "ordering",
+    "signature_scheme",
+    "headers",
 )
 
 
@@ -61,11 +65,24 @@ async def create_subscription(
         ordering=Ordering(request.ordering) if request.ordering else None,
         signature_scheme=request.signature_scheme,
         awaiting_verification=request.enabled and wants_verification(tidings, request),
+        retry_policy=retry_policy(request.retry_policy),
+        headers=request.headers,
     )
     sub, verification = await verify_if_waiting(tidings, sub)
     return CreatedSubscription(
-        **SubscriptionOut.of(sub).model_dump(), signing_secret=secret, verification=verification
+        **SubscriptionOut.of(sub).model_dump(),
+        signing_secret=shown_secret(sub, secret),
+        verification=verification,
     )
+
+
+def retry_policy(body: RetryPolicyBody | None) -> dict[str, Any] | None:
+    return body.model_dump(by_alias=True, exclude_none=True) if body is not None else None
+
+
+def shown_secret(sub: Subscription, secret: str) -> str | None:
+    """The secret, once; never an RSA private key (tidings signs, receivers hold the PEM)."""
+    return None if sub.signature_scheme is SignatureScheme.RSA_SHA256 else secret
 
 
 def result_out(result: SendReport) -> TestDeliveryResult:
@@ -122,9 +139,11 @@ async def update_subscription(
     sub = await owned(tidings, key, subscription_id)
     fields = request.model_fields_set
     changes: dict[str, Any] = {name: getattr(request, name) for name in EDITABLE if name in fields}
-    for name in ("url", "event_types", "enabled"):
+    for name in ("url", "event_types", "enabled", "signature_scheme"):
         if changes.get(name, True) is None:
             del changes[name]
+    if "retry_policy" in fields:
+        changes["retry_policy"] = retry_policy(request.retry_policy)
     edited = await tidings.edit_subscription(sub, changes, request.verify_endpoint)
     if edited is None:
         raise not_found("subscription")
@@ -165,7 +184,20 @@ async def rotate_secret(
     ``TIDINGS_SECRET_ROTATION_GRACE`` seconds, so receivers can switch without a gap."""
     sub = await owned(tidings, key, subscription_id)
     rotated, secret = await tidings.rotate_secret(sub, request.signing_secret if request else None)
-    return CreatedSubscription(**SubscriptionOut.of(rotated).model_dump(), signing_secret=secret)
+    return CreatedSubscription(
+        **SubscriptionOut.of(rotated).model_dump(), signing_secret=shown_secret(rotated, secret)
+    )
+
+
+@router.post("/{subscription_id}/end-rotation", response_model=SubscriptionOut)
+async def end_rotation(
+    subscription_id: str, key: WebhooksWriter, tidings: TidingsDep
+) -> SubscriptionOut:
+    """End the grace period of the last rotation now: from here on only the new secret
+    signs (for ``hmac-body`` and ``rsa-sha256``, which send one signature: the new one
+    takes over from the old)."""
+    sub = await owned(tidings, key, subscription_id)
+    return SubscriptionOut.of(await tidings.end_rotation(sub))
 
 
 @router.post("/{subscription_id}/test", response_model=TestDeliveryResult)

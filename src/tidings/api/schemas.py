@@ -8,7 +8,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from pydantic.alias_generators import to_camel
 
 from tidings.domain.events import format_utc, utc_from_ms
-from tidings.domain.subscriptions import MAX_URL_LENGTH, Subscription
+from tidings.domain.retry import MAX_BREAKER_THRESHOLD, MAX_DELAY_SECONDS, MAX_RETRIES
+from tidings.domain.subscriptions import (
+    MAX_HEADER_VALUE,
+    MAX_STATIC_HEADERS,
+    MAX_URL_LENGTH,
+    Subscription,
+)
 from tidings.storage import ApiKeyInfo, AttemptRecord
 from tidings.web.sessions import MAX_LINK_SECONDS
 
@@ -95,7 +101,12 @@ class CreateSubscription(Request):
     event_types: EventTypes = Field(min_length=1, max_length=100)
     enabled: bool = True
     description: str | None = Field(None, max_length=1000)
-    signing_secret: str | None = Field(None, max_length=200)
+    signing_secret: str | None = Field(
+        None,
+        max_length=4000,
+        description="Bring your own: a whsec_ secret, a whsk_ key (ed25519), or an RSA "
+        "private key PEM of 2048 bits or more (rsa-sha256). Generated if absent.",
+    )
     max_concurrency: int | None = Field(
         None, ge=1, le=1000, description="Deliveries in flight at once, over every worker."
     )
@@ -105,11 +116,48 @@ class CreateSubscription(Request):
     ordering: Literal["fifo"] | None = Field(
         None, description="fifo: the events of one orderingKey arrive one at a time, in order."
     )
-    signature_scheme: Literal["hmac", "ed25519"] = Field(
-        "hmac", description="ed25519: receivers verify v1a signatures with publicKey."
+    signature_scheme: Scheme = Field(
+        "hmac",
+        description="hmac (default): X-Webhook-Signature and Standard Webhooks v1; ed25519: "
+        "v1a, verified with publicKey; hmac-body: sha256=<hex> HMAC of the body alone; "
+        "rsa-sha256: X-WH-Signature, verified with the publicKey PEM.",
     )
     verify_endpoint: bool | None = Field(
         None, description="Send endpoint.verify and enable only on 2xx (default: server)."
+    )
+    retry_policy: RetryPolicyBody | None = None
+    headers: StaticHeaders | None = None
+
+
+Scheme = Literal["hmac", "ed25519", "hmac-body", "rsa-sha256"]
+RetryOnName = Literal["timeout", "connection", "408", "429", "5xx", "4xx", "3xx"]
+StaticHeaders = Annotated[
+    dict[str, Annotated[str, Field(max_length=MAX_HEADER_VALUE)]],
+    Field(
+        max_length=MAX_STATIC_HEADERS,
+        description="Sent with every delivery (e.g. Authorization); stored encrypted, "
+        "read back as names only. Names tidings sends itself are refused.",
+        examples=[{"Authorization": "Bearer gateway-token"}],
+    ),
+]
+
+
+class RetryPolicyBody(Request):
+    """A subscription's own retry rules; each part left out keeps the instance's."""
+
+    delays: list[Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)]] | None = Field(
+        None,
+        max_length=MAX_RETRIES,
+        description="Seconds before retry 1, 2, ... (at most 10 % jitter); len + 1 attempts.",
+        examples=[[5, 30, 120, 600]],
+    )
+    retry_on: list[RetryOnName] | None = Field(
+        None,
+        description="Failures that are retried (default: all); others fail at once.",
+        examples=[["timeout", "connection", "408", "429", "5xx"]],
+    )
+    breaker_threshold: int | None = Field(
+        None, ge=1, le=MAX_BREAKER_THRESHOLD, description="Consecutive failures that disable it."
     )
 
 
@@ -124,6 +172,11 @@ class UpdateSubscription(Request):
         None, description="Applies to events emitted from now on."
     )
     verify_endpoint: bool | None = None
+    signature_scheme: Scheme | None = Field(
+        None, description="Set at creation; a different value is refused."
+    )
+    retry_policy: RetryPolicyBody | None = Field(None, description="Replaces it; null: none.")
+    headers: StaticHeaders | None = Field(None, description="Replaces them all; null: none.")
 
 
 class SubscriptionOut(Reply):
@@ -139,8 +192,15 @@ class SubscriptionOut(Reply):
     max_concurrency: int | None
     rate_limit: float | None
     ordering: Literal["fifo"] | None
-    signature_scheme: Literal["hmac", "ed25519"]
-    public_key: str | None = Field(description="Ed25519 subscriptions: verify with this.")
+    signature_scheme: Scheme
+    public_key: str | None = Field(
+        description="ed25519: the whpk_ key; rsa-sha256: the PEM receivers verify with."
+    )
+    retry_policy: dict[str, Any] | None = Field(
+        description="Its own retry rules ({delays, retryOn, breakerThreshold}); null: the "
+        "instance's."
+    )
+    headers: list[str] = Field(description="Names of its static headers (values never shown).")
     previous_secret_expires_utc: str | None = Field(
         description="After a rotation, until when the previous secret signs too."
     )
@@ -162,8 +222,10 @@ class SubscriptionOut(Reply):
             max_concurrency=sub.max_concurrency,
             rate_limit=sub.rate_limit,
             ordering=sub.ordering.value if sub.ordering else None,
-            signature_scheme="ed25519" if sub.public_key else "hmac",
+            signature_scheme=sub.signature_scheme.value,
             public_key=sub.public_key,
+            retry_policy=sub.retry.to_dict() if sub.retry is not None else None,
+            headers=list(sub.header_names),
             previous_secret_expires_utc=(
                 utc(sub.previous_secret_expires_ms) if sub.previous_secret_expires_ms else None
             ),
@@ -179,7 +241,10 @@ class Verified(SubscriptionOut):
 
 
 class CreatedSubscription(Verified):
-    signing_secret: str = Field(description="Shown only in this response.")
+    signing_secret: str | None = Field(
+        description="Shown only in this response; null for rsa-sha256, whose private key "
+        "never leaves tidings (receivers need only publicKey)."
+    )
 
 
 class Recover(Request):
@@ -235,7 +300,7 @@ class CreatedApiKey(ApiKeyOut):
 
 
 class RotateSecret(Request):
-    signing_secret: str | None = Field(None, max_length=200)
+    signing_secret: str | None = Field(None, max_length=4000)
 
 
 class TestDelivery(Request):

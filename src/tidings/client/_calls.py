@@ -188,6 +188,17 @@ def redeliver_event(id: str, subscription_id: str | None = None) -> Call[Redeliv
 SUBSCRIPTIONS = ("webhooks", "subscriptions")
 
 
+Scheme = Literal["hmac", "ed25519", "hmac-body", "rsa-sha256"]
+
+
+class RetryPolicy(TypedDict, total=False):
+    """A subscription's own retry rules, in the API's words (see the server's docs)."""
+
+    delays: Sequence[float]
+    retryOn: Sequence[Literal["timeout", "connection", "408", "429", "5xx", "4xx", "3xx"]]
+    breakerThreshold: int
+
+
 class SubscriptionChanges(TypedDict, total=False):
     """What ``subscriptions.update`` may change; a key left out stays as it is."""
 
@@ -199,6 +210,8 @@ class SubscriptionChanges(TypedDict, total=False):
     rate_limit: float | None
     ordering: Literal["fifo"] | None
     verify_endpoint: bool
+    retry_policy: RetryPolicy | None
+    headers: Mapping[str, str] | None
 
 
 def create_subscription(
@@ -209,11 +222,14 @@ def create_subscription(
     signing_secret: str | None = None,
     max_concurrency: int | None = None,
     rate_limit: float | None = None,
-    signature_scheme: Literal["hmac", "ed25519"] = "hmac",
+    signature_scheme: Scheme = "hmac",
     verify_endpoint: bool | None = None,
     ordering: Literal["fifo"] | None = None,
+    retry_policy: RetryPolicy | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Call[CreatedSubscription]:
-    """Create a subscription; the result's ``signing_secret`` is shown only this once."""
+    """Create a subscription; the result's ``signing_secret`` is shown only this once.
+    ``headers`` go with every delivery (stored encrypted; read back as names)."""
     body = drop_none(
         url=url,
         event_types=strings(event_types),
@@ -225,6 +241,8 @@ def create_subscription(
         signature_scheme=signature_scheme,
         verify_endpoint=verify_endpoint,
         ordering=ordering,
+        retry_policy=dict(retry_policy) if retry_policy is not None else None,
+        headers=dict(headers) if headers is not None else None,
     )
     return Call("POST", path(*SUBSCRIPTIONS), one(CreatedSubscription.from_json), body=body)
 
@@ -271,6 +289,11 @@ def rotate_secret(id: str, signing_secret: str | None = None) -> Call[CreatedSub
     body = drop_none(signing_secret=signing_secret)
     parse = one(CreatedSubscription.from_json)
     return Call("POST", path(*SUBSCRIPTIONS, id, "rotate-secret"), parse, body=body)
+
+
+def end_rotation(id: str) -> Call[Subscription]:
+    """End the last rotation's grace period now: only the new secret signs from here on."""
+    return Call("POST", path(*SUBSCRIPTIONS, id, "end-rotation"), one(Subscription.from_json))
 
 
 def verify_subscription(id: str) -> Call[Subscription]:

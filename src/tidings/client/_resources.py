@@ -115,6 +115,7 @@ class Subscriptions(Resource[Sender]):
     delete = Send(calls.delete_subscription)
     test = Send(calls.test_subscription)
     rotate_secret = Send(calls.rotate_secret)
+    end_rotation = Send(calls.end_rotation)
     verify = Send(calls.verify_subscription)
     deliveries = Send(calls.subscription_deliveries)
     iter_deliveries = Walk(calls.delivery_pages)

@@ -93,8 +93,13 @@ class Subscription(Model):
     max_concurrency: int | None
     rate_limit: float | None
     ordering: Literal["fifo"] | None
-    signature_scheme: Literal["hmac", "ed25519"]
+    signature_scheme: Literal["hmac", "ed25519", "hmac-body", "rsa-sha256"]
     public_key: str | None
+    """``whpk_`` key (ed25519) or PEM (rsa-sha256) that receivers verify with."""
+    retry_policy: dict[str, Any] | None
+    """Its own ``{delays, retryOn, breakerThreshold}``; None: the server's."""
+    headers: list[str]
+    """Names of its static headers; the values are never shown."""
     previous_secret_expires_utc: datetime | None
     created_utc: datetime
     updated_utc: datetime
@@ -113,7 +118,8 @@ class Subscription(Model):
 class CreatedSubscription(Subscription):
     """A subscription just created or rotated: the only time its secret is shown."""
 
-    signing_secret: str
+    signing_secret: str | None
+    """None for ``rsa-sha256``: its private key never leaves the server."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
-from tidings.domain.retry import RetryPolicy
+from tidings.domain.retry import RetryOn, RetryPolicy, RetryRules
 
 RESPONSE_BODY_LIMIT = 4000
 """Characters of a receiver's response body kept in the attempt log."""
@@ -93,17 +93,39 @@ def judge_attempt(
     window_start_ms: int,
     now_ms: int,
     policy: RetryPolicy,
+    rules: RetryRules | None = None,
 ) -> Verdict:
-    """2xx delivers; 410 means the receiver unsubscribed; anything else is retried, within
-    the retry window counted from ``window_start_ms`` (the event, plus time paused)."""
+    """2xx delivers; 410 means the receiver unsubscribed; anything else is retried (unless
+    the subscription's ``rules`` say not for this failure), within the retry window
+    counted from ``window_start_ms`` (the event, plus time paused)."""
     if result.succeeded:
         return Verdict(DeliveryStatus.SUCCEEDED, None)
     if result.gone:
         return Verdict(DeliveryStatus.FAILED, None, DisableReason.GONE)
-    due_ms = policy.next_attempt_ms(attempt, window_start_ms, now_ms, result.retry_after)
+    if rules is not None and not rules.retries(failure_class(result)):
+        return Verdict(DeliveryStatus.FAILED, None)
+    delays = rules.delays if rules is not None else None
+    due_ms = policy.next_attempt_ms(
+        attempt, window_start_ms, now_ms, result.retry_after, delays=delays
+    )
     if due_ms is None:
         return Verdict(DeliveryStatus.FAILED, None)
     return Verdict(DeliveryStatus.PENDING, due_ms)
+
+
+def failure_class(result: AttemptResult) -> RetryOn:
+    """What ``retryOn`` calls this failure. A refused address or our own error counts as
+    ``connection``: nothing reached the receiver."""
+    code = result.status_code
+    if code is None:
+        return RetryOn.TIMEOUT if result.failure is Failure.TIMEOUT else RetryOn.CONNECTION
+    if code in (408, 429):
+        return RetryOn(str(code))
+    if 300 <= code < 400:
+        return RetryOn.S3XX
+    if 400 <= code < 500:
+        return RetryOn.S4XX
+    return RetryOn.S5XX
 
 
 def breaker_tripped(consecutive_failures: int, threshold: int) -> bool:

@@ -11,6 +11,17 @@
 
 During a secret rotation every active secret signs; the values are joined (",") for
 the first scheme and space-separated for the second.
+
+Two more dialects, for receivers written from other products' docs (``SignatureScheme``):
+
+* ``hmac-body`` (Workestra): ``X-Webhook-Signature: sha256=<hex>``, HMAC-SHA256 keyed by
+  the whole secret string (UTF-8) over the raw body alone; no timestamp is signed.
+* ``rsa-sha256`` (GoHighLevel): ``X-WH-Signature: <base64>``, RSASSA-PKCS1-v1_5 with
+  SHA-256 over the raw body; the key is an RSA private key (PKCS#8 PEM), receivers verify
+  with its public key (SubjectPublicKeyInfo PEM).
+
+Their receivers compare one value, so these send exactly one signature: during a
+rotation the previous key signs until its grace period ends.
 """
 
 from __future__ import annotations
@@ -22,10 +33,27 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+
+class SignatureScheme(StrEnum):
+    """What a subscription's receiver checks; chosen at creation."""
+
+    HMAC = "hmac"
+    ED25519 = "ed25519"
+    HMAC_BODY = "hmac-body"
+    RSA_SHA256 = "rsa-sha256"
+
+    @property
+    def signs_once(self) -> bool:
+        """Its header carries one signature, so a rotation cannot sign with both keys."""
+        return self in (SignatureScheme.HMAC_BODY, SignatureScheme.RSA_SHA256)
+
 
 SECRET_PREFIX = "whsec_"
 MIN_SECRET_BYTES = 24
@@ -117,15 +145,90 @@ def is_asymmetric(secret: str) -> bool:
     return secret.startswith(SIGNING_KEY_PREFIX)
 
 
-def signature_headers(
-    secrets_: Sequence[str], msg_id: str, timestamp: int, body: bytes
-) -> dict[str, str]:
-    """Both header sets for one delivery attempt, signed by every active secret.
+RSA_KEY_SIZES = (2048, 3072, 4096)
+RSA_PRIVATE_PEM = "-----BEGIN PRIVATE KEY-----"
 
-    ``whsec_`` secrets sign both schemes; ``whsk_`` keys sign ``v1a`` only.
+
+def generate_rsa_key(bits: int) -> str:
+    """A new RSA private key as PKCS#8 PEM (stored encrypted, like every secret). Takes
+    tens of milliseconds at 2048 bits and up to seconds at 4096: call it off the loop."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    if bits not in RSA_KEY_SIZES:
+        raise InvalidSecret(f"RSA keys are {', '.join(map(str, RSA_KEY_SIZES))} bits")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _rsa_key(private_pem: str) -> RSAPrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(private_pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise InvalidSecret("not an RSA private key in PEM") from exc
+    if not isinstance(key, RSAPrivateKey) or key.key_size < RSA_KEY_SIZES[0]:
+        raise InvalidSecret(f"an RSA private key of at least {RSA_KEY_SIZES[0]} bits is required")
+    return key
+
+
+def rsa_public_pem(private_pem: str) -> str:
+    """The public half, as the PEM Node's ``crypto.createVerify(...).verify`` takes."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    public = _rsa_key(private_pem).public_key()
+    return public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def sign_rsa_sha256(private_pem: str, body: bytes) -> str:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    signature = _rsa_key(private_pem).sign(body, padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(signature).decode("ascii")
+
+
+def sign_hmac_body(secret: str, body: bytes) -> str:
+    return hmac.digest(secret.encode(), body, hashlib.sha256).hex()
+
+
+def public_key_for(scheme: SignatureScheme, secret: str) -> str | None:
+    """What receivers verify with, for the asymmetric schemes; None for shared secrets."""
+    if scheme is SignatureScheme.ED25519:
+        return public_key_of(secret)
+    if scheme is SignatureScheme.RSA_SHA256:
+        return rsa_public_pem(secret)
+    return None
+
+
+def signature_headers(
+    secrets_: Sequence[str],
+    msg_id: str,
+    timestamp: int,
+    body: bytes,
+    scheme: SignatureScheme = SignatureScheme.HMAC,
+) -> dict[str, str]:
+    """The signature headers of one delivery attempt.
+
+    ``secrets_`` are the active secrets, current first. ``hmac`` and ``ed25519`` sign
+    with all of them: ``whsec_`` secrets sign both header sets, ``whsk_`` keys ``v1a``
+    only. ``hmac-body`` and ``rsa-sha256`` sign once, with the oldest (the previous key
+    while its grace period lasts).
     """
     if not secrets_:
         raise InvalidSecret("at least one signing secret is required")
+    if scheme is SignatureScheme.HMAC_BODY:
+        signature = "sha256=" + sign_hmac_body(secrets_[-1], body)
+        return {"X-Webhook-Id": msg_id, "X-Webhook-Signature": signature}
+    if scheme is SignatureScheme.RSA_SHA256:
+        return {"X-Webhook-Id": msg_id, "X-WH-Signature": sign_rsa_sha256(secrets_[-1], body)}
     shared = [s for s in secrets_ if not is_asymmetric(s)]
     standard = [sign_standard_v1(s, msg_id, timestamp, body) for s in shared] + [
         sign_standard_v1a(s, msg_id, timestamp, body) for s in secrets_ if is_asymmetric(s)
@@ -142,3 +245,17 @@ def signature_headers(
             "sha256=" + sign_sha256_hex(s, timestamp, body) for s in shared
         )
     return headers
+
+
+SIGNATURE_HEADERS = frozenset(
+    {
+        "x-webhook-id",
+        "x-webhook-timestamp",
+        "x-webhook-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "x-wh-signature",
+    }
+)
+"""Every header a scheme sends (lower case): a subscription's static headers may not."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlsplit
 
 from tidings.domain.deliveries import DisableReason
 from tidings.domain.events import EventPattern
+from tidings.domain.retry import RetryRules
+from tidings.domain.signatures import SIGNATURE_HEADERS, SignatureScheme
 
 MAX_URL_LENGTH = 2048
 MAX_PATTERNS = 100
@@ -50,6 +54,11 @@ class Subscription:
     previous_secret_expires_ms: int | None = None
     """Until then the secret replaced by the last rotation signs too."""
     ordering: Ordering | None = None
+    signature_scheme: SignatureScheme = SignatureScheme.HMAC
+    retry: RetryRules | None = None
+    """The subscription's own ``retryPolicy``; None: the instance's."""
+    header_names: tuple[str, ...] = ()
+    """Names of its static headers (their values are stored encrypted, never shown)."""
 
     def wants(self, event_type: str) -> bool:
         return any(EventPattern.parse(p).matches(event_type) for p in self.event_types)
@@ -93,3 +102,51 @@ def validate_url_shape(url: str, allow_http: bool) -> str:
     if port == 0:
         raise InvalidUrl("url port must be between 1 and 65535")
     return url
+
+
+MAX_STATIC_HEADERS = 20
+MAX_HEADER_VALUE = 4096
+RESERVED_HEADERS = SIGNATURE_HEADERS | {
+    "host",
+    "content-length",
+    "content-type",
+    "user-agent",
+    "traceparent",
+    "tracestate",
+    "connection",
+    "transfer-encoding",
+}
+"""Names a subscription's static headers may not use (lower case): what tidings sends
+itself, and what would change how the request is framed."""
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class InvalidHeaders(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def validate_static_headers(raw: Mapping[str, Any]) -> dict[str, str]:
+    """A subscription's ``headers``: valid HTTP names (RFC 9110 tokens), none reserved or
+    given twice (case-insensitively), values printable on one line."""
+    if len(raw) > MAX_STATIC_HEADERS:
+        raise InvalidHeaders("headers", f"at most {MAX_STATIC_HEADERS} headers")
+    seen: set[str] = set()
+    for name, value in raw.items():
+        field = f"headers.{name}"
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise InvalidHeaders(field, "not a valid header name")
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS:
+            raise InvalidHeaders(field, "tidings sets this header itself")
+        if lowered in seen:
+            raise InvalidHeaders(field, "given twice")
+        seen.add(lowered)
+        if not isinstance(value, str):
+            raise InvalidHeaders(field, "must be a string")
+        if len(value) > MAX_HEADER_VALUE:
+            raise InvalidHeaders(field, f"at most {MAX_HEADER_VALUE} characters")
+        if any(not 32 <= ord(ch) < 127 and ch != "\t" for ch in value):
+            raise InvalidHeaders(field, "must be printable ASCII on one line")
+    return dict(raw)

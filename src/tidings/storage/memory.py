@@ -77,6 +77,7 @@ class _Sub:
     previous_secret_enc: str | None = None
     disabled_ms: int | None = None
     seq: int = 0
+    headers_enc: str | None = None
 
 
 @dataclass
@@ -394,10 +395,14 @@ class MemoryStore:
 
     # --- subscriptions --------------------------------------------------------------
 
-    async def insert(self, subscription: Subscription, secret_enc: str) -> None:
+    async def insert(
+        self, subscription: Subscription, secret_enc: str, headers_enc: str | None = None
+    ) -> None:
         seq = next(self._data.ids)
         disabled = None if subscription.enabled else subscription.created_ms
-        self._data.subs[subscription.id] = _Sub(subscription, secret_enc, None, disabled, seq)
+        self._data.subs[subscription.id] = _Sub(
+            subscription, secret_enc, None, disabled, seq, headers_enc
+        )
         self._data.lanes[subscription.id] = _Lane(subscription.id, subscription.tenant_id)
 
     def _owned(self, tenant_id: str, subscription_id: str) -> _Sub | None:
@@ -437,6 +442,8 @@ class MemoryStore:
             values = subscription_changes(changes)
             if "event_types" in values:
                 values["event_types"] = tuple(values["event_types"])
+            if "headers_enc" in values:
+                sub.headers_enc = values.pop("headers_enc")
             was_enabled = sub.subscription.enabled
             sub.subscription = dataclasses.replace(sub.subscription, updated_ms=now, **values)
             if values.get("enabled") is True and not was_enabled:
@@ -480,6 +487,10 @@ class MemoryStore:
         if sub is None:
             return []
         return [sub.secret_enc, *self._previous(sub)]
+
+    async def headers(self, tenant_id: str, subscription_id: str) -> str | None:
+        sub = self._owned(tenant_id, subscription_id)
+        return sub.headers_enc if sub is not None else None
 
     def _previous(self, sub: _Sub) -> list[str]:
         expires = sub.subscription.previous_secret_expires_ms
@@ -616,6 +627,9 @@ class MemoryStore:
             previous_secret_enc=next(iter(self._previous(sub)), None),
             ordering_key=d.ordering_key,
             paused_ms=d.paused_ms,
+            signature_scheme=sub.subscription.signature_scheme,
+            retry=sub.subscription.retry,
+            headers_enc=sub.headers_enc,
         )
 
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:

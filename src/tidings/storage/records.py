@@ -8,7 +8,9 @@ from enum import StrEnum
 from typing import Generic, TypeVar
 
 from tidings.domain.deliveries import AttemptResult, Verdict
+from tidings.domain.retry import RetryRules
 from tidings.domain.scheduling import Lane
+from tidings.domain.signatures import SignatureScheme
 
 T = TypeVar("T")
 
@@ -185,6 +187,11 @@ class ClaimedDelivery:
     ordering_key: str | None = None
     """Set on deliveries of FIFO subscriptions: finishing one lets the next of its key go."""
     paused_ms: int = 0
+    signature_scheme: SignatureScheme = SignatureScheme.HMAC
+    retry: RetryRules | None = None
+    """The subscription's own retry policy, if it has one."""
+    headers_enc: str | None = None
+    """The subscription's static headers (encrypted JSON), if any."""
 
     @property
     def window_start_ms(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -9,6 +10,8 @@ from typing import Any, TypeVar
 from sqlalchemy import RowMapping
 
 from tidings.domain.deliveries import DisableReason
+from tidings.domain.retry import RetryRules
+from tidings.domain.signatures import SignatureScheme
 from tidings.domain.subscriptions import Ordering, Subscription, SubscriptionKind
 from tidings.storage.records import AttemptRecord, Page, StoredEvent
 
@@ -48,7 +51,27 @@ def subscription_of(row: RowMapping) -> Subscription:
         public_key=row["public_key"],
         previous_secret_expires_ms=row["previous_secret_expires_ms"],
         ordering=Ordering(row["ordering"]) if row["ordering"] else None,
+        signature_scheme=SignatureScheme(row["signature_scheme"]),
+        retry=retry_rules_of(row["retry_policy"]),
+        header_names=tuple(json.loads(row["header_names"])) if row["header_names"] else (),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def retry_rules_of(stored: str | None) -> RetryRules | None:
+    """Parsed once per distinct policy: every claimed delivery carries its own."""
+    return RetryRules.parse(json.loads(stored)) if stored else None
+
+
+def dialect_columns(values: dict[str, Any]) -> dict[str, Any]:
+    """A subscription's ``retry`` and ``header_names`` as the SQL stores keep them (JSON)."""
+    if "retry" in values:
+        retry = values.pop("retry")
+        values["retry_policy"] = json.dumps(retry.to_dict()) if retry is not None else None
+    if "header_names" in values:
+        names = values["header_names"]
+        values["header_names"] = json.dumps(list(names)) if names else None
+    return values
 
 
 def event_of(row: RowMapping) -> StoredEvent:

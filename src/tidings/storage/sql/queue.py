@@ -16,8 +16,9 @@ from sqlalchemy import bindparam, func, select, text, update
 
 from tidings.domain.clock import now_ms
 from tidings.domain.scheduling import LaneState, LaneUpdate
+from tidings.domain.signatures import SignatureScheme
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, WorkerLane
-from tidings.storage.rows import previous_secret
+from tidings.storage.rows import previous_secret, retry_rules_of
 from tidings.storage.rules import LaneWakes, recorded_status
 from tidings.storage.schema import CLAIMABLE, LEASED, UNFINISHED, deliveries, lane_stats
 from tidings.storage.sql.database import Database
@@ -54,7 +55,7 @@ DETAILS = """
     SELECT d.id, d.attempts, d.ordering_key, d.paused_ms, d.subscription_id,
            e.id AS event_id, e.tenant_id, e.created_ms, e.body,
            s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
-           s.max_concurrency
+           s.max_concurrency, s.signature_scheme, s.retry_policy, s.headers_enc
     FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
     JOIN subscriptions AS s ON s.id = d.subscription_id
     WHERE {ids}
@@ -244,6 +245,9 @@ def claimed_deliveries(rows: Sequence[Any], token: str) -> list[ClaimedDelivery]
             previous_secret_enc=next(iter(previous_secret(row, now)), None),
             ordering_key=row["ordering_key"],
             paused_ms=row["paused_ms"],
+            signature_scheme=SignatureScheme(row["signature_scheme"]),
+            retry=retry_rules_of(row["retry_policy"]),
+            headers_enc=row["headers_enc"],
         )
         for row in rows
     ]

@@ -12,7 +12,13 @@ from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import DeliveryStatus, DisableReason
 from tidings.domain.subscriptions import Subscription
 from tidings.storage.records import AttemptRecord, Page
-from tidings.storage.rows import attempt_of, page_of, previous_secret, subscription_of
+from tidings.storage.rows import (
+    attempt_of,
+    dialect_columns,
+    page_of,
+    previous_secret,
+    subscription_of,
+)
 from tidings.storage.rules import subscription_changes
 from tidings.storage.schema import attempts, deliveries, lanes, subscriptions
 from tidings.storage.sql.database import Database
@@ -22,8 +28,16 @@ class SQLSubscriptions:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert(self, subscription: Subscription, secret_enc: str) -> None:
+    async def insert(
+        self, subscription: Subscription, secret_enc: str, headers_enc: str | None = None
+    ) -> None:
+        dialect = dialect_columns(
+            {"retry": subscription.retry, "header_names": subscription.header_names}
+        )
         statement = insert(subscriptions).values(
+            **dialect,
+            signature_scheme=subscription.signature_scheme.value,
+            headers_enc=headers_enc,
             id=subscription.id,
             tenant_id=subscription.tenant_id,
             kind=subscription.kind.value,
@@ -77,7 +91,7 @@ class SQLSubscriptions:
         self, tenant_id: str, subscription_id: str, changes: Mapping[str, Any]
     ) -> Subscription | None:
         """Apply ``changes``; disabling pauses its deliveries, enabling resumes them."""
-        values = subscription_changes(changes)
+        values = dialect_columns(subscription_changes(changes))
         if "event_types" in values:
             values["event_types"] = json.dumps(list(values["event_types"]))
         now = now_ms()
@@ -132,6 +146,10 @@ class SQLSubscriptions:
         if row is None:
             return []
         return [row["secret_enc"], *previous_secret(row, now_ms())]
+
+    async def headers(self, tenant_id: str, subscription_id: str) -> str | None:
+        query = select(subscriptions.c.headers_enc).where(owned(tenant_id, subscription_id))
+        return await self._db.read(lambda conn: conn.execute(query).scalar_one_or_none())
 
     async def rotate_secret(
         self,
