@@ -36,6 +36,7 @@ from tidings.domain.events import (
     normalize_event_type,
 )
 from tidings.domain.ids import new_id
+from tidings.domain.js_json import NOT_FINITE, first_unportable
 from tidings.domain.ratelimit import TokenBucket
 from tidings.domain.retry import InvalidRetryPolicy, RetryRules
 from tidings.domain.signatures import (
@@ -90,12 +91,16 @@ class NotFound(LookupError):
 
 
 class Invalid(ValueError):
-    """A request that is well-formed JSON but breaks a rule; ``field`` names the culprit."""
+    """A request that is well-formed JSON but breaks a rule; ``field`` names the culprit.
+    A 422 unless ``status`` says otherwise."""
 
-    def __init__(self, field: str, message: str, code: str = "validation_error") -> None:
+    def __init__(
+        self, field: str, message: str, code: str = "validation_error", status: int = 422
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.code = code
+        self.status = status
 
 
 def hash_api_key(plaintext: str) -> str:
@@ -111,6 +116,21 @@ def request_fingerprint(
     parts = [event_type, payload, metadata] + ([ordering_key] if ordering_key else [])
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _refuse_unportable_numbers(
+    payload: Mapping[str, Any], metadata: Mapping[str, Any] | None
+) -> None:
+    """A 400 naming the first number a receiver's ``JSON.parse`` would not read back as
+    sent: an integer beyond ±(2^53 - 1), which every body must print as JavaScript does
+    and so cannot hold exactly, or NaN/Infinity (an app's, since the API refuses them
+    first), which JSON has no form for."""
+    for part, value in (("payload", payload), ("metadata", metadata)):
+        found = first_unportable(value, part)
+        if found is not None:
+            path, reason = found
+            code = "invalid_json" if reason == NOT_FINITE else "unsafe_integer"
+            raise Invalid(path, f"{path} {reason}", code, status=400)
 
 
 @dataclass(frozen=True)
@@ -309,8 +329,10 @@ class Tidings:
         metadata: Mapping[str, Any] | None = None,
         ordering_key: str | None = None,
     ) -> StoredEvent:
-        """A validated event ready for ``Outbox.add`` (or ``Store.insert_event``)."""
+        """A validated event ready for ``Outbox.add`` (or ``Store.insert_event``); every
+        emit comes here, so this is where numbers JavaScript cannot read back are refused."""
         name = normalize_event_type(event_type)
+        _refuse_unportable_numbers(payload, metadata)
         envelope = Envelope.new(name, tenant_id, payload, metadata)
         return StoredEvent(
             0,

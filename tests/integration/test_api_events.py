@@ -8,6 +8,9 @@ import json
 import pytest
 
 from tests.conftest import Api
+from tests.integration.test_api_errors import assert_error
+from tests.integration.test_delivery import subscribe
+from tests.support.receiver import Receiver
 from tidings_crm.event_types import EVENT_TYPES
 
 pytestmark = pytest.mark.asyncio
@@ -62,6 +65,51 @@ async def test_concurrent_emits_with_one_key_store_one_event(api: Api) -> None:
     )
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["id"] for r in responses}) == 1
+
+
+UNSAFE_EMITS = [
+    ({"order": {"lines": [{"id": 1}, {"id": 2**53}]}}, None, "payload.order.lines.1.id"),
+    ({"order": {"lines": [{"id": -(2**53)}]}}, None, "payload.order.lines.0.id"),
+    ({"ok": 1}, {"trace": {"spans": [2**64]}}, "metadata.trace.spans.0"),
+]
+
+
+@pytest.mark.parametrize(("payload", "metadata", "path"), UNSAFE_EMITS)
+async def test_integers_javascript_cannot_hold_are_400_naming_the_path(
+    api: Api, payload: dict[str, object], metadata: dict[str, object] | None, path: str
+) -> None:
+    """JSON.parse reads 2^53 + 1 as 2^53: the body a JavaScript receiver re-serializes
+    would not be the one signed, nor the number sent."""
+    headers = {**await api.key(), "Idempotency-Key": "unsafe"}
+    body = {"type": "payment.succeeded", "payload": payload, "metadata": metadata}
+    response = await api.client.post("/api/v1/events", json=body, headers=headers)
+    error = assert_error(response, 400, "unsafe_integer")
+    assert error["details"] == [{"field": path, "message": error["message"]}]
+    assert str(error["message"]).startswith(f"{path} is an integer beyond ±9007199254740991")
+    assert (await api.client.get("/api/v1/events", headers=headers)).json() == []
+    # nothing was stored, the idempotency key included: a fixed retry is a new event
+    fixed = {**body, "payload": {"ok": 1}, "metadata": None}
+    assert (await api.client.post("/api/v1/events", json=fixed, headers=headers)).status_code == 201
+
+
+async def test_safe_integers_and_floats_are_stored_and_delivered_as_javascript_prints_them(
+    api: Api, receiver: Receiver
+) -> None:
+    headers = await api.key()
+    await subscribe(api, headers, receiver.url("/js"), "payment.succeeded")
+    payload = {"id": 2**53 - 1, "min": -(2**53 - 1), "total": 100.0, "rate": 1e-7, "fee": 0.00001}
+    response = await api.client.post(
+        "/api/v1/events", json={"type": "payment.succeeded", "payload": payload}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    expected = (
+        b'"payload":{"id":9007199254740991,"min":-9007199254740991,'
+        b'"total":100,"rate":1e-7,"fee":0.00001}'
+    )
+    assert expected in response.content
+    stored = await api.client.get(response.headers["Location"], headers=headers)
+    [delivered] = await receiver.wait_count("/js", 1)
+    assert delivered.body == stored.content == response.content
 
 
 async def test_type_filter_accepts_several(api: Api) -> None:

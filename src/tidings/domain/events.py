@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import Any
 
 from tidings.domain.clock import now_ms
 from tidings.domain.ids import new_id
+from tidings.domain.js_json import compact_json
 
 MAX_EVENT_TYPE_LENGTH = 128
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+")
@@ -117,4 +117,6 @@ class Envelope:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        """The body as JavaScript's ``JSON.stringify(JSON.parse(body))`` prints it, so a
+        receiver that verifies a re-serialized body gets the bytes that were signed."""
+        return compact_json(self.to_dict())
