@@ -15,12 +15,16 @@ from standardwebhooks.webhooks import Webhook
 
 from tidings.domain.signatures import (
     InvalidSecret,
+    SignatureScheme,
+    generate_rsa_key,
     generate_secret,
+    rsa_public_pem,
     sign_sha256_hex,
     sign_standard_v1,
     signature_headers,
     validate_secret,
 )
+from tidings.domain.subscriptions import InvalidHeaders, validate_static_headers
 from tidings.receiver import Deduplicator, WebhookVerificationError, verify
 
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -136,3 +140,63 @@ def test_deduplicator_sees_each_id_once_and_forgets_oldest() -> None:
     assert dedup.first_time("a") and not dedup.first_time("a")
     assert dedup.first_time("b") and dedup.first_time("c")
     assert dedup.first_time("a"), "a was evicted by capacity"
+
+
+def test_hmac_body_signs_the_raw_body_with_one_value_from_the_oldest_secret() -> None:
+    """Workestra's check, ``hmac.new(secret, payload, sha256).hexdigest()``, by hand."""
+    new, old = generate_secret(), generate_secret()
+    body = b'{"a":1}'
+    headers = signature_headers([new, old], "evt_9", 1, body, SignatureScheme.HMAC_BODY)
+    expected = hmac.new(old.encode(), body, hashlib.sha256).hexdigest()
+    assert headers == {"X-Webhook-Id": "evt_9", "X-Webhook-Signature": f"sha256={expected}"}
+
+
+def test_rsa_signs_once_with_the_key_whose_public_pem_verifies() -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = generate_rsa_key(2048)
+    body = '{"name":"Zoë"}'.encode()
+    headers = signature_headers([key], "evt_r", 1, body, SignatureScheme.RSA_SHA256)
+    assert set(headers) == {"X-Webhook-Id", "X-WH-Signature"}
+    public = serialization.load_pem_public_key(rsa_public_pem(key).encode())
+    assert isinstance(public, rsa.RSAPublicKey)
+    signature = base64.b64decode(headers["X-WH-Signature"])
+    public.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())
+    with pytest.raises(InvalidSignature):
+        public.verify(signature, body + b"x", padding.PKCS1v15(), hashes.SHA256())
+
+
+@pytest.mark.parametrize("bad", ["", "not a pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n"])
+def test_what_is_not_an_rsa_key_is_refused(bad: str) -> None:
+    with pytest.raises(InvalidSecret):
+        rsa_public_pem(bad)
+    with pytest.raises(InvalidSecret):
+        generate_rsa_key(1024)
+
+
+@pytest.mark.parametrize(
+    ("headers", "field"),
+    [
+        ({"webhook-signature": "x"}, "headers.webhook-signature"),
+        ({"Host": "evil"}, "headers.Host"),
+        ({"Tracestate": "x"}, "headers.Tracestate"),
+        ({"X-A": "line\r\nInjected: 1"}, "headers.X-A"),
+        ({"X-A": "é"}, "headers.X-A"),
+        ({"X-A": "1", "x-a": "2"}, "headers.x-a"),
+        ({"(bad)": "1"}, "headers.(bad)"),
+        ({f"X-{n}": "1" for n in range(21)}, "headers"),
+    ],
+)
+def test_static_headers_refuse_what_would_forge_or_break_a_request(
+    headers: dict[str, str], field: str
+) -> None:
+    with pytest.raises(InvalidHeaders) as caught:
+        validate_static_headers(headers)
+    assert caught.value.field == field
+
+
+def test_static_headers_keep_what_a_gateway_needs() -> None:
+    given_ = {"Authorization": "Bearer abc.def", "X-Api-Version": "2\t1"}
+    assert validate_static_headers(given_) == given_

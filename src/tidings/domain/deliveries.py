@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -94,6 +96,7 @@ def judge_attempt(
     now_ms: int,
     policy: RetryPolicy,
     rules: RetryRules | None = None,
+    rand: Callable[[], float] = random.random,
 ) -> Verdict:
     """2xx delivers; 410 means the receiver unsubscribed; anything else is retried (unless
     the subscription's ``rules`` say not for this failure), within the retry window
@@ -106,7 +109,7 @@ def judge_attempt(
         return Verdict(DeliveryStatus.FAILED, None)
     delays = rules.delays if rules is not None else None
     due_ms = policy.next_attempt_ms(
-        attempt, window_start_ms, now_ms, result.retry_after, delays=delays
+        attempt, window_start_ms, now_ms, result.retry_after, rand, delays
     )
     if due_ms is None:
         return Verdict(DeliveryStatus.FAILED, None)
