@@ -95,13 +95,14 @@ async def test_rsa_sha256_signs_with_a_key_whose_public_half_is_on_the_subscript
     assert "X-Webhook-Signature" not in got.headers and "webhook-signature" not in got.headers
 
 
+def private_pem(key: rsa.RSAPrivateKey, form: serialization.PrivateFormat) -> str:
+    encoded = key.private_bytes(serialization.Encoding.PEM, form, serialization.NoEncryption())
+    return encoded.decode()
+
+
 async def test_a_brought_rsa_key_signs_and_is_never_echoed(api: Api, receiver: Receiver) -> None:
     own = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = own.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
+    pem = private_pem(own, serialization.PrivateFormat.TraditionalOpenSSL)
     headers = await api.key()
     sub = await create(
         api, headers, url=receiver.url("/own"), signatureScheme="rsa-sha256", signingSecret=pem
@@ -111,11 +112,7 @@ async def test_a_brought_rsa_key_signs_and_is_never_echoed(api: Api, receiver: R
     )
     assert sub["publicKey"] == public.decode() and sub["signingSecret"] is None
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    weak = small.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    weak = private_pem(small, serialization.PrivateFormat.PKCS8)
     body = {"url": receiver.url("/x"), "eventTypes": ["client.created"]}
     refused = await api.client.post(
         SUBSCRIPTIONS,
