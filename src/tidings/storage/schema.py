@@ -104,6 +104,7 @@ subscriptions = Table(
     Column("retry_policy", Text),
     Column("headers_enc", Text),
     Column("header_names", Text),
+    Column("previous_public_key", Text),
     Column("disabled_ms", BigInteger),
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
