@@ -32,7 +32,7 @@ class Scheme:
     who: str
     """One line: whose receivers expect it."""
     headers: tuple[tuple[str, str], ...]
-    """(header name, what it carries), in the order a delivery sends them."""
+    """(header name, what it carries): tidings' own first, then Standard Webhooks'."""
     key_label: str | None
     """What the receiver verifies with, when it is a public key; None for shared secrets."""
     snippets: tuple[Snippet, ...]
