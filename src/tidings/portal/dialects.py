@@ -114,9 +114,15 @@ class Preset:
     policy: Mapping[str, Any] | None
     """The API's ``retryPolicy``; None: the instance's."""
 
+    @property
+    def summary(self) -> str:
+        """Its policy in words (empty for the instance's, which the page words itself)."""
+        rules = RetryRules.parse(self.policy) if self.policy is not None else None
+        return "; ".join(describe(rules))
+
 
 PRESETS = (
-    Preset("exponential (default)", "default", "this instance's backoff", None),
+    Preset("exponential (default)", "default", "this instance's", None),
     Preset(
         "5 steps then disable",
         "workestra",
