@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 
 import pytest
@@ -17,7 +18,7 @@ from tidings.domain.signatures import (
 )
 from tidings.portal.dialects import PRESETS, SCHEMES, describe, preset_of, seconds
 
-SECRETS = {
+SECRETS: dict[SignatureScheme, Callable[[], str]] = {
     SignatureScheme.HMAC: generate_secret,
     SignatureScheme.ED25519: generate_signing_key,
     SignatureScheme.HMAC_BODY: generate_secret,
