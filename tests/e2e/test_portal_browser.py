@@ -242,7 +242,8 @@ async def test_an_rsa_subscription_shows_its_key_and_how_to_verify_and_takes_a_p
     public_key.verify(signature, sent.body, padding.PKCS1v15(), hashes.SHA256())
 
     # Workestra's retries: four retries, then the breaker at five failures.
-    await page.get_by_role("button", name="5 steps then disable").click()
+    await page.get_by_role("radio", name="5 steps then disable").check()
+    await page.get_by_role("button", name="Apply preset").click()
     await expect(page.locator("#retry-current")).to_contain_text("5 steps then disable")
     await expect(page.locator("#retry-lines")).to_contain_text("4 retries, after 5 s, 30 s, 2 min")
     subscription_id = await page.locator("#subscription-id").inner_text()
