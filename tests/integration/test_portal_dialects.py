@@ -222,7 +222,7 @@ async def test_a_custom_policy_is_saved_and_shown_back(
     sub_id = await new_subscription(api, receiver)
     form = {
         "preset": "custom",
-        "delays": "1, 2.5 ,60",
+        "delays": "1, 2.5 60",
         "breaker_threshold": "3",
     }
     response = await operator.client.post(
@@ -331,7 +331,7 @@ BAD_HEADERS = [
     ("X-A: 1\nX-A: v-secret-1", "headers.X-A: given twice"),
     ("X-A: 1\nx-a: v-secret-1", "headers.x-a: given twice"),
     ("X-A v-secret-1", "headers: line 1: write one header per line as Name: value"),
-    ("X-A: 1\n: v-secret-1", "headers: line 2: write one header per line as Name: value"),
+    ("\nX-A: 1\n: v-secret-1", "headers: line 3: write one header per line as Name: value"),
     ("X-A: v-secret-1\u00e9", "headers.X-A: must be printable ASCII on one line"),
 ]
 

@@ -316,7 +316,7 @@ def _custom_policy(submitted: dict[str, Any]) -> dict[str, Any] | None:
     service checks the numbers, this only reads them."""
     policy: dict[str, Any] = {}
     if submitted["delays"]:
-        pieces = [p.strip() for p in submitted["delays"].split(",")]
+        pieces = submitted["delays"].replace(",", " ").split()
         policy["delays"] = [_number(p, f"retryPolicy.delays[{n}]") for n, p in enumerate(pieces)]
     chosen: set[str] = submitted["retry_on"]
     known = [r.value for r in RetryOn]
@@ -391,7 +391,8 @@ async def edit_headers(request: Request, subscription_id: str, who: Manager) -> 
     form = await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
     try:
-        headers = _header_lines(field(form, "headers"))
+        raw = form.get("headers")
+        headers = _header_lines(raw if isinstance(raw, str) else "")
         edited = await tidings_of(request).edit_subscription(sub, {"headers": headers or None})
     except Invalid as exc:
         return await _detail(request, who, sub, {"headers_error": exc}, status_code=422)
