@@ -320,7 +320,7 @@ async def test_headers_are_set_listed_by_name_sent_and_cleared(
     assert (await stored(api, sub_id)).header_names == ()
     page = (await operator.get(f"/portal/subscriptions/{sub_id}")).text
     assert re.findall(r"<li><code>([^<]+)</code></li>", card(page, "headers")) == []
-    assert "None: deliveries carry only the headers above." in page
+    assert "None: deliveries carry only the signature headers below." in page
     assert 'class="static-header"' not in page
 
 
