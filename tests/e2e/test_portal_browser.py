@@ -2,20 +2,26 @@
 
 Against the real ``tidings serve`` and a real receiver: sign in, create a subscription,
 send a test, see the delivery in the log, disable it, hand out a consumer link, revoke an
-API key, sign out.
+API key, sign out; create an rsa-sha256 subscription, copy its public key, read how to
+verify it and give it a retry preset.
 Screenshots of each main page land in ``test-artifacts/portal/<database>/``.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.conftest import eventually
@@ -189,6 +195,63 @@ async def test_an_operator_revokes_a_key_and_a_signed_out_cookie_stays_dead(
     await context.add_cookies(cast(Any, signed_in))  # the old cookie, replayed
     await page.goto(f"{base}/portal/keys")
     await expect(page).to_have_url(f"{base}/portal/login?next=%2Fportal%2Fkeys")
+    await context.close()
+
+
+async def test_an_rsa_subscription_shows_its_key_and_how_to_verify_and_takes_a_preset(
+    server: tuple[str, str], receiver: Receiver, browser: Browser, shots: Path
+) -> None:
+    base, key = server
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 860}, permissions=["clipboard-read", "clipboard-write"]
+    )
+    page = await context.new_page()
+    await sign_in(page, base, key)
+    await page.get_by_role("link", name="New subscription").click()
+    await page.get_by_label("Endpoint URL").fill(receiver.url("/rsa"))
+    await page.get_by_label("Event types").fill("client.*")
+    await page.get_by_role("radio", name="rsa-sha256").check()
+    await shots_of(page, shots / "10-new-rsa-subscription.png")
+    await page.get_by_role("button", name="Create subscription").click()
+
+    # Shown at once: the public key (tidings keeps the private one), then on the page for good.
+    pem = (await page.locator("#new-public-key").inner_text()).strip()
+    assert pem.startswith("-----BEGIN PUBLIC KEY-----") and pem.endswith("-----END PUBLIC KEY-----")
+    await expect(page.locator("#new-secret")).to_have_count(0)
+    await expect(page.locator("#scheme")).to_have_text("rsa-sha256")
+    assert ((await page.locator("#public-key").text_content()) or "").strip() == pem
+    await page.locator('button[data-copy="public-key"]').click()
+    await expect(page.locator('button[data-copy="public-key"]')).to_have_text("Copied")
+    assert (await page.evaluate("navigator.clipboard.readText()")).strip() == pem
+
+    # How to verify: the Node snippet for this scheme, exactly as shipped.
+    node = page.locator("#snippet-node")
+    await expect(node).to_be_visible()
+    shipped = resources.files("tidings.portal") / "snippets" / "rsa-sha256.node.js"
+    assert await node.text_content() == shipped.read_text("utf-8")
+    await shots_of(page, shots / "11-rsa-subscription.png")
+
+    # The key on the page verifies what the receiver gets.
+    await page.locator("select[name=event_type]").select_option("client.created")
+    await page.get_by_role("button", name="Send test").click()
+    await expect(page.locator(".test-result")).to_contain_text("Delivered")
+    (sent,) = receiver.at("/rsa")
+    public_key = load_pem_public_key(pem.encode())
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    signature = base64.b64decode({k.lower(): v for k, v in sent.headers.items()}["x-wh-signature"])
+    public_key.verify(signature, sent.body, padding.PKCS1v15(), hashes.SHA256())
+
+    # Workestra's retries: four retries, then the breaker at five failures.
+    await page.get_by_role("radio", name="5 steps then disable").check()
+    await page.get_by_role("button", name="Apply preset").click()
+    await expect(page.locator("#retry-current")).to_contain_text("5 steps then disable")
+    await expect(page.locator("#retry-lines")).to_contain_text("4 retries, after 5 s, 30 s, 2 min")
+    subscription_id = await page.locator("#subscription-id").inner_text()
+    async with httpx.AsyncClient(base_url=base, headers={"X-Api-Key": key}) as api:
+        stored = (await api.get(f"/api/v1/webhooks/subscriptions/{subscription_id}")).json()
+    assert stored["signatureScheme"] == "rsa-sha256"
+    assert stored["retryPolicy"] == {"delays": [5, 30, 120, 600], "breakerThreshold": 5}
+    await shots_of(page, shots / "12-retry-preset.png")
     await context.close()
 
 

@@ -30,6 +30,12 @@ text = st.text(max_size=60) | st.sampled_from(
         "client.*",
         "\x00",
         "'; --",
+        "custom",
+        "workestra",
+        "rsa-sha256",
+        "5, 30, 1e400",
+        "X-A: 1\nX-A: 2",
+        "Host: x",
     ]
 )
 FORM_FIELDS = [
@@ -41,6 +47,12 @@ FORM_FIELDS = [
     "subscription",
     "hours",
     "manage",
+    "signature_scheme",
+    "preset",
+    "delays",
+    "retry_on",
+    "breaker_threshold",
+    "headers",
 ]
 forms = st.fixed_dictionaries({}, optional=dict.fromkeys(FORM_FIELDS, text))
 POSTS = [
@@ -48,6 +60,9 @@ POSTS = [
     "/portal/subscriptions/{sub}/edit",
     "/portal/subscriptions/{sub}/test",
     "/portal/subscriptions/{sub}/recover",
+    "/portal/subscriptions/{sub}/retry",
+    "/portal/subscriptions/{sub}/headers",
+    "/portal/subscriptions/{sub}/end-rotation",
     "/portal/recover",
     "/portal/links",
     "/portal/events/evt_missing/redeliver",

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.datastructures import FormData
 
 from tidings.domain.clock import now_ms
+from tidings.domain.retry import RetryOn
+from tidings.domain.signatures import SignatureScheme
 from tidings.domain.subscriptions import Subscription
 from tidings.portal.chart import MINUTE_MS, per_minute, window_start
+from tidings.portal.dialects import (
+    CUSTOM,
+    PRESET_BY_SLUG,
+    PRESETS,
+    SCHEMES,
+    describe,
+    preset_of,
+)
 from tidings.portal.web import (
     Manager,
     PageKey,
@@ -80,6 +92,7 @@ def _form_context(
         "values": values,
         "error": error,
         "catalog": [t.name for t in tidings_of(request).catalog],
+        "schemes": list(SCHEMES.values()),
     }
 
 
@@ -90,7 +103,8 @@ def _patterns(text: str) -> list[str]:
 @router.post("/subscriptions")
 async def create_subscription(request: Request, who: Manager) -> Response:
     form = await checked_form(request, who)
-    values = {name: field(form, name) for name in ("url", "event_types", "description")}
+    names = ("url", "event_types", "description", "signature_scheme")
+    values = {name: field(form, name) for name in names}
     tidings = tidings_of(request)
     try:
         sub, secret = await tidings.create_subscription(
@@ -98,6 +112,7 @@ async def create_subscription(request: Request, who: Manager) -> Response:
             values["url"],
             _patterns(values["event_types"]),
             description=values["description"] or None,
+            signature_scheme=_scheme(values["signature_scheme"]),
             awaiting_verification=tidings.settings.verify_endpoints,
         )
     except Invalid as exc:
@@ -107,7 +122,26 @@ async def create_subscription(request: Request, who: Manager) -> Response:
         context = _form_context(request, values, Invalid("eventTypes", str(exc)))
         return await render(request, who, "subscription_new.html", context, status_code=422)
     sub, _ = await tidings.verify_if_waiting(sub)
-    return await _detail(request, who, sub, {"new_secret": secret}, status_code=201)
+    return await _detail(request, who, sub, _shown_once(sub, secret), status_code=201)
+
+
+def _scheme(value: str) -> SignatureScheme:
+    if not value:
+        return SignatureScheme.HMAC
+    try:
+        return SignatureScheme(value)
+    except ValueError:
+        known = ", ".join(s.value for s in SignatureScheme)
+        raise Invalid("signatureScheme", f"must be one of {known}") from None
+
+
+def _shown_once(sub: Subscription, secret: str) -> dict[str, Any]:
+    """What the receiver needs, shown on the page a secret is made: the shared secret, or
+    for the asymmetric schemes the public key (the private key never leaves tidings, as
+    the API never returns an RSA one)."""
+    if SCHEMES[sub.signature_scheme].key_label is not None:
+        return {"new_public_key": sub.public_key}
+    return {"new_secret": secret}
 
 
 async def _owned(request: Request, who: Viewer, subscription_id: str) -> Subscription:
@@ -132,8 +166,18 @@ async def _detail(
     log = await store.subscriptions.attempts(who.tenant_id, sub.id, outcome, before, PAGE_SIZE)
     health = await store.reports.subscription_health(who.tenant_id, [sub.id], HEALTH_SAMPLE)
     lanes = await store.reports.lane_figures(who.tenant_id, [sub.id], 1)
+    scheme = SCHEMES[sub.signature_scheme]
     context = {
         "sub": sub,
+        "scheme": scheme,
+        "now": now_ms(),
+        "presets": PRESETS,
+        "preset": preset_of(sub.retry),
+        "retry_lines": describe(sub.retry),
+        "retry_on_choices": [r.value for r in RetryOn],
+        "retry_form": _retry_form_of(sub),
+        "instance_retry": _instance_retry(tidings),
+        "instance_breaker": tidings.settings.breaker_threshold,
         "health": health[sub.id],
         "lane": lanes[0] if lanes else None,
         "sample": HEALTH_SAMPLE,
@@ -143,7 +187,10 @@ async def _detail(
         "catalog": sorted((t.name for t in tidings.catalog), key=lambda name: not sub.wants(name)),
         "test_result": None,
         "new_secret": None,
+        "new_public_key": None,
         "error": None,
+        "retry_error": None,
+        "headers_error": None,
         "notice": None,
         **extra,
     }
@@ -219,7 +266,139 @@ async def rotate_secret(request: Request, subscription_id: str, who: Manager) ->
     await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
     rotated, secret = await tidings_of(request).rotate_secret(sub)
-    return await _detail(request, who, rotated, {"new_secret": secret})
+    return await _detail(request, who, rotated, _shown_once(rotated, secret))
+
+
+@router.post("/subscriptions/{subscription_id}/end-rotation")
+async def end_rotation(request: Request, subscription_id: str, who: Manager) -> Response:
+    """Only the new secret signs from now on (for one-signature schemes: it takes over)."""
+    await checked_form(request, who)
+    sub = await _owned(request, who, subscription_id)
+    try:
+        await tidings_of(request).end_rotation(sub)
+    except Invalid as exc:
+        raise PortalError(404, "No such subscription.") from exc
+    return see_other(f"/portal/subscriptions/{sub.id}")
+
+
+def _instance_retry(tidings: Tidings) -> str:
+    settings = tidings.settings
+    retries = settings.retry_max_attempts - 1
+    return (
+        f"up to {retries} retries, from {settings.retry_base_delay:g} s doubling, "
+        f"disabled after {settings.breaker_threshold} failures in a row"
+    )
+
+
+def _retry_form_of(sub: Subscription) -> dict[str, Any]:
+    """The custom retry form filled in with the subscription's policy."""
+    rules = sub.retry
+    delays = rules.to_dict().get("delays") if rules is not None else None
+    retry_on = rules.retry_on if rules is not None else None
+    threshold = rules.breaker_threshold if rules is not None else None
+    return {
+        "delays": ", ".join(str(d) for d in delays) if delays is not None else "",
+        "retry_on": {r.value for r in (RetryOn if retry_on is None else retry_on)},
+        "breaker_threshold": "" if threshold is None else str(threshold),
+    }
+
+
+def _submitted_retry_form(form: FormData) -> dict[str, Any]:
+    return {
+        "delays": field(form, "delays"),
+        "retry_on": {v for v in form.getlist("retry_on") if isinstance(v, str)},
+        "breaker_threshold": field(form, "breaker_threshold"),
+    }
+
+
+def _custom_policy(submitted: dict[str, Any]) -> dict[str, Any] | None:
+    """The API's ``retryPolicy`` from the custom form (None when it sets nothing); the
+    service checks the numbers, this only reads them."""
+    policy: dict[str, Any] = {}
+    if submitted["delays"]:
+        pieces = submitted["delays"].replace(",", " ").split()
+        policy["delays"] = [_number(p, f"retryPolicy.delays[{n}]") for n, p in enumerate(pieces)]
+    chosen: set[str] = submitted["retry_on"]
+    known = [r.value for r in RetryOn]
+    if chosen != set(known):  # every box ticked: no list, so the default (all) holds
+        policy["retryOn"] = [r for r in known if r in chosen] + sorted(chosen - set(known))
+    if submitted["breaker_threshold"]:
+        try:
+            policy["breakerThreshold"] = int(submitted["breaker_threshold"])
+        except ValueError:
+            raise Invalid("retryPolicy.breakerThreshold", "must be a whole number") from None
+    return policy or None
+
+
+def _number(text: str, name: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise Invalid(name, "must be a number of seconds") from None
+
+
+@router.post("/subscriptions/{subscription_id}/retry")
+async def edit_retry_policy(request: Request, subscription_id: str, who: Manager) -> Response:
+    """A preset (``preset``: default, workestra, gohighlevel) or the custom form's policy;
+    either replaces the whole of the subscription's ``retryPolicy``."""
+    form = await checked_form(request, who)
+    sub = await _owned(request, who, subscription_id)
+    slug = field(form, "preset")
+    submitted = _submitted_retry_form(form)
+    policy: Mapping[str, Any] | None
+    try:
+        if slug == CUSTOM:
+            policy = _custom_policy(submitted)
+        elif slug in PRESET_BY_SLUG:
+            policy = PRESET_BY_SLUG[slug].policy
+        else:
+            raise Invalid("preset", "pick one of the presets or the custom form")
+        edited = await tidings_of(request).edit_subscription(sub, {"retry_policy": policy})
+    except Invalid as exc:
+        extra: dict[str, Any] = {"retry_error": exc}
+        if slug == CUSTOM:
+            extra["retry_form"] = submitted  # what was typed, to correct
+        return await _detail(request, who, sub, extra, status_code=422)
+    if edited is None:
+        raise PortalError(404, "No such subscription.")
+    return see_other(f"/portal/subscriptions/{sub.id}#retry")
+
+
+def _header_lines(text: str) -> dict[str, str]:
+    """``Name: value`` per line (blank lines skipped) as a map; the service checks it."""
+    found: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not name:
+            raise Invalid("headers", f"line {n}: write one header per line as Name: value")
+        if name in found:
+            raise Invalid(f"headers.{name}", "given twice")
+        found[name] = value.strip()
+    return found
+
+
+@router.post("/subscriptions/{subscription_id}/headers")
+async def edit_headers(request: Request, subscription_id: str, who: Manager) -> Response:
+    """Replace every static header (an empty form removes them all). Values are written
+    only: the page lists names, and an error never echoes what was typed."""
+    form = await checked_form(request, who)
+    sub = await _owned(request, who, subscription_id)
+    try:
+        raw = form.get("headers")
+        headers = _header_lines(raw if isinstance(raw, str) else "")
+        edited = await tidings_of(request).edit_subscription(sub, {"headers": headers or None})
+    except Invalid as exc:
+        return await _detail(request, who, sub, {"headers_error": exc}, status_code=422)
+    if edited is None:
+        raise PortalError(404, "No such subscription.")
+    return see_other(f"/portal/subscriptions/{sub.id}#headers")
 
 
 @router.post("/subscriptions/{subscription_id}/test")
