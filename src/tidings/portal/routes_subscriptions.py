@@ -135,7 +135,7 @@ def _scheme(value: str) -> SignatureScheme:
         raise Invalid("signatureScheme", f"must be one of {known}") from None
 
 
-def _shown_once(sub: Subscription, secret: str) -> dict[str, Any]:
+def _shown_once(sub: Subscription, secret: str | None) -> dict[str, Any]:
     """What the receiver needs, shown on the page a secret is made: the shared secret, or
     for the asymmetric schemes the public key (the private key never leaves tidings, as
     the API never returns an RSA one)."""
