@@ -3,11 +3,15 @@
 // Output fields from the catalog's JSON schemas, keyed as Zapier flattens results:
 // `__` between nested object keys, `[]` for arrays of objects (line items).
 
+const ACRONYMS = { Id: 'ID', Url: 'URL', Ip: 'IP', Utc: '(UTC)' };
+
 const label = (key) =>
   key
-    .replace(/Utc$/, ' (UTC)')
     .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
-    .replace(/^./, (c) => c.toUpperCase());
+    .replace(/^./, (c) => c.toUpperCase())
+    .split(' ')
+    .map((word) => ACRONYMS[word] || word)
+    .join(' ');
 
 const typeOf = (schema) => {
   const types = [].concat(schema.type || []).filter((t) => t !== 'null');
