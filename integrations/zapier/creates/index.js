@@ -44,10 +44,11 @@ const currency = {
   helpText: 'ISO 4217 code, e.g. `USD`.',
 };
 
-const cents = (value) => (value === undefined || value === '' ? undefined : Number(value));
+const blank = (value) => value === undefined || value === null || value === '';
 
+// Amounts are integers in minor units, as the API takes them; a blank amount is no money.
 const money = (amount, code) =>
-  amount === undefined ? undefined : { amount: cents(amount), currency: code || 'USD' };
+  blank(amount) ? undefined : { amount: Number(amount), currency: code || 'USD' };
 
 // Calendar dates: a Zapier date (an ISO date-time) or YYYY-MM-DD, sent as YYYY-MM-DD.
 const day = (value) => (typeof value === 'string' ? value.slice(0, 10) : value);
@@ -67,8 +68,10 @@ const addressOf = (input) => {
 const tagsOf = (input) =>
   Array.isArray(input.tags) ? input.tags.filter((t) => t) : input.tags ? [input.tags] : undefined;
 
-const post = (path, body, method = 'POST') => (z, bundle) =>
-  z.request({ method, url: api(bundle, path(bundle)), body: compact(body(bundle.inputData)) });
+const send =
+  (path, body, method = 'POST') =>
+  (z, bundle) =>
+    z.request({ method, url: api(bundle, path(bundle)), body: compact(body(bundle.inputData)) });
 
 const create = ({ key, noun, label, description, inputFields, request, result }) => ({
   key,
@@ -124,7 +127,7 @@ const creates = [
       { key: 'status', label: 'Status', choices: STATUSES, default: 'prospect' },
       ...clientExtras,
     ],
-    request: post(
+    request: send(
       () => '/clients',
       (input) => ({
         firstName: input.firstName,
@@ -152,7 +155,7 @@ const creates = [
       ...person,
       ...clientExtras,
     ],
-    request: post(
+    request: send(
       (bundle) => `/clients/${encodeURIComponent(bundle.inputData.clientId)}`,
       (input) => ({
         firstName: input.firstName,
@@ -172,13 +175,13 @@ const creates = [
     key: 'change_client_status',
     noun: 'Client',
     label: 'Change Client Status',
-    description: "Moves a client to another status (emits client.status_changed).",
+    description: 'Moves a client to another status (emits client.status_changed).',
     inputFields: [
       clientId,
       { key: 'status', label: 'Status', choices: STATUSES, required: true },
       { key: 'reason', label: 'Reason', type: 'text' },
     ],
-    request: post(
+    request: send(
       (bundle) => `/clients/${encodeURIComponent(bundle.inputData.clientId)}/status`,
       (input) => ({ status: input.status, reason: input.reason }),
     ),
@@ -205,7 +208,7 @@ const creates = [
       { key: 'assignedTo', label: 'Assigned To', helpText: 'A user identifier (`usr_…`).' },
       { key: 'notes', label: 'Notes', type: 'text' },
     ],
-    request: post(
+    request: send(
       () => '/leads',
       (input) => ({
         firstName: input.firstName,
@@ -238,7 +241,7 @@ const creates = [
       { key: 'status', label: 'Client Status', choices: STATUSES, default: 'active' },
       { key: 'ownerId', label: 'Owner ID', helpText: 'A user identifier (`usr_…`).' },
     ],
-    request: post(
+    request: send(
       (bundle) => `/leads/${encodeURIComponent(bundle.inputData.leadId)}/convert`,
       (input) => ({ status: input.status, ownerId: input.ownerId }),
     ),
@@ -260,7 +263,7 @@ const creates = [
       { key: 'title', label: 'Title' },
       { key: 'body', label: 'Note', type: 'text', required: true },
     ],
-    request: post(
+    request: send(
       () => '/notes',
       (input) => ({
         subject: { type: input.subjectType, id: input.subjectId },
@@ -290,7 +293,7 @@ const creates = [
       { key: 'processorReference', label: 'Processor Reference' },
       { key: 'cardLast4', label: 'Card Last 4' },
     ],
-    request: post(
+    request: send(
       () => '/payments',
       (input) => ({
         clientId: input.clientId,
@@ -307,7 +310,8 @@ const creates = [
     key: 'create_invoice',
     noun: 'Invoice',
     label: 'Create Invoice',
-    description: 'Issues an invoice; totals are computed from the line items (emits invoice.created).',
+    description:
+      'Issues an invoice; totals are computed from the line items (emits invoice.created).',
     inputFields: [
       clientId,
       { key: 'invoiceNumber', label: 'Invoice Number', helpText: 'Generated when left blank.' },
@@ -333,7 +337,7 @@ const creates = [
       { key: 'tax', label: 'Tax (minor units)', type: 'integer' },
       { key: 'memo', label: 'Memo', type: 'text' },
     ],
-    request: post(
+    request: send(
       () => '/invoices',
       (input) => ({
         clientId: input.clientId,
@@ -366,7 +370,7 @@ const creates = [
       { key: 'effectiveDate', label: 'Effective Date', type: 'datetime' },
       { key: 'documentUrl', label: 'Document URL' },
     ],
-    request: post(
+    request: send(
       () => '/agreements',
       (input) => ({
         clientId: input.clientId,

@@ -12,7 +12,9 @@ const main = async () => {
   const base = (process.env.TIDINGS_URL || 'http://127.0.0.1:8000').replace(/\/+$/, '');
   const key =
     process.env.TIDINGS_API_KEY ||
-    fs.readFileSync(path.join(__dirname, '..', '..', '..', '.tidings', 'dev-api-key'), 'utf8').trim();
+    fs
+      .readFileSync(path.join(__dirname, '..', '..', '..', '.tidings', 'dev-api-key'), 'utf8')
+      .trim();
   const response = await fetch(`${base}/api/v1/event-types`, {
     headers: { 'X-Api-Key': key },
     signal: AbortSignal.timeout(10000),

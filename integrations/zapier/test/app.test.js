@@ -153,7 +153,11 @@ describe('the tidings CRM Zapier app, against tidings dev', function () {
     );
 
     like(
-      await run('change_client_status', { clientId: client.id, status: 'active', reason: 'Signed' }),
+      await run('change_client_status', {
+        clientId: client.id,
+        status: 'active',
+        reason: 'Signed',
+      }),
       { id: client.id, status: 'active' },
     );
 
@@ -165,7 +169,19 @@ describe('the tidings CRM Zapier app, against tidings dev', function () {
       estimatedValue: '480000',
       currency: 'GBP',
     });
-    like(lead, { id: /^lead_/, status: 'new', estimatedValue: { amount: 480000, currency: 'GBP' } });
+    like(lead, {
+      id: /^lead_/,
+      status: 'new',
+      estimatedValue: { amount: 480000, currency: 'GBP' },
+    });
+
+    like(
+      await appTester(App.creates.create_lead.operation.perform, {
+        authData,
+        inputData: { firstName: 'Blank', lastName: 'Fields', estimatedValue: '', phone: '' },
+      }),
+      { id: /^lead_/, estimatedValue: null, phone: null },
+    );
 
     like(await run('convert_lead', { leadId: lead.id, status: 'active' }), {
       id: lead.id,

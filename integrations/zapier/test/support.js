@@ -81,7 +81,9 @@ const startTidings = async () => {
   const exited = new Promise((resolve) => child.once('exit', resolve));
   const baseUrl = `http://127.0.0.1:${port}`;
   const logTail = () =>
-    fs.existsSync(logPath) ? fs.readFileSync(logPath, 'utf8').split('\n').slice(-30).join('\n') : '';
+    fs.existsSync(logPath)
+      ? fs.readFileSync(logPath, 'utf8').split('\n').slice(-30).join('\n')
+      : '';
 
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -140,7 +142,11 @@ const startReceiver = async () => {
     const chunks = [];
     req.on('data', (chunk) => chunks.push(chunk));
     req.on('end', () => {
-      received.push({ path: req.url, headers: req.headers, body: Buffer.concat(chunks).toString() });
+      received.push({
+        path: req.url,
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString(),
+      });
       res.writeHead(req.url.startsWith('/gone/') ? 410 : 200).end();
     });
   });
@@ -171,7 +177,6 @@ const verifySignatures = (secret, headers, body) => {
   return { legacy, standard, fresh };
 };
 
-
 // assert that `actual` has at least `expected`'s shape: objects match on the keys given,
 // arrays element by element, RegExps test strings, anything else is compared strictly.
 const like = (actual, expected, at = 'value') => {
@@ -187,7 +192,11 @@ const like = (actual, expected, at = 'value') => {
       like(actual[key], value, `${at}.${key}`);
     }
   } else {
-    assert.equal(actual, expected, `${at}: ${JSON.stringify(actual)} != ${JSON.stringify(expected)}`);
+    assert.equal(
+      actual,
+      expected,
+      `${at}: ${JSON.stringify(actual)} != ${JSON.stringify(expected)}`,
+    );
   }
 };
 
