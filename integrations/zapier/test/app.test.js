@@ -61,7 +61,8 @@ describe('the tidings CRM Zapier app, against tidings dev', function () {
 
   before(async function () {
     this.timeout(45000);
-    [tidings, receiver] = await Promise.all([startTidings(), startReceiver()]);
+    receiver = await startReceiver();
+    tidings = await startTidings();
     authData = { baseUrl: tidings.baseUrl, apiKey: tidings.apiKey };
   });
 

@@ -58,6 +58,13 @@ const freePort = () =>
 const python = () => process.env.TIDINGS_PYTHON || path.join(REPO, '.venv', 'bin', 'python');
 
 const startTidings = async () => {
+  const interpreter = python();
+  if (!fs.existsSync(interpreter)) {
+    throw new Error(
+      `no Python at ${interpreter}: run make test (or make dev) at the repository root ` +
+        'first, or set TIDINGS_PYTHON to a Python with tidings installed',
+    );
+  }
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tidings-zapier-'));
   const port = await freePort();
   const env = Object.fromEntries(
@@ -73,11 +80,12 @@ const startTidings = async () => {
   });
   const logPath = path.join(dataDir, 'tidings.log');
   const log = fs.openSync(logPath, 'a');
-  const child = spawn(python(), ['-m', 'tidings.cli', 'dev', '--port', String(port)], {
+  const child = spawn(interpreter, ['-m', 'tidings.cli', 'dev', '--port', String(port)], {
     env,
     stdio: ['ignore', log, log],
   });
   fs.closeSync(log);
+  child.once('error', () => {}); // a failed spawn also exits; the waits below report it
   const exited = new Promise((resolve) => child.once('exit', resolve));
   const baseUrl = `http://127.0.0.1:${port}`;
   const logTail = () =>
