@@ -25,7 +25,11 @@ class Settings(BaseSettings):
     directory when it exists.
     """
 
-    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TIDINGS_",
+        extra="ignore",
+        hide_input_in_errors=True,  # a bad database or proxy URL may carry a password
+    )
 
     database_url: str | None = None
     data_dir: Path = Path(".tidings")

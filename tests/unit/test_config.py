@@ -54,3 +54,11 @@ def test_a_malformed_proxy_url_is_a_configuration_error(value: str) -> None:
 def test_the_proxy_needs_the_curl_sender() -> None:
     with pytest.raises(ValidationError, match="TIDINGS_SENDER=curl"):
         Settings(egress_proxy="http://proxy:3128", sender="aiohttp", env="development")
+
+
+def test_a_refused_setting_does_not_echo_its_value() -> None:
+    """A proxy or database URL can carry a password; the error names the setting only."""
+    with pytest.raises(ValidationError) as caught:
+        Settings(egress_proxy="ftp://user:hunter2@proxy:1")
+    assert "egress_proxy" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
