@@ -33,11 +33,15 @@ def upgrade_connection(connection: Connection, revision: str = "head") -> None:
 def warn_if_commits_are_not_durable(connection: Connection) -> None:
     """With ``synchronous_commit = off`` PostgreSQL acknowledges a commit before its WAL
     is written, and a server crash loses the last few hundred milliseconds of commits:
-    events tidings has already answered 201 for. Said once, at every process start."""
-    setting = connection.execute(text("SHOW synchronous_commit")).scalar_one()
-    if setting == "off":
+    events tidings has already answered 201 for; with ``fsync = off`` a machine crash can
+    lose or corrupt anything. Said once, at every process start."""
+    found = {
+        name: connection.execute(text(f"SHOW {name}")).scalar_one()
+        for name in ("synchronous_commit", "fsync")
+    }
+    if found["synchronous_commit"] == "off" or found["fsync"] == "off":
         log.warning(
             "commits_not_durable",
-            synchronous_commit=setting,
+            **found,
             consequence="a PostgreSQL crash can lose events already acknowledged with 201",
         )
