@@ -10,8 +10,9 @@ row is what a cache miss adds for an RSA key (parsing and checking the PEM). The
 ``threads`` rows sign RSA-2048 on 1 and on 2 threads at once (wall time per signature, and
 the cores the process kept busy): the dispatcher signs RSA in a thread, so if
 ``cryptography`` releases the GIL while it signs, 2 threads come near twice the throughput
-of 1 on 2 free cores; on a machine other processes keep busy, "cores busy" says so. It prints one table;
-every figure is also a ratio (x hmac) to ``hmac`` (both header sets, the default scheme).
+of 1 on 2 free cores; on a machine other processes keep busy, "cores busy" says so. It
+prints one table; every figure is also a ratio (x hmac) to ``hmac`` (both header sets, the
+default scheme).
 """
 
 from __future__ import annotations
