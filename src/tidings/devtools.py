@@ -106,18 +106,18 @@ async def listen(
         try:
             async with target.client() as api:
                 sub = await _subscribe(api, f"http://127.0.0.1:{port}/", event_types, chosen)
-                key.append(_verification_key(chosen.scheme, sub))
-                out(f"Ready: forwarding {', '.join(event_types)} to {forward_to}")
-                out(f"Signature scheme: {chosen.scheme.value}")
-                if chosen.scheme is SignatureScheme.RSA_SHA256:
-                    out(f"Public key for your app (PEM):\n{key[0].strip()}")
-                elif chosen.scheme is SignatureScheme.ED25519:
-                    out(f"Public key for your app: {key[0]}")
-                else:
-                    out(f"Signing secret for your app: {key[0]}")
-                if ready is not None:
-                    ready.set()
                 try:
+                    key.append(_verification_key(chosen.scheme, sub))
+                    out(f"Ready: forwarding {', '.join(event_types)} to {forward_to}")
+                    out(f"Signature scheme: {chosen.scheme.value}")
+                    if chosen.scheme is SignatureScheme.RSA_SHA256:
+                        out(f"Public key for your app (PEM):\n{key[0].strip()}")
+                    elif chosen.scheme is SignatureScheme.ED25519:
+                        out(f"Public key for your app: {key[0]}")
+                    else:
+                        out(f"Signing secret for your app: {key[0]}")
+                    if ready is not None:
+                        ready.set()
                     await stop.wait()
                 finally:
                     async with api.delete(f"/api/v1/webhooks/subscriptions/{sub['id']}"):
