@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -15,7 +16,8 @@ import uvicorn
 from pydantic import ValidationError
 
 from tidings.config import Settings
-from tidings.devtools import Target, run_listen, run_trigger
+from tidings.devtools import Options, Target, run_listen, run_trigger
+from tidings.domain.signatures import SignatureScheme
 from tidings.logs import configure_logging
 from tidings.service import SCOPES, Tidings
 from tidings.storage import ApiKeyInfo, Revocation, Revoked
@@ -191,9 +193,48 @@ def listen(
     events: Annotated[list[str], typer.Option(help="Event types or patterns.")] = ["*"],  # noqa: B006
     server: Server = "http://127.0.0.1:8000",
     api_key: ApiKeyOption = None,
+    signature_scheme: Annotated[
+        SignatureScheme, typer.Option(help="What your app checks (see the API docs).")
+    ] = SignatureScheme.HMAC,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(help="Repeatable 'Name: value': a static header on every delivery."),
+    ] = None,
+    retry_policy: Annotated[
+        str | None,
+        typer.Option(help='JSON, e.g. \'{"delays": [5, 30], "retryOn": ["5xx"]}\'.'),
+    ] = None,
 ) -> None:
-    """Forward a tidings server's deliveries to a local app, printing each one."""
-    run_listen(_target(server, api_key), forward_to, events)
+    """Forward a tidings server's deliveries to a local app, printing each one and whether
+    its signature verifies with the key printed for your app."""
+    options = Options(
+        scheme=signature_scheme,
+        headers=_static_headers(header or []),
+        retry_policy=_retry_policy(retry_policy),
+    )
+    run_listen(_target(server, api_key), forward_to, events, options)
+
+
+def _static_headers(given: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in given:
+        name, colon, value = item.partition(":")
+        if not colon or not name.strip():
+            raise typer.BadParameter(f"{item!r} is not 'Name: value'", param_hint="--header")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def _retry_policy(given: str | None) -> dict[str, object] | None:
+    if given is None:
+        return None
+    try:
+        policy = json.loads(given)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="--retry-policy") from exc
+    if not isinstance(policy, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="--retry-policy")
+    return policy
 
 
 @app.command()

@@ -1,10 +1,13 @@
 """Interop: a Node.js express receiver, written like the docs' snippet, verifies our deliveries.
 
-``node_receiver/receiver.js`` knows nothing of tidings: ``express.raw()`` body, ``sha256=`` +
-hex HMAC-SHA256 keyed by the whole secret string over ``${timestamp}.${rawBody}``, compared
-with ``crypto.timingSafeEqual``; 200 if valid, else 401. It prints one JSON line per request,
-which the test awaits. Dependencies come from ``npm ci`` (the committed lock file) on first
-use. Without ``node``/``npm`` on PATH the tests skip, or fail when ``CI`` is set.
+``node_receiver/receiver.js`` knows nothing of tidings: it runs a verification snippet of
+``tidings/portal/snippets`` verbatim; here the ``hmac`` one, the seed docs' (``express.raw()``
+body, ``sha256=`` + hex HMAC-SHA256 keyed by the whole secret string over
+``${timestamp}.${rawBody}``, compared with ``crypto.timingSafeEqual``); 200 if valid, else
+401. It prints one JSON line per request, which the test awaits. test_interop_snippets.py
+runs the other schemes' snippets through it. Dependencies come from ``npm ci`` (the
+committed lock file) on first use. Without ``node``/``npm`` on PATH the tests skip, or fail
+when ``CI`` is set.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pytest
 from tests.conftest import Api, eventually
 from tests.integration.test_delivery import attempts_for, emit, subscribe
 from tests.support.processes import free_port
+from tests.support.snippets import Scheme, snippet_path
 
 pytestmark = pytest.mark.asyncio
 
@@ -104,10 +108,19 @@ class NodeReceiver:
 
 @contextlib.asynccontextmanager
 async def node_receiver(
-    node: str, secret: str, port: int, tmp_path: Path
+    node: str, secret: str, port: int, tmp_path: Path, scheme: Scheme = "hmac"
 ) -> AsyncIterator[NodeReceiver]:
+    """receiver.js verifying with ``scheme``'s Node snippet and ``secret`` (the signing
+    secret, or the public key of an ed25519 or rsa-sha256 subscription)."""
     log = tmp_path / f"node-receiver-{port}.log"
-    env = {**os.environ, "WEBHOOK_SECRET": secret, "PORT": str(port), "HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "SCHEME": scheme,
+        "SNIPPET": str(snippet_path(scheme, "node")),
+        "WEBHOOK_SECRET": secret,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+    }
     with log.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
             node,
@@ -173,8 +186,11 @@ async def test_node_express_receiver_accepts_our_signature(
             "webhookId": event["id"],
             "eventId": event["id"],
             "timestamp": record["timestamp"],
+            "signed": record["signed"],
         }
         assert record["timestamp"].isdigit()
+        assert json.loads(record["signed"]["body"])["id"] == event["id"]
+        assert record["signed"]["headers"]["X-Webhook-Timestamp"] == record["timestamp"]
         await eventually(lambda: first_attempt_logged(api, headers, event["id"]), WAIT_TIMEOUT)
         async with httpx.AsyncClient() as client:
             recorded = (await client.get(rx.url("/results"))).json()

@@ -6,7 +6,7 @@ handed to three verifiers that know nothing of tidings:
 * ``svix.webhooks.Webhook(secret).verify(body, headers)``, with the ``webhook-*`` headers as
   sent and with them renamed ``svix-*`` (what Svix's own deliveries carry);
 * ``standardwebhooks.webhooks.Webhook(secret).verify(body, headers)``;
-* an independent re-implementation of the seed docs' Flask receiver: ``sha256=`` + hex
+* the seed docs' Flask receiver, as the portal's ``hmac`` Python snippet: ``sha256=`` + hex
   HMAC-SHA256 keyed by the whole secret over ``"{timestamp}.{raw_body}"``, compared with
   ``hmac.compare_digest``.
 
@@ -16,8 +16,6 @@ A tampered body, or another secret, must fail all three.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import secrets
 from collections.abc import Callable, Mapping
@@ -33,6 +31,7 @@ from svix.webhooks import WebhookVerificationError as SvixVerificationError
 from tests.conftest import Api
 from tests.integration.test_delivery import emit, subscribe
 from tests.support.receiver import Receiver
+from tests.support.snippets import python_verifier
 
 pytestmark = pytest.mark.asyncio
 
@@ -56,14 +55,11 @@ async def delivery(api: Api, receiver: Receiver) -> Delivery:
 
 
 def flask_snippet_verify(secret: str, headers: Mapping[str, str], raw_body: bytes) -> bool:
-    """The seed docs' Flask receiver, re-implemented without tidings code."""
+    """The seed docs' Flask receiver: the ``hmac`` snippet, called as its docstring says."""
     lowered = {k.lower(): v for k, v in headers.items()}  # Flask's headers ignore case
     signature = lowered.get("x-webhook-signature", "")
     timestamp = lowered.get("x-webhook-timestamp", "")
-    payload = raw_body.decode("utf-8", errors="replace")  # request.get_data(as_text=True)
-    signed = f"{timestamp}.{payload}".encode()
-    expected = "sha256=" + hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature)
+    return python_verifier("hmac")(raw_body, timestamp, signature, secret)
 
 
 def svix_named(headers: Mapping[str, str]) -> dict[str, str]:

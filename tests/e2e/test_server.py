@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +10,17 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.support.receiver import Receiver
+from tests.support.snippets import python_verifier
 
 pytestmark = pytest.mark.asyncio
 
 
 def seed_docs_verify(secret: str, headers: dict[str, str], raw_body: bytes) -> bool:
-    """The seed docs' receiver: HMAC of "{timestamp}.{raw_body}", sha256= prefix."""
-    timestamp = headers["X-Webhook-Timestamp"]
-    signed = f"{timestamp}.{raw_body.decode('utf-8')}"
-    expected = "sha256=" + hmac.new(secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, headers["X-Webhook-Signature"])
+    """The seed docs' receiver: HMAC of "{timestamp}.{raw_body}", sha256= prefix (the
+    ``hmac`` snippet the portal shows)."""
+    verify_signature = python_verifier("hmac")
+    timestamp, signature = headers["X-Webhook-Timestamp"], headers["X-Webhook-Signature"]
+    return verify_signature(raw_body, timestamp, signature, secret)
 
 
 async def test_emit_deliver_verify_poll(

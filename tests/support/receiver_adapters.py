@@ -6,7 +6,7 @@ sent, the dedup store its duplicate test uses, and Django's own ``Allow`` header
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +73,10 @@ class Site:
     get: Callable[[], Answer]
 
 
-Serve = Callable[[Handler, DedupStore, bool], AbstractContextManager[Site]]
-"""``serve(handler, dedup, inline)``: inline runs the handler before the answer returns."""
+Secrets = str | Sequence[str]
+Serve = Callable[[Handler, DedupStore, bool, Secrets], AbstractContextManager[Site]]
+"""``serve(handler, dedup, inline, secrets)``: inline runs the handler before the answer
+returns; ``secrets`` are what the adapter verifies with (secrets and public keys)."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,14 @@ class Adapter:
     """The ``Allow`` header the adapter writes itself on a 405 (None: left to the framework)."""
 
     def site(
-        self, handler: Handler, dedup: DedupStore | None = None, *, inline: bool = True
+        self,
+        handler: Handler,
+        dedup: DedupStore | None = None,
+        *,
+        inline: bool = True,
+        secrets: Secrets = SECRET,
     ) -> AbstractContextManager[Site]:
-        return self.serve(handler, dedup or MemoryDedupStore(), inline)
+        return self.serve(handler, dedup or MemoryDedupStore(), inline, secrets)
 
 
 def _answer(response: _Response, body: bytes) -> Answer:
@@ -109,10 +116,10 @@ def _executor(inline: bool) -> InlineExecutor | None:
 
 
 @contextmanager
-def _flask(handler: Handler, dedup: DedupStore, inline: bool) -> Iterator[Site]:
+def _flask(handler: Handler, dedup: DedupStore, inline: bool, secrets: Secrets) -> Iterator[Site]:
     app = flask.Flask(__name__)
     blueprint = webhook_blueprint(
-        SECRET, handler, rule=PATH, dedup=dedup, executor=_executor(inline)
+        secrets, handler, rule=PATH, dedup=dedup, executor=_executor(inline)
     )
     app.register_blueprint(blueprint)
     client = app.test_client()
@@ -129,10 +136,12 @@ def _flask(handler: Handler, dedup: DedupStore, inline: bool) -> Iterator[Site]:
 
 
 @contextmanager
-def _starlette(handler: Handler, dedup: DedupStore, inline: bool) -> Iterator[Site]:
+def _starlette(
+    handler: Handler, dedup: DedupStore, inline: bool, secrets: Secrets
+) -> Iterator[Site]:
     """TestClient runs background tasks before it returns, so the handler has run by then
     whatever ``inline`` says."""
-    client = TestClient(Starlette(routes=[webhook_route(PATH, SECRET, handler, dedup=dedup)]))
+    client = TestClient(Starlette(routes=[webhook_route(PATH, secrets, handler, dedup=dedup)]))
 
     def post(body: bytes, headers: Mapping[str, str]) -> Answer:
         response = client.post(PATH, content=body, headers=dict(headers))
@@ -153,8 +162,8 @@ class UrlConf:
 
 
 @contextmanager
-def _django(handler: Handler, dedup: DedupStore, inline: bool) -> Iterator[Site]:
-    view = django_view(SECRET, handler, dedup=dedup, executor=_executor(inline))
+def _django(handler: Handler, dedup: DedupStore, inline: bool, secrets: Secrets) -> Iterator[Site]:
+    view = django_view(secrets, handler, dedup=dedup, executor=_executor(inline))
     client = DjangoClient(enforce_csrf_checks=True)  # the view must be exempt
 
     def post(body: bytes, headers: Mapping[str, str]) -> Answer:

@@ -1,29 +1,33 @@
-// Verify a tidings delivery signed with ed25519 (Standard Webhooks, asymmetric).
-// webhook-signature holds space-separated "v1a,<base64>" Ed25519 signatures of
-// "{webhook-id}.{webhook-timestamp}.{raw body}"; verify with the subscription's whpk_
-// public key (base64 of the raw 32-byte key).
-const crypto = require("crypto");
+// tidings "ed25519" subscriptions (Standard Webhooks v1a): webhook-signature holds
+// "v1a,<base64 Ed25519 signature>" values (several during a key rotation) of
+// `${webhook-id}.${webhook-timestamp}.${rawBody}`; publicKey is the subscription's whpk_ key.
+// rawBody: the exact bytes received, e.g. with express.raw({ type: 'application/json' }).
+//   verifySignature(req.body, req.get('webhook-id'), req.get('webhook-timestamp'),
+//                   req.get('webhook-signature'), PUBLIC_KEY)
+// Also drop repeats of webhook-id.
+const crypto = require('crypto');
 
 const TOLERANCE_SECONDS = 300;
 
-// headers: lower-case names (as Node's req.headers); rawBody: a Buffer, exactly as received.
-function verifyWebhook(publicKey, headers, rawBody) {
-  if (!publicKey.startsWith("whpk_")) return false;
-  const raw = Buffer.from(publicKey.slice("whpk_".length), "base64");
+function verifySignature(rawBody, webhookId, timestamp, signatureHeader, publicKey) {
+  if (!/^[0-9]+$/.test(timestamp || '')) {
+    return false;
+  }
+  if (Math.abs(Date.now() / 1000 - Number(timestamp)) > TOLERANCE_SECONDS) {
+    return false;
+  }
+  const raw = Buffer.from(publicKey.replace(/^whpk_/, ''), 'base64');
   const key = crypto.createPublicKey({
-    key: { kty: "OKP", crv: "Ed25519", x: raw.toString("base64url") },
-    format: "jwk",
+    key: { kty: 'OKP', crv: 'Ed25519', x: raw.toString('base64url') },
+    format: 'jwk',
   });
-  const msgId = headers["webhook-id"] || "";
-  const timestamp = headers["webhook-timestamp"] || "";
-  if (!/^\d+$/.test(timestamp)) return false;
-  if (Math.abs(Date.now() / 1000 - Number(timestamp)) > TOLERANCE_SECONDS) return false;
-  const message = Buffer.concat([Buffer.from(`${msgId}.${timestamp}.`), rawBody]);
-  return (headers["webhook-signature"] || "").split(" ").some((entry) => {
-    const [version, value] = entry.split(",", 2);
-    if (version !== "v1a" || !value) return false;
-    return crypto.verify(null, message, key, Buffer.from(value, "base64"));
+  const signed = Buffer.concat([Buffer.from(`${webhookId}.${timestamp}.`), rawBody]);
+  return (signatureHeader || '').split(' ').some((value) => {
+    const [version, signature] = value.split(',');
+    return (
+      version === 'v1a' &&
+      signature !== undefined &&
+      crypto.verify(null, signed, key, Buffer.from(signature, 'base64'))
+    );
   });
 }
-
-module.exports = { verifyWebhook };

@@ -1,14 +1,16 @@
-"""Verify a tidings delivery signed with ed25519 (Standard Webhooks, asymmetric).
+"""tidings "ed25519" subscriptions (Standard Webhooks v1a): webhook-signature holds
+"v1a,<base64 Ed25519 signature>" values (several during a key rotation) of
+"{webhook-id}.{webhook-timestamp}.{raw body}"; the key is the subscription's whpk_ public
+key. Needs ``pip install cryptography``.
 
-webhook-signature holds space-separated "v1a,<base64>" Ed25519 signatures of
-"{webhook-id}.{webhook-timestamp}.{raw body}"; verify with the subscription's whpk_ public
-key (base64 of the raw 32-byte key). Needs ``pip install cryptography``.
+Flask: ``verify_signature(request.get_data(), request.headers.get("webhook-id", ""),
+request.headers.get("webhook-timestamp", ""), request.headers.get("webhook-signature", ""),
+PUBLIC_KEY)``. Also drop repeats of webhook-id.
 """
 
 import base64
 import binascii
 import time
-from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -16,23 +18,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 TOLERANCE_SECONDS = 300
 
 
-def verify_webhook(public_key: str, headers: Mapping[str, str], raw_body: bytes) -> bool:
-    """``headers`` with lower-case names; ``raw_body`` exactly as received."""
-    if not public_key.startswith("whpk_"):
+def verify_signature(
+    payload: bytes, webhook_id: str, timestamp: str, signature_header: str, public_key: str
+) -> bool:
+    if not (timestamp.isascii() and timestamp.isdigit()):
         return False
-    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key[len("whpk_") :]))
-    msg_id = headers.get("webhook-id", "")
-    timestamp = headers.get("webhook-timestamp", "")
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > TOLERANCE_SECONDS:
+    if abs(time.time() - int(timestamp)) > TOLERANCE_SECONDS:
         return False
-    message = f"{msg_id}.{timestamp}.".encode() + raw_body
-    for entry in headers.get("webhook-signature", "").split():
-        version, _, value = entry.partition(",")
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key.removeprefix("whpk_")))
+    signed = f"{webhook_id}.{timestamp}.".encode() + payload
+    for value in signature_header.split():
+        version, _, signature = value.partition(",")
         if version != "v1a":
             continue
         try:
-            key.verify(base64.b64decode(value, validate=True), message)
-        except (binascii.Error, InvalidSignature):
+            key.verify(base64.b64decode(signature, validate=True), signed)
+        except (InvalidSignature, binascii.Error, ValueError):
             continue
         return True
     return False

@@ -1,15 +1,14 @@
-// Verify a tidings delivery signed with hmac-body (Workestra style).
-// X-Webhook-Signature is "sha256=" + the hex HMAC-SHA256 of the raw body alone, keyed by
-// the whole secret string (UTF-8). No timestamp is signed: deduplicate on X-Webhook-Id.
-const crypto = require("crypto");
+// tidings "hmac-body" subscriptions: X-Webhook-Signature = "sha256=" + hex HMAC-SHA256,
+// keyed by the whole signing secret string (whsec_...), over the raw body alone.
+// rawBody: the exact bytes received, e.g. with express.raw({ type: 'application/json' }).
+//   verifySignature(req.body, req.get('X-Webhook-Signature'), SECRET)
+// Nothing signed says when it was sent: drop repeats of X-Webhook-Id.
+const crypto = require('crypto');
 
-// headers: lower-case names (as Node's req.headers); rawBody: a Buffer, exactly as received.
-function verifyWebhook(secret, headers, rawBody) {
+function verifySignature(rawBody, signature, secret) {
   const expected = Buffer.from(
-    "sha256=" + crypto.createHmac("sha256", secret).update(rawBody).digest("hex"),
+    'sha256=' + crypto.createHmac('sha256', secret).update(rawBody).digest('hex'),
   );
-  const given = Buffer.from(headers["x-webhook-signature"] || "");
-  return given.length === expected.length && crypto.timingSafeEqual(given, expected);
+  const received = Buffer.from(signature || '');
+  return expected.length === received.length && crypto.timingSafeEqual(expected, received);
 }
-
-module.exports = { verifyWebhook };

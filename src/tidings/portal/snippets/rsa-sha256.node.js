@@ -1,13 +1,15 @@
-// Verify a tidings delivery signed with rsa-sha256 (GoHighLevel style).
-// X-WH-Signature is the base64 RSASSA-PKCS1-v1_5 SHA-256 signature of the raw body;
-// verify it with the subscription's public key (PEM).
-const crypto = require("crypto");
+// tidings "rsa-sha256" subscriptions: X-WH-Signature = base64 RSASSA-PKCS1-v1_5 SHA-256
+// signature of the body; publicKey is the subscription's public key PEM
+// (-----BEGIN PUBLIC KEY-----). The body is compact JSON exactly as JSON.stringify prints
+// it, so the raw body and a re-serialized one verify alike:
+//   app.post('/hooks', express.json(), (req, res) => {
+//     const valid = verifySignature(JSON.stringify(req.body), req.get('X-WH-Signature'), PUBLIC_KEY);
+// Nothing signed says when it was sent: drop repeats of X-Webhook-Id.
+const crypto = require('crypto');
 
-// headers: lower-case names (as Node's req.headers); rawBody: a Buffer, exactly as received.
-function verifyWebhook(publicKeyPem, headers, rawBody) {
-  const signature = headers["x-wh-signature"];
-  if (!signature) return false;
-  return crypto.createVerify("SHA256").update(rawBody).verify(publicKeyPem, signature, "base64");
+function verifySignature(payload, signature, publicKey) {
+  const verifier = crypto.createVerify('SHA256');
+  verifier.update(payload);
+  verifier.end();
+  return verifier.verify(publicKey, signature, 'base64');
 }
-
-module.exports = { verifyWebhook };
