@@ -121,7 +121,8 @@ def test_the_retry_window_still_caps_explicit_delays() -> None:
     rules = RetryRules(delays=(30, 30, 30))
     first = judge_attempt(AttemptResult(500, 1), 1, T0, T0, window, rules, rand=lambda: 0.5)
     assert first.next_attempt_ms == T0 + 30_000
-    second = judge_attempt(AttemptResult(500, 1), 2, T0, T0 + 30_000, window, rules)
+    late = T0 + 31_000
+    second = judge_attempt(AttemptResult(500, 1), 2, T0, late, window, rules, rand=lambda: 0.5)
     assert second.status is DeliveryStatus.FAILED, "a third try would fall past the window"
 
 
