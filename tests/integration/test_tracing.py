@@ -112,7 +112,7 @@ def attribute_texts(spans: Sequence[ReadableSpan]) -> list[str]:
     texts = []
     for span in spans:
         texts.append(span.name)
-        texts.extend(f"{k}={v}" for k, v in (span.attributes or {}).items())
+        texts.extend(f"{k}={v!r}" for k, v in (span.attributes or {}).items())
         texts.extend(str(e.attributes) for e in span.events)
         texts.append(str(span.status.description))
     return texts
@@ -138,7 +138,9 @@ async def test_one_event_with_a_retry_is_one_trace_across_processes(
     [request] = api_spans.named("POST /api/v1/events")
     [emitted] = api_spans.named("tidings.emit")
     [fan_out] = api_spans.named("tidings.fan_out")
-    first, second = sorted(attempts, key=lambda s: (s.attributes or {})["tidings.delivery.attempt"])
+    first, second = sorted(
+        attempts, key=lambda s: str((s.attributes or {})["tidings.delivery.attempt"])
+    )
 
     # one trace, the caller's, with the right parents
     every = [request, emitted, fan_out, first, second]

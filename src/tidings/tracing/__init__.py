@@ -38,11 +38,13 @@ KNOWN_EXPORTERS = ("otlp", "console")
 
 
 def sdk_installed() -> bool:
-    """The ``otel`` extra is installed (the SDK and the OTLP/HTTP exporter)."""
+    """The ``otel`` extra is installed (the SDK and the OTLP/HTTP exporter); found without
+    importing the SDK (``find_spec`` imports a name's parents: here the API, which FastAPI
+    imports anyway, and namespace packages)."""
     try:
         return all(
             importlib.util.find_spec(name) is not None
-            for name in ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
+            for name in ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
         )
     except ModuleNotFoundError:  # a parent package is missing
         return False
