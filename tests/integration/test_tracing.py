@@ -166,6 +166,8 @@ async def test_one_event_with_a_retry_is_one_trace_across_processes(
         assert attributes["tidings.delivery.status"] == state
         assert isinstance(attributes["tidings.delivery.elapsed_ms"], int)
         assert attributes["server.address"] == "127.0.0.1"
+    assert "http.request.resend_count" not in (first.attributes or {})
+    assert (second.attributes or {})["http.request.resend_count"] == 1
     assert first.status.status_code is StatusCode.ERROR
     assert second.status.status_code is StatusCode.OK
     assert (emitted.attributes or {})["tidings.event.id"] == event["id"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -130,9 +130,11 @@ class Tracing:
             "tidings.delivery.id": delivery.delivery_id,
             "tidings.delivery.attempt": delivery.attempt,
         }
-        port = _port(parts.port, parts.scheme)
+        port = _port(parts, parts.scheme)
         if port:
             attributes["server.port"] = port
+        if delivery.attempt > 1:  # OpenTelemetry's name for a retried request's ordinal
+            attributes["http.request.resend_count"] = delivery.attempt - 1
         return self.tracer.start_span(
             "tidings.deliver",
             context=context_of(delivery.trace_context) or otel_context.Context(),
@@ -171,10 +173,14 @@ def failed(span: Span, error_type: str) -> None:
     span.set_status(StatusCode.ERROR, error_type)
 
 
-def _port(port: int | None, scheme: str) -> int | None:
-    if port is not None:
-        return port
-    return {"http": 80, "https": 443}.get(scheme)
+def _port(parts: SplitResult, scheme: str) -> int | None:
+    """The URL's port, or its scheme's; None rather than an error (a span must never
+    be what fails a delivery)."""
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return port if port is not None else {"http": 80, "https": 443}.get(scheme)
 
 
 class TracedRequests:
