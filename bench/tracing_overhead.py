@@ -2,29 +2,29 @@
 in process (memory store, a sender that answers at once: no network, no database, so the
 glue's share is as large as it can be), CPU time per event.
 
-Run: ``.venv/bin/python bench/tracing_overhead.py [--baseline REF] [--events 3000]``
+Run: ``.venv/bin/python bench/tracing_overhead.py [--baseline REF] [--rounds 40]``
 
-Three builds of the same workload, each in a fresh interpreter, interleaved for
-``--rounds`` rounds (the machine's noise falls on all of them alike):
+Three builds run the same workload in one interpreter, in small interleaved batches, so
+the load of a busy (shared) machine falls on all of them alike:
 
-* ``baseline``: the source of ``--baseline`` (a git ref, extracted with ``git archive``;
-  default: where this branch left ``main``), the code before the tracing glue;
-* ``off``: this checkout, tracing off (no ``OTEL_*``: ``Tidings.tracing`` is None);
+* ``baseline``: the source of ``--baseline`` (a git ref, default: where this branch left
+  ``main``), the code before the tracing glue, extracted with ``git archive`` and loaded
+  as the package ``tidings_base``;
+* ``off``: this checkout, tracing off (``Tidings.tracing`` is None, as without ``OTEL_*``);
 * ``on``: this checkout, tracing on, spans batched to an exporter that drops them (the
   SDK's own cost, for scale).
 
-Printed: CPU µs per event of each phase (best and median run), and the ratios to the
-baseline as the median of each round's own ratio (runs next to each other in time share
-the machine's load: on a busy machine that pairing is what makes a 1 % difference
-visible at all).
+Each round emits ``--batch`` events through ``Tidings.emit`` and delivers them through a
+``Dispatcher`` (claim, sign, POST, judge, record), per build, the builds' order rotating.
+Printed: CPU µs per event of each phase, and each build's total over the baseline's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
+import importlib
+import re
 import statistics
 import subprocess
 import sys
@@ -33,77 +33,11 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def child(events: int, traced: bool) -> dict[str, float]:
-    """The workload, in this interpreter's ``tidings`` (whichever PYTHONPATH chose)."""
-    from cryptography.fernet import Fernet
-
-    from tidings.config import Settings
-    from tidings.domain.deliveries import AttemptResult
-    from tidings.secretbox import SecretBox
-    from tidings.service import Tidings
-    from tidings.storage.memory import MemoryStore
-
-    all_answered = asyncio.Event()
-
-    class Answered:
-        count = 0
-
-        async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
-            Answered.count += 1
-            if Answered.count == events:
-                all_answered.set()
-            return AttemptResult(200, 1)
-
-        async def close(self) -> None:
-            return None
-
-    key = Fernet.generate_key().decode()
-    settings = Settings(env="development", encryption_key=key, dispatcher_poll_interval=0.05)
-    tidings = Tidings(settings, MemoryStore(), SecretBox([key]))
-    tidings._sender = Answered()
-    if traced:
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import (
-            BatchSpanProcessor,
-            SpanExporter,
-            SpanExportResult,
-        )
-
-        from tidings.tracing.sdk import Tracing
-
-        class Dropped(SpanExporter):
-            def export(self, spans: Any) -> SpanExportResult:
-                return SpanExportResult.SUCCESS
-
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(Dropped()))
-        tidings.tracing = Tracing(provider)  # type: ignore[attr-defined,unused-ignore]
-
-    async def run() -> dict[str, float]:
-        tenant = await tidings.store.keys.ensure_tenant("bench")
-        await tidings.create_subscription(tenant.id, "http://receiver.invalid/hook", ["*"])
-        payload = {"name": "Ada", "plan": "pro", "seats": 12}
-        started = time.process_time()
-        for _ in range(events):
-            await tidings.emit(tenant.id, "client.created", payload)
-        emitted = time.process_time() - started
-
-        stop = asyncio.Event()
-        dispatcher = tidings.dispatcher()
-        started = time.process_time()
-        task = asyncio.create_task(dispatcher.run(stop))
-        await all_answered.wait()
-        stop.set()
-        await task  # every outcome recorded
-        delivered = time.process_time() - started
-        return {"emit": emitted / events * 1e6, "deliver": delivered / events * 1e6}
-
-    return asyncio.run(run())
+PAYLOAD = {"name": "Ada", "plan": "pro", "seats": 12, "tags": ["a", "b"]}
 
 
 def git(*args: str) -> str:
@@ -112,86 +46,148 @@ def git(*args: str) -> str:
     ).stdout.strip()
 
 
-def baseline_source(ref: str, into: Path) -> Path:
+def baseline_package(ref: str, into: Path) -> None:
+    """``src/tidings`` at ``ref`` as the package ``tidings_base`` under ``into``."""
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True
+        ["git", "-C", str(ROOT), "archive", ref, "src/tidings"], capture_output=True, check=True
     ).stdout
-    tar_path = into / "src.tar"
-    tar_path.write_bytes(archive)
-    with tarfile.open(tar_path) as tar:
+    (into / "src.tar").write_bytes(archive)
+    with tarfile.open(into / "src.tar") as tar:
         tar.extractall(into, filter="data")
-    return into / "src"
+    package = into / "tidings_base"
+    (into / "src" / "tidings").rename(package)
+    name = re.compile(r"\btidings(?=[.\s])(?!_)")  # tidings.x, "import tidings": not tidings_crm
+    for path in package.rglob("*.py"):
+        path.write_text(name.sub("tidings_base", path.read_text()))
 
 
-def measure(src: Path, events: int, traced: bool) -> dict[str, float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TIDINGS_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(src), str(ROOT)])
-    args = [sys.executable, __file__, "--child", "--events", str(events)]
-    done = subprocess.run(
-        [*args, *(["--traced"] if traced else [])],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+class World:
+    """One build's Tidings over a memory store, with a sender that answers at once."""
+
+    def __init__(self, package: str, traced: bool) -> None:
+        from cryptography.fernet import Fernet
+
+        def load(name: str) -> ModuleType:
+            return importlib.import_module(f"{package}.{name}")
+
+        settings_module, service, memory, secretbox, deliveries = (
+            load(n)
+            for n in ("config", "service", "storage.memory", "secretbox", "domain.deliveries")
+        )
+        result = deliveries.AttemptResult(200, 1)
+        world = self
+
+        class Answered:
+            async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Any:
+                world.answered += 1
+                if world.answered >= world.wanted:
+                    world.all_answered.set()
+                return result
+
+            async def close(self) -> None:
+                return None
+
+        key = Fernet.generate_key().decode()
+        settings = settings_module.Settings(env="development", encryption_key=key)
+        self.tidings = service.Tidings(settings, memory.MemoryStore(), secretbox.SecretBox([key]))
+        self.tidings._sender = Answered()
+        self.answered = 0
+        self.wanted = 0
+        self.all_answered = asyncio.Event()
+        self.tenant = ""
+        self.emit_s = 0.0
+        self.deliver_s = 0.0
+        self.events = 0
+        if traced:
+            self.tidings.tracing = _dropping_tracing()
+
+    async def start(self) -> None:
+        tenant = await self.tidings.store.keys.ensure_tenant("bench")
+        self.tenant = tenant.id
+        await self.tidings.create_subscription(tenant.id, "http://receiver.invalid/h", ["*"])
+
+    async def round(self, batch: int) -> float:
+        """Emit ``batch`` events, then deliver them; returns this round's CPU seconds."""
+        started = time.process_time()
+        for _ in range(batch):
+            await self.tidings.emit(self.tenant, "client.created", PAYLOAD)
+        emitted = time.process_time()
+        self.wanted += batch
+        self.all_answered.clear()
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.tidings.dispatcher().run(stop))
+        await self.all_answered.wait()
+        stop.set()
+        await task  # every outcome recorded
+        delivered = time.process_time()
+        self.emit_s += emitted - started
+        self.deliver_s += delivered - emitted
+        self.events += batch
+        return delivered - started
+
+
+def _dropping_tracing() -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from tidings.tracing.sdk import Tracing
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    return Tracing(provider)
+
+
+async def measure(worlds: dict[str, World], rounds: int, batch: int) -> dict[str, list[float]]:
+    for world in worlds.values():
+        await world.start()
+        await world.round(batch)  # warm up: imports, caches, the first dispatcher
+        world.emit_s = world.deliver_s = 0.0
+        world.events = 0
+    per_round: dict[str, list[float]] = {name: [] for name in worlds}
+    names = list(worlds)
+    for number in range(rounds):
+        shift = number % len(names)
+        for name in names[shift:] + names[:shift]:
+            per_round[name].append(await worlds[name].round(batch))
+    return per_round
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--baseline", help="git ref without the glue (default: merge-base)")
-    parser.add_argument("--events", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=200)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(args.events, args.traced)))
-        return
     ref = args.baseline or git("merge-base", "HEAD", "main")
-    print(f"baseline {ref[:12]}", file=sys.stderr)
+    from tidings.logs import configure_logging
+
+    configure_logging(json_lines=True, level="info")  # as served: debug lines filtered out
     with tempfile.TemporaryDirectory() as tmp:
-        builds = {
-            "baseline": (baseline_source(ref, Path(tmp)), False),
-            "off": (ROOT / "src", False),
-            "on": (ROOT / "src", True),
+        baseline_package(ref, Path(tmp))
+        sys.path.insert(0, tmp)
+        worlds = {
+            "baseline": World("tidings_base", traced=False),
+            "off": World("tidings", traced=False),
+            "on": World("tidings", traced=True),
         }
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name in builds}
-        names = list(builds)
-        for round_ in range(args.rounds):
-            shift = round_ % len(names)  # each build takes each place in the order
-            for name in names[shift:] + names[:shift]:
-                src, traced = builds[name]
-                runs[name].append(measure(src, args.events, traced))
-            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
-    report(runs, args.events)
-
-
-def report(runs: dict[str, list[dict[str, float]]], events: int) -> None:
-    rounds = len(runs["baseline"])
-    print(f"{events} events x {rounds} rounds; CPU µs per event: best (median)")
-    for name, results in runs.items():
-        cells = []
-        for phase in ("emit", "deliver"):
-            values = [r[phase] for r in results]
-            cells.append(f"{phase} {min(values):7.1f} ({statistics.median(values):7.1f})")
-        print(f"  {name:<8} " + "   ".join(cells))
-    for phase in ("emit", "deliver", "total"):
-
-        def value(r: dict[str, float], phase: str = phase) -> float:
-            return r["emit"] + r["deliver"] if phase == "total" else r[phase]
-
-        ratios = {
-            n: sorted(value(r) / value(b) for r, b in zip(runs[n], runs["baseline"], strict=True))
-            for n in ("off", "on")
-        }
-        quartiles = statistics.quantiles(ratios["off"], n=4)
+        per_round = asyncio.run(measure(worlds, args.rounds, args.batch))
+    base = worlds["baseline"]
+    print(
+        f"baseline {ref[:12]}; {args.rounds} rounds x {args.batch} events per build, "
+        "interleaved; CPU µs per event"
+    )
+    for name, world in worlds.items():
+        emit = world.emit_s / world.events * 1e6
+        deliver = world.deliver_s / world.events * 1e6
+        total = (world.emit_s + world.deliver_s) / (base.emit_s + base.deliver_s)
+        pairs = [r / b for r, b in zip(per_round[name], per_round["baseline"], strict=True)]
         print(
-            f"  {phase:<8} off/baseline {statistics.median(ratios['off']):.3f}"
-            f" (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f})"
-            f"   on/baseline {statistics.median(ratios['on']):.3f}"
+            f"  {name:<8} emit {emit:6.1f}  deliver {deliver:6.1f}  "
+            f"total/baseline {total:.3f}  (median of rounds {statistics.median(pairs):.3f})"
         )
 
 
