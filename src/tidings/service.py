@@ -43,13 +43,13 @@ from tidings.domain.ratelimit import TokenBucket
 from tidings.domain.retry import InvalidRetryPolicy, RetryRules
 from tidings.domain.signatures import (
     SignatureScheme,
+    check_rsa_key,
     generate_rsa_key,
     generate_secret,
     generate_signing_key,
-    public_key_for,
     public_key_of,
-    rsa_public_pem,
     signature_headers,
+    validate_body_secret,
     validate_secret,
 )
 from tidings.domain.subscriptions import (
@@ -385,13 +385,18 @@ class Tidings:
         name = normalize_event_type(event_type)
         _refuse_unportable_numbers(payload, metadata)
         envelope = Envelope.new(name, tenant_id, payload, metadata)
+        body = envelope.to_json()
+        try:
+            body.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate, from an app (the API refuses it)
+            raise Invalid("payload", "text must be valid Unicode", "invalid_json", 400) from exc
         return StoredEvent(
             0,
             envelope.id,
             tenant_id,
             name,
             envelope.created_ms,
-            envelope.to_json(),
+            body,
             request_fingerprint(name, payload, envelope.metadata, ordering_key),
             ordering_key,
             # the outbox's events join the trace of whatever is current (an app's request)
@@ -467,10 +472,11 @@ class Tidings:
         retry_policy: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         propagate_trace: bool = False,
-    ) -> tuple[Subscription, str]:
-        """Returns the subscription and its secret (``whsec_``; ``whsk_`` for ``ed25519``
-        or an RSA private key's PEM for ``rsa-sha256``, whose public keys are on the
-        subscription). ``headers`` are sent with every delivery, stored encrypted."""
+    ) -> tuple[Subscription, str | None]:
+        """Returns the subscription and its secret, to be shown once (``whsec_``; ``whsk_``
+        for ``ed25519``, whose public key is on the subscription; None for ``rsa-sha256``:
+        its private key never leaves tidings). ``headers`` are sent with every delivery,
+        stored encrypted."""
         try:
             await self.check_url(url)
         except InvalidUrl as exc:
@@ -479,7 +485,7 @@ class Tidings:
         scheme = SignatureScheme(signature_scheme)
         static = _checked_headers(headers or {})
         retry = _checked_retry(retry_policy)
-        secret = await self._new_secret(scheme, signing_secret)
+        secret, public_key = await self._new_secret(scheme, signing_secret)
         now = now_ms()
         sub = Subscription(
             id=new_id("sub", now),
@@ -495,7 +501,7 @@ class Tidings:
             updated_ms=now,
             max_concurrency=max_concurrency,
             rate_limit=rate_limit,
-            public_key=public_key_for(scheme, secret),
+            public_key=public_key,
             ordering=ordering,
             signature_scheme=scheme,
             retry=retry,
@@ -505,7 +511,7 @@ class Tidings:
         await self.store.subscriptions.insert(
             sub, self.secretbox.encrypt(secret), self._encrypted_headers(static)
         )
-        return sub, secret
+        return sub, _shown(scheme, secret)
 
     def _encrypted_headers(self, static: Mapping[str, str]) -> str | None:
         return self.secretbox.encrypt(json.dumps(dict(static))) if static else None
@@ -564,47 +570,61 @@ class Tidings:
         refreshed = await self.store.subscriptions.get(subscription.tenant_id, subscription.id)
         return refreshed or subscription, result
 
-    async def _new_secret(self, scheme: SignatureScheme, given: str | None) -> str:
-        """A new secret of ``scheme``, or ``given`` once checked. RSA keys are made in a
-        thread: 0.1-0.5 s of CPU (measured) that would stall every other request."""
+    async def _new_secret(
+        self, scheme: SignatureScheme, given: str | None
+    ) -> tuple[str, str | None]:
+        """A new secret of ``scheme`` (or ``given``, once checked) and its public key.
+        RSA keys are made and checked in a thread: 60-500 ms of CPU with the GIL held
+        (2048-4096 bits, measured) that would stall every other request."""
         try:
             if scheme is SignatureScheme.ED25519:
-                if not given:
-                    return generate_signing_key()
-                public_key_of(given)  # raises InvalidSecret unless a whsk_ key
-                return given
+                key = given or generate_signing_key()
+                return key, public_key_of(key)  # raises unless a whsk_ key
             if scheme is SignatureScheme.RSA_SHA256:
-                if not given:
-                    return await asyncio.to_thread(generate_rsa_key, self.settings.rsa_key_bits)
-                rsa_public_pem(given)  # raises InvalidSecret unless an RSA key of 2048+ bits
-                return given
-            return validate_secret(given) if given else generate_secret()
+                bits = self.settings.rsa_key_bits
+                pem = given if given else await asyncio.to_thread(generate_rsa_key, bits)
+                return pem, await asyncio.to_thread(check_rsa_key, pem)
+            if scheme is SignatureScheme.HMAC_BODY and given:
+                return validate_body_secret(given), None
+            return (validate_secret(given) if given else generate_secret()), None
         except ValueError as exc:
             raise Invalid("signingSecret", str(exc)) from exc
 
     async def rotate_secret(
         self, subscription: Subscription, signing_secret: str | None = None
-    ) -> tuple[Subscription, str]:
-        """A new secret of the same scheme. For the grace period the old one signs beside
-        it, or, for schemes that send one signature, instead of it."""
+    ) -> tuple[Subscription, str | None]:
+        """A new secret of the same scheme (shown once, as on create). For the grace
+        period the old one signs beside it, or, for schemes that send one signature,
+        instead of it; rotating such a subscription again within its grace period
+        replaces the new secret but keeps the old one signing (receivers hold that one)."""
         scheme = subscription.signature_scheme
-        secret = await self._new_secret(scheme, signing_secret)
+        secret, public_key = await self._new_secret(scheme, signing_secret)
         grace_until = int((time.time() + self.settings.secret_rotation_grace) * 1000)
         rotated = await self.store.subscriptions.rotate_secret(
             subscription.tenant_id,
             subscription.id,
             self.secretbox.encrypt(secret),
-            public_key_for(scheme, secret),
+            public_key,
             grace_until,
+            keep_previous=scheme.signs_once and _in_grace(subscription),
         )
         if rotated is None:
             raise Invalid("id", "subscription vanished")
-        return rotated, secret
+        return rotated, _shown(scheme, secret)
 
     async def end_rotation(self, subscription: Subscription) -> Subscription:
-        """End a rotation's grace period now: only the new secret signs from here on."""
+        """End a rotation's grace period now: only the new secret signs from here on, and
+        the old one is forgotten."""
+        if not _in_grace(subscription):
+            raise Invalid("id", "no rotation is in its grace period", code="conflict", status=409)
         ended = await self.store.subscriptions.update(
-            subscription.tenant_id, subscription.id, {"previous_secret_expires_ms": None}
+            subscription.tenant_id,
+            subscription.id,
+            {
+                "previous_secret_expires_ms": None,
+                "previous_secret_enc": None,
+                "previous_public_key": None,
+            },
         )
         if ended is None:
             raise Invalid("id", "subscription vanished")
@@ -785,3 +805,14 @@ def _checked_retry(raw: Mapping[str, Any] | None) -> RetryRules | None:
         return RetryRules.parse(raw)
     except InvalidRetryPolicy as exc:
         raise Invalid(exc.field, str(exc)) from exc
+
+
+def _in_grace(subscription: Subscription) -> bool:
+    expires = subscription.previous_secret_expires_ms
+    return expires is not None and expires > now_ms()
+
+
+def _shown(scheme: SignatureScheme, secret: str) -> str | None:
+    """What the one answer that shows a secret shows: never an RSA private key (tidings
+    signs; receivers need only the public key)."""
+    return None if scheme is SignatureScheme.RSA_SHA256 else secret

@@ -20,6 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.test_interop_node import _unavailable
+from tests.support import strategies
 from tidings.domain.events import Envelope
 from tidings.domain.js_json import MAX_SAFE_INTEGER, js_number
 
@@ -69,16 +70,8 @@ def node_reprint() -> Iterator[Reprint]:
         stderr.close()
 
 
-keys = st.text(max_size=4) | st.from_regex(r"0|[1-9][0-9]{0,10}|0[0-9]{1,2}", fullmatch=True)
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(keys, children, max_size=5),
-    max_leaves=30,
-)
+keys = strategies.KEYS
+json_values = strategies.json_values()
 
 
 @settings(max_examples=300, deadline=None)

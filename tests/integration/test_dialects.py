@@ -95,13 +95,14 @@ async def test_rsa_sha256_signs_with_a_key_whose_public_half_is_on_the_subscript
     assert "X-Webhook-Signature" not in got.headers and "webhook-signature" not in got.headers
 
 
+def private_pem(key: rsa.RSAPrivateKey, form: serialization.PrivateFormat) -> str:
+    encoded = key.private_bytes(serialization.Encoding.PEM, form, serialization.NoEncryption())
+    return encoded.decode()
+
+
 async def test_a_brought_rsa_key_signs_and_is_never_echoed(api: Api, receiver: Receiver) -> None:
     own = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = own.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
+    pem = private_pem(own, serialization.PrivateFormat.TraditionalOpenSSL)
     headers = await api.key()
     sub = await create(
         api, headers, url=receiver.url("/own"), signatureScheme="rsa-sha256", signingSecret=pem
@@ -111,11 +112,7 @@ async def test_a_brought_rsa_key_signs_and_is_never_echoed(api: Api, receiver: R
     )
     assert sub["publicKey"] == public.decode() and sub["signingSecret"] is None
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    weak = small.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    weak = private_pem(small, serialization.PrivateFormat.PKCS8)
     body = {"url": receiver.url("/x"), "eventTypes": ["client.created"]}
     refused = await api.client.post(
         SUBSCRIPTIONS,
@@ -273,10 +270,21 @@ async def test_static_headers_are_sent_stored_encrypted_and_read_as_names(
         f"{SUBSCRIPTIONS}/{sub['id']}", json={"headers": None}, headers=headers
     )
     assert cleared.json()["headers"] == []
+    await emit(api, headers)
+    third = (await receiver.wait_count("/gw", 3))[2]
+    assert "X-Only" not in third.headers and "Authorization" not in third.headers
 
 
 @pytest.mark.parametrize(
-    "bad", [{"X-WH-Signature": "x"}, {"content-type": "text/plain"}, {"Bad Name": "x"}]
+    "bad",
+    [
+        {"X-WH-Signature": "x"},
+        {"content-type": "text/plain"},
+        {"Bad Name": "x"},
+        {"Expect": "100-continue"},
+        {"X-Blank": " "},
+        {"X-" + "n" * 200: "1"},
+    ],
 )
 async def test_reserved_or_malformed_header_names_are_refused(
     api: Api, bad: dict[str, str]
@@ -286,4 +294,104 @@ async def test_reserved_or_malformed_header_names_are_refused(
     response = await api.client.post(SUBSCRIPTIONS, json=body, headers=headers)
     assert response.status_code == 422, response.text
     [detail] = response.json()["error"]["details"]
-    assert detail["field"] == f"headers.{next(iter(bad))}"
+    assert detail["field"] == f"headers.{next(iter(bad))}"[: len("headers.") + 128]
+
+
+SECP112R1 = """-----BEGIN EC PRIVATE KEY-----
+MD4CAQEEDr/z3cTCdvMOsTBjciV0oAcGBSuBBAAGoSADHgAEL3i8Ja7/Jjh2pOIM
+IpQ2EREPCJDOwRLc+9bAhw==
+-----END EC PRIVATE KEY-----
+"""
+"""A curve ``cryptography`` cannot load (it raises UnsupportedAlgorithm, not ValueError)."""
+
+
+def rsa_exponent_3() -> str:
+    key = rsa.generate_private_key(public_exponent=3, key_size=2048)
+    return private_pem(key, serialization.PrivateFormat.PKCS8)
+
+
+def ec_key() -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return private_pem(ec.generate_private_key(ec.SECP256R1()), serialization.PrivateFormat.PKCS8)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [lambda: SECP112R1, rsa_exponent_3, ec_key])
+async def test_keys_tidings_will_not_sign_with_are_a_422(api: Api, make: Any) -> None:
+    headers = await api.key()
+    body = {"url": "http://127.0.0.1:9/h", "eventTypes": ["*"], "signatureScheme": "rsa-sha256"}
+    response = await api.client.post(
+        SUBSCRIPTIONS, json={**body, "signingSecret": make()}, headers=headers
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["field"] == "signingSecret"
+
+
+async def test_rotating_twice_keeps_the_key_receivers_hold_signing(
+    api: Api, receiver: Receiver
+) -> None:
+    """hmac-body sends one signature: A (what receivers hold) signs until the rotation
+    ends, however many times it is rotated meanwhile; then the newest signs."""
+    headers = await api.key()
+    sub = await create(api, headers, url=receiver.url("/twice"), signatureScheme="hmac-body")
+    rotate = f"{SUBSCRIPTIONS}/{sub['id']}/rotate-secret"
+    await api.client.post(rotate, headers=headers)
+    newest = (await api.client.post(rotate, headers=headers)).json()["signingSecret"]
+    await emit(api, headers, 1)
+    [during] = await receiver.wait_count("/twice", 1)
+    assert during.headers["X-Webhook-Signature"] == body_hmac(sub["signingSecret"], during.body)
+    await api.client.post(f"{SUBSCRIPTIONS}/{sub['id']}/end-rotation", headers=headers)
+    await emit(api, headers, 2)
+    after = (await receiver.wait_count("/twice", 2))[1]
+    assert after.headers["X-Webhook-Signature"] == body_hmac(newest, after.body)
+
+
+async def test_an_rsa_rotation_names_the_key_that_still_signs(api: Api, receiver: Receiver) -> None:
+    headers = await api.key()
+    sub = await create(api, headers, url=receiver.url("/rsa-rot"), signatureScheme="rsa-sha256")
+    rotated = await api.client.post(f"{SUBSCRIPTIONS}/{sub['id']}/rotate-secret", headers=headers)
+    assert rotated.json()["signingSecret"] is None
+    new_key = rotated.json()["publicKey"]
+    assert rotated.json()["previousPublicKey"] == sub["publicKey"] != new_key
+    await emit(api, headers, 1)
+    [during] = await receiver.wait_count("/rsa-rot", 1)
+    assert rsa_valid(sub["publicKey"], during.headers["X-WH-Signature"], during.body)
+    ended = await api.client.post(f"{SUBSCRIPTIONS}/{sub['id']}/end-rotation", headers=headers)
+    assert ended.json()["previousPublicKey"] is None
+    await emit(api, headers, 2)
+    after = (await receiver.wait_count("/rsa-rot", 2))[1]
+    assert rsa_valid(new_key, after.headers["X-WH-Signature"], after.body)
+
+
+async def test_ending_a_rotation_that_is_not_under_way_is_a_409(
+    api: Api, receiver: Receiver
+) -> None:
+    headers = await api.key()
+    sub = await create(api, headers, url=receiver.url("/none"))
+    response = await api.client.post(f"{SUBSCRIPTIONS}/{sub['id']}/end-rotation", headers=headers)
+    assert response.status_code == 409, response.text
+
+
+async def test_hmac_body_takes_a_plain_secret_as_workestra_issues_them(
+    api: Api, receiver: Receiver
+) -> None:
+    headers = await api.key()
+    secret = "wk_live_8f3a1c2e9b7d4f60"
+    sub = await create(
+        api, headers, url=receiver.url("/plain"), signatureScheme="hmac-body", signingSecret=secret
+    )
+    assert sub["signingSecret"] == secret
+    await emit(api, headers)
+    [got] = await receiver.wait_count("/plain", 1)
+    assert got.headers["X-Webhook-Signature"] == body_hmac(secret, got.body)
+    short = await api.client.post(
+        SUBSCRIPTIONS,
+        json={
+            "url": receiver.url("/x"),
+            "eventTypes": ["*"],
+            "signatureScheme": "hmac-body",
+            "signingSecret": "short",
+        },
+        headers=headers,
+    )
+    assert short.status_code == 422

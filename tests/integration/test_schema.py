@@ -55,3 +55,42 @@ async def test_a_server_that_acknowledges_commits_before_writing_them_is_named(
     finally:
         await tidings.close()
     assert [e["synchronous_commit"] for e in logs if e["event"] == "commits_not_durable"] == ["off"]
+
+
+async def test_downgrading_the_dialects_keeps_every_lane_and_refuses_what_it_would_drop(
+    settings: Settings,
+) -> None:
+    """Migration 0010's downgrade drops its columns in place: copying the table (as a batch
+    rebuild does on SQLite) would cascade-delete every lane. It refuses while a
+    subscription uses what the older code cannot honour."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from tidings.storage.migrate import alembic_config
+
+    tidings = Tidings.from_settings(settings)
+    try:
+        await tidings.store.migrate()
+        tenant = await tidings.store.keys.ensure_tenant("acme")
+        plain, _ = await tidings.create_subscription(tenant.id, "http://127.0.0.1:9/a", ["*"])
+        body, _ = await tidings.create_subscription(
+            tenant.id, "http://127.0.0.1:9/b", ["*"], signature_scheme="hmac-body"
+        )
+        db = tidings.store.db  # type: ignore[attr-defined]
+
+        def downgrade(conn: Connection) -> None:
+            command.downgrade(alembic_config(conn), "0009")
+
+        with pytest.raises(RuntimeError, match="cannot honour"):
+            await db.write(downgrade)
+        await tidings.store.subscriptions.delete(tenant.id, body.id)
+        await db.write(downgrade)
+        lanes = await db.read(
+            lambda conn: conn.execute(text("SELECT subscription_id FROM lanes")).all()
+        )
+        assert [row[0] for row in lanes] == [plain.id]
+        await tidings.store.migrate()
+        again = await tidings.store.subscriptions.get(tenant.id, plain.id)
+        assert again is not None and again.signature_scheme.value == "hmac"
+    finally:
+        await tidings.close()

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support import strategies
 from tidings.domain.events import Envelope
 from tidings.domain.js_json import (
     MAX_SAFE_INTEGER,
@@ -107,20 +108,7 @@ def test_bodies_print_as_javascript_prints_them(value: Any, text: str) -> None:
     assert compact_json(value) == text
 
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(
-            st.text(max_size=3) | st.from_regex(r"[0-9]{1,3}", fullmatch=True), children
-        )
-    ),
-    max_leaves=20,
-)
+json_values = strategies.json_values(max_leaves=20)
 
 
 @given(json_values)

@@ -22,7 +22,6 @@ from tidings.api.schemas import (
     UpdateSubscription,
     Verified,
 )
-from tidings.domain.signatures import SignatureScheme
 from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.service import SendReport, Tidings
 from tidings.storage import ApiKey
@@ -73,18 +72,13 @@ async def create_subscription(
     sub, verification = await verify_if_waiting(tidings, sub)
     return CreatedSubscription(
         **SubscriptionOut.of(sub).model_dump(),
-        signing_secret=shown_secret(sub, secret),
+        signing_secret=secret,
         verification=verification,
     )
 
 
 def retry_policy(body: RetryPolicyBody | None) -> dict[str, Any] | None:
     return body.model_dump(by_alias=True, exclude_none=True) if body is not None else None
-
-
-def shown_secret(sub: Subscription, secret: str) -> str | None:
-    """The secret, once; never an RSA private key (tidings signs, receivers hold the PEM)."""
-    return None if sub.signature_scheme is SignatureScheme.RSA_SHA256 else secret
 
 
 def result_out(result: SendReport) -> TestDeliveryResult:
@@ -186,9 +180,7 @@ async def rotate_secret(
     ``TIDINGS_SECRET_ROTATION_GRACE`` seconds, so receivers can switch without a gap."""
     sub = await owned(tidings, key, subscription_id)
     rotated, secret = await tidings.rotate_secret(sub, request.signing_secret if request else None)
-    return CreatedSubscription(
-        **SubscriptionOut.of(rotated).model_dump(), signing_secret=shown_secret(rotated, secret)
-    )
+    return CreatedSubscription(**SubscriptionOut.of(rotated).model_dump(), signing_secret=secret)
 
 
 @router.post("/{subscription_id}/end-rotation", response_model=SubscriptionOut)

@@ -204,6 +204,10 @@ class SubscriptionOut(Reply):
     public_key: str | None = Field(
         description="ed25519: the whpk_ key; rsa-sha256: the PEM receivers verify with."
     )
+    previous_public_key: str | None = Field(
+        description="During a rotation's grace period, the old key's public half: for "
+        "rsa-sha256 it is the one that still signs until the grace period ends."
+    )
     retry_policy: dict[str, Any] | None = Field(
         description="Its own retry rules ({delays, retryOn, breakerThreshold}); null: the "
         "instance's."
@@ -233,6 +237,7 @@ class SubscriptionOut(Reply):
             ordering=sub.ordering.value if sub.ordering else None,
             signature_scheme=sub.signature_scheme.value,
             public_key=sub.public_key,
+            previous_public_key=sub.previous_public_key if sub.previous_secret_expires_ms else None,
             retry_policy=sub.retry.to_dict() if sub.retry is not None else None,
             headers=list(sub.header_names),
             propagate_trace=sub.propagate_trace,

@@ -96,6 +96,8 @@ class Subscription(Model):
     signature_scheme: Literal["hmac", "ed25519", "hmac-body", "rsa-sha256"]
     public_key: str | None
     """``whpk_`` key (ed25519) or PEM (rsa-sha256) that receivers verify with."""
+    previous_public_key: str | None
+    """During a rotation's grace period, the old key's public half (rsa-sha256: it signs)."""
     retry_policy: dict[str, Any] | None
     """Its own ``{delays, retryOn, breakerThreshold}``; None: the server's."""
     headers: list[str]

@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import structlog
@@ -71,6 +73,8 @@ REPORT_INTERVAL = 5.0
 """Seconds between two reports of this worker's figures to the database."""
 
 SECRET_CACHE_SIZE = 10_000
+SIGNING_THREADS = max(2, os.cpu_count() or 2)
+"""RSA signatures are made here, in parallel (the GIL is let go while signing)."""
 
 Disable = Callable[[str, str, DisableReason, int], Awaitable[None]]
 """Disables a subscription, given (tenant id, subscription id, reason, failure streak)."""
@@ -121,6 +125,8 @@ class Dispatcher:
         self._room_freed = asyncio.Event()
         self._secrets: BoundedCache[str, str] = BoundedCache(SECRET_CACHE_SIZE)
         self._static_headers: BoundedCache[str, dict[str, str]] = BoundedCache(SECRET_CACHE_SIZE)
+        self._signer = ThreadPoolExecutor(SIGNING_THREADS, thread_name_prefix="tidings-sign")
+        """Threads start on first use and end with ``run``."""
         self._closing = False
         self._claims = Outage("claim")
         self._repair_due = False
@@ -144,6 +150,7 @@ class Dispatcher:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            self._signer.shutdown(wait=False)
 
     @property
     def in_flight(self) -> int:
@@ -293,13 +300,15 @@ class Dispatcher:
     ) -> dict[str, str]:
         """The subscription's static headers, then the signature headers of its scheme.
         An RSA signature costs 1-7 ms of CPU (2048-4096 bits) and the ``cryptography``
-        package lets go of the GIL meanwhile: it is made in a thread, so it neither
-        stalls other deliveries nor keeps to one core."""
+        package lets go of the GIL meanwhile: it is made on the signing threads (their
+        own pool, so a burst of RSA deliveries does not queue DNS lookups behind it), and
+        neither stalls other deliveries nor keeps to one core."""
         headers = dict(self._static(delivery.headers_enc)) if delivery.headers_enc else {}
         scheme = delivery.signature_scheme
         args = (secrets, delivery.event_id, timestamp, body, scheme)
         if scheme is SignatureScheme.RSA_SHA256:
-            return headers | await asyncio.to_thread(signature_headers, *args)
+            loop = asyncio.get_running_loop()
+            return headers | await loop.run_in_executor(self._signer, signature_headers, *args)
         return headers | signature_headers(*args)
 
     def _static(self, headers_enc: str) -> dict[str, str]:

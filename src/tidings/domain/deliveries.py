@@ -105,7 +105,8 @@ def judge_attempt(
         return Verdict(DeliveryStatus.SUCCEEDED, None)
     if result.gone:
         return Verdict(DeliveryStatus.FAILED, None, DisableReason.GONE)
-    if rules is not None and not rules.retries(failure_class(result)):
+    ours = result.failure is Failure.INTERNAL  # our own error: always worth another try
+    if rules is not None and not ours and not rules.retries(failure_class(result)):
         return Verdict(DeliveryStatus.FAILED, None)
     delays = rules.delays if rules is not None else None
     due_ms = policy.next_attempt_ms(

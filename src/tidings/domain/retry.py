@@ -46,9 +46,10 @@ class RetryPolicy:
         """Epoch ms of the next try after a failed ``attempt``, or None to give up.
 
         ``delays`` (a subscription's own schedule) replace the backoff and the attempt
-        limit, varied by ``EXPLICIT_JITTER``. A receiver's ``Retry-After`` (429/503)
-        replaces either, clamped to ``[0, max_retry_after]`` so a hostile value cannot park
-        a delivery forever. The window caps every schedule.
+        limit, varied by ``EXPLICIT_JITTER``. A receiver's ``Retry-After`` (429/503),
+        clamped to ``[0, max_retry_after]`` so a hostile value cannot park a delivery
+        forever, replaces the backoff, and lengthens (never shortens) an explicit delay.
+        The window caps every schedule.
         """
         if delays is not None:
             if attempt > len(delays):
@@ -58,10 +59,11 @@ class RetryPolicy:
             return None
         else:
             planned = self.backoff(attempt, rand)
-        if retry_after is not None:
-            delay = min(max(retry_after, 0.0), self.max_retry_after)
-        else:
+        if retry_after is None:
             delay = planned
+        else:
+            asked = min(max(retry_after, 0.0), self.max_retry_after)
+            delay = max(asked, planned) if delays is not None else asked
         due_ms = now_ms + int(delay * 1000)
         if due_ms > event_created_ms + int(self.max_window * 1000):
             return None
@@ -121,6 +123,21 @@ class RetryRules:
             retry_on=_retry_on(raw.get("retryOn")),
             breaker_threshold=_threshold(raw.get("breakerThreshold")),
         )
+
+    @classmethod
+    def stored(cls, raw: Mapping[str, Any]) -> RetryRules:
+        """What a store kept: each part that is still valid, the rest left to the instance."""
+        parts: dict[str, Any] = {}
+        for key, parse in (
+            ("delays", _delays),
+            ("retryOn", _retry_on),
+            ("breakerThreshold", _threshold),
+        ):
+            try:
+                parts[key] = parse(raw.get(key))
+            except InvalidRetryPolicy:
+                parts[key] = None
+        return cls(parts["delays"], parts["retryOn"], parts["breakerThreshold"])
 
     def to_dict(self) -> dict[str, Any]:
         """The API's shape, and what the stores keep (as JSON)."""

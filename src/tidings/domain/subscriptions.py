@@ -52,7 +52,10 @@ class Subscription:
     public_key: str | None = None
     """``whpk_`` key receivers verify with, for subscriptions signed with Ed25519."""
     previous_secret_expires_ms: int | None = None
-    """Until then the secret replaced by the last rotation signs too."""
+    """Until then the secret replaced by the last rotation signs too (for schemes that
+    send one signature: instead of the new one)."""
+    previous_public_key: str | None = None
+    """The public key of that secret, for the asymmetric schemes."""
     ordering: Ordering | None = None
     signature_scheme: SignatureScheme = SignatureScheme.HMAC
     retry: RetryRules | None = None
@@ -107,7 +110,10 @@ def validate_url_shape(url: str, allow_http: bool) -> str:
 
 
 MAX_STATIC_HEADERS = 20
+MAX_HEADER_NAME = 128
 MAX_HEADER_VALUE = 4096
+MAX_HEADERS_SIZE = 8192
+"""Bytes of all names and values together: they travel with every claimed delivery."""
 RESERVED_HEADERS = SIGNATURE_HEADERS | {
     "host",
     "content-length",
@@ -116,10 +122,18 @@ RESERVED_HEADERS = SIGNATURE_HEADERS | {
     "traceparent",
     "tracestate",
     "connection",
+    "keep-alive",
     "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "proxy-authorization",
+    "proxy-connection",
 }
 """Names a subscription's static headers may not use (lower case): what tidings sends
-itself, and what would change how the request is framed."""
+itself, and what would change how the request is framed or sent (``Expect`` would make
+curl wait for a ``100 Continue``)."""
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -131,14 +145,18 @@ class InvalidHeaders(ValueError):
 
 def validate_static_headers(raw: Mapping[str, Any]) -> dict[str, str]:
     """A subscription's ``headers``: valid HTTP names (RFC 9110 tokens), none reserved or
-    given twice (case-insensitively), values printable on one line."""
+    given twice (case-insensitively), values printable on one line and not blank (curl
+    reads ``Name:`` as "remove this header"), small in all."""
     if len(raw) > MAX_STATIC_HEADERS:
         raise InvalidHeaders("headers", f"at most {MAX_STATIC_HEADERS} headers")
     seen: set[str] = set()
+    size = 0
     for name, value in raw.items():
-        field = f"headers.{name}"
+        field = f"headers.{str(name)[:MAX_HEADER_NAME]}"
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise InvalidHeaders(field, "not a valid header name")
+        if len(name) > MAX_HEADER_NAME:
+            raise InvalidHeaders(field, f"names are at most {MAX_HEADER_NAME} characters")
         lowered = name.lower()
         if lowered in RESERVED_HEADERS:
             raise InvalidHeaders(field, "tidings sets this header itself")
@@ -151,4 +169,9 @@ def validate_static_headers(raw: Mapping[str, Any]) -> dict[str, str]:
             raise InvalidHeaders(field, f"at most {MAX_HEADER_VALUE} characters")
         if any(not 32 <= ord(ch) < 127 and ch != "\t" for ch in value):
             raise InvalidHeaders(field, "must be printable ASCII on one line")
+        if not value.strip():
+            raise InvalidHeaders(field, "must not be empty")
+        size += len(name) + len(value)
+    if size > MAX_HEADERS_SIZE:
+        raise InvalidHeaders("headers", f"at most {MAX_HEADERS_SIZE} characters in all")
     return dict(raw)

@@ -167,8 +167,10 @@ class SubscriptionStore(Protocol):
         secret_enc: str,
         public_key: str | None,
         grace_until_ms: int,
+        keep_previous: bool = False,
     ) -> Subscription | None:
-        """Make ``secret_enc`` current; the old one keeps signing until ``grace_until_ms``."""
+        """Make ``secret_enc`` current; the old one keeps signing until ``grace_until_ms``
+        (with ``keep_previous``, the one already in its grace period does, for longer)."""
         ...
 
     async def attempts(

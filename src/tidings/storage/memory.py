@@ -444,6 +444,8 @@ class MemoryStore:
                 values["event_types"] = tuple(values["event_types"])
             if "headers_enc" in values:
                 sub.headers_enc = values.pop("headers_enc")
+            if "previous_secret_enc" in values:
+                sub.previous_secret_enc = values.pop("previous_secret_enc")
             was_enabled = sub.subscription.enabled
             sub.subscription = dataclasses.replace(sub.subscription, updated_ms=now, **values)
             if values.get("enabled") is True and not was_enabled:
@@ -505,14 +507,20 @@ class MemoryStore:
         secret_enc: str,
         public_key: str | None,
         grace_until_ms: int,
+        keep_previous: bool = False,
     ) -> Subscription | None:
         sub = self._owned(tenant_id, subscription_id)
         if sub is None:
             return None
-        sub.previous_secret_enc, sub.secret_enc = sub.secret_enc, secret_enc
+        previous_key = sub.subscription.previous_public_key
+        if not keep_previous:
+            sub.previous_secret_enc = sub.secret_enc
+            previous_key = sub.subscription.public_key
+        sub.secret_enc = secret_enc
         sub.subscription = dataclasses.replace(
             sub.subscription,
             public_key=public_key,
+            previous_public_key=previous_key,
             previous_secret_expires_ms=grace_until_ms,
             updated_ms=self._data.now(),
         )

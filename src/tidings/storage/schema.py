@@ -105,6 +105,7 @@ subscriptions = Table(
     Column("retry_policy", Text),
     Column("headers_enc", Text),
     Column("header_names", Text),
+    Column("previous_public_key", Text),
     Column("propagate_trace", Boolean, nullable=False, server_default=false()),
     Column("disabled_ms", BigInteger),
     Column("created_ms", BigInteger, nullable=False),

@@ -4,9 +4,15 @@ Revision ID: 0010
 Revises: 0009
 
 ``signature_scheme`` was implied by ``public_key`` (set for Ed25519 only); it is a
-column now that RSA subscriptions have a public key too. ``retry_policy`` and
+column now that RSA subscriptions have a public key too. ``previous_public_key`` is the
+public key that still signs during a rotation's grace period. ``retry_policy`` and
 ``header_names`` are JSON; ``headers_enc`` is the static headers' JSON, encrypted like
 the secrets.
+
+The downgrade refuses while a subscription uses any of it: the older code would sign
+``rsa-sha256`` subscriptions as Ed25519 and drop their static headers. It drops the
+columns in place (SQLite 3.35+), never by copying the table: a copy would cascade-delete
+every subscription's lane.
 """
 
 import sqlalchemy as sa
@@ -26,12 +32,24 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("retry_policy", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("headers_enc", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("header_names", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("previous_public_key", sa.Text(), nullable=True))
     op.execute("UPDATE subscriptions SET signature_scheme = 'ed25519' WHERE public_key IS NOT NULL")
 
 
+NEW_COLUMNS = ("previous_public_key", "header_names", "headers_enc", "retry_policy")
+
+
 def downgrade() -> None:
-    with op.batch_alter_table("subscriptions") as batch_op:
-        batch_op.drop_column("header_names")
-        batch_op.drop_column("headers_enc")
-        batch_op.drop_column("retry_policy")
-        batch_op.drop_column("signature_scheme")
+    in_use = op.get_bind().execute(
+        sa.text(
+            "SELECT count(*) FROM subscriptions WHERE signature_scheme NOT IN ('hmac', 'ed25519')"
+            " OR retry_policy IS NOT NULL OR headers_enc IS NOT NULL"
+        )
+    )
+    if in_use.scalar_one():
+        raise RuntimeError(
+            "subscriptions use signature schemes, retry policies or static headers that the "
+            "older version cannot honour: delete or change them before downgrading"
+        )
+    for column in (*NEW_COLUMNS, "signature_scheme"):
+        op.execute(f"ALTER TABLE subscriptions DROP COLUMN {column}")

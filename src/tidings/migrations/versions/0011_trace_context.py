@@ -65,7 +65,8 @@ def downgrade() -> None:
             "DROP FUNCTION IF EXISTS tidings_emit_v2(text, text, text, bigint, text, text, "
             "text, text, bigint)"
         )
-    with op.batch_alter_table("subscriptions") as batch_op:
-        batch_op.drop_column("propagate_trace")
-    with op.batch_alter_table("events") as batch_op:
-        batch_op.drop_column("trace_context")
+    # in place, as 0010's downgrade: a batch copy of a table on SQLite would cascade-delete
+    # what refers to it. Nothing is refused: what is dropped is observability only (the
+    # older code delivers exactly the same, without traceparent headers)
+    op.execute("ALTER TABLE subscriptions DROP COLUMN propagate_trace")
+    op.execute("ALTER TABLE events DROP COLUMN trace_context")

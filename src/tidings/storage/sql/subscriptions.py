@@ -159,17 +159,21 @@ class SQLSubscriptions:
         secret_enc: str,
         public_key: str | None,
         grace_until_ms: int,
+        keep_previous: bool = False,
     ) -> Subscription | None:
+        values: dict[str, Any] = {
+            "previous_secret_expires_ms": grace_until_ms,
+            "secret_enc": secret_enc,
+            "public_key": public_key,
+            "updated_ms": now_ms(),
+        }
+        if not keep_previous:
+            values["previous_secret_enc"] = subscriptions.c.secret_enc
+            values["previous_public_key"] = subscriptions.c.public_key
         statement = (
             update(subscriptions)
             .where(owned(tenant_id, subscription_id))
-            .values(
-                previous_secret_enc=subscriptions.c.secret_enc,
-                previous_secret_expires_ms=grace_until_ms,
-                secret_enc=secret_enc,
-                public_key=public_key,
-                updated_ms=now_ms(),
-            )
+            .values(**values)
             .returning(*subscriptions.c)
         )
         row = await self._db.write(lambda conn: conn.execute(statement).mappings().first())
