@@ -325,19 +325,19 @@ class Tidings:
             args = (tenant_id, event_type, payload, metadata, idempotency_key, ordering_key)
             return await self._traced_emit(self.tracing, *args)
         draft = self.draft_event(tenant_id, event_type, payload, metadata, ordering_key)
-        return await self._store_event(draft, idempotency_key)
-
-    async def _store_event(
-        self, draft: StoredEvent, idempotency_key: str | None
-    ) -> tuple[StoredEvent, bool]:
         stored, created = await self.store.events.insert_event(draft, idempotency_key)
-        tenant_id = draft.tenant_id
+        self._emitted(draft, stored, created)
+        return stored, created
+
+    def _emitted(self, draft: StoredEvent, stored: StoredEvent, created: bool) -> None:
+        """Count and log a new event; refuse a reused idempotency key's different event."""
         if created:
             self.metrics.events_emitted.labels(stored.type).inc()
-            log.debug("event_emitted", event_id=stored.id, type=stored.type, tenant_id=tenant_id)
+            log.debug(
+                "event_emitted", event_id=stored.id, type=stored.type, tenant_id=draft.tenant_id
+            )
         if not created and stored.request_hash != draft.request_hash:
             raise IdempotencyConflict("Idempotency-Key was already used for a different event")
-        return stored, created
 
     async def _traced_emit(
         self,
@@ -359,10 +359,11 @@ class Tidings:
             fan_out = {"tidings.tenant.id": tenant_id, "tidings.event.id": draft.id}
             with tracing.span("tidings.fan_out", fan_out) as queued:
                 draft = dataclasses.replace(draft, trace_context=tracing.current_traceparent())
-                stored, created = await self._store_event(draft, idempotency_key)
+                stored, created = await self.store.events.insert_event(draft, idempotency_key)
                 queued.set_attribute("tidings.event.created", created)
                 if not created:  # an idempotent replay: the first emit's event and trace
                     queued.set_attribute("tidings.event.id", stored.id)
+            self._emitted(draft, stored, created)
             return stored, created
 
     async def transaction(self, work: AppWork[T]) -> T:
