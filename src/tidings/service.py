@@ -321,25 +321,21 @@ class Tidings:
         different request it raises IdempotencyConflict. ``ordering_key`` orders the event among
         those of its key on FIFO subscriptions; it is stored, not delivered.
         """
-        if self.tracing is not None:
+        tracing = self.tracing
+        if tracing is None:
+            draft = self.draft_event(tenant_id, event_type, payload, metadata, ordering_key)
+            stored, created = await self.store.events.insert_event(draft, idempotency_key)
+        else:
             args = (tenant_id, event_type, payload, metadata, idempotency_key, ordering_key)
-            return await self._traced_emit(self.tracing, *args)
-        draft = self.draft_event(tenant_id, event_type, payload, metadata, ordering_key)
-        stored, created = await self.store.events.insert_event(draft, idempotency_key)
-        self._emitted(draft, stored, created)
-        return stored, created
-
-    def _emitted(self, draft: StoredEvent, stored: StoredEvent, created: bool) -> None:
-        """Count and log a new event; refuse a reused idempotency key's different event."""
+            draft, stored, created = await self._traced_insert(tracing, *args)
         if created:
             self.metrics.events_emitted.labels(stored.type).inc()
-            log.debug(
-                "event_emitted", event_id=stored.id, type=stored.type, tenant_id=draft.tenant_id
-            )
+            log.debug("event_emitted", event_id=stored.id, type=stored.type, tenant_id=tenant_id)
         if not created and stored.request_hash != draft.request_hash:
             raise IdempotencyConflict("Idempotency-Key was already used for a different event")
+        return stored, created
 
-    async def _traced_emit(
+    async def _traced_insert(
         self,
         tracing: Tracing,
         tenant_id: str,
@@ -348,10 +344,11 @@ class Tidings:
         metadata: Mapping[str, Any] | None,
         idempotency_key: str | None,
         ordering_key: str | None,
-    ) -> tuple[StoredEvent, bool]:
-        """``emit`` in spans: ``tidings.emit`` around it all, ``tidings.fan_out`` around
-        the store's transaction; the fan-out's context is stored with the event, so each
-        attempt (in any worker process) is its child in the same trace."""
+    ) -> tuple[StoredEvent, StoredEvent, bool]:
+        """``emit``'s draft and store in spans: ``tidings.emit`` around both,
+        ``tidings.fan_out`` around the store's transaction. The fan-out's context is stored
+        with the event, so each attempt (in any worker process) is its child in the same
+        trace. Returns the draft, the stored event and whether it is new."""
         with tracing.span("tidings.emit", {"tidings.tenant.id": tenant_id}) as span:
             draft = self.draft_event(tenant_id, event_type, payload, metadata, ordering_key)
             span.set_attribute("tidings.event.id", draft.id)
@@ -363,8 +360,9 @@ class Tidings:
                 queued.set_attribute("tidings.event.created", created)
                 if not created:  # an idempotent replay: the first emit's event and trace
                     queued.set_attribute("tidings.event.id", stored.id)
-            self._emitted(draft, stored, created)
-            return stored, created
+            if not created and stored.request_hash != draft.request_hash:
+                tracing.failed(span, "IdempotencyConflict")  # emit raises it
+            return draft, stored, created
 
     async def transaction(self, work: AppWork[T]) -> T:
         """Run an app's ``work`` in one write transaction: the rows it writes on ``conn``

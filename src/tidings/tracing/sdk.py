@@ -57,6 +57,11 @@ def context_of(stored: str | None) -> otel_context.Context | None:
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
 
+def failed(span: Span, error_type: str) -> None:
+    span.set_attribute("error.type", error_type)
+    span.set_status(StatusCode.ERROR, error_type)
+
+
 class Tracing:
     """Spans for one process, from one ``TracerProvider``."""
 
@@ -108,6 +113,7 @@ class Tracing:
                 raise
 
     traceparent = staticmethod(traceparent)
+    failed = staticmethod(failed)
 
     @staticmethod
     def current_traceparent() -> str | None:
@@ -166,11 +172,6 @@ class Tracing:
     def middleware_class(self) -> type[TracedRequests]:
         """The ASGI middleware (``app.add_middleware(cls, tracing=self)``)."""
         return TracedRequests
-
-
-def failed(span: Span, error_type: str) -> None:
-    span.set_attribute("error.type", error_type)
-    span.set_status(StatusCode.ERROR, error_type)
 
 
 def _port(parts: SplitResult, scheme: str) -> int | None:
