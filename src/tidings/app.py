@@ -121,4 +121,6 @@ def create_app(
 
     app.add_middleware(StrictInput)  # inside the size limit: it reads whole bodies
     app.add_middleware(BodySizeLimit, max_bytes=tidings.settings.max_request_bytes)
+    if tidings.tracing is not None:  # outermost: a 413 or a 400 is a traced request too
+        app.add_middleware(tidings.tracing.middleware_class, tracing=tidings.tracing)
     return app

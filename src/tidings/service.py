@@ -7,13 +7,15 @@ store, the secret box and the HTTP sender, and runs the dispatcher when asked.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -65,6 +67,10 @@ from tidings.secretbox import SecretBox
 from tidings.storage import ApiKey, AppWork, Revocation, Revoked, Store, StoredEvent, open_store
 from tidings.storage.errors import Outage, StorageUnavailable
 from tidings.supervision import TaskState, supervise
+from tidings.tracing import from_environment as tracing_from_environment
+
+if TYPE_CHECKING:
+    from tidings.tracing import Tracing
 
 T = TypeVar("T")
 log = structlog.get_logger("tidings")
@@ -166,8 +172,12 @@ class Tidings:
         store: Store,
         secretbox: SecretBox,
         apps: Sequence[App] = (),
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing
+        """OpenTelemetry spans (``tidings.tracing``); None when tracing is off."""
+        self._owns_tracing = False
         self.store = store
         self.secretbox = secretbox
         self.apps = tuple(apps)
@@ -191,7 +201,10 @@ class Tidings:
                 hint="set TIDINGS_ENCRYPTION_KEY so every process shares one key",
             )
         box = SecretBox.from_config(settings.encryption_key, settings.data_dir)
-        return cls(settings, store, box, load_apps(settings.apps))
+        tidings = cls(settings, store, box, load_apps(settings.apps))
+        tidings.tracing = tracing_from_environment(os.environ)
+        tidings._owns_tracing = tidings.tracing is not None
+        return tidings
 
     @property
     def sender(self) -> Sender:
@@ -218,6 +231,9 @@ class Tidings:
             await self._sender.close()
             self._sender = None
         await self.store.close()
+        if self._owns_tracing and self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # exports what is left
+            self._owns_tracing = False
 
     # --- keys -------------------------------------------------------------------------
 
@@ -305,14 +321,48 @@ class Tidings:
         different request it raises IdempotencyConflict. ``ordering_key`` orders the event among
         those of its key on FIFO subscriptions; it is stored, not delivered.
         """
-        draft = self.draft_event(tenant_id, event_type, payload, metadata, ordering_key)
-        stored, created = await self.store.events.insert_event(draft, idempotency_key)
+        tracing = self.tracing
+        if tracing is None:
+            draft = self.draft_event(tenant_id, event_type, payload, metadata, ordering_key)
+            stored, created = await self.store.events.insert_event(draft, idempotency_key)
+        else:
+            args = (tenant_id, event_type, payload, metadata, idempotency_key, ordering_key)
+            draft, stored, created = await self._traced_insert(tracing, *args)
         if created:
             self.metrics.events_emitted.labels(stored.type).inc()
             log.debug("event_emitted", event_id=stored.id, type=stored.type, tenant_id=tenant_id)
         if not created and stored.request_hash != draft.request_hash:
             raise IdempotencyConflict("Idempotency-Key was already used for a different event")
         return stored, created
+
+    async def _traced_insert(
+        self,
+        tracing: Tracing,
+        tenant_id: str,
+        event_type: str,
+        payload: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+        ordering_key: str | None,
+    ) -> tuple[StoredEvent, StoredEvent, bool]:
+        """``emit``'s draft and store in spans: ``tidings.emit`` around both,
+        ``tidings.fan_out`` around the store's transaction. The fan-out's context is stored
+        with the event, so each attempt (in any worker process) is its child in the same
+        trace. Returns the draft, the stored event and whether it is new."""
+        with tracing.span("tidings.emit", {"tidings.tenant.id": tenant_id}) as span:
+            draft = self.draft_event(tenant_id, event_type, payload, metadata, ordering_key)
+            span.set_attribute("tidings.event.id", draft.id)
+            span.set_attribute("tidings.event.type", draft.type)
+            fan_out = {"tidings.tenant.id": tenant_id, "tidings.event.id": draft.id}
+            with tracing.span("tidings.fan_out", fan_out) as queued:
+                draft = dataclasses.replace(draft, trace_context=tracing.current_traceparent())
+                stored, created = await self.store.events.insert_event(draft, idempotency_key)
+                queued.set_attribute("tidings.event.created", created)
+                if not created:  # an idempotent replay: the first emit's event and trace
+                    queued.set_attribute("tidings.event.id", stored.id)
+            if not created and stored.request_hash != draft.request_hash:
+                tracing.failed(span, "IdempotencyConflict")  # emit raises it
+            return draft, stored, created
 
     async def transaction(self, work: AppWork[T]) -> T:
         """Run an app's ``work`` in one write transaction: the rows it writes on ``conn``
@@ -348,6 +398,8 @@ class Tidings:
             body,
             request_fingerprint(name, payload, envelope.metadata, ordering_key),
             ordering_key,
+            # the outbox's events join the trace of whatever is current (an app's request)
+            self.tracing.current_traceparent() if self.tracing is not None else None,
         )
 
     async def redeliver(
@@ -418,6 +470,7 @@ class Tidings:
         ordering: Ordering | None = None,
         retry_policy: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        propagate_trace: bool = False,
     ) -> tuple[Subscription, str | None]:
         """Returns the subscription and its secret, to be shown once (``whsec_``; ``whsk_``
         for ``ed25519``, whose public key is on the subscription; None for ``rsa-sha256``:
@@ -452,6 +505,7 @@ class Tidings:
             signature_scheme=scheme,
             retry=retry,
             header_names=tuple(static),
+            propagate_trace=propagate_trace,
         )
         await self.store.subscriptions.insert(
             sub, self.secretbox.encrypt(secret), self._encrypted_headers(static)
@@ -469,7 +523,8 @@ class Tidings:
         self, subscription: Subscription, changes: Mapping[str, Any], verify: bool | None = None
     ) -> Subscription | None:
         """Apply ``changes`` (url, event_types, enabled, description, max_concurrency,
-        rate_limit, ordering, retry_policy, headers), checking url and patterns as on create.
+        rate_limit, ordering, retry_policy, headers, propagate_trace), checking url and
+        patterns as on create.
         ``enabled: True`` resets the breaker; with verification on (``verify``, else the
         server setting) a new url stays disabled until it answers ``endpoint.verify``.
         ``retry_policy`` and ``headers`` replace the whole of each (None: none). The
@@ -672,6 +727,7 @@ class Tidings:
             lease_seconds=s.lease_seconds,
             poll_interval=s.dispatcher_poll_interval,
             metrics=self.metrics,
+            tracing=self.tracing,
         )
 
     async def run_dispatcher(self, stop: asyncio.Event) -> None:

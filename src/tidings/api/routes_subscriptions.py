@@ -39,6 +39,7 @@ EDITABLE = (
     "ordering",
     "signature_scheme",
     "headers",
+    "propagate_trace",
 )
 
 
@@ -66,6 +67,7 @@ async def create_subscription(
         awaiting_verification=request.enabled and wants_verification(tidings, request),
         retry_policy=retry_policy(request.retry_policy),
         headers=request.headers,
+        propagate_trace=request.propagate_trace,
     )
     sub, verification = await verify_if_waiting(tidings, sub)
     return CreatedSubscription(
@@ -133,7 +135,7 @@ async def update_subscription(
     sub = await owned(tidings, key, subscription_id)
     fields = request.model_fields_set
     changes: dict[str, Any] = {name: getattr(request, name) for name in EDITABLE if name in fields}
-    for name in ("url", "event_types", "enabled", "signature_scheme"):
+    for name in ("url", "event_types", "enabled", "signature_scheme", "propagate_trace"):
         if changes.get(name, True) is None:
             del changes[name]
     if "retry_policy" in fields:

@@ -96,6 +96,12 @@ class RedeliverResult(Reply):
     subscription_ids: list[str]
 
 
+PROPAGATE_TRACE = (
+    "Send a W3C traceparent header with each delivery, so the receiver's spans join the "
+    "event's trace (the server traces with OpenTelemetry: tidings[otel] and OTEL_*)."
+)
+
+
 class CreateSubscription(Request):
     url: str = Field(min_length=1, max_length=MAX_URL_LENGTH, pattern=HTTP_URL)
     event_types: EventTypes = Field(min_length=1, max_length=100)
@@ -127,6 +133,7 @@ class CreateSubscription(Request):
     )
     retry_policy: RetryPolicyBody | None = None
     headers: StaticHeaders | None = None
+    propagate_trace: bool = Field(False, description=PROPAGATE_TRACE)
 
 
 Scheme = Literal["hmac", "ed25519", "hmac-body", "rsa-sha256"]
@@ -177,6 +184,7 @@ class UpdateSubscription(Request):
     )
     retry_policy: RetryPolicyBody | None = Field(None, description="Replaces it; null: none.")
     headers: StaticHeaders | None = Field(None, description="Replaces them all; null: none.")
+    propagate_trace: bool | None = Field(None, description=PROPAGATE_TRACE)
 
 
 class SubscriptionOut(Reply):
@@ -205,6 +213,7 @@ class SubscriptionOut(Reply):
         "instance's."
     )
     headers: list[str] = Field(description="Names of its static headers (values never shown).")
+    propagate_trace: bool = Field(description=PROPAGATE_TRACE)
     previous_secret_expires_utc: str | None = Field(
         description="After a rotation, until when the previous secret signs too."
     )
@@ -231,6 +240,7 @@ class SubscriptionOut(Reply):
             previous_public_key=sub.previous_public_key if sub.previous_secret_expires_ms else None,
             retry_policy=sub.retry.to_dict() if sub.retry is not None else None,
             headers=list(sub.header_names),
+            propagate_trace=sub.propagate_trace,
             previous_secret_expires_utc=(
                 utc(sub.previous_secret_expires_ms) if sub.previous_secret_expires_ms else None
             ),

@@ -212,6 +212,7 @@ class SubscriptionChanges(TypedDict, total=False):
     verify_endpoint: bool
     retry_policy: RetryPolicy | None
     headers: Mapping[str, str] | None
+    propagate_trace: bool
 
 
 def create_subscription(
@@ -227,6 +228,7 @@ def create_subscription(
     ordering: Literal["fifo"] | None = None,
     retry_policy: RetryPolicy | None = None,
     headers: Mapping[str, str] | None = None,
+    propagate_trace: bool | None = None,
 ) -> Call[CreatedSubscription]:
     """Create a subscription; the result's ``signing_secret`` is shown only this once.
     ``headers`` go with every delivery (stored encrypted; read back as names)."""
@@ -243,6 +245,7 @@ def create_subscription(
         ordering=ordering,
         retry_policy=dict(retry_policy) if retry_policy is not None else None,
         headers=dict(headers) if headers is not None else None,
+        propagate_trace=propagate_trace,
     )
     return Call("POST", path(*SUBSCRIPTIONS), one(CreatedSubscription.from_json), body=body)
 

@@ -102,6 +102,8 @@ class Subscription(Model):
     """Its own ``{delays, retryOn, breakerThreshold}``; None: the server's."""
     headers: list[str]
     """Names of its static headers; the values are never shown."""
+    propagate_trace: bool = False
+    """Deliveries carry a W3C ``traceparent`` header (the server traces with OpenTelemetry)."""
     previous_secret_expires_utc: datetime | None
     created_utc: datetime
     updated_utc: datetime

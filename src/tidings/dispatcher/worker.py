@@ -22,6 +22,7 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -44,6 +45,11 @@ from tidings.secretbox import SecretBox
 from tidings.storage import AttemptOutcome, ClaimedDelivery, DeliveryQueue
 from tidings.storage.errors import Outage, StorageUnavailable
 from tidings.storage.records import ClaimRequest, WorkerLane
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from tidings.tracing import Tracing
 
 log = structlog.get_logger("tidings.dispatcher")
 
@@ -94,6 +100,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
         clock: Clock = SYSTEM_CLOCK,
         worker_id: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._queue = queue
         self._sender = sender
@@ -107,6 +114,7 @@ class Dispatcher:
         self._poll_interval = poll_interval
         self._metrics = metrics
         self._clock = clock
+        self._tracing = tracing
         self.worker_id = worker_id or "wrk_" + uuid.uuid4().hex[:16]
         self.scheduler = Scheduler(capacity=concurrency, ceiling=subscription_concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
@@ -243,6 +251,8 @@ class Dispatcher:
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
         started = self._clock.monotonic()
+        tracing = self._tracing
+        span = tracing.start_attempt(delivery) if tracing is not None else None
         try:
             body = delivery.body.encode()
             secrets = [self._secret(delivery.secret_enc)]
@@ -250,11 +260,17 @@ class Dispatcher:
                 secrets.append(self._secret(delivery.previous_secret_enc))
             timestamp = self._clock.now_ms() // 1000
             headers = await self._headers(delivery, secrets, timestamp, body)
+            if delivery.propagate_trace:
+                _propagate(headers, delivery, tracing, span)
             result = await self._sender.post(delivery.url, body, headers)
         except Exception as exc:  # a bug or a bad stored secret must not wedge the row
             log.exception("deliver_failed", event_id=delivery.event_id)
             error = f"internal error: {type(exc).__name__}"
             result = AttemptResult(None, 0, error=error, failure=Failure.INTERNAL)
+        except BaseException:  # cancelled: the lease runs out, the delivery is sent again
+            if span is not None:
+                span.end()
+            raise
         finished = self._clock.now_ms()
         self._started.pop(delivery.delivery_id, None)
         verdict = judge_attempt(
@@ -273,6 +289,8 @@ class Dispatcher:
             started,
             self._clock.monotonic(),
         )
+        if tracing is not None and span is not None:
+            tracing.end_attempt(span, result, verdict)
         self._finished.append(AttemptOutcome(delivery, result, verdict, finished))
         self._finished_ready.set()
         self._room_freed.set()
@@ -392,6 +410,19 @@ class Dispatcher:
                 outage.noted(exc)
             else:
                 outage.succeeded()
+
+
+def _propagate(
+    headers: dict[str, str], delivery: ClaimedDelivery, tracing: Tracing | None, span: Span | None
+) -> None:
+    """``propagateTrace``: the attempt span's ``traceparent``; with tracing off in this
+    process, the one stored with the event (an API process that traces emitted it)."""
+    if tracing is not None and span is not None:
+        parent = tracing.traceparent(span)
+    else:
+        parent = delivery.trace_context
+    if parent:
+        headers["traceparent"] = parent
 
 
 def _signal(result: AttemptResult) -> Signal:

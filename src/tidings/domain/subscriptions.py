@@ -62,6 +62,8 @@ class Subscription:
     """The subscription's own ``retryPolicy``; None: the instance's."""
     header_names: tuple[str, ...] = ()
     """Names of its static headers (their values are stored encrypted, never shown)."""
+    propagate_trace: bool = False
+    """Send a W3C ``traceparent`` header with each delivery (``propagateTrace``)."""
 
     def wants(self, event_type: str) -> bool:
         return any(EventPattern.parse(p).matches(event_type) for p in self.event_types)

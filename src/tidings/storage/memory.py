@@ -638,6 +638,8 @@ class MemoryStore:
             signature_scheme=sub.subscription.signature_scheme,
             retry=sub.subscription.retry,
             headers_enc=sub.headers_enc,
+            trace_context=event.trace_context,
+            propagate_trace=sub.subscription.propagate_trace,
         )
 
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:

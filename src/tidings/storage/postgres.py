@@ -237,8 +237,9 @@ class PostgresEvents(SQLEvents):
     async def insert_event(
         self, event: StoredEvent, idempotency_key: str | None
     ) -> tuple[StoredEvent, bool]:
-        """The event and its deliveries commit in one call of ``tidings_emit_v1`` (see
-        migration 0008: the tenant's stream lock is held for the server's work alone); the
+        """The event and its deliveries commit in one call of ``tidings_emit_v2`` (v1 of
+        migration 0008 and the event's trace context, see migration 0011: the tenant's
+        stream lock is held for the server's work alone); the
         lanes are woken (and NOTIFY sent) just after, in a second transaction.
 
         Waking takes each lane's row lock, which a claim or a record may hold for a few
@@ -406,7 +407,7 @@ def open_postgres(url: str) -> SQLStore:
 
 
 _LOCK_STREAM = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
-_EMIT = "SELECT o_seq, o_lanes FROM tidings_emit_v1($1, $2, $3, $4, $5, $6, $7, $8)"
+_EMIT = "SELECT o_seq, o_lanes FROM tidings_emit_v2($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 """Arguments: ``event_values`` (in ``EVENT_COLUMNS``' order), then now."""
 _DUE_LANES = Statement(
     q.DUE_LANES.format(

@@ -83,6 +83,9 @@ class StoredEvent:
     request_hash: str | None = None
     ordering_key: str | None = None
     """FIFO subscriptions deliver the events of one key one at a time, in order."""
+    trace_context: str | None = None
+    """The W3C ``traceparent`` of the span that stored it (tracing on), so the attempts,
+    in whichever process, join the event's trace."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,10 @@ class ClaimedDelivery:
     """The subscription's own retry policy, if it has one."""
     headers_enc: str | None = None
     """The subscription's static headers (encrypted JSON), if any."""
+    trace_context: str | None = None
+    """The event's ``traceparent`` (see ``StoredEvent.trace_context``)."""
+    propagate_trace: bool = False
+    """The subscription's ``propagateTrace``: send a ``traceparent`` header."""
 
     @property
     def window_start_ms(self) -> int:

@@ -17,7 +17,7 @@ from tidings.storage.records import AttemptRecord, Page, StoredEvent
 
 T = TypeVar("T")
 
-EVENT_COLUMNS = "id, tenant_id, type, created_ms, body, request_hash, ordering_key"
+EVENT_COLUMNS = "id, tenant_id, type, created_ms, body, request_hash, ordering_key, trace_context"
 """The columns an emitted event's row is written with, in :func:`event_values`' order."""
 
 
@@ -30,6 +30,7 @@ def event_values(event: StoredEvent) -> tuple[Any, ...]:
         event.body,
         event.request_hash,
         event.ordering_key,
+        event.trace_context,
     )
 
 
@@ -55,6 +56,7 @@ def subscription_of(row: RowMapping) -> Subscription:
         signature_scheme=SignatureScheme(row["signature_scheme"]),
         retry=retry_rules_of(row["retry_policy"]),
         header_names=tuple(json.loads(row["header_names"])) if row["header_names"] else (),
+        propagate_trace=bool(row["propagate_trace"]),
     )
 
 
@@ -87,6 +89,7 @@ def event_of(row: RowMapping) -> StoredEvent:
         body=row["body"],
         request_hash=row["request_hash"],
         ordering_key=row["ordering_key"],
+        trace_context=row["trace_context"],
     )
 
 

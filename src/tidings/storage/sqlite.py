@@ -81,7 +81,7 @@ def _driver(conn: Connection) -> sqlite3.Connection:
     return driver
 
 
-_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq"
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 8)}) RETURNING seq"
 
 
 class SQLiteDatabase(Database):

@@ -129,6 +129,7 @@ def add_event(
             idempotency_key=idempotency_key,
             request_hash=event.request_hash,
             ordering_key=event.ordering_key,
+            trace_context=event.trace_context,
         )
         .returning(events.c.seq)
     )

@@ -53,9 +53,10 @@ UPDATE_LANE = """
 """
 DETAILS = """
     SELECT d.id, d.attempts, d.ordering_key, d.paused_ms, d.subscription_id,
-           e.id AS event_id, e.tenant_id, e.created_ms, e.body,
+           e.id AS event_id, e.tenant_id, e.created_ms, e.body, e.trace_context,
            s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
-           s.max_concurrency, s.signature_scheme, s.retry_policy, s.headers_enc
+           s.max_concurrency, s.signature_scheme, s.retry_policy, s.headers_enc,
+           s.propagate_trace
     FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
     JOIN subscriptions AS s ON s.id = d.subscription_id
     WHERE {ids}
@@ -248,6 +249,8 @@ def claimed_deliveries(rows: Sequence[Any], token: str) -> list[ClaimedDelivery]
             signature_scheme=SignatureScheme(row["signature_scheme"]),
             retry=retry_rules_of(row["retry_policy"]),
             headers_enc=row["headers_enc"],
+            trace_context=row["trace_context"],
+            propagate_trace=bool(row["propagate_trace"]),
         )
         for row in rows
     ]

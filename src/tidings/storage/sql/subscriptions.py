@@ -38,6 +38,7 @@ class SQLSubscriptions:
             **dialect,
             signature_scheme=subscription.signature_scheme.value,
             headers_enc=headers_enc,
+            propagate_trace=subscription.propagate_trace,
             id=subscription.id,
             tenant_id=subscription.tenant_id,
             kind=subscription.kind.value,
