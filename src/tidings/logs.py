@@ -1,12 +1,16 @@
 """Structured logs (structlog): JSON lines in production, readable lines in development.
 
 Log lines name the event and subscription they are about (``event_id``,
-``subscription_id``) and never carry a secret, a key or a delivered body.
+``subscription_id``) and never carry a secret, a key or a delivered body. They go to
+standard error, as uvicorn's do, so what a command prints on standard output (the key
+``tidings keys create`` makes, the table of ``tidings keys list``) stays readable by a
+script whatever is logged meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 
 import structlog
 
@@ -31,5 +35,6 @@ def configure_logging(json_lines: bool, level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )

@@ -110,3 +110,24 @@ async def test_every_connection_finds_the_writable_server(
         f"{standby}/{name}", "SELECT count(*) FROM pg_tables WHERE tablename = 'events'"
     )
     assert tables_on_standby == "0"
+
+
+async def test_a_hot_connection_an_error_went_through_is_not_reused(postgres_server: str) -> None:
+    """The hot pool's reset on release does nothing (no round trip per emit, claim and
+    record), so a connection an error went through (an outage can leave one
+    mid-protocol) is closed instead of going back: the next acquire gets a new one."""
+    db = PostgresDatabase.from_url(postgres.create_database(postgres_server))
+    try:
+
+        async def backend() -> int:
+            async with db.hot_connection() as conn:
+                return int(conn.get_server_pid())
+
+        first = await backend()
+        assert await backend() == first, "a clean release keeps the connection"
+        with pytest.raises(RuntimeError):
+            async with db.hot_connection():
+                raise RuntimeError("as an outage would, mid-statement")
+        assert await backend() != first
+    finally:
+        await db.close()

@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import re
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -171,6 +171,21 @@ class PostgresDatabase(Database):
                 )
             return self._pool
 
+    @contextlib.asynccontextmanager
+    async def hot_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the hot pool. One that an error went through is closed, not
+        reused: the pool's reset on release does nothing (``_keep_session``), so nothing
+        else would notice a connection an outage left mid-protocol (seen in a failover
+        test: "cannot switch to state 12; another operation (2) is in progress", a 500 on
+        the next emit that drew it)."""
+        pool = await self.hot_pool()
+        async with pool.acquire() as conn:
+            try:
+                yield conn
+            except BaseException:
+                conn.terminate()
+                raise
+
     def run_in_background(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Start ``work`` unless it runs already; ``close`` cancels it."""
         running = self._background.get(work.__name__)
@@ -253,9 +268,8 @@ class PostgresEvents(SQLEvents):
         late, never lost."""
         if idempotency_key is not None:  # the rarer path keeps its race handling
             return await super().insert_event(event, idempotency_key)
-        pool = await self._pg.hot_pool()
         now = now_ms()
-        async with pool.acquire() as conn:
+        async with self._pg.hot_connection() as conn:
             seq, lanes = await conn.fetchrow(_EMIT, *event_values(event), now)
             if lanes or self._unwoken:
                 await self._wake(conn, sorted(set(lanes) | self._unwoken), now)
@@ -266,6 +280,7 @@ class PostgresEvents(SQLEvents):
         try:
             await conn.execute(_WAKE_AND_NOTIFY, lanes, now)
         except BaseException as exc:
+            conn.terminate()  # swallowed below: hot_connection would not see it
             self._unwoken.update(lanes)
             self._pg.run_in_background(self._retry_wakes)
             if not isinstance(exc, Exception):
@@ -283,8 +298,7 @@ class PostgresEvents(SQLEvents):
             await asyncio.sleep(pause)
             pause = min(WAKE_RETRY_MAX, pause * 2)
             with contextlib.suppress(Exception):  # _wake noted and logged it
-                pool = await self._pg.hot_pool()
-                async with pool.acquire() as conn:
+                async with self._pg.hot_connection() as conn:
                     await self._wake(conn, sorted(self._unwoken), now_ms())
 
 
@@ -297,8 +311,7 @@ class PostgresQueue(SQLQueue):
     async def claim(self, request: ClaimRequest) -> list[ClaimedDelivery]:
         token = uuid.uuid4().hex
         now = request.now_ms
-        pool = await self._pg.hot_pool()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._pg.hot_connection() as conn, conn.transaction():
             found = await conn.fetch(
                 _DUE_LANES.sql,
                 *_DUE_LANES.args({"now": now, "skip": list(request.skip), "lanes": request.lanes}),
@@ -339,8 +352,7 @@ class PostgresQueue(SQLQueue):
     async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
         if not outcomes:
             return {}
-        pool = await self._pg.hot_pool()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._pg.hot_connection() as conn, conn.transaction():
             fifo = sorted({o.claimed.tenant_id for o in outcomes if o.claimed.ordering_key})
             for tenant_id in fifo:
                 await conn.execute(_LOCK_STREAM, STREAM_LOCK + tenant_id)
