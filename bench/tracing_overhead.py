@@ -8,9 +8,9 @@ Run: ``.venv/bin/python bench/tracing_overhead.py [--store memory|sqlite] [--bas
 Three builds run the same workload in one interpreter, in small interleaved batches, so
 the load of a busy (shared) machine falls on all of them alike:
 
-* ``baseline``: the source of ``--baseline`` (a git ref, default: where this branch left
-  ``main``), the code before the tracing glue, extracted with ``git archive`` and loaded
-  as the package ``tidings_base``;
+* ``baseline``: the source of ``--baseline`` (a git ref: the code before the tracing glue,
+  ``183019d``, the first parent of its merge into main, by default), extracted with ``git
+  archive`` and loaded as the package ``tidings_base``;
 * ``off``: this checkout, tracing off (``Tidings.tracing`` is None, as without ``OTEL_*``);
 * ``on``: this checkout, tracing on, spans batched to an exporter that drops them (the
   SDK's own cost, for scale).
@@ -47,12 +47,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = {"name": "Ada", "plan": "pro", "seats": 12, "tags": ["a", "b"]}
-
-
-def git(*args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
+BEFORE_TRACING = "183019d"
+"""main just before the tracing glue was merged (the first parent of that merge)."""
 
 
 def baseline_package(ref: str, into: Path) -> None:
@@ -240,13 +236,15 @@ async def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--baseline", help="git ref without the glue (default: merge-base)")
+    parser.add_argument(
+        "--baseline", default=BEFORE_TRACING, help="git ref without the glue (default: %(default)s)"
+    )
     parser.add_argument("--store", choices=("memory", "sqlite"), default="memory")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--traced-batch", type=int, default=50)
     args = parser.parse_args()
-    ref = args.baseline or git("merge-base", "HEAD", "main")
+    ref = args.baseline
     from tidings.logs import configure_logging
 
     configure_logging(json_lines=True, level="info")  # as served: debug lines filtered out
