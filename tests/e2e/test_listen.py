@@ -49,6 +49,20 @@ async def read_until(proc: asyncio.subprocess.Process, lines: list[str], needle:
                 return line
 
 
+async def trigger(event_type: str, base: str, key: str, env: dict[str, str]) -> str:
+    """``tidings trigger``, as a user runs it; the id of the event it emitted."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*TIDINGS, "trigger", event_type, "--server", base, "--api-key", key],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.split()[-1]
+
+
 async def test_listen_forwards_and_cleans_up(
     tmp_path: Path, receiver: Receiver, server_env: dict[str, str]
 ) -> None:
@@ -58,17 +72,7 @@ async def test_listen_forwards_and_cleans_up(
         async with listening(args, server_env) as (proc, lines):
             await read_until(proc, lines, "Ready:")
             secret = (await read_until(proc, lines, "Signing secret")).split()[-1]
-            trigger = [*TIDINGS, "trigger", "payment.succeeded", "--server", base]
-            triggered = await asyncio.to_thread(
-                subprocess.run,
-                [*trigger, "--api-key", key],
-                env=server_env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            )
-            event_id = triggered.stdout.split()[-1]
+            event_id = await trigger("payment.succeeded", base, key, server_env)
             [got] = await receiver.wait_count("/app", 1)
             assert got.headers["X-Webhook-Id"] == event_id
             verify(secret, got.headers, got.body)
@@ -109,16 +113,7 @@ async def test_listen_with_rsa_sha256_static_headers_and_a_retry_policy(
             assert sub["retryPolicy"]["retryOn"] == ["5xx"]
             assert sub["headers"] == ["Authorization"]
 
-            triggered = await asyncio.to_thread(
-                subprocess.run,
-                [*TIDINGS, "trigger", "client.created", "--server", base, "--api-key", key],
-                env=server_env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            )
-            event_id = triggered.stdout.split()[-1]
+            event_id = await trigger("client.created", base, key, server_env)
             [got] = await receiver.wait_count("/rsa", 1)
             assert got.headers["X-Webhook-Id"] == event_id
             assert got.headers["Authorization"] == "Bearer gw-1"
