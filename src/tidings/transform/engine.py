@@ -371,9 +371,10 @@ class TransformEngine:
 
     def _blame(self, batch: list[_Job], lost: _Lost) -> None:
         """The job the process was on when it died fails; the others run again."""
-        if not 0 <= lost.progress < len(batch):
+        if not 0 <= lost.progress < len(batch):  # it died between jobs (killed, say)
+            log.warning("transform_process_lost", status=lost.returncode, job=None)
             self._requeue(batch)
-            raise lost  # no job to blame: the supervisor logs it and carries on
+            return
         culprit = batch[lost.progress]
         self._suspect(culprit.key)
         if lost.timed_out or lost.returncode == -signal.SIGALRM:
@@ -387,7 +388,9 @@ class TransformEngine:
         else:
             message = f"the sandbox process died running the script (status {lost.returncode})"
             failed = ["failed", "error", message, None]
-        log.warning("transform_process_lost", status=lost.returncode, timed_out=lost.timed_out)
+        log.warning(
+            "transform_process_lost", status=lost.returncode, job=lost.progress, blamed=failed[1]
+        )
         if not culprit.future.done():
             culprit.future.set_result((failed, None))
         self._requeue([job for job in batch if job is not culprit])
