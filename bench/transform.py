@@ -52,9 +52,8 @@ function handler(webhook) {
   const payment = webhook.payload.payload;
   if (payment.amount.amount >= 100000) {
     const dollars = (payment.amount.amount / 100).toFixed(2);
-    webhook.payload = {
-      text: `:moneybag: ${payment.clientId} paid ${dollars} ${payment.amount.currency} by ${payment.method}`,
-    };
+    const amount = `${dollars} ${payment.amount.currency}`;
+    webhook.payload = {text: `:moneybag: ${payment.clientId} paid ${amount} by ${payment.method}`};
   } else {
     webhook.cancel = true;
   }

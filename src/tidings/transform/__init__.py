@@ -24,8 +24,8 @@ from tidings.transform.engine import (
 from tidings.transform.outcomes import (
     Cancelled,
     FailureKind,
-    TransformFailed,
     Transformed,
+    TransformFailed,
     TransformOutcome,
     TransformUnavailable,
     webhook_for,

@@ -142,9 +142,8 @@ class _Slot:
         if hasattr(os, "memfd_create"):
             fd = os.memfd_create("tidings-transform-progress")
         else:  # pragma: no cover - not Linux
-            handle = tempfile.TemporaryFile()
-            fd = os.dup(handle.fileno())
-            handle.close()
+            with tempfile.TemporaryFile() as handle:
+                fd = os.dup(handle.fileno())
         os.ftruncate(fd, _worker.PROGRESS.size)
         self.page_fd = fd
         self.page = mmap.mmap(fd, _worker.PROGRESS.size)

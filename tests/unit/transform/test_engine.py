@@ -18,9 +18,9 @@ import pytest
 from tidings.transform import (
     MISSING_ENGINE,
     Cancelled,
+    Transformed,
     TransformEngine,
     TransformFailed,
-    Transformed,
     TransformUnavailable,
     engine_installed,
     webhook_for,
@@ -79,7 +79,9 @@ async def payload_of(engine: TransformEngine, tenant: str, script: str) -> Any:
     return outcome.payload
 
 
-async def failure_of(engine: TransformEngine, script: str, tenant: str = "ten_1") -> TransformFailed:
+async def failure_of(
+    engine: TransformEngine, script: str, tenant: str = "ten_1"
+) -> TransformFailed:
     outcome = await engine.run(tenant, script, webhook())
     assert isinstance(outcome, TransformFailed), outcome
     return outcome
@@ -117,7 +119,9 @@ async def test_a_handler_sees_svix_shape_and_may_change_the_url(engine: Transfor
 
 
 async def test_numbers_come_back_as_javascript_prints_them(engine: TransformEngine) -> None:
-    script = "function handler(w) { w.payload = {a: 100.0, b: 1e21, c: 0.1 + 0.2, d: 1e-7}; return w }"
+    script = (
+        "function handler(w) { w.payload = {a: 100.0, b: 1e21, c: 0.1 + 0.2, d: 1e-7}; return w }"
+    )
     outcome = await engine.run("ten_1", script, webhook())
     assert isinstance(outcome, Transformed)
     assert outcome.body == '{"a":100,"b":1e+21,"c":0.30000000000000004,"d":1e-7}'
@@ -141,6 +145,19 @@ async def test_a_type_error_deep_in_a_callback_names_its_line(engine: TransformE
     failed = await failure_of(engine, script)
     assert failed.kind == "error" and failed.line == 3
     assert "cannot read property 'z' of undefined" in failed.message
+
+
+async def test_a_json_parse_error_names_the_handler_line_not_the_json_text(
+    engine: TransformEngine,
+) -> None:
+    script = "function handler(w) {\n\n  JSON.parse('{bad');\n}"
+    failed = await failure_of(engine, script)
+    assert failed.line == 3 and failed.message.startswith("SyntaxError")
+
+
+async def test_a_huge_error_message_is_cut(engine: TransformEngine) -> None:
+    failed = await failure_of(engine, "function handler(w) { throw new Error('x'.repeat(1e6)) }")
+    assert len(failed.message) == 500 and failed.message.endswith("…")
 
 
 async def test_a_syntax_error_is_a_compile_error_with_its_line(engine: TransformEngine) -> None:
@@ -260,7 +277,7 @@ async def test_what_the_time_limit_cannot_stop_the_hard_deadline_does() -> None:
         assert "hard deadline (300 ms)" in culprit.message
         assert all(isinstance(outcome, Transformed) for outcome in outcomes), outcomes
         assert engine.pids() and engine.pids() != [first_pid]
-        assert not Path(f"/proc/{first_pid}").exists()
+        assert not process_exists(first_pid)
     finally:
         await engine.close()
 
@@ -288,7 +305,9 @@ async def test_allocating_a_gigabyte_fails_on_memory_and_the_next_run_works(
     ],
 )
 async def test_there_is_no_io(engine: TransformEngine, call: str, expected: str) -> None:
-    failed = await failure_of(engine, f"function handler(webhook) {{\n  {call};\n  return webhook;\n}}")
+    failed = await failure_of(
+        engine, f"function handler(webhook) {{\n  {call};\n  return webhook;\n}}"
+    )
     assert (failed.kind, failed.message, failed.line) == ("error", expected, 2)
 
 
@@ -385,8 +404,7 @@ async def test_close_leaves_no_process_and_later_runs_raise() -> None:
     assert len(pids) == 3
     await engine.close()
     assert engine.pids() == []
-    for pid in pids:
-        assert not Path(f"/proc/{pid}").exists()  # ended and reaped: not even a zombie
+    assert not any(map(process_exists, pids))  # ended and reaped: not even a zombie
     with pytest.raises(TransformUnavailable):
         await engine.run("ten_1", SLACK, webhook())
 
@@ -421,6 +439,11 @@ async def test_without_the_engine_installed_saving_says_how_to_install_it(
         monkeypatch.undo()
         engine_installed.cache_clear()
     assert engine_installed()
+
+
+def process_exists(pid: int) -> bool:
+    """Running, or a zombie nobody reaped."""
+    return Path(f"/proc/{pid}").exists()
 
 
 def _rss_mib(pid: int) -> float:
