@@ -8,6 +8,7 @@ imports a JavaScript engine. Use::
     engine = TransformEngine(workers=2, time_limit=0.05)
     problem = await engine.compile_check(script)          # on save: None or the error
     outcome = await engine.run(tenant_id, script, webhook_for(url, envelope))
+    # or, from the body already printed: webhook_text(url, event_type, body)
     match outcome:
         case Transformed(): ...  # send outcome.body to outcome.url
         case Cancelled(): ...    # record the delivery cancelled (reason "transformation")
@@ -29,6 +30,7 @@ from tidings.transform.outcomes import (
     TransformOutcome,
     TransformUnavailable,
     webhook_for,
+    webhook_text,
 )
 
 __all__ = [
@@ -43,4 +45,5 @@ __all__ = [
     "Transformed",
     "engine_installed",
     "webhook_for",
+    "webhook_text",
 ]

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,7 @@ from typing import Any
 import structlog
 
 from tidings.domain.cache import BoundedCache
-from tidings.domain.js_json import compact_json
-from tidings.supervision import Fatal, TaskState, supervise
+from tidings.supervision import MAX_CRASHES, RESTART_DELAY, Fatal, TaskState, supervise
 from tidings.transform import _worker
 from tidings.transform.outcomes import (
     TransformFailed,
@@ -219,14 +219,32 @@ class TransformEngine:
         self._stop: asyncio.Event | None = None
         self._closed = False
         self._broken = False
+        self.restart_delay = RESTART_DELAY
+        self.max_crashes = MAX_CRASHES
+        """A process feeder that crashed (say, its process could not start) is started
+        again after ``restart_delay``; after ``max_crashes`` in a minute the engine gives
+        up: runs raise TransformUnavailable and ``healthy`` is False."""
 
     # --- the interface --------------------------------------------------------------
 
-    async def run(self, tenant_id: str, script: str, webhook: dict[str, Any]) -> TransformOutcome:
-        """Run ``script``'s ``handler`` on ``webhook`` (see ``outcomes.webhook_for``)."""
+    async def run(
+        self, tenant_id: str, script: str, webhook: Mapping[str, Any] | str
+    ) -> TransformOutcome:
+        """Run ``script``'s ``handler`` on ``webhook``: the object (``webhook_for``) or its
+        JSON text (``webhook_text``, around a body already printed)."""
         if not engine_installed():
             return TransformFailed("error", MISSING_ENGINE)
-        text = compact_json(webhook).encode()
+        if isinstance(webhook, str):
+            text = webhook.encode()
+        else:
+            # what JSON.parse reads from it is all that counts here (the body's exact
+            # bytes are printed from what comes back), so the C encoder will do
+            try:
+                text = json.dumps(
+                    webhook, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+                ).encode()
+            except (TypeError, ValueError) as exc:
+                return TransformFailed("error", f"the webhook is not JSON: {exc}")
         result, out = await self._submit(script_key(tenant_id, script), script, text)
         if result[0] == "ok" and out is not None:
             return judge(out)
@@ -293,7 +311,13 @@ class TransformEngine:
     async def _supervised(self, slot: _Slot) -> None:
         assert self._stop is not None
         try:
-            await supervise(slot.state, lambda: self._serve(slot), self._stop)
+            await supervise(
+                slot.state,
+                lambda: self._serve(slot),
+                self._stop,
+                max_crashes=self.max_crashes,
+                delay=self.restart_delay,
+            )
         except Fatal:
             self._broken = True
             self._fail_waiting("the transformation engine's processes keep failing")

@@ -91,6 +91,17 @@ def webhook_for(url: str, envelope: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def webhook_text(url: str, event_type: str, body: str) -> str:
+    """The same object as JSON text, around an envelope ``body`` already printed (the
+    dispatcher has it): ``run`` takes it as it is, without encoding the envelope again."""
+    url_text = json.dumps(url, ensure_ascii=False)
+    type_text = json.dumps(event_type, ensure_ascii=False)
+    return (
+        f'{{"method":"{METHOD}","url":{url_text},"eventType":{type_text},'
+        f'"payload":{body},"cancel":false}}'
+    )
+
+
 def _error(message: str) -> TransformFailed:
     return TransformFailed("error", message)
 

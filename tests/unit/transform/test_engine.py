@@ -5,11 +5,12 @@ the engine."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from tidings.transform import (
     TransformUnavailable,
     engine_installed,
     webhook_for,
+    webhook_text,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -96,6 +98,23 @@ async def test_a_handler_reshapes_the_payload_and_the_body_is_what_javascript_pr
     assert outcome.url == URL
     assert outcome.body == '{"text":"cli_42 paid 1299"}'
     assert outcome.webhook["method"] == "POST" and outcome.webhook["cancel"] is False
+
+
+async def test_the_webhook_may_come_as_json_text_around_a_printed_body(
+    engine: TransformEngine,
+) -> None:
+    from tidings.domain.js_json import compact_json
+
+    text = webhook_text(URL, "payment.succeeded", compact_json(ENVELOPE))
+    assert json.loads(text) == webhook()
+    from_text = await engine.run("ten_1", SLACK, text)
+    assert from_text == await engine.run("ten_1", SLACK, webhook())
+    assert isinstance(from_text, Transformed) and from_text.payload == {"text": "cli_42 paid 1299"}
+
+
+async def test_a_webhook_that_is_not_json_fails_cleanly(engine: TransformEngine) -> None:
+    outcome = await engine.run("ten_1", IDENTITY, {**webhook(), "payload": float("nan")})
+    assert isinstance(outcome, TransformFailed) and "not JSON" in outcome.message
 
 
 async def test_a_handler_sees_svix_shape_and_may_change_the_url(engine: TransformEngine) -> None:
@@ -418,6 +437,26 @@ async def test_close_fails_the_runs_still_waiting() -> None:
     for task in [running, *waiting]:
         with pytest.raises(TransformUnavailable):
             await task
+
+
+async def test_an_engine_whose_processes_cannot_start_gives_up_and_says_so() -> None:
+    engine = TransformEngine(workers=1, python="/nonexistent/python3")
+    engine.restart_delay, engine.max_crashes = 0.01, 2
+    try:
+        with pytest.raises(TransformUnavailable):
+            await engine.run("ten_1", SLACK, webhook())
+        await asyncio.wait_for(_until(lambda: not engine.healthy), 10)
+        with pytest.raises(TransformUnavailable, match="keep failing"):
+            await engine.run("ten_1", SLACK, webhook())
+        assert engine.pids() == []
+    finally:
+        await engine.close()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """The supervisor gives up on its own schedule: poll for it."""
+    while not condition():  # noqa: ASYNC110 - a flag without an event to await
+        await asyncio.sleep(0.01)
 
 
 async def test_without_the_engine_installed_saving_says_how_to_install_it(
