@@ -172,7 +172,9 @@ async def test_it_needs_webhooks_write(api: Api) -> None:
 async def test_it_is_in_the_openapi_document(api: Api) -> None:
     spec = (await api.client.get("/openapi.json")).json()
     operation = spec["paths"][PATH]["post"]
-    assert "422" in operation["responses"] and "200" in operation["responses"]
+    assert "200" in operation["responses"]
+    error = operation["responses"]["422"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/ErrorResponse"}
 
 
 async def test_shutdown_ends_the_engine_processes(

@@ -8,7 +8,15 @@ from fastapi import APIRouter
 from pydantic import Field, field_validator
 
 from tidings.api.auth import TidingsDep, WebhooksWriter
-from tidings.api.schemas import EVENT_TYPE, HTTP_URL, MAX_JSON_DEPTH, Reply, Request, json_depth
+from tidings.api.schemas import (
+    EVENT_TYPE,
+    HTTP_URL,
+    MAX_JSON_DEPTH,
+    ErrorResponse,
+    Reply,
+    Request,
+    json_depth,
+)
 from tidings.domain.subscriptions import MAX_URL_LENGTH
 from tidings.service import DRY_RUN_URL
 from tidings.transform import MAX_SCRIPT_CHARS, Cancelled, TransformFailed, TransformUnavailable
@@ -71,7 +79,13 @@ class TransformationResult(Reply):
 @router.post(
     "/test",
     response_model=TransformationResult,
-    responses={422: {"description": "The script failed: its message, kind and line"}},
+    responses={
+        422: {
+            "model": ErrorResponse,
+            "description": "Invalid input, or the script failed (code "
+            "``transformation_failed``; details: its message, kind and line)",
+        }
+    },
 )
 async def test_transformation(
     request: TransformationTest, key: WebhooksWriter, tidings: TidingsDep
