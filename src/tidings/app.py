@@ -19,6 +19,7 @@ from tidings.api import (
     routes_keys,
     routes_portal,
     routes_subscriptions,
+    routes_transformations,
 )
 from tidings.api.schemas import ErrorResponse
 from tidings.portal import install as install_portal
@@ -83,7 +84,14 @@ def create_app(
     app.state.stop_serving = lambda: None
     # whoever runs the app (cli.serve) sets stop_serving to end the server
     install_error_handlers(app)
-    for module in (routes_events, routes_subscriptions, routes_catalog, routes_hooks, routes_keys):
+    for module in (
+        routes_events,
+        routes_subscriptions,
+        routes_transformations,
+        routes_catalog,
+        routes_hooks,
+        routes_keys,
+    ):
         app.include_router(module.router)
     if portal:
         app.include_router(routes_portal.router)

@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     response_body_retention_days: float = Field(7.0, gt=0)
     prune_interval: float = Field(300.0, gt=0)
     prune_batch_size: int = Field(1000, ge=1)
+    transform_workers: int = Field(2, ge=1, le=64)
+    """Processes that run subscriptions' JavaScript transformations (QuickJS, the
+    ``transform`` extra), started when the first script runs: a script that loops stalls
+    one of them, for at most the time limit, never the server."""
+    transform_time_limit: float = Field(0.05, gt=0, le=10)
+    """Seconds of CPU one transformation may take (compiling its script, or one run)."""
+    transform_memory_limit_mb: int = Field(32, ge=1, le=1024)
+    """MiB of memory each transformation script may hold (its own JavaScript heap)."""
 
     @field_validator("egress_proxy")
     @classmethod

@@ -68,6 +68,7 @@ from tidings.storage import ApiKey, AppWork, Revocation, Revoked, Store, StoredE
 from tidings.storage.errors import Outage, StorageUnavailable
 from tidings.supervision import TaskState, supervise
 from tidings.tracing import from_environment as tracing_from_environment
+from tidings.transform import TransformEngine, TransformOutcome, webhook_for
 
 if TYPE_CHECKING:
     from tidings.tracing import Tracing
@@ -82,6 +83,8 @@ ENDPOINT_VERIFY = "endpoint.verify"
 KEY_CACHE_SECONDS = 5.0
 KEY_CACHE_SIZE = 10_000
 READY_TIMEOUT = 2.0
+DRY_RUN_URL = "https://example.com/webhook"
+"""The ``url`` a transformation's dry run shows its handler when not given one."""
 
 
 class IdempotencyConflict(Exception):
@@ -183,6 +186,7 @@ class Tidings:
         self.apps = tuple(apps)
         self.catalog = Catalog(t for app in self.apps for t in app.event_types)
         self._sender: Sender | None = None
+        self._transforms: TransformEngine | None = None
         self._keys: BoundedCache[str, tuple[ApiKey, float]] = BoundedCache(KEY_CACHE_SIZE)
         self._buckets: BoundedCache[str, TokenBucket] = BoundedCache(KEY_CACHE_SIZE)
         self.metrics = Metrics()
@@ -226,10 +230,26 @@ class Tidings:
             )
         return self._sender
 
+    @property
+    def transforms(self) -> TransformEngine:
+        """Runs subscriptions' JavaScript transformations; its processes start when the
+        first script runs and end with ``close``."""
+        if self._transforms is None:
+            s = self.settings
+            self._transforms = TransformEngine(
+                workers=s.transform_workers,
+                time_limit=s.transform_time_limit,
+                memory_limit=s.transform_memory_limit_mb * 1024 * 1024,
+            )
+        return self._transforms
+
     async def close(self) -> None:
         if self._sender is not None:
             await self._sender.close()
             self._sender = None
+        if self._transforms is not None:
+            await self._transforms.close()
+            self._transforms = None
         await self.store.close()
         if self._owns_tracing and self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # exports what is left
@@ -638,6 +658,28 @@ class Tidings:
             raise Invalid("eventType", f"unknown event type {event_type!r}")
         payload = dict(known.sample) if use_sample else {}
         return await self._send_now(subscription, known.name, payload, {"test": True})
+
+    async def test_transformation(
+        self,
+        tenant_id: str,
+        script: str,
+        event_type: str,
+        payload: Mapping[str, Any] | None,
+        url: str = DRY_RUN_URL,
+    ) -> TransformOutcome:
+        """Run ``script`` once on the envelope a test send of ``event_type`` would carry:
+        the catalog's sample payload, or ``payload``. Nothing is sent or stored; raises
+        ``TransformUnavailable`` if the engine cannot run."""
+        if payload is None:
+            known = self.catalog.find(event_type)
+            if known is None:
+                raise Invalid("eventType", f"unknown event type {event_type!r}")
+            event_type, payload = known.name, dict(known.sample)
+        else:
+            event_type = normalize_event_type(event_type)
+            _refuse_unportable_numbers(payload, None)
+        envelope = Envelope.new(event_type, tenant_id, payload, {"test": True})
+        return await self.transforms.run(tenant_id, script, webhook_for(url, envelope.to_dict()))
 
     async def verify_endpoint(self, subscription: Subscription) -> SendReport:
         """Send ``endpoint.verify`` now; a 2xx enables the subscription (if it waited for it)."""

@@ -27,6 +27,7 @@ from tidings.client.models import (
     Redelivery,
     Subscription,
     TestResult,
+    TransformationResult,
 )
 
 __all__ = [
@@ -44,5 +45,6 @@ __all__ = [
     "SubscriptionChanges",
     "TestResult",
     "TidingsError",
+    "TransformationResult",
     "Unauthorized",
 ]

@@ -24,6 +24,7 @@ from tidings.client.models import (
     Redelivery,
     Subscription,
     TestResult,
+    TransformationResult,
     camel,
 )
 
@@ -318,6 +319,29 @@ def delivery_pages(
 ) -> Pages[Attempt]:
     """The whole delivery log, newest first."""
     return Pages(lambda cursor: subscription_deliveries(id, status, limit, cursor))
+
+
+# Transformations
+
+
+def test_transformation(
+    script: str,
+    event_type: str,
+    payload: Mapping[str, Any] | None = None,
+    url: str | None = None,
+) -> Call[TransformationResult]:
+    """Run a transformation script once on the envelope a test send of ``event_type``
+    would carry (the catalog's sample payload, or ``payload``); nothing is sent. A script
+    that fails raises ``TidingsError`` (422, ``transformation_failed``) whose ``details``
+    give the message, kind and line."""
+    body = drop_none(
+        script=script,
+        event_type=event_type,
+        payload=dict(payload) if payload is not None else None,
+        url=url,
+    )
+    parse = one(TransformationResult.from_json)
+    return Call("POST", path("transformations", "test"), parse, body=body)
 
 
 # Event types

@@ -23,6 +23,7 @@ __all__ = [
     "Redelivery",
     "Subscription",
     "TestResult",
+    "TransformationResult",
 ]
 
 T = TypeVar("T")
@@ -158,6 +159,19 @@ class Redelivery(Model):
 
     event_id: str
     subscription_ids: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformationResult(Model):
+    """A transformation's dry run: what its handler returned, and the body that would be
+    sent (None when the handler cancelled the delivery: ``webhook["cancel"]`` is true)."""
+
+    webhook: dict[str, Any]
+    body: str | None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.webhook.get("cancel") is True
 
 
 @dataclass(frozen=True)
