@@ -770,6 +770,8 @@ class Tidings:
             poll_interval=s.dispatcher_poll_interval,
             metrics=self.metrics,
             tracing=self.tracing,
+            transforms=self.transforms,
+            allow_http=s.development,
         )
 
     async def run_dispatcher(self, stop: asyncio.Event) -> None:

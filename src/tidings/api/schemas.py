@@ -331,12 +331,17 @@ class TestDeliveryResult(Reply):
     error: str | None
 
 
+AttemptStatus = Literal["succeeded", "failed", "cancelled"]
+_ATTEMPT_STATUS: dict[str, AttemptStatus] = {"succeeded": "succeeded", "cancelled": "cancelled"}
+
+
 class Attempt(Reply):
     id: int
     event_id: str
     subscription_id: str
     attempt: int
-    status: Literal["succeeded", "failed"]
+    status: AttemptStatus
+    """``cancelled``: the subscription's transformation cancelled it (nothing was sent)."""
     status_code: int | None
     elapsed_ms: int
     response_body: str
@@ -350,7 +355,7 @@ class Attempt(Reply):
             event_id=record.event_id,
             subscription_id=record.subscription_id,
             attempt=record.attempt,
-            status="succeeded" if record.outcome == "succeeded" else "failed",
+            status=_ATTEMPT_STATUS.get(record.outcome, "failed"),
             status_code=record.status_code,
             elapsed_ms=record.elapsed_ms,
             response_body=record.response_body,

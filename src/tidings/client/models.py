@@ -135,7 +135,8 @@ class Attempt(Model):
     event_id: str
     subscription_id: str
     attempt: int
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "failed", "cancelled"]
+    """``cancelled``: the subscription's transformation cancelled it (nothing was sent)."""
     status_code: int | None
     elapsed_ms: int
     response_body: str

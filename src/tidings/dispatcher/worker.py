@@ -40,11 +40,13 @@ from tidings.domain.deliveries import (
 from tidings.domain.retry import RetryPolicy
 from tidings.domain.scheduling import Scheduler, Signal
 from tidings.domain.signatures import SignatureScheme, signature_headers
+from tidings.domain.subscriptions import InvalidUrl, validate_url_shape
 from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
 from tidings.storage import AttemptOutcome, ClaimedDelivery, DeliveryQueue
 from tidings.storage.errors import Outage, StorageUnavailable
 from tidings.storage.records import ClaimRequest, WorkerLane
+from tidings.transform import Cancelled, TransformEngine, TransformFailed, webhook_text
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -101,6 +103,8 @@ class Dispatcher:
         clock: Clock = SYSTEM_CLOCK,
         worker_id: str | None = None,
         tracing: Tracing | None = None,
+        transforms: TransformEngine | None = None,
+        allow_http: bool = False,
     ) -> None:
         self._queue = queue
         self._sender = sender
@@ -115,6 +119,8 @@ class Dispatcher:
         self._metrics = metrics
         self._clock = clock
         self._tracing = tracing
+        self._transforms = transforms
+        self._allow_http = allow_http
         self.worker_id = worker_id or "wrk_" + uuid.uuid4().hex[:16]
         self.scheduler = Scheduler(capacity=concurrency, ceiling=subscription_concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
@@ -254,15 +260,19 @@ class Dispatcher:
         tracing = self._tracing
         span = tracing.start_attempt(delivery) if tracing is not None else None
         try:
-            body = delivery.body.encode()
-            secrets = [self._secret(delivery.secret_enc)]
-            if delivery.previous_secret_enc:
-                secrets.append(self._secret(delivery.previous_secret_enc))
-            timestamp = self._clock.now_ms() // 1000
-            headers = await self._headers(delivery, secrets, timestamp, body)
-            if delivery.propagate_trace:
-                _propagate(headers, delivery, tracing, span)
-            result = await self._sender.post(delivery.url, body, headers)
+            request = await self._request(delivery)
+            if isinstance(request, AttemptResult):
+                result = request
+            else:
+                url, body = request
+                secrets = [self._secret(delivery.secret_enc)]
+                if delivery.previous_secret_enc:
+                    secrets.append(self._secret(delivery.previous_secret_enc))
+                timestamp = self._clock.now_ms() // 1000
+                headers = await self._headers(delivery, secrets, timestamp, body)
+                if delivery.propagate_trace:
+                    _propagate(headers, delivery, tracing, span)
+                result = await self._sender.post(url, body, headers)
         except Exception as exc:  # a bug or a bad stored secret must not wedge the row
             log.exception("deliver_failed", event_id=delivery.event_id)
             error = f"internal error: {type(exc).__name__}"
@@ -294,6 +304,33 @@ class Dispatcher:
         self._finished.append(AttemptOutcome(delivery, result, verdict, finished))
         self._finished_ready.set()
         self._room_freed.set()
+
+    async def _request(self, delivery: ClaimedDelivery) -> tuple[str, bytes] | AttemptResult:
+        """The URL and body to send: the stored ones, or what the subscription's
+        transformation made of them; or, when it cancelled or failed, the attempt's result
+        (nothing is sent). An engine that cannot run at all raises ``TransformUnavailable``:
+        our own error, so the delivery is tried again."""
+        if not delivery.transformation:
+            return delivery.url, delivery.body.encode()
+        if self._transforms is None:
+            raise RuntimeError("a transformation, and no engine to run it")
+        started = self._clock.monotonic()
+        webhook = webhook_text(delivery.url, delivery.event_type, delivery.body)
+        outcome = await self._transforms.run(delivery.tenant_id, delivery.transformation, webhook)
+        elapsed_ms = int((self._clock.monotonic() - started) * 1000)
+        if isinstance(outcome, Cancelled):
+            return AttemptResult(
+                None, elapsed_ms, error="cancelled by the transformation", failure=Failure.CANCELLED
+            )
+        if isinstance(outcome, TransformFailed):
+            return _transformation_failed(elapsed_ms, str(outcome))
+        url = outcome.url
+        if url != delivery.url:
+            try:
+                validate_url_shape(url, allow_http=self._allow_http)
+            except InvalidUrl as exc:
+                return _transformation_failed(elapsed_ms, f"the url it set: {exc}")
+        return url, outcome.body.encode()
 
     async def _headers(
         self, delivery: ClaimedDelivery, secrets: list[str], timestamp: int, body: bytes
@@ -423,6 +460,12 @@ def _propagate(
         parent = delivery.trace_context
     if parent:
         headers["traceparent"] = parent
+
+
+def _transformation_failed(elapsed_ms: int, why: str) -> AttemptResult:
+    return AttemptResult(
+        None, elapsed_ms, error=f"transformation: {why}", failure=Failure.TRANSFORMATION
+    )
 
 
 def _signal(result: AttemptResult) -> Signal:

@@ -46,6 +46,11 @@ class Failure(StrEnum):
     """The SSRF guard refused the address."""
     INTERNAL = "internal"
     """Our own error before anything was sent."""
+    TRANSFORMATION = "transformation"
+    """The subscription's transformation threw, ran out of time or of memory: the tenant's
+    own script failed, so retrying cannot help and the receiver is not to blame."""
+    CANCELLED = "cancelled"
+    """The subscription's transformation cancelled the delivery: nothing is sent."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,13 @@ class AttemptResult:
     def gone(self) -> bool:
         return self.status_code == 410
 
+    @property
+    def reached_for_receiver(self) -> bool:
+        """An attempt was made on the receiver (or failed on our side of it); False when
+        the subscription's own transformation failed or cancelled it, which the breaker
+        must not count against the receiver."""
+        return self.failure not in (Failure.TRANSFORMATION, Failure.CANCELLED)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -98,13 +110,18 @@ def judge_attempt(
     rules: RetryRules | None = None,
     rand: Callable[[], float] = random.random,
 ) -> Verdict:
-    """2xx delivers; 410 means the receiver unsubscribed; anything else is retried (unless
+    """2xx delivers; 410 means the receiver unsubscribed; a transformation that cancelled or
+    failed ends the delivery (cancelled, failed); anything else is retried (unless
     the subscription's ``rules`` say not for this failure), within the retry window
     counted from ``window_start_ms`` (the event, plus time paused)."""
     if result.succeeded:
         return Verdict(DeliveryStatus.SUCCEEDED, None)
     if result.gone:
         return Verdict(DeliveryStatus.FAILED, None, DisableReason.GONE)
+    if result.failure is Failure.CANCELLED:
+        return Verdict(DeliveryStatus.CANCELLED, None)
+    if result.failure is Failure.TRANSFORMATION:
+        return Verdict(DeliveryStatus.FAILED, None)
     ours = result.failure is Failure.INTERNAL  # our own error: always worth another try
     if rules is not None and not ours and not rules.retries(failure_class(result)):
         return Verdict(DeliveryStatus.FAILED, None)

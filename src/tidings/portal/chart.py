@@ -59,7 +59,10 @@ def per_minute(counts: Iterable[tuple[int, str, int]], now_ms: int, minutes: int
     for start, outcome, count in counts:
         slot = (start - first) // MINUTE_MS
         if 0 <= slot < minutes:
-            (succeeded if outcome == "succeeded" else failed)[slot] += count
+            if outcome == "succeeded":
+                succeeded[slot] += count
+            elif outcome == "failed":  # a transformation's cancel is neither
+                failed[slot] += count
     peak = max((s + f for s, f in zip(succeeded, failed, strict=True)), default=0)
     scale = HEIGHT / peak if peak else 0.0
     slot_width = WIDTH / minutes

@@ -46,6 +46,7 @@ from tidings.storage.records import (
 )
 from tidings.storage.rules import (
     TERMINAL,
+    attempt_outcome,
     recorded_status,
     streak_changes,
     subscription_changes,
@@ -667,7 +668,7 @@ class MemoryStore:
                     event_id=c.event_id,
                     subscription_id=c.subscription_id,
                     attempt=c.attempt,
-                    outcome="succeeded" if o.result.succeeded else "failed",
+                    outcome=attempt_outcome(o.result),
                     status_code=o.result.status_code,
                     elapsed_ms=o.result.elapsed_ms,
                     response_body=o.result.response_body,

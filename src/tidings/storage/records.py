@@ -199,6 +199,9 @@ class ClaimedDelivery:
     """The event's ``traceparent`` (see ``StoredEvent.trace_context``)."""
     propagate_trace: bool = False
     """The subscription's ``propagateTrace``: send a ``traceparent`` header."""
+    event_type: str = ""
+    transformation: str | None = None
+    """The subscription's JavaScript ``transformation``, run before signing."""
 
     @property
     def window_start_ms(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from tidings.domain.deliveries import DeliveryStatus, DisableReason
+from tidings.domain.deliveries import AttemptResult, DeliveryStatus, DisableReason, Failure
 from tidings.storage.records import AttemptOutcome
 
 TERMINAL = frozenset(
@@ -24,6 +24,14 @@ def recorded_status(o: AttemptOutcome, enabled: bool | None) -> str:
     return status.value
 
 
+def attempt_outcome(result: AttemptResult) -> str:
+    """How the delivery log files an attempt: ``succeeded``, ``failed``, or ``cancelled``
+    (by the subscription's transformation: nothing was sent)."""
+    if result.succeeded:
+        return "succeeded"
+    return "cancelled" if result.failure is Failure.CANCELLED else "failed"
+
+
 def lets_next_go(o: AttemptOutcome, status: str) -> bool:
     """A FIFO delivery that is done (delivered or given up) lets the next of its key go."""
     return o.claimed.ordering_key is not None and status in TERMINAL
@@ -35,9 +43,12 @@ def streak_changes(outcomes: Sequence[AttemptOutcome]) -> list[tuple[str, int | 
     Rows are updated in id order, so two workers recording at once lock them in the same
     order and cannot deadlock. Connectors skip the reset when the streak is already 0,
     so healthy subscriptions do not become a row every record transaction must lock.
+    A transformation's failure or cancel is the subscription's own script: not counted.
     """
     delta: dict[str, int | None] = {}
     for o in outcomes:
+        if not o.result.reached_for_receiver:
+            continue
         sub_id = o.claimed.subscription_id
         delta[sub_id] = None if o.result.succeeded else (delta.get(sub_id) or 0) + 1
     return sorted(delta.items())

@@ -19,7 +19,7 @@ from tidings.domain.scheduling import LaneState, LaneUpdate
 from tidings.domain.signatures import SignatureScheme
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, WorkerLane
 from tidings.storage.rows import previous_secret, retry_rules_of
-from tidings.storage.rules import LaneWakes, recorded_status
+from tidings.storage.rules import LaneWakes, attempt_outcome, recorded_status
 from tidings.storage.schema import CLAIMABLE, LEASED, UNFINISHED, deliveries, lane_stats
 from tidings.storage.sql.database import Database
 
@@ -263,7 +263,7 @@ def attempt_row(o: AttemptOutcome) -> dict[str, Any]:
         "event_id": o.claimed.event_id,
         "subscription_id": o.claimed.subscription_id,
         "attempt": o.claimed.attempt,
-        "outcome": "succeeded" if o.result.succeeded else "failed",
+        "outcome": attempt_outcome(o.result),
         "status_code": o.result.status_code,
         "elapsed_ms": o.result.elapsed_ms,
         "response_body": o.result.response_body,
