@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -233,6 +234,25 @@ async def emit_paced(api: aiohttp.ClientSession, rate: float, seconds: float) ->
     return sorted(answered)
 
 
+TYPICAL_TRANSFORMATION = """
+function handler(webhook) {
+  const event = webhook.payload;
+  webhook.payload = {type: event.type, timestamp: event.createdUtc, webhookId: event.id,
+                     ...event.payload};
+  if (webhook.payload.name === undefined) webhook.payload.name = "unknown";
+  return webhook;
+}
+"""
+"""A typical transformation (issue 14): a reshape to a flat body, and one conditional."""
+
+SUBSCRIPTION_OPTIONS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "transformation": {"transformation": TYPICAL_TRANSFORMATION},
+    "filter": {"filter": {"type": {"$in": ["client.created", "lead.created"]}}},
+}
+"""``--options``: what every subscription of a tidings run carries (all deliver every event)."""
+
+
 def create_key(env: dict[str, str], tenant: str = "bench") -> str:
     """A new admin key of ``tenant``, made by the CLI (blocking: run it in a thread)."""
     done = subprocess.run(
@@ -247,21 +267,28 @@ def create_key(env: dict[str, str], tenant: str = "bench") -> str:
 
 
 async def run_tidings(
-    db: str, sender: str, args: argparse.Namespace, rx: str, work: Path
+    db: str, sender: str, args: argparse.Namespace, rx: str, work: Path, options: str = "plain"
 ) -> Result:
-    work = work / f"{db}-{sender}"
+    work = work / f"{db}-{sender}-{options}"
     work.mkdir(parents=True, exist_ok=True)
     with database(db, work) as url:
-        return await _measure(url, db, sender, args, rx, work)
+        return await _measure(url, db, sender, args, rx, work, options)
 
 
 async def _measure(
-    database_url: str, db: str, sender: str, args: argparse.Namespace, rx: str, work: Path
+    database_url: str,
+    db: str,
+    sender: str,
+    args: argparse.Namespace,
+    rx: str,
+    work: Path,
+    options: str,
 ) -> Result:
     """SQLite runs as the one process it is meant to run as (``tidings serve``);
     PostgreSQL as an API process plus a separate ``tidings worker``."""
     workers = "" if db == "sqlite" else f", {args.worker_processes} workers"
-    result = Result(f"tidings ({db}, {sender}{workers})")
+    extra = "" if options == "plain" else f", {options}"
+    result = Result(f"tidings ({db}, {sender}{workers}{extra})")
     env = {**tidings_env(database_url, work / "data"), "TIDINGS_SENDER": sender}
     key = await asyncio.to_thread(create_key, env)
     total = args.events * args.subs
@@ -279,7 +306,7 @@ async def _measure(
             for path, types in [("/hook", ["client.created"])] * args.subs + [
                 ("/latency", ["lead.created"])
             ]:
-                body = {"url": f"{rx}{path}", "eventTypes": types}
+                body = {"url": f"{rx}{path}", "eventTypes": types, **SUBSCRIPTION_OPTIONS[options]}
                 async with api.post("/api/v1/webhooks/subscriptions", json=body) as response:
                     assert response.status == 201, await response.text()
             rate = await emit_many(api, args.events, "client.created")
@@ -389,6 +416,14 @@ def main() -> None:
         "than 1 (1,666 against 1,670-1,705 deliveries/s): the API, PostgreSQL and the "
         "receiver share the cores",
     )
+    parser.add_argument(
+        "--options",
+        nargs="+",
+        default=["plain"],
+        choices=list(SUBSCRIPTION_OPTIONS),
+        help="subscription options to run tidings with, each a run of its own: plain, "
+        "transformation (a typical one: reshape + one conditional), filter (matching all)",
+    )
     parser.add_argument("--no-celery", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args()
@@ -418,12 +453,11 @@ def main() -> None:
         curl.notes.append("tidings' CurlSender alone, the same POSTs")
         results.append(curl)
         ceilings = {"aiohttp": ceiling, "curl": curl}
-        for db in args.db:
-            for sender in args.sender:
-                result = asyncio.run(run_tidings(db, sender, args, rx, Path(tmp)))
-                share = result.deliveries_per_s / ceilings[sender].deliveries_per_s
-                result.notes.insert(0, f"{share:.0%} of the bare {sender} sender")
-                results.append(result)
+        for db, sender, options in itertools.product(args.db, args.sender, args.options):
+            result = asyncio.run(run_tidings(db, sender, args, rx, Path(tmp), options))
+            share = result.deliveries_per_s / ceilings[sender].deliveries_per_s
+            result.notes.insert(0, f"{share:.0%} of the bare {sender} sender")
+            results.append(result)
     total = args.events * args.subs
     print(
         f"\n{args.events} events x {args.subs} subscriptions = {total} deliveries; "
