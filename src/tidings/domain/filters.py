@@ -579,7 +579,7 @@ class FilterBook:
 
     TYPES_KEPT = 256
 
-    def __init__(self, version: int, subscriptions: Iterable[FilteredSubscription]) -> None:
+    def __init__(self, version: int | None, subscriptions: Iterable[FilteredSubscription]) -> None:
         self.version = version
         self.subscriptions = tuple(subscriptions)
         self._by_type: dict[str, tuple[FilteredSubscription, ...]] = {}

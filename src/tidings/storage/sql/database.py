@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from sqlalchemy import Connection, text
 
 from tidings.storage import migrate as migrations
 from tidings.storage.schema import CLAIMABLE, UNFINISHED
+from tidings.storage.sql.filtering import FilterBooks
 
 T = TypeVar("T")
 
@@ -57,11 +58,24 @@ class Database:
     """A condition on subscription ``s``: one of its patterns matches ``:type``. The
     connector writes it in its dialect's JSON functions; it mirrors
     ``EventPattern.matches`` (a test holds the two to the same answers)."""
+    MATCHED: str
+    """A condition on subscription ``s``: its id is in ``:matched``, a JSON array."""
 
     @functools.cached_property
     def FAN_OUT(self) -> tuple[str, ...]:
-        """The statements that queue a new event for every subscription that wants it."""
-        return self.queue_again(WANTS_EVENT.format(matches=self.MATCHES))
+        """The statements that queue a new event for every unfiltered subscription that
+        wants it: what an emit runs when no filtered subscription takes the event."""
+        return self.queue_again(f"{WANTS_EVENT.format(matches=self.MATCHES)} AND s.filter IS NULL")
+
+    @functools.cached_property
+    def FAN_OUT_MATCHED(self) -> tuple[str, ...]:
+        """``FAN_OUT``, and for the filtered subscriptions in ``:matched`` (those whose
+        filter the envelope passed, see ``sql/filtering.py``)."""
+        wants = WANTS_EVENT.format(matches=self.MATCHES)
+        return self.queue_again(f"{wants} AND (s.filter IS NULL OR {self.MATCHED})")
+
+    def fan_out(self, matched: Sequence[str]) -> tuple[str, ...]:
+        return self.FAN_OUT_MATCHED if matched else self.FAN_OUT
 
     def queue_again(self, which: str) -> tuple[str, ...]:
         """The statements that queue an event for the subscriptions ``which`` selects
@@ -71,6 +85,8 @@ class Database:
     def __init__(self) -> None:
         self._work = asyncio.Event()
         self.woken = False
+        self.filters = FilterBooks()
+        """Each tenant's filtered subscriptions, compiled (see ``sql/filtering.py``)."""
 
     async def write(self, tx: Callable[[Connection], T]) -> T:
         """Run ``tx`` in one write transaction."""
