@@ -15,6 +15,7 @@ from tidings import __version__
 from tidings.api import (
     routes_catalog,
     routes_events,
+    routes_filters,
     routes_hooks,
     routes_keys,
     routes_portal,
@@ -83,7 +84,14 @@ def create_app(
     app.state.stop_serving = lambda: None
     # whoever runs the app (cli.serve) sets stop_serving to end the server
     install_error_handlers(app)
-    for module in (routes_events, routes_subscriptions, routes_catalog, routes_hooks, routes_keys):
+    for module in (
+        routes_events,
+        routes_subscriptions,
+        routes_filters,
+        routes_catalog,
+        routes_hooks,
+        routes_keys,
+    ):
         app.include_router(module.router)
     if portal:
         app.include_router(routes_portal.router)

@@ -121,6 +121,10 @@ class Subscriptions(Resource[Sender]):
     iter_deliveries = Walk(calls.delivery_pages)
 
 
+class Filters(Resource[Sender]):
+    test = Send(calls.test_filter)
+
+
 class EventTypes(Resource[Sender]):
     list = Send(calls.list_event_types)
     get = Send(calls.get_event_type)

@@ -9,7 +9,7 @@ from typing import ParamSpec, Self, TypeVar
 import httpx
 
 from tidings.client._calls import Call, Pages, Target, finish
-from tidings.client._resources import Events, EventTypes, Hooks, Subscriptions
+from tidings.client._resources import Events, EventTypes, Filters, Hooks, Subscriptions
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -39,6 +39,7 @@ class Client:
         self.subscriptions = Subscriptions(self)
         self.event_types = EventTypes(self)
         self.hooks = Hooks(self)
+        self.filters = Filters(self)
 
     def send(self, call: Call[T]) -> T:
         """Send one call and parse its answer (the resources' methods all come here)."""

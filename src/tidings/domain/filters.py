@@ -116,7 +116,7 @@ def checked_filter(raw: Any) -> tuple[dict[str, Any], str] | None:
         return None
     try:
         text = filter_text(raw)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidFilter("filter", None, "must be JSON (finite numbers only)") from exc
     if len(text) > MAX_FILTER_CHARS:
         raise InvalidFilter("filter", None, f"at most {MAX_FILTER_CHARS} characters as JSON")
