@@ -120,8 +120,8 @@ def checked_filter(raw: Any) -> tuple[dict[str, Any], str] | None:
         raise InvalidFilter("filter", None, "must be JSON (finite numbers only)") from exc
     if len(text) > MAX_FILTER_CHARS:
         raise InvalidFilter("filter", None, f"at most {MAX_FILTER_CHARS} characters as JSON")
-    if "\x00" in text or not _encodable(text):
-        raise InvalidFilter("filter", None, "text must be valid Unicode without NUL")
+    if not _encodable(text):  # a lone surrogate (NUL is escaped, so storable)
+        raise InvalidFilter("filter", None, "text must be valid Unicode")
     compile_filter(raw)
     return raw, text
 
