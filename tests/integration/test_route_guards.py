@@ -42,6 +42,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("post", "/api/v1/hooks"): {"hookUrl": "http://127.0.0.1:9/z", "event": "client.created"},
     ("post", "/api/v1/keys"): {"scopes": ["events:read"]},
+    ("post", "/api/v1/filters/test"): {"filter": {"type": "client.created"}, "envelope": {}},
 }
 SCOPE_OF = {"get": "read", "post": "write", "patch": "write", "delete": "write"}
 ADMIN_ONLY = ("/api/v1/keys", "/api/v1/portal/")
