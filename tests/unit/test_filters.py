@@ -22,11 +22,12 @@ from tidings.domain.filters import (
     FilterBook,
     FilteredSubscription,
     InvalidFilter,
+    View,
     checked_filter,
     compile_filter,
     filter_text,
     json_equal,
-    stored_predicate,
+    stored_check,
 )
 
 ENVELOPE: dict[str, Any] = {
@@ -381,10 +382,10 @@ def test_json_equality_is_symmetric_and_keeps_booleans_apart(a: Any, b: Any) -> 
 
 def test_stored_filters_compile_once_and_a_refused_one_matches_nothing() -> None:
     text = filter_text({"payload.method": "card"})
-    assert stored_predicate(text) is stored_predicate(text)
-    assert stored_predicate(text)(ENVELOPE) is True
-    assert stored_predicate('{"payload.x":{"$size":1}}')(ENVELOPE) is False
-    assert stored_predicate("not json")(ENVELOPE) is False
+    assert stored_check(text) is stored_check(text)
+    assert stored_check(text)(View(ENVELOPE)) is True
+    assert stored_check('{"payload.x":{"$size":1}}')(View(ENVELOPE)) is False
+    assert stored_check("not json")(View(ENVELOPE)) is False
 
 
 def test_a_book_picks_the_filtered_subscriptions_of_the_type_that_pass() -> None:
@@ -405,11 +406,18 @@ def test_a_book_picks_the_filtered_subscriptions_of_the_type_that_pass() -> None
     )
     body = json.dumps(ENVELOPE)
     assert book.version == 7
-    assert [s.id for s in book.wanting("payment.succeeded")] == ["sub_big", "sub_small", "sub_all"]
+    wanted = [ids for _, ids in book.wanting("payment.succeeded")]
+    assert wanted == [("sub_big",), ("sub_small",), ("sub_all",)]
     assert book.matching("payment.succeeded", body) == ["sub_big", "sub_all"]
     assert book.matching("client.created", json.dumps({**ENVELOPE, "metadata": {}})) == [
         "sub_other"
     ]
     assert book.matching("lead.created", body) == ["sub_all"]
+    shared = FilteredSubscription.stored(
+        "sub_same", ["payment.*"], '{"payload.amount.amount":{"$gte":1000}}'
+    )
+    twice = FilterBook(9, [*book.subscriptions, shared])
+    assert next(ids for _, ids in twice.wanting("payment.failed")) == ("sub_big", "sub_same")
+    assert twice.matching("payment.succeeded", body) == ["sub_big", "sub_same", "sub_all"]
     narrow = FilterBook(8, book.subscriptions[:2])
     assert narrow.matching("lead.created", "not even parsed: nothing wants the type") == []

@@ -467,7 +467,7 @@ _FILTER_BOOK = """
 """``FILTERS_VERSION`` and ``FILTERED`` in one statement, so in one snapshot."""
 EMIT_TRIES = 3
 FILTERS_IN_THREAD = 500
-"""From this many filtered subscriptions wanting the event type (~1 ms of filters)."""
+"""From this many distinct filters to run for the event type (about 1 ms of them)."""
 _DUE_LANES = Statement(
     q.DUE_LANES.format(
         skip="l.subscription_id <> ALL(CAST(:skip AS text[]))", lock="FOR UPDATE OF l SKIP LOCKED"
