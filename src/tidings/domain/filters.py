@@ -34,6 +34,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -194,12 +196,29 @@ class _Compiler:
             if key.startswith("$"):
                 parts.append(self.logical(key, value, where, nesting))
             else:
-                self.count(where)
-                place = f"{where}.{key}"
-                parts.append(
-                    _on_path(key, _checked_path(key, place), self.condition(value, place, nesting))
-                )
+                parts.append(self.field(key, value, f"{where}.{key}", nesting))
         return _all_of(parts)
+
+    def field(self, path: str, cond: Any, where: str, nesting: int) -> Check:
+        """One path's check. Many filters share conditions (``"payload.method": "card"``),
+        so a check is kept by its path and condition text and shared: fewer objects to
+        hold and for the garbage collector to walk, and a ``View`` already answers it."""
+        try:
+            key = (path, json.dumps(cond, allow_nan=False), nesting)  # true is not 1
+            shared = _SHARED_FIELDS.get(key)
+        except (TypeError, ValueError, RecursionError):  # not JSON: refused below
+            key, shared = None, None
+        if shared is not None:
+            check, conditions = shared
+            for _ in range(conditions):
+                self.count(where)
+            return check
+        before = self.conditions
+        self.count(where)
+        check = _on_path(path, _checked_path(path, where), self.condition(cond, where, nesting))
+        if key is not None:
+            _SHARED_FIELDS.put(key, (check, self.conditions - before))
+        return check
 
     def logical(self, op: str, value: Any, where: str, nesting: int) -> Check:
         self.count(where)
@@ -227,7 +246,8 @@ class _Compiler:
     def condition(self, cond: Any, where: str, nesting: int) -> _Test:
         """A bare value (equality) or an object of operators, all of which must hold."""
         if not (isinstance(cond, dict) and any(k.startswith("$") for k in cond)):
-            return _matching_any(_equal_to(cond, where, "$eq"), on_missing=cond is None)
+            equal = _equal_to(cond, where, "$eq")
+            return _matching_any(equal, on_missing=cond is None, plain=_plain_equality(cond))
         if not all(k.startswith("$") for k in cond):
             raise InvalidFilter(
                 where,
@@ -248,12 +268,15 @@ class _Compiler:
     ) -> _Test:
         self.count(where)
         if op == "$eq":
-            return _matching_any(_equal_to(arg, where, op), on_missing=arg is None)
+            equal = _equal_to(arg, where, op)
+            return _matching_any(equal, on_missing=arg is None, plain=_plain_equality(arg))
         if op == "$ne":
             equal = _matching_any(_equal_to(arg, where, op), on_missing=arg is None)
             return lambda found: not equal(found)
         if op in COMPARISONS:
-            return _matching_any(_comparison(op, arg, where), on_missing=False)
+            kinds = NUMBERS if _is_number(arg) else (str,)
+            plain = (kinds, COMPARE[op], arg)
+            return _matching_any(_comparison(op, arg, where), on_missing=False, plain=plain)
         if op in ("$in", "$nin"):
             member, has_null = _membership(op, arg, where)
             within = _matching_any(member, on_missing=has_null)
@@ -324,11 +347,16 @@ class _AnyValue:
     """A condition that holds if any value the path resolved to passes ``candidate``
     (``on_missing`` if it resolved to nothing): ``_on_path`` fuses it into one closure."""
 
-    __slots__ = ("candidate", "on_missing")
+    __slots__ = ("candidate", "on_missing", "plain")
 
-    def __init__(self, candidate: Callable[[Any], bool], on_missing: bool) -> None:
+    def __init__(
+        self, candidate: Callable[[Any], bool], on_missing: bool, plain: _Plain | None = None
+    ) -> None:
         self.candidate = candidate
         self.on_missing = on_missing
+        self.plain = plain
+        """The common case answered without calling ``candidate``: a value of one of
+        these types, compared with the operand by this (C) function."""
 
     def __call__(self, found: Any) -> bool:
         if found is MISSING:
@@ -338,8 +366,23 @@ class _AnyValue:
         return self.candidate(found)
 
 
-def _matching_any(candidate: Callable[[Any], bool], *, on_missing: bool) -> _Test:
-    return _AnyValue(candidate, on_missing)
+_Plain = tuple[tuple[type, ...], Callable[[Any, Any], bool], Any]
+NUMBERS = (int, float)
+COMPARE = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
+
+
+def _matching_any(
+    candidate: Callable[[Any], bool], *, on_missing: bool, plain: _Plain | None = None
+) -> _Test:
+    return _AnyValue(candidate, on_missing, plain)
+
+
+def _plain_equality(expected: Any) -> _Plain | None:
+    if type(expected) is str:
+        return (str,), operator.eq, expected
+    if _is_number(expected):
+        return NUMBERS, operator.eq, expected
+    return None
 
 
 def _on_path(path: str, parts: tuple[str, ...], test: _Test) -> Check:
@@ -357,6 +400,26 @@ def _on_path(path: str, parts: tuple[str, ...], test: _Test) -> Check:
 
         return check
     candidate, on_missing = test.candidate, test.on_missing
+    if test.plain is not None:
+        kinds, compare, operand = test.plain
+
+        def check_plain(view: View) -> bool:
+            seen = view.seen
+            found = seen.get(path, _UNSEEN)
+            if found is _UNSEEN:
+                found = seen[path] = resolve(view.doc)
+            if type(found) in kinds:
+                return bool(compare(found, operand))
+            if found is MISSING:
+                return on_missing
+            if type(found) is _Many:
+                for value in found:  # noqa: SIM110 - as in _all_of
+                    if candidate(value):
+                        return True
+                return False
+            return candidate(found)
+
+        return check_plain
 
     def check_any(view: View) -> bool:
         seen = view.seen
@@ -378,6 +441,29 @@ def _on_path(path: str, parts: tuple[str, ...], test: _Test) -> Check:
 # --- paths ------------------------------------------------------------------------------
 
 
+class _SharedChecks:
+    """A bounded map, safe across threads, of compiled path checks by what they check."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: dict[Any, tuple[Check, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> tuple[Check, int] | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: Any, value: tuple[Check, int]) -> None:
+        with self._lock:
+            if len(self._items) >= self._size:
+                self._items.clear()  # compiled checks stay valid where they are used
+            self._items[key] = value
+
+
+_SHARED_FIELDS = _SharedChecks(COMPILED_CACHE)
+
+
+@functools.lru_cache(maxsize=COMPILED_CACHE)
 def _resolver(parts: tuple[str, ...]) -> Callable[[Any], Any]:
     """A function of the document: the value at the path, ``MISSING``, or ``_Many``.
 
