@@ -123,7 +123,7 @@ def evaluation(subs: int) -> None:
     book = FilterBook(
         1,
         (
-            FilteredSubscription.stored(f"sub_{n}", [TYPE], filter_text(filter_of(n)))
+            FilteredSubscription.stored(f"sub_{n}", json.dumps([TYPE]), filter_text(filter_of(n)))
             for n in range(subs)
         ),
     )

@@ -395,13 +395,13 @@ def test_a_book_picks_the_filtered_subscriptions_of_the_type_that_pass() -> None
         7,
         [
             FilteredSubscription.stored(
-                "sub_big", ["payment.*"], '{"payload.amount.amount":{"$gte":1000}}'
+                "sub_big", '["payment.*"]', '{"payload.amount.amount":{"$gte":1000}}'
             ),
             FilteredSubscription.stored(
-                "sub_small", ["payment.succeeded"], '{"payload.amount.amount":{"$lt":1000}}'
+                "sub_small", '["payment.succeeded"]', '{"payload.amount.amount":{"$lt":1000}}'
             ),
-            FilteredSubscription.stored("sub_other", ["client.*"], '{"type":{"$exists":true}}'),
-            FilteredSubscription.stored("sub_all", ["*"], '{"metadata.source":"crm"}'),
+            FilteredSubscription.stored("sub_other", '["client.*"]', '{"type":{"$exists":true}}'),
+            FilteredSubscription.stored("sub_all", '["*"]', '{"metadata.source":"crm"}'),
         ],
     )
     body = json.dumps(ENVELOPE)
@@ -414,7 +414,7 @@ def test_a_book_picks_the_filtered_subscriptions_of_the_type_that_pass() -> None
     ]
     assert book.matching("lead.created", body) == ["sub_all"]
     shared = FilteredSubscription.stored(
-        "sub_same", ["payment.*"], '{"payload.amount.amount":{"$gte":1000}}'
+        "sub_same", '["payment.*"]', '{"payload.amount.amount":{"$gte":1000}}'
     )
     twice = FilterBook(9, [*book.subscriptions, shared])
     assert next(ids for _, ids in twice.wanting("payment.failed")) == ("sub_big", "sub_same")

@@ -65,7 +65,7 @@ class PostgresDatabase(Database):
         SELECT 1 FROM json_array_elements_text(s.event_types::json) AS p(v)
         WHERE p.v = '*' OR p.v = :type
            OR (right(p.v, 2) = '.*' AND starts_with(:type, left(p.v, -1))))"""
-    MATCHED = "s.id IN (SELECT json_array_elements_text(CAST(:matched AS json)))"
+    MATCHED_IDS = "SELECT json_array_elements_text(CAST(:matched AS json))"
 
     def __init__(self, engine: AsyncEngine, servers: Servers) -> None:
         super().__init__()
@@ -324,9 +324,10 @@ async def _read_book(books: FilterBooks, conn: asyncpg.Connection, tenant_id: st
     """The tenant's filters and their version, read in one statement (one snapshot)."""
     rows = await conn.fetch(_FILTER_BOOK, tenant_id)
     version = rows[0]["filters_version"] if rows else None
-    return books.load(
-        tenant_id, version, [(r["id"], r["event_types"], r["filter"]) for r in rows if r["id"]]
-    )
+    filtered = [(r["id"], r["event_types"], r["filter"]) for r in rows if r["id"]]
+    if len(filtered) < FILTERS_IN_THREAD:
+        return books.load(tenant_id, version, filtered)
+    return await asyncio.to_thread(books.load, tenant_id, version, filtered)  # compiles
 
 
 async def _matching(book: FilterBook, event: StoredEvent) -> list[str]:

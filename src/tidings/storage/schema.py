@@ -118,6 +118,14 @@ subscriptions = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_subscriptions_tenant_seq", "tenant_id", "seq"),
+    # The fan-out's SQL part: a tenant's unfiltered subscriptions, however many filtered
+    # ones it has (those are decided in Python, see sql/filtering.py).
+    Index(
+        "ix_subscriptions_unfiltered",
+        "tenant_id",
+        sqlite_where=text("filter IS NULL"),
+        postgresql_where=text("filter IS NULL"),
+    ),
 )
 
 CLAIMABLE = "status = 'pending' AND NOT blocked"

@@ -91,7 +91,7 @@ class SQLiteDatabase(Database):
            OR (substr(p.value, -2) = '.*'
                AND substr(:type, 1, length(p.value) - 1)
                    = substr(p.value, 1, length(p.value) - 1)))"""
-    MATCHED = "s.id IN (SELECT value FROM json_each(:matched))"
+    MATCHED_IDS = "SELECT value FROM json_each(:matched)"
 
     def __init__(self, writer: Engine, reader: Engine) -> None:
         super().__init__()

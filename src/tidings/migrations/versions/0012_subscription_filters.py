@@ -7,7 +7,9 @@ Revises: 0011
 ``subscriptions.transformation`` its JavaScript (NULL: none). ``tenants.filters_version``
 counts changes to which of the tenant's subscriptions are filtered and how: the fan-out
 keeps each tenant's filters compiled in memory and checks, in the emit's transaction,
-that they are still the ones it evaluated.
+that they are still the ones it evaluated. ``ix_subscriptions_unfiltered`` lets the SQL
+part of the fan-out read a tenant's unfiltered subscriptions alone, however many filtered
+ones it has.
 
 PostgreSQL emits through ``tidings_emit_v3``: v1 (migration 0008) with the trace context
 written with the event (v2's second write of the row is gone), and two arguments more.
@@ -16,7 +18,8 @@ passes the version of the filters it used and the filtered subscriptions that ma
 Under the lock the function compares that version with the tenant's: if they differ it
 stores nothing and returns the current version (the caller reloads the filters and calls
 again); else it queues the event for every unfiltered subscription that wants it, as v1
-does, and for the matched filtered ones. Every change of a filter takes the same stream
+does (found through the partial index), and for the matched filtered ones (by id). Every
+change of a filter takes the same stream
 lock, so no filter changes between the comparison and the fan-out. v1 and v2 stay for
 processes of the previous release during a rolling upgrade: they queue an event for every
 subscription whose patterns match, filtered or not (late filters are at-least-once too).
@@ -69,14 +72,18 @@ BEGIN
                        WHERE p.subscription_id = s.id AND p.ordering_key IS NOT NULL
                          AND p.ordering_key = v_key AND p.status IN ('pending', 'paused')
                    ) END AS last
-            FROM subscriptions AS s
-            WHERE s.tenant_id = p_tenant
-              AND (s.enabled OR s.disabled_reason IN ('breaker', 'manual'))
+            FROM (
+                SELECT * FROM subscriptions AS u
+                WHERE u.tenant_id = p_tenant AND u.filter IS NULL
+                UNION ALL
+                SELECT * FROM subscriptions AS f
+                WHERE f.id = ANY(p_matched) AND f.tenant_id = p_tenant AND f.filter IS NOT NULL
+            ) AS s
+            WHERE (s.enabled OR s.disabled_reason IN ('breaker', 'manual'))
               AND EXISTS (
                   SELECT 1 FROM json_array_elements_text(s.event_types::json) AS p(v)
                   WHERE p.v = '*' OR p.v = p_type
                      OR (right(p.v, 2) = '.*' AND starts_with(p_type, left(p.v, -1))))
-              AND (s.filter IS NULL OR s.id = ANY(p_matched))
         ) AS matched
         RETURNING subscription_id, status, blocked)
     SELECT v_seq, coalesce(
@@ -100,6 +107,13 @@ def upgrade() -> None:
         "tenants",
         sa.Column("filters_version", sa.BigInteger(), nullable=False, server_default="0"),
     )
+    op.create_index(
+        "ix_subscriptions_unfiltered",
+        "subscriptions",
+        ["tenant_id"],
+        sqlite_where=sa.text("filter IS NULL"),
+        postgresql_where=sa.text("filter IS NULL"),
+    )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(EMIT_V3)
 
@@ -122,6 +136,7 @@ def downgrade() -> None:
             "DROP FUNCTION IF EXISTS tidings_emit_v3(text, text, text, bigint, text, text, "
             "text, text, bigint, bigint, text[])"
         )
+    op.drop_index("ix_subscriptions_unfiltered", "subscriptions")
     # in place, as 0010's and 0011's downgrades: a batch copy would cascade-delete lanes
     op.execute("ALTER TABLE tenants DROP COLUMN filters_version")
     op.execute("ALTER TABLE subscriptions DROP COLUMN transformation")

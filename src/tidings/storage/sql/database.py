@@ -58,22 +58,25 @@ class Database:
     """A condition on subscription ``s``: one of its patterns matches ``:type``. The
     connector writes it in its dialect's JSON functions; it mirrors
     ``EventPattern.matches`` (a test holds the two to the same answers)."""
-    MATCHED: str
-    """A condition on subscription ``s``: its id is in ``:matched``, a JSON array."""
+    MATCHED_IDS: str
+    """A query of the ids in ``:matched``, a JSON array, in the connector's dialect."""
 
     @functools.cached_property
     def FAN_OUT(self) -> tuple[str, ...]:
         """The statements that queue a new event for every unfiltered subscription that
         wants it: what an emit runs when no filtered subscription takes the event. The
-        cheap test comes first, so filtered subscriptions' patterns are not even parsed."""
+        partial index ``ix_subscriptions_unfiltered`` finds them; filtered ones (decided
+        in Python, see ``sql/filtering.py``) are not even read."""
         return self.queue_again(f"s.filter IS NULL AND {WANTS_EVENT.format(matches=self.MATCHES)}")
 
     @functools.cached_property
     def FAN_OUT_MATCHED(self) -> tuple[str, ...]:
         """``FAN_OUT``, and for the filtered subscriptions in ``:matched`` (those whose
-        filter the envelope passed, see ``sql/filtering.py``)."""
-        wants = WANTS_EVENT.format(matches=self.MATCHES)
-        return self.queue_again(f"(s.filter IS NULL OR {self.MATCHED}) AND {wants}")
+        filter the envelope passed)."""
+        chosen = f"""s.id IN (
+            SELECT u.id FROM subscriptions AS u WHERE u.tenant_id = :tenant AND u.filter IS NULL
+            UNION ALL {self.MATCHED_IDS})"""
+        return self.queue_again(f"{chosen} AND {WANTS_EVENT.format(matches=self.MATCHES)}")
 
     def fan_out(self, matched: Sequence[str]) -> tuple[str, ...]:
         return self.FAN_OUT_MATCHED if matched else self.FAN_OUT

@@ -53,10 +53,7 @@ class FilterBooks:
         """A book from ``FILTERED``'s rows (id, event_types, filter), remembered."""
         book = FilterBook(
             version,
-            (
-                FilteredSubscription.stored(sub_id, json.loads(types), text)
-                for sub_id, types, text in rows
-            ),
+            (FilteredSubscription.stored(sub_id, types, text) for sub_id, types, text in rows),
         )
         with self._lock:
             self._books.put(tenant_id, book)
