@@ -388,3 +388,14 @@ async def test_downgrading_refuses_while_filters_exist_and_keeps_every_lane(
         assert set(await queued_for(tidings, event)) == {plain.id, filtered.id}
     finally:
         await tidings.close()
+
+
+def test_the_emit_function_locks_the_stream_the_filter_changes_lock() -> None:
+    """tidings_emit_v3 compares the filters' version under the tenant's stream lock, the
+    lock every filter change takes (``filters_changed``): two names would be two locks."""
+    from importlib import import_module
+
+    from tidings.storage.postgres import STREAM_LOCK
+
+    migration = import_module("tidings.migrations.versions.0012_subscription_filters")
+    assert f"hashtextextended('{STREAM_LOCK}' || p_tenant, 0)" in migration.EMIT_V3
