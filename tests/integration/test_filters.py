@@ -390,7 +390,7 @@ async def test_downgrading_refuses_while_filters_exist_and_keeps_every_lane(
         await tidings.close()
 
 
-def test_the_emit_function_locks_the_stream_the_filter_changes_lock() -> None:
+async def test_the_emit_function_locks_the_stream_the_filter_changes_lock() -> None:
     """tidings_emit_v3 compares the filters' version under the tenant's stream lock, the
     lock every filter change takes (``filters_changed``): two names would be two locks."""
     from importlib import import_module
