@@ -360,6 +360,23 @@ def test_a_valid_filter_never_raises_on_any_json(spec: dict[str, Any], document:
     assert compile_filter({"$not": spec})(document) is (not predicate(document))
 
 
+@settings(max_examples=400, deadline=None)
+@given(
+    spec=json_values(30)
+    | st.dictionaries(
+        st.sampled_from(["a", "$and", "$or", "$not", "$gt", "a.$in"]), json_values(10)
+    )
+)
+def test_any_json_is_a_filter_or_an_invalid_filter(spec: Any) -> None:
+    """What an API caller may send: compiled, or refused with InvalidFilter; nothing else."""
+    try:
+        checked = checked_filter(spec)
+    except InvalidFilter:
+        return
+    if checked is not None:
+        assert compile_filter(checked[0])(ENVELOPE) in (True, False)
+
+
 @settings(max_examples=200, deadline=None)
 @given(value=json_values(10), document=json_values(20))
 def test_ne_and_nin_are_the_negations_of_eq_and_in(value: Any, document: Any) -> None:
