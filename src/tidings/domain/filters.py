@@ -26,7 +26,9 @@ The semantics kept from MongoDB:
 ``compile_filter`` validates a filter (``InvalidFilter`` names the place and the operator)
 and compiles it once into nested closures; the predicate takes the envelope as parsed JSON
 and never raises on any JSON value. ``FilterBook`` is one tenant's filtered subscriptions,
-for the fan-out.
+for the fan-out: it runs each distinct filter once per event, on a ``View`` that resolves
+each path once for all of them (``stored_check`` compiles a stored filter once per
+process, sharing what filters have in common).
 """
 
 from __future__ import annotations
