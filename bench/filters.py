@@ -13,8 +13,8 @@ Run: ``.venv/bin/python bench/filters.py [--db sqlite postgresql] [--subs 10000]
   subscription takes every event in both runs. Also: the first emit of a process (it reads
   and compiles every filter) and the first emit after one filter changed (it reads them
   again, compiling only the changed one).
-* emit throughput with one subscription, filtered (the event passes) or not: events/s and
-  their ratio. The dispatcher never looks at filters (a filtered-out event has no delivery
+* emit throughput with one subscription, filtered (the event passes) or not: two tenants
+  on one database, batches alternating between them; events/s and their ratio. The dispatcher never looks at filters (a filtered-out event has no delivery
   row), so deliveries/s of what is delivered is the same by construction; the filter's cost
   is all in the emit.
 
@@ -63,6 +63,7 @@ from tidings.storage.schema import lanes, subscriptions  # noqa: E402
 from tidings.storage.sql.subscriptions import filters_changed  # noqa: E402
 
 TYPE = "payment.succeeded"
+URL = "http://127.0.0.1:9/"
 TYPICAL = {
     "DESIGN's example ($gte, $in)": {
         "payload.amount.amount": {"$gte": 1000},
@@ -247,28 +248,33 @@ async def emit_run(db: str, subs: int, emits: int) -> list[str]:
     return lines
 
 
-async def throughput(db: str, emits: int) -> list[str]:
-    figures = {}
-    for filtered in (False, True):
-        with tempfile.TemporaryDirectory() as tmp, database(db, Path(tmp)) as url:
-            async with service(url, Path(tmp)) as tidings:
-                tenant = (await tidings.store.keys.ensure_tenant("bench")).id
+async def throughput(db: str, emits: int, rounds: int = 6) -> list[str]:
+    """Two tenants on one database, one subscription each, one filtered (every event
+    passes), one not; batches of emits alternate between them (the machine's other load
+    falls on both alike) and each side's best batch counts."""
+    with tempfile.TemporaryDirectory() as tmp, database(db, Path(tmp)) as url:
+        async with service(url, Path(tmp)) as tidings:
+            tenants = {}
+            for filtered in (False, True):
+                tenant = (await tidings.store.keys.ensure_tenant(f"bench-{filtered}")).id
                 spec = TYPICAL["DESIGN's example ($gte, $in)"] if filtered else None
-                await tidings.create_subscription(
-                    tenant, "http://127.0.0.1:9/", [TYPE], filter=spec
-                )
+                await tidings.create_subscription(tenant, URL, [TYPE], filter=spec)
+                tenants[filtered] = tenant
                 for _ in range(20):
                     await timed_emit(tidings, tenant, 1500)
-                started = time.perf_counter()
-                for _ in range(emits):
-                    await tidings.emit(tenant, TYPE, payload(1500))
-                figures[filtered] = emits / (time.perf_counter() - started)
-                counts = await tidings.store.queue.delivery_counts()
-                assert sum(counts.values()) == emits + 20, counts  # every one passed
-    ratio = figures[True] / figures[False]
+            best = {False: 0.0, True: 0.0}
+            batch = max(1, emits // rounds)
+            for _ in range(rounds):
+                for filtered, tenant in tenants.items():
+                    started = time.perf_counter()
+                    for _ in range(batch):
+                        await tidings.emit(tenant, TYPE, payload(1500))
+                    best[filtered] = max(best[filtered], batch / (time.perf_counter() - started))
+            counts = await tidings.store.queue.delivery_counts()
+            assert sum(counts.values()) == 2 * (20 + rounds * batch), counts  # every one passed
     return [
-        f"  {db:10} events/s, one subscription: unfiltered {figures[False]:.0f}, "
-        f"filtered {figures[True]:.0f} (ratio {ratio:.2f})"
+        f"  {db:10} events/s, one subscription: unfiltered {best[False]:.0f}, "
+        f"filtered {best[True]:.0f} (ratio {best[True] / best[False]:.2f})"
     ]
 
 
