@@ -399,3 +399,37 @@ async def test_the_emit_function_locks_the_stream_the_filter_changes_lock() -> N
 
     migration = import_module("tidings.migrations.versions.0012_subscription_filters")
     assert f"hashtextextended('{STREAM_LOCK}' || p_tenant, 0)" in migration.EMIT_V3
+
+
+async def test_postgresql_emits_through_the_locked_path_when_the_filters_keep_changing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path calls again after reading the filters anew; if they changed each time
+    (here: every read returns an outdated book), it decides under the lock instead."""
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's hot path")
+    from tidings.domain.filters import FilterBook
+    from tidings.storage import postgres
+
+    reads = 0
+
+    async def outdated(books: Any, conn: Any, tenant_id: str) -> FilterBook:
+        nonlocal reads
+        reads += 1
+        return FilterBook(-1, [])  # a version the tenant never has, and no filters
+
+    tidings = Tidings.from_settings(settings)
+    try:
+        await tidings.store.migrate()
+        tenant = (await tidings.store.keys.ensure_tenant("acme")).id
+        cards, _ = await tidings.create_subscription(tenant, URL, ["*"], filter=CARDS)
+        monkeypatch.setattr(postgres, "_read_book", outdated)
+        card = await emit_by(tidings, "emit", tenant, "payment.succeeded", _pay(1, "card"))
+        assert reads == postgres.EMIT_TRIES
+        # the locked path left the book it read: the next emit is one call again
+        sepa = await emit_by(tidings, "emit", tenant, "payment.succeeded", _pay(1, "sepa"))
+        assert reads == postgres.EMIT_TRIES
+        assert await queued_for(tidings, card) == {cards.id: "pending"}
+        assert await queued_for(tidings, sepa) == {}
+    finally:
+        await tidings.close()

@@ -279,15 +279,17 @@ class PostgresEvents(SQLEvents):
         now = now_ms()
         books = self._pg.filters
         async with self._pg.hot_connection() as conn:
-            book = books.get(event.tenant_id) or await _read_book(books, conn, event.tenant_id)
+            book = books.get(event.tenant_id)
             for _ in range(EMIT_TRIES):
+                if book is None:
+                    book = await _read_book(books, conn, event.tenant_id)
                 matched = await _matching(book, event)
                 args = (*event_values(event), now, book.version, matched)
                 seq, lanes = await conn.fetchrow(_EMIT, *args)
                 if seq is not None:
                     break
-                book = await _read_book(books, conn, event.tenant_id)
-            else:  # the tenant's filters kept changing: decide under the lock instead
+                book = None  # the tenant's filters changed since it was read
+            else:  # they kept changing: decide under the lock instead (and keep that book)
                 return await super().insert_event(event, None)
             if lanes or self._unwoken:
                 await self._wake(conn, sorted(set(lanes) | self._unwoken), now)
