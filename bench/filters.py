@@ -14,9 +14,10 @@ Run: ``.venv/bin/python bench/filters.py [--db sqlite postgresql] [--subs 10000]
   and compiles every filter) and the first emit after one filter changed (it reads them
   again, compiling only the changed one).
 * emit throughput with one subscription, filtered (the event passes) or not: two tenants
-  on one database, batches alternating between them; events/s and their ratio. The dispatcher never looks at filters (a filtered-out event has no delivery
-  row), so deliveries/s of what is delivered is the same by construction; the filter's cost
-  is all in the emit.
+  on one database, batches alternating between them; events/s and their ratio. The
+  dispatcher never looks at filters (a filtered-out event has no delivery row), so
+  deliveries/s of what is delivered is the same by construction; the filter's cost is all
+  in the emit.
 
 In process, on this machine, sequential: latencies include no HTTP. PostgreSQL runs in a
 throwaway cluster (tests/support/postgres.py: fsync off). Every loop is bounded.
