@@ -57,6 +57,7 @@ from tidings.domain.filters import (  # noqa: E402
     FilteredSubscription,
     compile_filter,
     filter_text,
+    forget_compiled,
 )
 from tidings.logs import configure_logging  # noqa: E402
 from tidings.service import Tidings  # noqa: E402
@@ -226,6 +227,7 @@ async def emit_run(db: str, subs: int, emits: int) -> list[str]:
                 await timed_emit(tidings, tenant, 1)  # warm pools and caches
             plain = await latencies(tidings, tenant, emits)
             await add_filtered(tidings, tenant, subs)
+        forget_compiled()
         async with service(url, Path(tmp)) as tidings:  # a fresh process: nothing compiled
             first = await timed_emit(tidings, tenant, 1500)
             for _ in range(20):

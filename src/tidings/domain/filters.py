@@ -181,6 +181,14 @@ def _nothing(_: View) -> bool:
     return False
 
 
+def forget_compiled() -> None:
+    """Drop every compiled filter this process keeps (what a fresh process starts with):
+    for benchmarks of the first compile."""
+    stored_check.cache_clear()
+    _SHARED_FIELDS.clear()
+    _resolver.cache_clear()
+
+
 class _Compiler:
     def __init__(self) -> None:
         self.conditions = 0
@@ -467,6 +475,10 @@ class _SharedChecks:
             if len(self._items) >= self._size:
                 self._items.clear()  # compiled checks stay valid where they are used
             self._items[key] = value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
 _SHARED_FIELDS = _SharedChecks(COMPILED_CACHE)
