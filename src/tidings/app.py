@@ -15,6 +15,7 @@ from tidings import __version__
 from tidings.api import (
     routes_catalog,
     routes_events,
+    routes_filters,
     routes_hooks,
     routes_keys,
     routes_portal,
@@ -88,6 +89,7 @@ def create_app(
         routes_events,
         routes_subscriptions,
         routes_transformations,
+        routes_filters,
         routes_catalog,
         routes_hooks,
         routes_keys,

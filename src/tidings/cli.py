@@ -204,13 +204,20 @@ def listen(
         str | None,
         typer.Option(help='JSON, e.g. \'{"delays": [5, 30], "retryOn": ["5xx"]}\'.'),
     ] = None,
+    filter: Annotated[
+        str | None,
+        typer.Option(
+            help='JSON: only events that pass, e.g. \'{"payload.amount": {"$gte": 1000}}\'.'
+        ),
+    ] = None,
 ) -> None:
     """Forward a tidings server's deliveries to a local app, printing each one and whether
     its signature verifies with the key printed for your app."""
     options = Options(
         scheme=signature_scheme,
         headers=_static_headers(header or []),
-        retry_policy=_retry_policy(retry_policy),
+        retry_policy=_json_object(retry_policy, "--retry-policy"),
+        filter=_json_object(filter, "--filter"),
     )
     run_listen(_target(server, api_key), forward_to, events, options)
 
@@ -225,16 +232,17 @@ def _static_headers(given: list[str]) -> dict[str, str]:
     return headers
 
 
-def _retry_policy(given: str | None) -> dict[str, object] | None:
+def _json_object(given: str | None, option: str) -> dict[str, object] | None:
+    """An option given as a JSON object (the server checks what is in it)."""
     if given is None:
         return None
     try:
-        policy = json.loads(given)
+        value = json.loads(given)
     except ValueError as exc:
-        raise typer.BadParameter(f"not JSON: {exc}", param_hint="--retry-policy") from exc
-    if not isinstance(policy, dict):
-        raise typer.BadParameter("must be a JSON object", param_hint="--retry-policy")
-    return policy
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint=option) from exc
+    if not isinstance(value, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint=option)
+    return value
 
 
 @app.command()

@@ -46,6 +46,8 @@ class Options:
     """Static headers tidings adds to every delivery; ``listen`` forwards them too."""
     retry_policy: Mapping[str, Any] | None = None
     """``{delays, retryOn, breakerThreshold}``, as the API takes it."""
+    filter: Mapping[str, Any] | None = None
+    """Only events that pass it are forwarded (the API's ``filter``)."""
 
     def subscription(self) -> dict[str, Any]:
         body: dict[str, Any] = {"signatureScheme": self.scheme.value}
@@ -53,6 +55,8 @@ class Options:
             body["headers"] = dict(self.headers)
         if self.retry_policy is not None:
             body["retryPolicy"] = dict(self.retry_policy)
+        if self.filter is not None:
+            body["filter"] = dict(self.filter)
         return body
 
 

@@ -28,6 +28,7 @@ from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host
 from tidings.dispatcher.retention import run_pruner
 from tidings.dispatcher.sender import AiohttpSender, Sender
 from tidings.dispatcher.worker import Dispatcher
+from tidings.domain import filters
 from tidings.domain.cache import BoundedCache
 from tidings.domain.catalog import Catalog
 from tidings.domain.clock import now_ms
@@ -104,12 +105,19 @@ class Invalid(ValueError):
     A 422 unless ``status`` says otherwise."""
 
     def __init__(
-        self, field: str, message: str, code: str = "validation_error", status: int = 422
+        self,
+        field: str,
+        message: str,
+        code: str = "validation_error",
+        status: int = 422,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.field = field
         self.code = code
         self.status = status
+        self.details = dict(details or {})
+        """More about the culprit than its name (a filter's operator, say)."""
 
 
 def hash_api_key(plaintext: str) -> str:
@@ -425,16 +433,33 @@ class Tidings:
     async def redeliver(
         self, tenant_id: str, event: StoredEvent, subscription_id: str | None
     ) -> list[str]:
+        """Queue ``event`` again: for one subscription, or for every enabled one that
+        wants it now. Filters hold as on emit: a subscription whose filter the event fails
+        is left out (named, a 409 explaining why)."""
+        envelope = json.loads(event.body)
         if subscription_id is not None:
             sub = await self.store.subscriptions.get(tenant_id, subscription_id)
             if sub is None or not sub.enabled:
                 raise NotFound("subscription")
+            if not filters.matches(sub.filter, envelope):
+                raise Invalid(
+                    "subscriptionId",
+                    "the event does not pass this subscription's filter",
+                    "filtered",
+                    status=409,
+                )
             targets = [sub.id]
         else:
             subs = await self.store.subscriptions.matching(tenant_id, event.type)
-            targets = [s.id for s in subs]
+            targets = [s.id for s in subs if filters.matches(s.filter, envelope)]
         await self.store.events.enqueue(event, targets)
         return targets
+
+    def test_filter(self, spec: Any, envelope: Any) -> bool:
+        """The dry run: whether ``envelope`` passes ``spec`` (a 422 if it is no valid
+        filter). An empty filter passes everything."""
+        checked = checked_filter(spec)
+        return checked is None or filters.compile_filter(checked)(envelope)
 
     # --- subscriptions ----------------------------------------------------------------
 
@@ -491,11 +516,13 @@ class Tidings:
         retry_policy: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         propagate_trace: bool = False,
+        filter: Mapping[str, Any] | None = None,
     ) -> tuple[Subscription, str | None]:
         """Returns the subscription and its secret, to be shown once (``whsec_``; ``whsk_``
         for ``ed25519``, whose public key is on the subscription; None for ``rsa-sha256``:
         its private key never leaves tidings). ``headers`` are sent with every delivery,
-        stored encrypted."""
+        stored encrypted. ``filter`` is checked (``domain/filters.py``): events that fail it
+        get no delivery."""
         try:
             await self.check_url(url)
         except InvalidUrl as exc:
@@ -504,6 +531,7 @@ class Tidings:
         scheme = SignatureScheme(signature_scheme)
         static = _checked_headers(headers or {})
         retry = _checked_retry(retry_policy)
+        spec = checked_filter(filter)
         secret, public_key = await self._new_secret(scheme, signing_secret)
         now = now_ms()
         sub = Subscription(
@@ -526,6 +554,7 @@ class Tidings:
             retry=retry,
             header_names=tuple(static),
             propagate_trace=propagate_trace,
+            filter=spec,
         )
         await self.store.subscriptions.insert(
             sub, self.secretbox.encrypt(secret), self._encrypted_headers(static)
@@ -543,8 +572,8 @@ class Tidings:
         self, subscription: Subscription, changes: Mapping[str, Any], verify: bool | None = None
     ) -> Subscription | None:
         """Apply ``changes`` (url, event_types, enabled, description, max_concurrency,
-        rate_limit, ordering, retry_policy, headers, propagate_trace), checking url and
-        patterns as on create.
+        rate_limit, ordering, retry_policy, headers, propagate_trace, filter), checking url,
+        patterns and filter as on create; the next emit applies a new filter.
         ``enabled: True`` resets the breaker; with verification on (``verify``, else the
         server setting) a new url stays disabled until it answers ``endpoint.verify``.
         ``retry_policy`` and ``headers`` replace the whole of each (None: none). The
@@ -558,6 +587,8 @@ class Tidings:
             )
         if "retry_policy" in checked:
             checked["retry"] = _checked_retry(checked.pop("retry_policy"))
+        if "filter" in checked:
+            checked["filter"] = checked_filter(checked["filter"])
         if "headers" in checked:
             static = _checked_headers(checked.pop("headers") or {})
             checked.update(headers_enc=self._encrypted_headers(static), header_names=tuple(static))
@@ -832,6 +863,19 @@ class Tidings:
         elif self.current_dispatcher is not None and self.current_dispatcher.claims_failing:
             problems["dispatcher"] = "cannot reach the database"
         return problems
+
+
+def checked_filter(raw: Any) -> dict[str, Any] | None:
+    """A subscription's ``filter`` made ready to store (None: no filter), or the 422 that
+    names the path and the operator at fault."""
+    if raw is None:
+        return None
+    try:
+        checked = filters.checked_filter(raw)
+    except filters.InvalidFilter as exc:
+        operator = {"operator": exc.operator} if exc.operator else {}
+        raise Invalid(exc.field, str(exc), "invalid_filter", details=operator) from exc
+    return checked[0] if checked is not None else None
 
 
 def _checked_headers(raw: Mapping[str, str]) -> dict[str, str]:

@@ -46,6 +46,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "script": "function handler(webhook) { return webhook }",
         "eventType": "subscription.disabled",
     },
+    ("post", "/api/v1/filters/test"): {"filter": {"type": "client.created"}, "envelope": {}},
 }
 SCOPE_OF = {"get": "read", "post": "write", "patch": "write", "delete": "write"}
 ADMIN_ONLY = ("/api/v1/keys", "/api/v1/portal/")

@@ -17,6 +17,8 @@ from tidings.domain.signatures import SignatureScheme
         (["--header", ": empty name"], "is not 'Name: value'"),
         (["--retry-policy", "{delays"], "not JSON"),
         (["--retry-policy", "[5, 30]"], "must be a JSON object"),
+        (["--filter", "{payload"], "not JSON"),
+        (["--filter", '"card"'], "must be a JSON object"),
         (["--signature-scheme", "md5"], "md5"),
     ],
 )
@@ -31,10 +33,16 @@ def test_bad_options_are_usage_errors(args: list[str], complaint: str) -> None:
 
 
 def test_options_become_the_subscription_fields() -> None:
-    options = Options(SignatureScheme.HMAC_BODY, {"Authorization": "Bearer t"}, {"delays": [5, 30]})
+    options = Options(
+        SignatureScheme.HMAC_BODY,
+        {"Authorization": "Bearer t"},
+        {"delays": [5, 30]},
+        {"payload.method": "card"},
+    )
     assert options.subscription() == {
         "signatureScheme": "hmac-body",
         "headers": {"Authorization": "Bearer t"},
         "retryPolicy": {"delays": [5, 30]},
+        "filter": {"payload.method": "card"},
     }
     assert Options().subscription() == {"signatureScheme": "hmac"}

@@ -40,6 +40,7 @@ EDITABLE = (
     "signature_scheme",
     "headers",
     "propagate_trace",
+    "filter",
 )
 
 
@@ -68,6 +69,7 @@ async def create_subscription(
         retry_policy=retry_policy(request.retry_policy),
         headers=request.headers,
         propagate_trace=request.propagate_trace,
+        filter=request.filter,
     )
     sub, verification = await verify_if_waiting(tidings, sub)
     return CreatedSubscription(
@@ -128,7 +130,9 @@ async def get_subscription(
 async def update_subscription(
     subscription_id: str, request: UpdateSubscription, key: WebhooksWriter, tidings: TidingsDep
 ) -> Verified:
-    """Edit url, eventTypes, enabled or description. ``enabled: true`` resets the breaker.
+    """Edit url, eventTypes, enabled, description or any option (``filter: null``
+    removes the filter; the next emit applies a new one). ``enabled: true`` resets the
+    breaker.
 
     With endpoint verification on, a new url is disabled until it answers endpoint.verify.
     """

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from tidings.domain.events import format_utc, utc_from_ms
@@ -102,6 +109,28 @@ PROPAGATE_TRACE = (
 )
 
 
+FILTER = (
+    "Only events that pass it are delivered, MongoDB-style on dotted paths of the envelope: "
+    "$eq $ne $gt $gte $lt $lte $in $nin $exists $regex (RE2, $options: i m s) $not on a "
+    "path, $and $or $not around conditions; a bare value means $eq. Arrays on a path match "
+    "if any element does; comparisons across types are false. Test sends ignore it."
+)
+FILTER_EXAMPLE = {"payload.amount.amount": {"$gte": 1000}, "payload.method": {"$in": ["card"]}}
+
+
+def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+FilterSpec = Annotated[
+    dict[str, Any],
+    Field(description=FILTER, examples=[FILTER_EXAMPLE]),
+    AfterValidator(_shallow),
+]
+
+
 class CreateSubscription(Request):
     url: str = Field(min_length=1, max_length=MAX_URL_LENGTH, pattern=HTTP_URL)
     event_types: EventTypes = Field(min_length=1, max_length=100)
@@ -134,6 +163,7 @@ class CreateSubscription(Request):
     retry_policy: RetryPolicyBody | None = None
     headers: StaticHeaders | None = None
     propagate_trace: bool = Field(False, description=PROPAGATE_TRACE)
+    filter: FilterSpec | None = None
 
 
 Scheme = Literal["hmac", "ed25519", "hmac-body", "rsa-sha256"]
@@ -185,6 +215,7 @@ class UpdateSubscription(Request):
     retry_policy: RetryPolicyBody | None = Field(None, description="Replaces it; null: none.")
     headers: StaticHeaders | None = Field(None, description="Replaces them all; null: none.")
     propagate_trace: bool | None = Field(None, description=PROPAGATE_TRACE)
+    filter: FilterSpec | None = Field(None, description="Replaces it; null: none.")
 
 
 class SubscriptionOut(Reply):
@@ -214,6 +245,7 @@ class SubscriptionOut(Reply):
     )
     headers: list[str] = Field(description="Names of its static headers (values never shown).")
     propagate_trace: bool = Field(description=PROPAGATE_TRACE)
+    filter: dict[str, Any] | None = Field(description=FILTER + " Null: every event.")
     previous_secret_expires_utc: str | None = Field(
         description="After a rotation, until when the previous secret signs too."
     )
@@ -241,6 +273,7 @@ class SubscriptionOut(Reply):
             retry_policy=sub.retry.to_dict() if sub.retry is not None else None,
             headers=list(sub.header_names),
             propagate_trace=sub.propagate_trace,
+            filter=dict(sub.filter) if sub.filter is not None else None,
             previous_secret_expires_utc=(
                 utc(sub.previous_secret_expires_ms) if sub.previous_secret_expires_ms else None
             ),
@@ -362,6 +395,25 @@ class Attempt(Reply):
             error=record.error,
             created_utc=utc(record.created_ms),
         )
+
+
+class FilterTest(Request):
+    filter: FilterSpec
+    envelope: dict[str, Any] = Field(
+        description="An envelope as receivers get it ({id, type, createdUtc, companyId, "
+        "payload, metadata}), or any JSON object.",
+        examples=[{"type": "payment.succeeded", "payload": {"amount": {"amount": 1500}}}],
+    )
+
+    @field_validator("envelope")
+    @classmethod
+    def shallow_enough(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _shallow(value)
+        return value
+
+
+class FilterTestResult(Reply):
+    matches: bool
 
 
 class EventTypeOut(Reply):

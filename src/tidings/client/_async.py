@@ -9,7 +9,14 @@ from typing import ParamSpec, Self, TypeVar
 import httpx
 
 from tidings.client._calls import Call, Pages, Target, finish
-from tidings.client._resources import Events, EventTypes, Hooks, Subscriptions, Transformations
+from tidings.client._resources import (
+    Events,
+    EventTypes,
+    Filters,
+    Hooks,
+    Subscriptions,
+    Transformations,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -39,6 +46,7 @@ class AsyncClient:
         self.event_types = EventTypes(self)
         self.hooks = Hooks(self)
         self.transformations = Transformations(self)
+        self.filters = Filters(self)
 
     async def send(self, call: Call[T]) -> T:
         """Send one call and parse its answer (the resources' methods all come here)."""

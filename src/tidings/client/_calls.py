@@ -214,6 +214,7 @@ class SubscriptionChanges(TypedDict, total=False):
     retry_policy: RetryPolicy | None
     headers: Mapping[str, str] | None
     propagate_trace: bool
+    filter: Mapping[str, Any] | None
 
 
 def create_subscription(
@@ -230,9 +231,11 @@ def create_subscription(
     retry_policy: RetryPolicy | None = None,
     headers: Mapping[str, str] | None = None,
     propagate_trace: bool | None = None,
+    filter: Mapping[str, Any] | None = None,
 ) -> Call[CreatedSubscription]:
     """Create a subscription; the result's ``signing_secret`` is shown only this once.
-    ``headers`` go with every delivery (stored encrypted; read back as names)."""
+    ``headers`` go with every delivery (stored encrypted; read back as names); only
+    events that pass ``filter`` are delivered (e.g. ``{"payload.amount": {"$gte": 1000}}``)."""
     body = drop_none(
         url=url,
         event_types=strings(event_types),
@@ -247,6 +250,7 @@ def create_subscription(
         retry_policy=dict(retry_policy) if retry_policy is not None else None,
         headers=dict(headers) if headers is not None else None,
         propagate_trace=propagate_trace,
+        filter=dict(filter) if filter is not None else None,
     )
     return Call("POST", path(*SUBSCRIPTIONS), one(CreatedSubscription.from_json), body=body)
 
@@ -270,7 +274,8 @@ def subscription_pages(limit: int | None = None) -> Pages[Subscription]:
 
 
 def update_subscription(id: str, **changes: Unpack[SubscriptionChanges]) -> Call[Subscription]:
-    """Change some fields; ``enabled=True`` also resets the circuit breaker."""
+    """Change some fields; ``enabled=True`` also resets the circuit breaker, ``filter=None``
+    removes the filter."""
     body = {camel(k): strings(v) if k == "event_types" else v for k, v in changes.items()}
     return Call("PATCH", path(*SUBSCRIPTIONS, id), one(Subscription.from_json), body=body)
 
@@ -342,6 +347,23 @@ def test_transformation(
     )
     parse = one(TransformationResult.from_json)
     return Call("POST", path("transformations", "test"), parse, body=body)
+
+
+# Filters
+
+
+def test_filter(filter: Mapping[str, Any], envelope: Mapping[str, Any]) -> Call[bool]:
+    """Whether ``envelope`` passes ``filter``, as the server's fan-out decides it (a
+    ``TidingsError`` with status 422 names the path and operator of an invalid filter)."""
+    body = {"filter": dict(filter), "envelope": dict(envelope)}
+    return Call("POST", path("filters", "test"), matched, body=body)
+
+
+def matched(response: httpx.Response) -> bool:
+    answer = response.json()["matches"]
+    if not isinstance(answer, bool):
+        raise TypeError("matches is not a boolean")
+    return answer
 
 
 # Event types

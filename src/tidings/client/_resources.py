@@ -125,6 +125,10 @@ class Transformations(Resource[Sender]):
     test = Send(calls.test_transformation)
 
 
+class Filters(Resource[Sender]):
+    test = Send(calls.test_filter)
+
+
 class EventTypes(Resource[Sender]):
     list = Send(calls.list_event_types)
     get = Send(calls.get_event_type)

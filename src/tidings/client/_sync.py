@@ -9,7 +9,14 @@ from typing import ParamSpec, Self, TypeVar
 import httpx
 
 from tidings.client._calls import Call, Pages, Target, finish
-from tidings.client._resources import Events, EventTypes, Hooks, Subscriptions, Transformations
+from tidings.client._resources import (
+    Events,
+    EventTypes,
+    Filters,
+    Hooks,
+    Subscriptions,
+    Transformations,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -40,6 +47,7 @@ class Client:
         self.event_types = EventTypes(self)
         self.hooks = Hooks(self)
         self.transformations = Transformations(self)
+        self.filters = Filters(self)
 
     def send(self, call: Call[T]) -> T:
         """Send one call and parse its answer (the resources' methods all come here)."""

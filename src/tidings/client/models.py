@@ -105,6 +105,8 @@ class Subscription(Model):
     """Names of its static headers; the values are never shown."""
     propagate_trace: bool = False
     """Deliveries carry a W3C ``traceparent`` header (the server traces with OpenTelemetry)."""
+    filter: dict[str, Any] | None = None
+    """Only events that pass it are delivered (MongoDB-style, on the envelope's paths)."""
     previous_secret_expires_utc: datetime | None
     created_utc: datetime
     updated_utc: datetime

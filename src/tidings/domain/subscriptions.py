@@ -64,6 +64,8 @@ class Subscription:
     """Names of its static headers (their values are stored encrypted, never shown)."""
     propagate_trace: bool = False
     """Send a W3C ``traceparent`` header with each delivery (``propagateTrace``)."""
+    filter: Mapping[str, Any] | None = None
+    """Its ``filter`` (``domain/filters.py``): events that fail it get no delivery."""
 
     def wants(self, event_type: str) -> bool:
         return any(EventPattern.parse(p).matches(event_type) for p in self.event_types)

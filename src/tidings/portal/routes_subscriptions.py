@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -192,6 +194,10 @@ async def _detail(
         "retry_error": None,
         "headers_error": None,
         "notice": None,
+        "filter_pretty": _pretty(sub.filter),
+        "filter_form": _pretty(sub.filter),
+        "filter_error": None,
+        "filter_result": None,
         **extra,
     }
     return await render(request, who, "subscription.html", context, status_code=status_code)
@@ -424,3 +430,96 @@ async def recover(request: Request, subscription_id: str, who: Manager) -> Respo
         raise PortalError(400, "since: pick the time to recover failed deliveries from")
     count = await tidings_of(request).store.reports.recover_failed(who.tenant_id, since, sub.id)
     return see_other(f"/portal/subscriptions/{sub.id}?recovered={count}")
+
+
+def _pretty(spec: Mapping[str, Any] | None) -> str:
+    return json.dumps(spec, indent=2, ensure_ascii=False) if spec is not None else ""
+
+
+def _typed_filter(text: str) -> dict[str, Any] | None:
+    """The filter textarea as JSON (empty: no filter); the service checks the rest."""
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise Invalid("filter", f"filter: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise Invalid("filter", "filter: must be a JSON object of paths and conditions")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+@dataclass(frozen=True)
+class FilterTry:
+    """What the filter's "try it" shows: whether the envelope passes, or why it cannot say."""
+
+    event_type: str
+    source: str
+    matches: bool = False
+    error: str | None = None
+    envelope: str = ""
+
+
+async def _try_filter(request: Request, who: Viewer, form: FormData) -> FilterTry:
+    """Run the typed filter on the catalog sample of the chosen event type (or on its
+    latest real event), as ``POST /api/v1/filters/test`` does."""
+    tidings = tidings_of(request)
+    event_type = field(form, "event_type")
+    known = tidings.catalog.find(event_type) if event_type else None
+    if known is None:
+        return FilterTry(event_type, "", error=f"unknown event type {event_type!r}")
+    envelope: Any = None
+    source = "the catalog sample"
+    if field(form, "source") == "latest":
+        latest = await tidings.store.events.recent_events(who.tenant_id, known.name, 1)
+        if latest:
+            envelope, source = json.loads(latest[0].body), "the latest event"
+        else:
+            source = "the catalog sample (no event of this type yet)"
+    if envelope is None:
+        envelope = tidings.sample_envelope(who.tenant_id, known.name, known.sample)
+    shown = json.dumps(envelope, indent=2, ensure_ascii=False)
+    try:
+        matches = tidings.test_filter(_typed_filter(_raw(form, "filter")), envelope)
+    except Invalid as exc:
+        return FilterTry(known.name, source, error=str(exc), envelope=shown)
+    return FilterTry(known.name, source, matches, envelope=shown)
+
+
+def _raw(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+@router.post("/subscriptions/{subscription_id}/filter")
+async def edit_filter(request: Request, subscription_id: str, who: Manager) -> Response:
+    """Replace the filter (an empty textarea removes it); a refused one is shown again,
+    as typed, with the path and operator at fault."""
+    form = await checked_form(request, who)
+    sub = await _owned(request, who, subscription_id)
+    typed = _raw(form, "filter")
+    try:
+        edited = await tidings_of(request).edit_subscription(sub, {"filter": _typed_filter(typed)})
+    except Invalid as exc:
+        extra = {"filter_error": exc, "filter_form": typed}
+        return await _detail(request, who, sub, extra, status_code=422)
+    if edited is None:
+        raise PortalError(404, "No such subscription.")
+    return see_other(f"/portal/subscriptions/{sub.id}#filter")
+
+
+@router.post("/subscriptions/{subscription_id}/filter/try")
+async def try_filter(request: Request, subscription_id: str, who: Manager) -> Response:
+    """The dry run of the typed filter (nothing is saved); htmx gets the verdict alone, a
+    plain form the whole page with the filter as typed."""
+    form = await checked_form(request, who)
+    sub = await _owned(request, who, subscription_id)
+    tried = await _try_filter(request, who, form)
+    if request.headers.get("HX-Request") == "true":
+        return await render(request, who, "_filter_result.html", {"filter_result": tried})
+    extra = {"filter_result": tried, "filter_form": _raw(form, "filter")}
+    return await _detail(request, who, sub, extra)

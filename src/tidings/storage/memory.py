@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from tidings.domain import filters
 from tidings.domain.clock import SYSTEM_CLOCK, Clock
 from tidings.domain.deliveries import DeliveryStatus, DisableReason
 from tidings.domain.ids import new_id
@@ -191,11 +193,17 @@ class _Data:
         if key is not None:
             self.idempotency[(event.tenant_id, key)] = stored.seq
         now = self.now()
+        envelope = None
         for sub in self.subs.values():
             s = sub.subscription
             wanted = s.enabled or (s.disabled_reason is not None and s.disabled_reason.pauses)
-            if s.tenant_id == event.tenant_id and wanted and s.wants(event.type):
-                self.queue(stored, sub, now)
+            if not (s.tenant_id == event.tenant_id and wanted and s.wants(event.type)):
+                continue
+            if s.filter is not None:
+                envelope = json.loads(stored.body) if envelope is None else envelope
+                if not filters.matches(s.filter, envelope):
+                    continue
+            self.queue(stored, sub, now)
         return stored
 
     def let_next_go(self, sub_id: str, key: str) -> bool:

@@ -31,6 +31,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tidings.domain.clock import now_ms
+from tidings.domain.filters import FilterBook
 from tidings.domain.scheduling import LaneState
 from tidings.storage.errors import Outage, is_outage, translated
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimRequest, StoredEvent
@@ -42,6 +43,7 @@ from tidings.storage.sql import Database, SQLStore
 from tidings.storage.sql import queue as q
 from tidings.storage.sql.database import QUEUE_ROWS
 from tidings.storage.sql.events import SQLEvents
+from tidings.storage.sql.filtering import FilterBooks
 from tidings.storage.sql.queue import (
     SQLQueue,
     attempt_row,
@@ -63,6 +65,7 @@ class PostgresDatabase(Database):
         SELECT 1 FROM json_array_elements_text(s.event_types::json) AS p(v)
         WHERE p.v = '*' OR p.v = :type
            OR (right(p.v, 2) = '.*' AND starts_with(:type, left(p.v, -1))))"""
+    MATCHED_IDS = "SELECT json_array_elements_text(CAST(:matched AS json))"
 
     def __init__(self, engine: AsyncEngine, servers: Servers) -> None:
         super().__init__()
@@ -252,10 +255,15 @@ class PostgresEvents(SQLEvents):
     async def insert_event(
         self, event: StoredEvent, idempotency_key: str | None
     ) -> tuple[StoredEvent, bool]:
-        """The event and its deliveries commit in one call of ``tidings_emit_v2`` (v1 of
-        migration 0008 and the event's trace context, see migration 0011: the tenant's
-        stream lock is held for the server's work alone); the
+        """The event and its deliveries commit in one call of ``tidings_emit_v3`` (see
+        migration 0012: the tenant's stream lock is held for the server's work alone); the
         lanes are woken (and NOTIFY sent) just after, in a second transaction.
+
+        Filters run here, before the call and outside the lock, with the tenant's
+        ``FilterBook`` as this process last read it; the call passes its version and the
+        filtered subscriptions that matched, and stores nothing if the tenant's filters
+        changed since (it returns no seq): the book is read again and the call repeated.
+        A tenant this process has not seen yet costs one read first.
 
         Waking takes each lane's row lock, which a claim or a record may hold for a few
         milliseconds; under the stream lock every emit of the tenant would queue behind
@@ -269,8 +277,20 @@ class PostgresEvents(SQLEvents):
         if idempotency_key is not None:  # the rarer path keeps its race handling
             return await super().insert_event(event, idempotency_key)
         now = now_ms()
+        books = self._pg.filters
         async with self._pg.hot_connection() as conn:
-            seq, lanes = await conn.fetchrow(_EMIT, *event_values(event), now)
+            book = books.get(event.tenant_id)
+            for _ in range(EMIT_TRIES):
+                if book is None:
+                    book = await _read_book(books, conn, event.tenant_id)
+                matched = await _matching(book, event)
+                args = (*event_values(event), now, book.version, matched)
+                seq, lanes = await conn.fetchrow(_EMIT, *args)
+                if seq is not None:
+                    break
+                book = None  # the tenant's filters changed since it was read
+            else:  # they kept changing: decide under the lock instead (and keep that book)
+                return await super().insert_event(event, None)
             if lanes or self._unwoken:
                 await self._wake(conn, sorted(set(lanes) | self._unwoken), now)
         self._db.notify_work()
@@ -300,6 +320,24 @@ class PostgresEvents(SQLEvents):
             with contextlib.suppress(Exception):  # _wake noted and logged it
                 async with self._pg.hot_connection() as conn:
                     await self._wake(conn, sorted(self._unwoken), now_ms())
+
+
+async def _read_book(books: FilterBooks, conn: asyncpg.Connection, tenant_id: str) -> FilterBook:
+    """The tenant's filters and their version, read in one statement (one snapshot)."""
+    rows = await conn.fetch(_FILTER_BOOK, tenant_id)
+    version = rows[0]["filters_version"] if rows else None
+    filtered = [(r["id"], r["event_types"], r["filter"]) for r in rows if r["id"]]
+    if len(filtered) < FILTERS_IN_THREAD:
+        return books.load(tenant_id, version, filtered)
+    return await asyncio.to_thread(books.load, tenant_id, version, filtered)  # compiles
+
+
+async def _matching(book: FilterBook, event: StoredEvent) -> list[str]:
+    """The filtered subscriptions that take ``event``: many filters run in a thread, so
+    the event loop keeps serving while they do."""
+    if len(book.wanting(event.type)) < FILTERS_IN_THREAD:
+        return book.matching(event.type, event.body)
+    return await asyncio.to_thread(book.matching, event.type, event.body)
 
 
 class PostgresQueue(SQLQueue):
@@ -419,8 +457,20 @@ def open_postgres(url: str) -> SQLStore:
 
 
 _LOCK_STREAM = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
-_EMIT = "SELECT o_seq, o_lanes FROM tidings_emit_v2($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-"""Arguments: ``event_values`` (in ``EVENT_COLUMNS``' order), then now."""
+_EMIT = """
+    SELECT o_seq, o_lanes FROM tidings_emit_v3($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+"""
+"""Arguments: ``event_values`` (in ``EVENT_COLUMNS``' order), now, the version of the
+tenant's filters the caller evaluated, the filtered subscriptions that matched."""
+_FILTER_BOOK = """
+    SELECT t.filters_version, s.id, s.event_types, s.filter
+    FROM tenants AS t LEFT JOIN subscriptions AS s ON s.tenant_id = t.id AND s.filter IS NOT NULL
+    WHERE t.id = $1
+"""
+"""``FILTERS_VERSION`` and ``FILTERED`` in one statement, so in one snapshot."""
+EMIT_TRIES = 3
+FILTERS_IN_THREAD = 500
+"""From this many distinct filters to run for the event type (about 1 ms of them)."""
 _DUE_LANES = Statement(
     q.DUE_LANES.format(
         skip="l.subscription_id <> ALL(CAST(:skip AS text[]))", lock="FOR UPDATE OF l SKIP LOCKED"

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy import RowMapping
 
 from tidings.domain.deliveries import DisableReason
+from tidings.domain.filters import filter_text
 from tidings.domain.retry import RetryRules
 from tidings.domain.signatures import SignatureScheme
 from tidings.domain.subscriptions import Ordering, Subscription, SubscriptionKind
@@ -57,6 +58,7 @@ def subscription_of(row: RowMapping) -> Subscription:
         retry=retry_rules_of(row["retry_policy"]),
         header_names=tuple(json.loads(row["header_names"])) if row["header_names"] else (),
         propagate_trace=bool(row["propagate_trace"]),
+        filter=json.loads(row["filter"]) if row["filter"] else None,
     )
 
 
@@ -69,13 +71,17 @@ def retry_rules_of(stored: str | None) -> RetryRules | None:
 
 
 def dialect_columns(values: dict[str, Any]) -> dict[str, Any]:
-    """A subscription's ``retry`` and ``header_names`` as the SQL stores keep them (JSON)."""
+    """A subscription's ``retry``, ``header_names`` and ``filter`` as the SQL stores keep
+    them (JSON)."""
     if "retry" in values:
         retry = values.pop("retry")
         values["retry_policy"] = json.dumps(retry.to_dict()) if retry is not None else None
     if "header_names" in values:
         names = values["header_names"]
         values["header_names"] = json.dumps(list(names)) if names else None
+    if "filter" in values:
+        spec = values["filter"]
+        values["filter"] = filter_text(spec) if spec is not None else None
     return values
 
 

@@ -32,6 +32,9 @@ tenants = Table(
     Column("id", String(40), primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("created_ms", BigInteger, nullable=False),
+    # Changes with every change to which subscriptions of the tenant are filtered and
+    # how: the fan-out's compiled filters are checked against it (see sql/filtering.py).
+    Column("filters_version", BigInteger, nullable=False, server_default=text("0")),
 )
 
 api_keys = Table(
@@ -107,10 +110,22 @@ subscriptions = Table(
     Column("header_names", Text),
     Column("previous_public_key", Text),
     Column("propagate_trace", Boolean, nullable=False, server_default=false()),
+    # The subscription's filter as compact JSON; NULL: every event of its types.
+    Column("filter", Text),
+    # Its JavaScript transformation; NULL: none.
+    Column("transformation", Text),
     Column("disabled_ms", BigInteger),
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_subscriptions_tenant_seq", "tenant_id", "seq"),
+    # The fan-out's SQL part: a tenant's unfiltered subscriptions, however many filtered
+    # ones it has (those are decided in Python, see sql/filtering.py).
+    Index(
+        "ix_subscriptions_unfiltered",
+        "tenant_id",
+        sqlite_where=text("filter IS NULL"),
+        postgresql_where=text("filter IS NULL"),
+    ),
 )
 
 CLAIMABLE = "status = 'pending' AND NOT blocked"

@@ -91,6 +91,7 @@ class SQLiteDatabase(Database):
            OR (substr(p.value, -2) = '.*'
                AND substr(:type, 1, length(p.value) - 1)
                    = substr(p.value, 1, length(p.value) - 1)))"""
+    MATCHED_IDS = "SELECT value FROM json_each(:matched)"
 
     def __init__(self, writer: Engine, reader: Engine) -> None:
         super().__init__()
@@ -186,10 +187,14 @@ class SQLiteEvents(SQLEvents):
             db = _driver(conn)
             row = db.execute(_INSERT_EVENT, event_values(event)).fetchone()
             seq = int(row[0])
-            params = fan_out_params(dataclasses.replace(event, seq=seq))
-            for sql in self._db.FAN_OUT:
+            book = self._db.filters.current(lambda sql, p: db.execute(sql, p).fetchall(), tenant)
+            matched = book.matching(event.type, event.body)
+            params = fan_out_params(dataclasses.replace(event, seq=seq), matched)
+            for sql in self._db.fan_out(matched):
                 db.execute(sql, params)
             return seq
+
+        tenant = event.tenant_id
 
         seq = await self._db.write(tx)
         self._db.notify_work()

@@ -66,7 +66,7 @@ def as_api_error(exc: Exception) -> ApiError:
     """The one place the core's exceptions become HTTP answers (JSON on the API, an HTML
     page on the portal), so no route catches them."""
     if isinstance(exc, Invalid):
-        details = [{"field": exc.field, "message": str(exc)}]
+        details = [{"field": exc.field, "message": str(exc), **exc.details}]
         return ApiError(exc.status, exc.code, str(exc), details)
     if isinstance(exc, InvalidEventType):  # an event type given as ``type`` (emit, filters)
         return ApiError(422, "invalid_event_type", str(exc), [{"field": "type"}])

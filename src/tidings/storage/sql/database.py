@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from sqlalchemy import Connection, text
 
 from tidings.storage import migrate as migrations
 from tidings.storage.schema import CLAIMABLE, UNFINISHED
+from tidings.storage.sql.filtering import FilterBooks
 
 T = TypeVar("T")
 
@@ -57,11 +58,28 @@ class Database:
     """A condition on subscription ``s``: one of its patterns matches ``:type``. The
     connector writes it in its dialect's JSON functions; it mirrors
     ``EventPattern.matches`` (a test holds the two to the same answers)."""
+    MATCHED_IDS: str
+    """A query of the ids in ``:matched``, a JSON array, in the connector's dialect."""
 
     @functools.cached_property
     def FAN_OUT(self) -> tuple[str, ...]:
-        """The statements that queue a new event for every subscription that wants it."""
-        return self.queue_again(WANTS_EVENT.format(matches=self.MATCHES))
+        """The statements that queue a new event for every unfiltered subscription that
+        wants it: what an emit runs when no filtered subscription takes the event. The
+        partial index ``ix_subscriptions_unfiltered`` finds them; filtered ones (decided
+        in Python, see ``sql/filtering.py``) are not even read."""
+        return self.queue_again(f"s.filter IS NULL AND {WANTS_EVENT.format(matches=self.MATCHES)}")
+
+    @functools.cached_property
+    def FAN_OUT_MATCHED(self) -> tuple[str, ...]:
+        """``FAN_OUT``, and for the filtered subscriptions in ``:matched`` (those whose
+        filter the envelope passed)."""
+        chosen = f"""s.id IN (
+            SELECT u.id FROM subscriptions AS u WHERE u.tenant_id = :tenant AND u.filter IS NULL
+            UNION ALL {self.MATCHED_IDS})"""
+        return self.queue_again(f"{chosen} AND {WANTS_EVENT.format(matches=self.MATCHES)}")
+
+    def fan_out(self, matched: Sequence[str]) -> tuple[str, ...]:
+        return self.FAN_OUT_MATCHED if matched else self.FAN_OUT
 
     def queue_again(self, which: str) -> tuple[str, ...]:
         """The statements that queue an event for the subscriptions ``which`` selects
@@ -71,6 +89,8 @@ class Database:
     def __init__(self) -> None:
         self._work = asyncio.Event()
         self.woken = False
+        self.filters = FilterBooks()
+        """Each tenant's filtered subscriptions, compiled (see ``sql/filtering.py``)."""
 
     async def write(self, tx: Callable[[Connection], T]) -> T:
         """Run ``tx`` in one write transaction."""

@@ -15,6 +15,7 @@ from tidings.storage.records import AttemptRecord, Page, StoredEvent
 from tidings.storage.rows import attempt_of, event_of, page_of
 from tidings.storage.schema import attempts, events
 from tidings.storage.sql.database import Database
+from tidings.storage.sql.filtering import matched_param
 
 T = TypeVar("T")
 
@@ -116,8 +117,11 @@ class SQLEvents:
 def add_event(
     db: Database, conn: Connection, event: StoredEvent, idempotency_key: str | None
 ) -> StoredEvent:
-    """Insert the event and fan it out, in the caller's transaction."""
-    db.lock_event_stream(conn, event.tenant_id)
+    """Insert the event and fan it out, in the caller's transaction: to the unfiltered
+    subscriptions that want it, and to the filtered ones whose filter it passes, as of
+    this transaction (it holds the tenant's stream lock, which filter changes take too)."""
+    tenant = event.tenant_id
+    db.lock_event_stream(conn, tenant)
     statement = (
         insert(events)
         .values(
@@ -134,19 +138,25 @@ def add_event(
         .returning(events.c.seq)
     )
     stored = dataclasses.replace(event, seq=conn.execute(statement).scalar_one())
-    for sql in db.FAN_OUT:
-        conn.execute(text(sql), fan_out_params(stored))
+    book = db.filters.current(lambda sql, params: conn.execute(text(sql), params).all(), tenant)
+    matched = book.matching(stored.type, stored.body)
+    for sql in db.fan_out(matched):
+        conn.execute(text(sql), fan_out_params(stored, matched))
     return stored
 
 
-def fan_out_params(event: StoredEvent) -> dict[str, Any]:
-    return {
+def fan_out_params(event: StoredEvent, matched: Sequence[str] = ()) -> dict[str, Any]:
+    """The parameters of ``Database.fan_out(matched)``'s statements."""
+    params = {
         "tenant": event.tenant_id,
         "seq": event.seq,
         "type": event.type,
         "key": event.ordering_key or "",
         "now": now_ms(),
     }
+    if matched:
+        params["matched"] = matched_param(matched)
+    return params
 
 
 def _insert_deliveries(

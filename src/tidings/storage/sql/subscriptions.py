@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, text, update
 
 from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import DeliveryStatus, DisableReason
@@ -22,6 +22,7 @@ from tidings.storage.rows import (
 from tidings.storage.rules import subscription_changes
 from tidings.storage.schema import attempts, deliveries, lanes, subscriptions
 from tidings.storage.sql.database import Database
+from tidings.storage.sql.filtering import BUMP_VERSION
 
 
 class SQLSubscriptions:
@@ -32,7 +33,11 @@ class SQLSubscriptions:
         self, subscription: Subscription, secret_enc: str, headers_enc: str | None = None
     ) -> None:
         dialect = dialect_columns(
-            {"retry": subscription.retry, "header_names": subscription.header_names}
+            {
+                "retry": subscription.retry,
+                "header_names": subscription.header_names,
+                "filter": subscription.filter,
+            }
         )
         statement = insert(subscriptions).values(
             **dialect,
@@ -62,6 +67,8 @@ class SQLSubscriptions:
         )
 
         def tx(conn: Connection) -> None:
+            if subscription.filter is not None:
+                filters_changed(self._db, conn, subscription.tenant_id)
             conn.execute(statement)
             conn.execute(lane)
 
@@ -100,8 +107,11 @@ class SQLSubscriptions:
         enabling = values.get("enabled") is True
         if enabling:
             values["disabled_ms"] = None
+        refilters = "filter" in values or "event_types" in values
 
         def tx(conn: Connection) -> RowMapping | None:
+            if refilters:
+                filters_changed(self._db, conn, tenant_id)
             before = conn.execute(
                 select(subscriptions.c.enabled, subscriptions.c.disabled_ms).where(
                     owned(tenant_id, subscription_id)
@@ -129,9 +139,13 @@ class SQLSubscriptions:
 
     async def delete(self, tenant_id: str, subscription_id: str) -> bool:
         def tx(conn: Connection) -> bool:
-            result = conn.execute(delete(subscriptions).where(owned(tenant_id, subscription_id)))
-            if result.rowcount == 0:
+            query = select(subscriptions.c.filter).where(owned(tenant_id, subscription_id))
+            found = conn.execute(query).first()
+            if found is None:
                 return False
+            if found.filter is not None:
+                filters_changed(self._db, conn, tenant_id)
+            conn.execute(delete(subscriptions).where(owned(tenant_id, subscription_id)))
             drop_unfinished(conn, subscription_id, now_ms())
             return True
 
@@ -217,6 +231,14 @@ class SQLSubscriptions:
 
         row = await self._db.write(tx)
         return subscription_of(row) if row is not None else None
+
+
+def filters_changed(db: Database, conn: Connection, tenant_id: str) -> None:
+    """Which of the tenant's subscriptions are filtered, or how, changes in this
+    transaction: take the tenant's stream lock first (so no emit evaluates filters while
+    they change, see ``sql/filtering.py``) and move its filters' version on."""
+    db.lock_event_stream(conn, tenant_id)
+    conn.execute(text(BUMP_VERSION), {"tenant": tenant_id})
 
 
 def owned(tenant_id: str, subscription_id: str) -> Any:
