@@ -210,6 +210,16 @@ def listen(
             help='JSON: only events that pass, e.g. \'{"payload.amount": {"$gte": 1000}}\'.'
         ),
     ] = None,
+    transformation: Annotated[
+        Path | None,
+        typer.Option(
+            help="A JavaScript file defining function handler(webhook), run on every "
+            "delivery before it is signed.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
 ) -> None:
     """Forward a tidings server's deliveries to a local app, printing each one and whether
     its signature verifies with the key printed for your app."""
@@ -218,6 +228,7 @@ def listen(
         headers=_static_headers(header or []),
         retry_policy=_json_object(retry_policy, "--retry-policy"),
         filter=_json_object(filter, "--filter"),
+        transformation=transformation.read_text() if transformation is not None else None,
     )
     run_listen(_target(server, api_key), forward_to, events, options)
 

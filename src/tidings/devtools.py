@@ -48,6 +48,8 @@ class Options:
     """``{delays, retryOn, breakerThreshold}``, as the API takes it."""
     filter: Mapping[str, Any] | None = None
     """Only events that pass it are forwarded (the API's ``filter``)."""
+    transformation: str | None = None
+    """JavaScript run on each delivery before it is signed (the API's ``transformation``)."""
 
     def subscription(self) -> dict[str, Any]:
         body: dict[str, Any] = {"signatureScheme": self.scheme.value}
@@ -57,6 +59,8 @@ class Options:
             body["retryPolicy"] = dict(self.retry_policy)
         if self.filter is not None:
             body["filter"] = dict(self.filter)
+        if self.transformation is not None:
+            body["transformation"] = self.transformation
         return body
 
 

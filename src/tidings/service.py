@@ -69,7 +69,13 @@ from tidings.storage import ApiKey, AppWork, Revocation, Revoked, Store, StoredE
 from tidings.storage.errors import Outage, StorageUnavailable
 from tidings.supervision import TaskState, supervise
 from tidings.tracing import from_environment as tracing_from_environment
-from tidings.transform import TransformEngine, TransformOutcome, webhook_for
+from tidings.transform import (
+    Cancelled,
+    TransformEngine,
+    TransformFailed,
+    TransformOutcome,
+    webhook_for,
+)
 
 if TYPE_CHECKING:
     from tidings.tracing import Tracing
@@ -517,12 +523,14 @@ class Tidings:
         headers: Mapping[str, str] | None = None,
         propagate_trace: bool = False,
         filter: Mapping[str, Any] | None = None,
+        transformation: str | None = None,
     ) -> tuple[Subscription, str | None]:
         """Returns the subscription and its secret, to be shown once (``whsec_``; ``whsk_``
         for ``ed25519``, whose public key is on the subscription; None for ``rsa-sha256``:
         its private key never leaves tidings). ``headers`` are sent with every delivery,
         stored encrypted. ``filter`` is checked (``domain/filters.py``): events that fail it
-        get no delivery."""
+        get no delivery. ``transformation`` must compile and run its top level (a 422 with
+        the script's error otherwise)."""
         try:
             await self.check_url(url)
         except InvalidUrl as exc:
@@ -532,6 +540,7 @@ class Tidings:
         static = _checked_headers(headers or {})
         retry = _checked_retry(retry_policy)
         spec = checked_filter(filter)
+        script = await self.checked_transformation(transformation)
         secret, public_key = await self._new_secret(scheme, signing_secret)
         now = now_ms()
         sub = Subscription(
@@ -555,11 +564,27 @@ class Tidings:
             header_names=tuple(static),
             propagate_trace=propagate_trace,
             filter=spec,
+            transformation=script,
         )
         await self.store.subscriptions.insert(
             sub, self.secretbox.encrypt(secret), self._encrypted_headers(static)
         )
         return sub, _shown(scheme, secret)
+
+    async def checked_transformation(self, script: str | None) -> str | None:
+        """A transformation ready to store (None or blank: none), or the 422 with the
+        script's error and line (also when the engine is not installed: it says how)."""
+        if script is None or not script.strip():
+            return None
+        problem = await self.transforms.compile_check(script)
+        if problem is not None:
+            raise Invalid(
+                "transformation",
+                str(problem),
+                "transformation_failed",
+                details={"kind": problem.kind, "line": problem.line},
+            )
+        return script
 
     def _encrypted_headers(self, static: Mapping[str, str]) -> str | None:
         return self.secretbox.encrypt(json.dumps(dict(static))) if static else None
@@ -572,8 +597,9 @@ class Tidings:
         self, subscription: Subscription, changes: Mapping[str, Any], verify: bool | None = None
     ) -> Subscription | None:
         """Apply ``changes`` (url, event_types, enabled, description, max_concurrency,
-        rate_limit, ordering, retry_policy, headers, propagate_trace, filter), checking url,
-        patterns and filter as on create; the next emit applies a new filter.
+        rate_limit, ordering, retry_policy, headers, propagate_trace, filter, transformation),
+        checking url, patterns, filter and transformation as on create; the next emit
+        applies a new filter, the next attempt a new transformation.
         ``enabled: True`` resets the breaker; with verification on (``verify``, else the
         server setting) a new url stays disabled until it answers ``endpoint.verify``.
         ``retry_policy`` and ``headers`` replace the whole of each (None: none). The
@@ -589,6 +615,8 @@ class Tidings:
             checked["retry"] = _checked_retry(checked.pop("retry_policy"))
         if "filter" in checked:
             checked["filter"] = checked_filter(checked["filter"])
+        if "transformation" in checked:
+            checked["transformation"] = await self.checked_transformation(checked["transformation"])
         if "headers" in checked:
             static = _checked_headers(checked.pop("headers") or {})
             checked.update(headers_enc=self._encrypted_headers(static), header_names=tuple(static))
@@ -688,7 +716,9 @@ class Tidings:
         if known is None:
             raise Invalid("eventType", f"unknown event type {event_type!r}")
         payload = dict(known.sample) if use_sample else {}
-        return await self._send_now(subscription, known.name, payload, {"test": True})
+        return await self._send_now(
+            subscription, known.name, payload, {"test": True}, transform=True
+        )
 
     async def test_transformation(
         self,
@@ -735,14 +765,28 @@ class Tidings:
         event_type: str,
         payload: Mapping[str, Any],
         metadata: Mapping[str, Any],
+        *,
+        transform: bool = False,
     ) -> SendReport:
-        """POST one signed envelope now and report the answer; nothing is stored."""
+        """POST one signed envelope now and report the answer; nothing is stored. With
+        ``transform`` (test sends), the subscription's transformation runs first, as on a
+        delivery: what it cancels or fails is reported, not sent."""
         subs = self.store.subscriptions
         encrypted = await subs.secrets(subscription.tenant_id, subscription.id)
         if not encrypted:
             raise Invalid("id", "subscription vanished")
         envelope = Envelope.new(event_type, subscription.tenant_id, payload, metadata)
-        body = envelope.to_json().encode()
+        url, body = subscription.url, envelope.to_json().encode()
+        if transform and subscription.transformation:
+            webhook = webhook_for(url, envelope.to_dict())
+            outcome = await self.transforms.run(
+                subscription.tenant_id, subscription.transformation, webhook
+            )
+            if isinstance(outcome, Cancelled):
+                return SendReport(False, None, 0, "", "cancelled by the transformation")
+            if isinstance(outcome, TransformFailed):
+                return SendReport(False, None, 0, "", f"transformation: {outcome}")
+            url, body = await self._transformed_target(outcome.url, url), outcome.body.encode()
         headers = self.static_headers(await subs.headers(subscription.tenant_id, subscription.id))
         headers |= await asyncio.to_thread(
             signature_headers,
@@ -752,7 +796,7 @@ class Tidings:
             body,
             subscription.signature_scheme,
         )
-        result: AttemptResult = await self.sender.post(subscription.url, body, headers)
+        result: AttemptResult = await self.sender.post(url, body, headers)
         return SendReport(
             result.succeeded,
             result.status_code,
@@ -760,6 +804,16 @@ class Tidings:
             result.response_body,
             result.error,
         )
+
+    async def _transformed_target(self, url: str, stored: str) -> str:
+        """A url a transformation set, checked as a subscription's is (the sender's guard
+        checks the address it connects to, as for every POST)."""
+        if url == stored:
+            return url
+        try:
+            return await self.check_url(url)
+        except InvalidUrl as exc:
+            raise Invalid("transformation", f"the url it set: {exc}") from exc
 
     async def disable_subscription(
         self, tenant_id: str, subscription_id: str, reason: DisableReason, streak: int

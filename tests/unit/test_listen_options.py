@@ -20,6 +20,7 @@ from tidings.domain.signatures import SignatureScheme
         (["--filter", "{payload"], "not JSON"),
         (["--filter", '"card"'], "must be a JSON object"),
         (["--signature-scheme", "md5"], "md5"),
+        (["--transformation", "/nonexistent/handler.js"], "does not exist"),
     ],
 )
 def test_bad_options_are_usage_errors(args: list[str], complaint: str) -> None:
@@ -38,11 +39,13 @@ def test_options_become_the_subscription_fields() -> None:
         {"Authorization": "Bearer t"},
         {"delays": [5, 30]},
         {"payload.method": "card"},
+        "function handler(webhook) { return webhook }",
     )
     assert options.subscription() == {
         "signatureScheme": "hmac-body",
         "headers": {"Authorization": "Bearer t"},
         "retryPolicy": {"delays": [5, 30]},
         "filter": {"payload.method": "card"},
+        "transformation": "function handler(webhook) { return webhook }",
     }
     assert Options().subscription() == {"signatureScheme": "hmac"}

@@ -41,6 +41,7 @@ EDITABLE = (
     "headers",
     "propagate_trace",
     "filter",
+    "transformation",
 )
 
 
@@ -70,6 +71,7 @@ async def create_subscription(
         headers=request.headers,
         propagate_trace=request.propagate_trace,
         filter=request.filter,
+        transformation=request.transformation,
     )
     sub, verification = await verify_if_waiting(tidings, sub)
     return CreatedSubscription(
@@ -229,11 +231,11 @@ async def subscription_deliveries(
     response: Response,
     key: WebhooksReader,
     tidings: TidingsDep,
-    status: Literal["succeeded", "failed"] | None = None,
+    status: Literal["succeeded", "failed", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> list[Attempt]:
-    """The delivery log, newest first, optionally only succeeded or failed attempts."""
+    """The delivery log, newest first, optionally only succeeded, failed or cancelled attempts."""
     sub = await owned(tidings, key, subscription_id)
     page = await tidings.store.subscriptions.attempts(
         key.tenant_id, sub.id, status, decode_cursor("a", cursor), limit

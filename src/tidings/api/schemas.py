@@ -23,6 +23,7 @@ from tidings.domain.subscriptions import (
     Subscription,
 )
 from tidings.storage import ApiKeyInfo, AttemptRecord
+from tidings.transform import MAX_SCRIPT_CHARS
 from tidings.web.sessions import MAX_LINK_SECONDS
 
 MAX_JSON_DEPTH = 32
@@ -124,6 +125,18 @@ def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
+TRANSFORMATION = (
+    "JavaScript defining function handler(webhook), where webhook is {method, url, "
+    "eventType, payload, cancel} (Svix's shape; payload is the envelope). What it returns "
+    "is sent: its payload as the body (signed), its url (checked again), or nothing if "
+    "cancel is true. Runs with no I/O, a time and a memory limit; a script that throws, "
+    "loops or runs out of memory fails the delivery (not retried). Needs tidings[transform]."
+)
+TransformationScript = Annotated[
+    str, Field(min_length=1, max_length=MAX_SCRIPT_CHARS, description=TRANSFORMATION)
+]
+
+
 FilterSpec = Annotated[
     dict[str, Any],
     Field(description=FILTER, examples=[FILTER_EXAMPLE]),
@@ -164,6 +177,7 @@ class CreateSubscription(Request):
     headers: StaticHeaders | None = None
     propagate_trace: bool = Field(False, description=PROPAGATE_TRACE)
     filter: FilterSpec | None = None
+    transformation: TransformationScript | None = None
 
 
 Scheme = Literal["hmac", "ed25519", "hmac-body", "rsa-sha256"]
@@ -216,6 +230,9 @@ class UpdateSubscription(Request):
     headers: StaticHeaders | None = Field(None, description="Replaces them all; null: none.")
     propagate_trace: bool | None = Field(None, description=PROPAGATE_TRACE)
     filter: FilterSpec | None = Field(None, description="Replaces it; null: none.")
+    transformation: TransformationScript | None = Field(
+        None, description="Replaces it; null: none."
+    )
 
 
 class SubscriptionOut(Reply):
@@ -246,6 +263,7 @@ class SubscriptionOut(Reply):
     headers: list[str] = Field(description="Names of its static headers (values never shown).")
     propagate_trace: bool = Field(description=PROPAGATE_TRACE)
     filter: dict[str, Any] | None = Field(description=FILTER + " Null: every event.")
+    transformation: str | None = Field(description=TRANSFORMATION + " Null: none.")
     previous_secret_expires_utc: str | None = Field(
         description="After a rotation, until when the previous secret signs too."
     )
@@ -274,6 +292,7 @@ class SubscriptionOut(Reply):
             headers=list(sub.header_names),
             propagate_trace=sub.propagate_trace,
             filter=dict(sub.filter) if sub.filter is not None else None,
+            transformation=sub.transformation,
             previous_secret_expires_utc=(
                 utc(sub.previous_secret_expires_ms) if sub.previous_secret_expires_ms else None
             ),

@@ -33,7 +33,7 @@ M = TypeVar("M")
 Parse = Callable[[httpx.Response], T]
 CURSOR_HEADER = "X-Paging-Cursor"
 API_PREFIX = "/api/v1"
-Status = Literal["succeeded", "failed"]
+Status = Literal["succeeded", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,7 @@ class SubscriptionChanges(TypedDict, total=False):
     headers: Mapping[str, str] | None
     propagate_trace: bool
     filter: Mapping[str, Any] | None
+    transformation: str | None
 
 
 def create_subscription(
@@ -232,10 +233,13 @@ def create_subscription(
     headers: Mapping[str, str] | None = None,
     propagate_trace: bool | None = None,
     filter: Mapping[str, Any] | None = None,
+    transformation: str | None = None,
 ) -> Call[CreatedSubscription]:
     """Create a subscription; the result's ``signing_secret`` is shown only this once.
     ``headers`` go with every delivery (stored encrypted; read back as names); only
-    events that pass ``filter`` are delivered (e.g. ``{"payload.amount": {"$gte": 1000}}``)."""
+    events that pass ``filter`` are delivered (e.g. ``{"payload.amount": {"$gte": 1000}}``);
+    ``transformation`` (JavaScript ``function handler(webhook)``) reshapes, redirects or
+    cancels each delivery before it is signed."""
     body = drop_none(
         url=url,
         event_types=strings(event_types),
@@ -251,6 +255,7 @@ def create_subscription(
         headers=dict(headers) if headers is not None else None,
         propagate_trace=propagate_trace,
         filter=dict(filter) if filter is not None else None,
+        transformation=transformation,
     )
     return Call("POST", path(*SUBSCRIPTIONS), one(CreatedSubscription.from_json), body=body)
 

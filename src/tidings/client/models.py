@@ -107,6 +107,8 @@ class Subscription(Model):
     """Deliveries carry a W3C ``traceparent`` header (the server traces with OpenTelemetry)."""
     filter: dict[str, Any] | None = None
     """Only events that pass it are delivered (MongoDB-style, on the envelope's paths)."""
+    transformation: str | None = None
+    """JavaScript ``function handler(webhook)`` run on each delivery before it is signed."""
     previous_secret_expires_utc: datetime | None
     created_utc: datetime
     updated_utc: datetime

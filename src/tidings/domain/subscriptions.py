@@ -66,6 +66,9 @@ class Subscription:
     """Send a W3C ``traceparent`` header with each delivery (``propagateTrace``)."""
     filter: Mapping[str, Any] | None = None
     """Its ``filter`` (``domain/filters.py``): events that fail it get no delivery."""
+    transformation: str | None = None
+    """Its JavaScript ``transformation`` (``tidings.transform``): run on every delivery
+    before it is signed."""
 
     def wants(self, event_type: str) -> bool:
         return any(EventPattern.parse(p).matches(event_type) for p in self.event_types)

@@ -208,7 +208,7 @@ async def subscription_page(
     request: Request,
     who: SignedIn,
     subscription_id: str,
-    outcome: Annotated[str | None, Query(pattern="^(succeeded|failed)?$")] = None,
+    outcome: Annotated[str | None, Query(pattern="^(succeeded|failed|cancelled)?$")] = None,
     before: PageKey = None,
     recovered: PageKey = None,
 ) -> Response:

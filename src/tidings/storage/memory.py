@@ -649,6 +649,8 @@ class MemoryStore:
             headers_enc=sub.headers_enc,
             trace_context=event.trace_context,
             propagate_trace=sub.subscription.propagate_trace,
+            event_type=event.type,
+            transformation=sub.subscription.transformation,
         )
 
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:

@@ -59,6 +59,7 @@ def subscription_of(row: RowMapping) -> Subscription:
         header_names=tuple(json.loads(row["header_names"])) if row["header_names"] else (),
         propagate_trace=bool(row["propagate_trace"]),
         filter=json.loads(row["filter"]) if row["filter"] else None,
+        transformation=row["transformation"],
     )
 
 

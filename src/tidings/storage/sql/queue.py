@@ -56,7 +56,7 @@ DETAILS = """
            e.id AS event_id, e.tenant_id, e.created_ms, e.body, e.trace_context,
            s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
            s.max_concurrency, s.signature_scheme, s.retry_policy, s.headers_enc,
-           s.propagate_trace
+           s.propagate_trace, s.transformation, e.type AS event_type
     FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
     JOIN subscriptions AS s ON s.id = d.subscription_id
     WHERE {ids}
@@ -251,6 +251,8 @@ def claimed_deliveries(rows: Sequence[Any], token: str) -> list[ClaimedDelivery]
             headers_enc=row["headers_enc"],
             trace_context=row["trace_context"],
             propagate_trace=bool(row["propagate_trace"]),
+            event_type=row["event_type"],
+            transformation=row["transformation"],
         )
         for row in rows
     ]

@@ -44,6 +44,7 @@ class SQLSubscriptions:
             signature_scheme=subscription.signature_scheme.value,
             headers_enc=headers_enc,
             propagate_trace=subscription.propagate_trace,
+            transformation=subscription.transformation,
             id=subscription.id,
             tenant_id=subscription.tenant_id,
             kind=subscription.kind.value,
