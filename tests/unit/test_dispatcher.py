@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,13 @@ from tidings.secretbox import SecretBox
 from tidings.service import Tidings
 from tidings.storage.errors import StorageUnavailable
 from tidings.storage.memory import MemoryStore
+from tidings.transform import (
+    Cancelled,
+    Transformed,
+    TransformFailed,
+    TransformOutcome,
+    TransformUnavailable,
+)
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
 
@@ -301,3 +309,100 @@ async def test_a_lane_left_asleep_by_an_outage_is_woken_when_the_database_return
         await asyncio.sleep(10.0)
         flaky.down = False
         await world.until(lambda: _delivered(world) == 2, timeout=5.0)
+
+
+@dataclass
+class FakeTransforms:
+    """Stands in for the JavaScript engine: answers with ``outcome`` after ``seconds``
+    (loop time), or raises ``TransformUnavailable`` while ``down``."""
+
+    outcome: Callable[[dict[str, Any]], TransformOutcome]
+    seconds: float = 0.0
+    down: bool = False
+    runs: int = 0
+
+    async def run(
+        self, tenant_id: str, script: str, webhook: Mapping[str, Any] | str
+    ) -> TransformOutcome:
+        self.runs += 1
+        await asyncio.sleep(self.seconds)
+        if self.down:
+            raise TransformUnavailable("the engine is down")
+        assert isinstance(webhook, str)
+        return self.outcome(json.loads(webhook))
+
+
+def reshaped(webhook: dict[str, Any]) -> TransformOutcome:
+    return Transformed({**webhook, "payload": {"n": webhook["payload"]["payload"]["n"]}})
+
+
+async def transformed_world(tmp_path: Path, transforms: FakeTransforms) -> tuple[World, Any]:
+    world = World.make(tmp_path, breaker_threshold=2)
+    t = await world.tenant("t")
+    sub = await world.subscribe(t, "http://js.test/")
+    await world.store.subscriptions.update(t, sub.id, {"transformation": "handler"})
+    return world, sub
+
+
+def _statuses(world: World, sub_id: str) -> list[str]:
+    return [d.status for d in world.store._data.sub_deliveries(sub_id)]
+
+
+async def test_a_transformed_body_is_what_is_sent(tmp_path: Path) -> None:
+    transforms = FakeTransforms(reshaped)
+    world, sub = await transformed_world(tmp_path, transforms)
+    async with world.running(world.dispatcher(transforms=transforms)):
+        await world.emit(sub.tenant_id, 7)
+        await world.until(lambda: len(world.sender.at("http://js.test/")) == 1)
+    assert world.sender.at("http://js.test/")[0].event == {"n": 7}
+
+
+async def test_cancels_and_failures_end_at_once_and_spare_the_breaker(tmp_path: Path) -> None:
+    """Breaker threshold 2, three cancels and three script failures: no POST, no retry,
+    the subscription stays enabled with no failure streak."""
+
+    def cancel_odd(webhook: dict[str, Any]) -> TransformOutcome:
+        if webhook["payload"]["payload"]["n"] % 2:
+            return Cancelled(webhook)
+        return TransformFailed("error", "ReferenceError: x is not defined", 2)
+
+    transforms = FakeTransforms(cancel_odd)
+    world, sub = await transformed_world(tmp_path, transforms)
+    async with world.running(world.dispatcher(transforms=transforms)):
+        for n in range(6):
+            await world.emit(sub.tenant_id, n)
+        await world.until(lambda: "pending" not in _statuses(world, sub.id))
+    assert sorted(_statuses(world, sub.id)) == ["cancelled"] * 3 + ["failed"] * 3
+    assert transforms.runs == 6, "not retried"
+    assert world.sender.received == []
+    state = await world.store.subscriptions.get(sub.tenant_id, sub.id)
+    assert state is not None and state.enabled and state.consecutive_failures == 0
+
+
+async def test_an_engine_that_cannot_run_is_retried_and_spares_the_breaker(
+    tmp_path: Path,
+) -> None:
+    transforms = FakeTransforms(reshaped, down=True)
+    world, sub = await transformed_world(tmp_path, transforms)
+    async with world.running(world.dispatcher(transforms=transforms)):
+        for n in range(3):
+            await world.emit(sub.tenant_id, n)
+        await world.until(lambda: transforms.runs >= 6)  # each tried twice: retried
+        state = await world.store.subscriptions.get(sub.tenant_id, sub.id)
+        assert state is not None and state.enabled and state.consecutive_failures == 0
+        transforms.down = False
+        await world.until(lambda: len(world.sender.at("http://js.test/")) == 3)
+    assert set(_statuses(world, sub.id)) == {"succeeded"}
+
+
+async def test_time_spent_transforming_is_not_the_receivers(tmp_path: Path) -> None:
+    """A transformation that waits 5 s for the engine: the receiver answers at once, so its
+    slot limit is not cut as if it had hung (the stall clock starts at the POST)."""
+    transforms = FakeTransforms(reshaped, seconds=5.0)
+    world, sub = await transformed_world(tmp_path, transforms)
+    dispatcher = world.dispatcher(transforms=transforms)
+    async with world.running(dispatcher):
+        for n in range(4):
+            await world.emit(sub.tenant_id, n)
+        await world.until(lambda: len(world.sender.at("http://js.test/")) == 4)
+    assert dispatcher.scheduler.limit(sub.id).value >= INITIAL_LIMIT

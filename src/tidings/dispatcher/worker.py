@@ -20,9 +20,9 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -46,7 +46,14 @@ from tidings.secretbox import SecretBox
 from tidings.storage import AttemptOutcome, ClaimedDelivery, DeliveryQueue
 from tidings.storage.errors import Outage, StorageUnavailable
 from tidings.storage.records import ClaimRequest, WorkerLane
-from tidings.transform import Cancelled, TransformEngine, TransformFailed, webhook_text
+from tidings.storage.rules import attempt_outcome
+from tidings.transform import (
+    Cancelled,
+    TransformFailed,
+    TransformOutcome,
+    TransformUnavailable,
+    webhook_text,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -78,6 +85,15 @@ SECRET_CACHE_SIZE = 10_000
 SIGNING_THREADS = max(2, os.cpu_count() or 2)
 """RSA signatures are made here, in parallel (the GIL is let go while signing)."""
 
+
+class Transforms(Protocol):
+    """Runs subscriptions' transformations (``tidings.transform.TransformEngine``)."""
+
+    async def run(
+        self, tenant_id: str, script: str, webhook: Mapping[str, Any] | str
+    ) -> TransformOutcome: ...
+
+
 Disable = Callable[[str, str, DisableReason, int], Awaitable[None]]
 """Disables a subscription, given (tenant id, subscription id, reason, failure streak)."""
 
@@ -103,7 +119,7 @@ class Dispatcher:
         clock: Clock = SYSTEM_CLOCK,
         worker_id: str | None = None,
         tracing: Tracing | None = None,
-        transforms: TransformEngine | None = None,
+        transforms: Transforms | None = None,
         allow_http: bool = False,
     ) -> None:
         self._queue = queue
@@ -244,7 +260,8 @@ class Dispatcher:
         now = self._clock.monotonic()
         self.scheduler.cap(delivery.subscription_id, delivery.max_concurrency)
         self.scheduler.started(delivery.subscription_id, delivery.tenant_id, now)
-        self._started[delivery.delivery_id] = (delivery.subscription_id, now)
+        if not delivery.transformation:  # else its stall clock starts after the script
+            self._started[delivery.delivery_id] = (delivery.subscription_id, now)
         task = asyncio.create_task(self._deliver(delivery))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -265,6 +282,9 @@ class Dispatcher:
                 result = request
             else:
                 url, body = request
+                if delivery.transformation:  # the receiver's clocks start now
+                    started = self._clock.monotonic()
+                    self._started[delivery.delivery_id] = (delivery.subscription_id, started)
                 secrets = [self._secret(delivery.secret_enc)]
                 if delivery.previous_secret_enc:
                     secrets.append(self._secret(delivery.previous_secret_enc))
@@ -308,15 +328,26 @@ class Dispatcher:
     async def _request(self, delivery: ClaimedDelivery) -> tuple[str, bytes] | AttemptResult:
         """The URL and body to send: the stored ones, or what the subscription's
         transformation made of them; or, when it cancelled or failed, the attempt's result
-        (nothing is sent). An engine that cannot run at all raises ``TransformUnavailable``:
-        our own error, so the delivery is tried again."""
+        (nothing is sent). An engine that cannot run at all is our own trouble: the
+        delivery is tried again, and the receiver's breaker does not count it."""
         if not delivery.transformation:
             return delivery.url, delivery.body.encode()
         if self._transforms is None:
             raise RuntimeError("a transformation, and no engine to run it")
         started = self._clock.monotonic()
         webhook = webhook_text(delivery.url, delivery.event_type, delivery.body)
-        outcome = await self._transforms.run(delivery.tenant_id, delivery.transformation, webhook)
+        try:
+            outcome = await self._transforms.run(
+                delivery.tenant_id, delivery.transformation, webhook
+            )
+        except TransformUnavailable as exc:
+            log.warning("transformation_unavailable", error=str(exc))
+            return AttemptResult(
+                None,
+                int((self._clock.monotonic() - started) * 1000),
+                error=f"transformations cannot run now: {exc}",
+                failure=Failure.UNAVAILABLE,
+            )
         elapsed_ms = int((self._clock.monotonic() - started) * 1000)
         if isinstance(outcome, Cancelled):
             return AttemptResult(
@@ -394,9 +425,7 @@ class Dispatcher:
             break
         if self._metrics is not None:
             for o in batch:
-                self._metrics.deliveries.labels(
-                    "succeeded" if o.result.succeeded else "failed"
-                ).inc()
+                self._metrics.deliveries.labels(attempt_outcome(o.result)).inc()
                 self._metrics.attempt_seconds.observe(o.result.elapsed_ms / 1000)
         for outcome in batch:
             _log_attempt(outcome)

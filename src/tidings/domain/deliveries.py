@@ -51,6 +51,9 @@ class Failure(StrEnum):
     own script failed, so retrying cannot help and the receiver is not to blame."""
     CANCELLED = "cancelled"
     """The subscription's transformation cancelled the delivery: nothing is sent."""
+    UNAVAILABLE = "unavailable"
+    """The transformation could not run (its engine is down): our own trouble, as
+    ``INTERNAL``, but no bug, and nothing the receiver did."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class AttemptResult:
         """An attempt was made on the receiver (or failed on our side of it); False when
         the subscription's own transformation failed or cancelled it, which the breaker
         must not count against the receiver."""
-        return self.failure not in (Failure.TRANSFORMATION, Failure.CANCELLED)
+        return self.failure not in (Failure.TRANSFORMATION, Failure.CANCELLED, Failure.UNAVAILABLE)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def judge_attempt(
         return Verdict(DeliveryStatus.CANCELLED, None)
     if result.failure is Failure.TRANSFORMATION:
         return Verdict(DeliveryStatus.FAILED, None)
-    ours = result.failure is Failure.INTERNAL  # our own error: always worth another try
+    ours = result.failure in (Failure.INTERNAL, Failure.UNAVAILABLE)  # always tried again
     if rules is not None and not ours and not rules.retries(failure_class(result)):
         return Verdict(DeliveryStatus.FAILED, None)
     delays = rules.delays if rules is not None else None
