@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from tidings.portal.web import (
     tidings_of,
 )
 from tidings.service import Invalid, Tidings
+from tidings.transform import Cancelled, TransformFailed, TransformUnavailable, webhook_for
 from tidings.web.sessions import Viewer
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
@@ -198,6 +200,9 @@ async def _detail(
         "filter_form": _pretty(sub.filter),
         "filter_error": None,
         "filter_result": None,
+        "transformation_form": sub.transformation or "",
+        "transformation_error": None,
+        "transformation_result": None,
         **extra,
     }
     return await render(request, who, "subscription.html", context, status_code=status_code)
@@ -464,30 +469,51 @@ class FilterTry:
     envelope: str = ""
 
 
-async def _try_filter(request: Request, who: Viewer, form: FormData) -> FilterTry:
-    """Run the typed filter on the catalog sample of the chosen event type (or on its
-    latest real event), as ``POST /api/v1/filters/test`` does."""
+@dataclass(frozen=True)
+class TriedEnvelope:
+    """The envelope a "try it" runs on: the chosen type's catalog sample or latest event."""
+
+    event_type: str
+    source: str
+    envelope: dict[str, Any]
+
+    @property
+    def shown(self) -> str:
+        return json.dumps(self.envelope, indent=2, ensure_ascii=False)
+
+
+async def _tried_envelope(request: Request, who: Viewer, form: FormData) -> TriedEnvelope:
+    """The form's ``event_type`` and ``source`` (``sample`` or ``latest``) as an envelope;
+    an unknown type is an ``Invalid``."""
     tidings = tidings_of(request)
     event_type = field(form, "event_type")
     known = tidings.catalog.find(event_type) if event_type else None
     if known is None:
-        return FilterTry(event_type, "", error=f"unknown event type {event_type!r}")
-    envelope: Any = None
-    source = "the catalog sample"
+        raise Invalid("event_type", f"unknown event type {event_type!r}")
     if field(form, "source") == "latest":
         latest = await tidings.store.events.recent_events(who.tenant_id, known.name, 1)
         if latest:
-            envelope, source = json.loads(latest[0].body), "the latest event"
-        else:
-            source = "the catalog sample (no event of this type yet)"
-    if envelope is None:
-        envelope = tidings.sample_envelope(who.tenant_id, known.name, known.sample)
-    shown = json.dumps(envelope, indent=2, ensure_ascii=False)
+            return TriedEnvelope(known.name, "the latest event", json.loads(latest[0].body))
+        source = "the catalog sample (no event of this type yet)"
+    else:
+        source = "the catalog sample"
+    envelope = tidings.sample_envelope(who.tenant_id, known.name, known.sample)
+    return TriedEnvelope(known.name, source, envelope)
+
+
+async def _try_filter(request: Request, who: Viewer, form: FormData) -> FilterTry:
+    """Run the typed filter on the catalog sample of the chosen event type (or on its
+    latest real event), as ``POST /api/v1/filters/test`` does."""
     try:
-        matches = tidings.test_filter(_typed_filter(_raw(form, "filter")), envelope)
+        tried = await _tried_envelope(request, who, form)
     except Invalid as exc:
-        return FilterTry(known.name, source, error=str(exc), envelope=shown)
-    return FilterTry(known.name, source, matches, envelope=shown)
+        return FilterTry(field(form, "event_type"), "", error=str(exc))
+    tidings = tidings_of(request)
+    try:
+        matches = tidings.test_filter(_typed_filter(_raw(form, "filter")), tried.envelope)
+    except Invalid as exc:
+        return FilterTry(tried.event_type, tried.source, error=str(exc), envelope=tried.shown)
+    return FilterTry(tried.event_type, tried.source, matches, envelope=tried.shown)
 
 
 def _raw(form: FormData, name: str) -> str:
@@ -510,6 +536,83 @@ async def edit_filter(request: Request, subscription_id: str, who: Manager) -> R
     if edited is None:
         raise PortalError(404, "No such subscription.")
     return see_other(f"/portal/subscriptions/{sub.id}#filter")
+
+
+@dataclass(frozen=True)
+class TransformationTry:
+    """What the transformation's "try it" shows: the request it would send (or that it
+    cancels, or its error), and whether the saved filter lets the event through at all."""
+
+    event_type: str
+    source: str
+    url: str = ""
+    body: str = ""
+    cancelled: bool = False
+    error: str | None = None
+    filter_matches: bool | None = None
+    envelope: str = ""
+
+
+async def _try_transformation(
+    request: Request, who: Viewer, sub: Subscription, form: FormData
+) -> TransformationTry:
+    """Run the typed script on the chosen envelope, as a delivery of ``sub`` would."""
+    try:
+        tried = await _tried_envelope(request, who, form)
+    except Invalid as exc:
+        return TransformationTry(field(form, "event_type"), "", error=str(exc))
+    tidings = tidings_of(request)
+    passes = None if sub.filter is None else tidings.test_filter(sub.filter, tried.envelope)
+    known = TransformationTry(
+        tried.event_type, tried.source, filter_matches=passes, envelope=tried.shown
+    )
+    script = _raw(form, "transformation")
+    if not script.strip():
+        return dataclasses.replace(known, error="type a script to try")
+    try:
+        outcome = await tidings.transforms.run(
+            who.tenant_id, script, webhook_for(sub.url, tried.envelope)
+        )
+    except TransformUnavailable as exc:
+        return dataclasses.replace(known, error=f"transformations cannot run now: {exc}")
+    if isinstance(outcome, TransformFailed):
+        return dataclasses.replace(known, error=str(outcome))
+    if isinstance(outcome, Cancelled):
+        return dataclasses.replace(known, cancelled=True)
+    pretty = json.dumps(outcome.payload, indent=2, ensure_ascii=False)
+    return dataclasses.replace(known, url=outcome.url, body=pretty)
+
+
+@router.post("/subscriptions/{subscription_id}/transformation")
+async def edit_transformation(request: Request, subscription_id: str, who: Manager) -> Response:
+    """Replace the transformation (an empty textarea removes it); a script that does not
+    compile is shown again, as typed, with its error and line."""
+    form = await checked_form(request, who)
+    sub = await _owned(request, who, subscription_id)
+    typed = _raw(form, "transformation")
+    try:
+        edited = await tidings_of(request).edit_subscription(sub, {"transformation": typed or None})
+    except Invalid as exc:
+        extra = {"transformation_error": exc, "transformation_form": typed}
+        return await _detail(request, who, sub, extra, status_code=422)
+    if edited is None:
+        raise PortalError(404, "No such subscription.")
+    return see_other(f"/portal/subscriptions/{sub.id}#transformation")
+
+
+@router.post("/subscriptions/{subscription_id}/transformation/try")
+async def try_transformation(request: Request, subscription_id: str, who: Manager) -> Response:
+    """The dry run of the typed script (nothing is saved or sent); htmx gets the result
+    alone, a plain form the whole page with the script as typed."""
+    form = await checked_form(request, who)
+    sub = await _owned(request, who, subscription_id)
+    tried = await _try_transformation(request, who, sub, form)
+    if request.headers.get("HX-Request") == "true":
+        return await render(
+            request, who, "_transformation_result.html", {"transformation_result": tried}
+        )
+    extra = {"transformation_result": tried, "transformation_form": _raw(form, "transformation")}
+    return await _detail(request, who, sub, extra)
 
 
 @router.post("/subscriptions/{subscription_id}/filter/try")
