@@ -156,7 +156,7 @@ async def test_a_throw_fails_with_its_message_and_line(engine: TransformEngine) 
     script = "function handler(webhook) {\n  const x = 1;\n  throw new Error('no amount');\n}"
     failed = await failure_of(engine, script)
     assert (failed.kind, failed.message, failed.line) == ("error", "Error: no amount", 3)
-    assert str(failed) == "transformation error: Error: no amount (line 3)"
+    assert str(failed) == "error: Error: no amount (line 3)"
 
 
 async def test_a_type_error_deep_in_a_callback_names_its_line(engine: TransformEngine) -> None:
