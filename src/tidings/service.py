@@ -71,6 +71,7 @@ from tidings.supervision import TaskState, supervise
 from tidings.tracing import from_environment as tracing_from_environment
 from tidings.transform import (
     Cancelled,
+    Transformed,
     TransformEngine,
     TransformFailed,
     TransformOutcome,
@@ -254,6 +255,7 @@ class Tidings:
                 workers=s.transform_workers,
                 time_limit=s.transform_time_limit,
                 memory_limit=s.transform_memory_limit_mb * 1024 * 1024,
+                max_output=s.max_request_bytes,
             )
         return self._transforms
 
@@ -729,8 +731,10 @@ class Tidings:
         url: str = DRY_RUN_URL,
     ) -> TransformOutcome:
         """Run ``script`` once on the envelope a test send of ``event_type`` would carry:
-        the catalog's sample payload, or ``payload``. Nothing is sent or stored; raises
-        ``TransformUnavailable`` if the engine cannot run."""
+        the catalog's sample payload, or ``payload``. Nothing is sent or stored (nor the
+        compiled script kept); a url it sets must pass the URL checks a delivery's does
+        (else a failure, as a delivery's); raises ``TransformUnavailable`` if the engine
+        cannot run."""
         if payload is None:
             known = self.catalog.find(event_type)
             if known is None:
@@ -740,7 +744,14 @@ class Tidings:
             event_type = normalize_event_type(event_type)
             _refuse_unportable_numbers(payload, None)
         envelope = Envelope.new(event_type, tenant_id, payload, {"test": True})
-        return await self.transforms.run(tenant_id, script, webhook_for(url, envelope.to_dict()))
+        webhook = webhook_for(url, envelope.to_dict())
+        outcome = await self.transforms.run(tenant_id, script, webhook, keep=False)
+        if isinstance(outcome, Transformed) and outcome.url != url:
+            try:
+                validate_url_shape(outcome.url, allow_http=self.settings.development)
+            except InvalidUrl as exc:
+                return TransformFailed("error", f"the url it set: {exc}")
+        return outcome
 
     async def verify_endpoint(self, subscription: Subscription) -> SendReport:
         """Send ``endpoint.verify`` now; a 2xx enables the subscription (if it waited for it)."""

@@ -121,6 +121,21 @@ async def test_a_cancel_is_shown_with_no_body(api: Api, writer: dict[str, str]) 
         ("function handler(w) {\n  while (true) {}\n}", "timeout", None, "time limit"),
         ("const x = 1;", "error", None, "must define function handler"),
         ("function handler(w) { return undefined }", "error", None, "returned undefined"),
+        # found by review: each was a 500, or a 200 that every delivery then failed
+        ("function handler(w) { w.url = 'ftp://x'; return w }", "error", None, "the url it set"),
+        (
+            "function handler(w) { w.payload = {s: '\\uD800'}; return w }",
+            "error",
+            None,
+            "well-formed UTF-16",
+        ),
+        (
+            "function handler(w) { let o = {}; for (let i = 0; i < 3000; i++) o = {o}; "
+            "w.payload = o; return w }",
+            "error",
+            None,
+            "nested deeper than",
+        ),
     ],
 )
 async def test_a_failing_script_is_a_422_with_its_error(

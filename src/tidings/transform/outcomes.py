@@ -2,15 +2,18 @@
 
 A script's handler gets ``{method: "POST", url, eventType, payload, cancel: false}``,
 where ``payload`` is the envelope that would be sent, and returns it, changed. Its answer
-leaves the sandbox as JSON text and is judged here, in the parent process:
+is judged in the sandbox process (``_worker.judge``, so a huge or deep answer costs the
+server nothing), which hands back the exact body and the rest of the webhook:
 
 * ``cancel: true`` → :class:`Cancelled` (the rest is not looked at: nothing is sent);
 * otherwise ``method`` must still be ``"POST"`` (tidings sends every webhook with POST:
   the method is read-only, and Svix too refuses a method it cannot send), ``url`` a string
   and ``payload`` a JSON object or array → :class:`Transformed`; ``eventType`` is for the
   script to read, and a change to it is ignored;
-* anything else, and a script that throws, loops or runs out of memory, →
-  :class:`TransformFailed`, whose ``str()`` is the text for the delivery log.
+* anything else (also nesting deeper than 64 levels, more than 200,000 values, a body
+  over the size limit or a string that is not well-formed UTF-16), and a script that
+  throws, loops or runs out of memory, → :class:`TransformFailed`, whose ``str()`` is
+  the text for the delivery log (``"error: …"``, ``"timeout: …"``, ``"memory: …"``).
 """
 
 from __future__ import annotations
@@ -21,40 +24,50 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from tidings.domain.js_json import compact_json
-
 FailureKind = Literal["error", "timeout", "memory"]
 METHOD = "POST"
 
 
+def _parsed(rest: str, body: str | None) -> dict[str, Any]:
+    webhook: dict[str, Any] = json.loads(rest)
+    if body:
+        webhook["payload"] = json.loads(body)
+    return webhook
+
+
 @dataclass(frozen=True)
 class Transformed:
-    """Send this: ``payload`` is the new body (what is signed), ``url`` the target (which
-    must pass the URL checks and the SSRF guard again if the script changed it)."""
+    """Send ``body`` (the returned ``payload`` as JavaScript's ``JSON.stringify`` printed
+    it: the bytes to sign) to ``url`` (which must pass the URL checks and the SSRF guard
+    again if the script changed it). ``webhook`` and ``payload`` parse it again, for
+    showing (the dry run): the delivery path never needs them."""
 
-    webhook: dict[str, Any]
+    url: str
+    body: str
+    rest: str = "{}"
+    """The returned webhook without its payload, as JSON text."""
 
-    @property
-    def url(self) -> str:
-        url: str = self.webhook["url"]
-        return url
+    @cached_property
+    def webhook(self) -> dict[str, Any]:
+        return _parsed(self.rest, self.body) | {"method": METHOD}
 
     @property
     def payload(self) -> Any:
         return self.webhook["payload"]
-
-    @cached_property
-    def body(self) -> str:
-        """The payload as JavaScript's ``JSON.stringify`` prints it: the bytes to sign."""
-        return compact_json(self.payload)
 
 
 @dataclass(frozen=True)
 class Cancelled:
     """The script set ``cancel: true``: record the delivery as cancelled, send nothing."""
 
-    webhook: dict[str, Any]
+    rest: str = "{}"
+    body: str = ""
     reason: str = "transformation"
+
+    @cached_property
+    def webhook(self) -> dict[str, Any]:
+        """The object the handler returned (parsed when asked: the dry run shows it)."""
+        return _parsed(self.rest, self.body)
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ class TransformFailed:
 
     def __str__(self) -> str:
         where = f" (line {self.line})" if self.line is not None else ""
-        return f"transformation {self.kind}: {self.message}{where}"
+        return f"{self.kind}: {self.message}{where}"
 
 
 TransformOutcome = Transformed | Cancelled | TransformFailed
@@ -100,36 +113,3 @@ def webhook_text(url: str, event_type: str, body: str) -> str:
         f'{{"method":"{METHOD}","url":{url_text},"eventType":{type_text},'
         f'"payload":{body},"cancel":false}}'
     )
-
-
-def _error(message: str) -> TransformFailed:
-    return TransformFailed("error", message)
-
-
-def judge(text: str) -> TransformOutcome:
-    """The outcome of the JSON text a handler's returned object was printed as."""
-    try:
-        webhook = json.loads(text)
-    except ValueError as exc:  # a toJSON the script defined may print anything
-        return _error(f"the returned webhook is not JSON: {exc}")
-    if not isinstance(webhook, dict):
-        return _error("handler must return the webhook object")
-    cancel = webhook.get("cancel", False)
-    if cancel is True:
-        return Cancelled(webhook)
-    if cancel is not False:
-        return _error("cancel must be true or false")
-    method = webhook.get("method", METHOD)
-    if method != METHOD:
-        return _error(f"method is read-only: tidings sends every webhook with {METHOD}")
-    url = webhook.get("url")
-    if not isinstance(url, str) or not url:
-        return _error("url must be a non-empty string")
-    if "payload" not in webhook:
-        return _error(
-            "the returned webhook has no payload (undefined, a function or a symbol is not JSON)"
-        )
-    if not isinstance(webhook["payload"], dict | list):
-        return _error("payload must be a JSON object or array")
-    webhook["method"] = METHOD
-    return Transformed(webhook)

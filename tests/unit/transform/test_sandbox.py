@@ -48,18 +48,26 @@ def sandbox() -> Sandbox:
     return Sandbox(0.05, LIMIT, cache_size=2)
 
 
+WEBHOOK = '{"method":"POST","url":"https://x.example/","payload":{},"cancel":false}'
+
+
 def run(
-    sandbox: Sandbox, key: str, script: str, text: str = "{}"
+    sandbox: Sandbox, key: str, script: str, text: str = WEBHOOK
 ) -> tuple[list[object], str | None]:
-    return sandbox.run(key, script, text)
+    """The result and the body (the returned payload as JSON text), if any."""
+    result, blobs = sandbox.run(key, script, text)
+    return result, blobs[1].decode() if len(blobs) == 2 else None
 
 
-COUNTER = "let n = 0;\nfunction handler(w) { w.n = ++n; return w }"
+COUNTER = "let n = 0;\nfunction handler(w) { w.payload.n = ++n; return w }"
 
 
-def test_a_run_answers_json_text(sandbox: Sandbox) -> None:
-    result, out = run(sandbox, "k", COUNTER, '{"a":"é"}')
-    assert result == ["ok"] and out is not None and json.loads(out) == {"a": "é", "n": 1}
+def test_a_run_answers_the_body_and_the_rest_of_the_webhook(sandbox: Sandbox) -> None:
+    text = '{"url":"https://x.example/","payload":{"a":"é","x":1e21,"y":1.5e-7}}'
+    result, blobs = sandbox.run("k", COUNTER, text)
+    body = '{"a":"é","x":1e+21,"y":1.5e-7,"n":1}'  # as JSON.stringify printed it
+    assert result == ["ok", False, "https://x.example/", 28, len(body.encode())]
+    assert blobs == [b'{"url":"https://x.example/"}', body.encode()]
 
 
 def test_the_least_recently_used_script_is_forgotten(sandbox: Sandbox) -> None:
@@ -116,16 +124,17 @@ def test_a_check_compiles_in_a_context_that_is_not_kept(sandbox: Sandbox) -> Non
 
 
 def test_a_batch_goes_through_frames_both_ways(sandbox: Sandbox) -> None:
-    texts = [b'{"n":1}', b'{"n":2}']
-    script = "function handler(w) { w.n *= 10; return w }"
-    header = {"scripts": {"k": script}, "jobs": [["k", len(t)] for t in texts] + [["k", -1]]}
+    texts = [b'{"url":"u","payload":[1]}', b'{"url":"u","payload":[2]}']
+    script = "function handler(w) { w.payload[0] *= 10; return w }"
+    jobs = [["k", "t", len(t), True] for t in texts] + [["k", "t", -1, False]]
+    header = {"scripts": {"k": script}, "jobs": jobs}
     stream = io.BytesIO(encode_frame(header, texts))
     frame = read_frame(stream)
     assert frame is not None
     steps: list[int] = []
     results, outputs = sandbox.batch(*frame, steps.append)
     assert steps == [0, 1, 2]
-    assert results == [["ok", 8], ["ok", 8], ["checked"]]
-    assert outputs == [b'{"n":10}', b'{"n":20}']
+    assert results == [["ok", False, "u", 11, 4], ["ok", False, "u", 11, 4], ["checked"]]
+    assert outputs == [b'{"url":"u"}', b"[10]", b'{"url":"u"}', b"[20]"]
     assert read_frame(stream) is None  # the end of the input
     assert read_frame(io.BytesIO(encode_frame(header, texts)[:-3])) is None  # cut short
