@@ -333,7 +333,7 @@ class FakeTransforms:
 
 
 def reshaped(webhook: dict[str, Any]) -> TransformOutcome:
-    return Transformed({**webhook, "payload": {"n": webhook["payload"]["payload"]["n"]}})
+    return Transformed(webhook["url"], json.dumps({"n": webhook["payload"]["payload"]["n"]}))
 
 
 async def transformed_world(tmp_path: Path, transforms: FakeTransforms) -> tuple[World, Any]:
@@ -363,7 +363,7 @@ async def test_cancels_and_failures_end_at_once_and_spare_the_breaker(tmp_path: 
 
     def cancel_odd(webhook: dict[str, Any]) -> TransformOutcome:
         if webhook["payload"]["payload"]["n"] % 2:
-            return Cancelled(webhook)
+            return Cancelled()
         return TransformFailed("error", "ReferenceError: x is not defined", 2)
 
     transforms = FakeTransforms(cancel_odd)
