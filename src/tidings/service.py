@@ -542,7 +542,7 @@ class Tidings:
         static = _checked_headers(headers or {})
         retry = _checked_retry(retry_policy)
         spec = checked_filter(filter)
-        script = await self.checked_transformation(transformation)
+        script = await self.checked_transformation(tenant_id, transformation)
         secret, public_key = await self._new_secret(scheme, signing_secret)
         now = now_ms()
         sub = Subscription(
@@ -573,12 +573,12 @@ class Tidings:
         )
         return sub, _shown(scheme, secret)
 
-    async def checked_transformation(self, script: str | None) -> str | None:
+    async def checked_transformation(self, tenant_id: str, script: str | None) -> str | None:
         """A transformation ready to store (None or blank: none), or the 422 with the
         script's error and line (also when the engine is not installed: it says how)."""
         if script is None or not script.strip():
             return None
-        problem = await self.transforms.compile_check(script)
+        problem = await self.transforms.compile_check(script, tenant_id)
         if problem is not None:
             raise Invalid(
                 "transformation",
@@ -618,7 +618,9 @@ class Tidings:
         if "filter" in checked:
             checked["filter"] = checked_filter(checked["filter"])
         if "transformation" in checked:
-            checked["transformation"] = await self.checked_transformation(checked["transformation"])
+            checked["transformation"] = await self.checked_transformation(
+                subscription.tenant_id, checked["transformation"]
+            )
         if "headers" in checked:
             static = _checked_headers(checked.pop("headers") or {})
             checked.update(headers_enc=self._encrypted_headers(static), header_names=tuple(static))
