@@ -44,9 +44,8 @@ async def tls_receiver(tmp_path: Path) -> AsyncIterator[tuple[Receiver, proxy.Lo
     ca = proxy.local_ca(tmp_path, NAME)
     rx = Receiver()
     rx.tls = ca.server
-    await rx.start()
-    yield rx, ca
-    await rx.stop()
+    async with rx:
+        yield rx, ca
 
 
 def guard(development: bool = True) -> GuardedResolver:
