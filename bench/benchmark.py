@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from tests.support import postgres  # noqa: E402
+from tests.support.processes import wait_or_kill  # noqa: E402
 
 from bench.celery_baseline import free_port, percentile, run_celery_baseline  # noqa: E402
 from bench.senders import bare_aiohttp, bare_curl  # noqa: E402
@@ -119,10 +120,7 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
             yield proc
         finally:
             proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            wait_or_kill(proc, 30)
 
 
 @contextmanager

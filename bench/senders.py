@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from tidings.dispatcher.curl_sender import CurlSender  # noqa: E402
+from tidings.dispatcher.sender import SenderOptions  # noqa: E402
 from tidings.domain.signatures import generate_secret, signature_headers  # noqa: E402
 
 
@@ -56,7 +57,7 @@ async def bare_curl(url: str, count: int, concurrency: int) -> float:
     """The same for tidings' libcurl sender on its own (no guard: the URL is a literal)."""
     secret = generate_secret()
     numbers = iter(range(count))
-    sender = CurlSender(30.0, concurrency)
+    sender = CurlSender(SenderOptions(30.0, concurrency))
 
     async def one_at_a_time() -> None:
         for i in numbers:

@@ -26,7 +26,7 @@ from tidings.apps import App, load_apps
 from tidings.config import Settings
 from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host, refuse_literal
 from tidings.dispatcher.retention import run_pruner
-from tidings.dispatcher.sender import AiohttpSender, Sender
+from tidings.dispatcher.sender import AiohttpSender, Sender, SenderFactory, SenderOptions
 from tidings.dispatcher.worker import Dispatcher
 from tidings.domain import filters
 from tidings.domain.cache import BoundedCache
@@ -231,18 +231,19 @@ class Tidings:
         if self._sender is None:
             s = self.settings
             resolver = GuardedResolver(self.address_policy, self.resolver_factory)
-            engine: Callable[..., Sender] = AiohttpSender
+            engine: SenderFactory = AiohttpSender
             if s.sender == "curl":
                 from tidings.dispatcher.curl_sender import CurlSender  # pycurl only if used
 
                 engine = CurlSender
-            self._sender = engine(
+            options = SenderOptions(
                 s.delivery_timeout,
                 s.dispatcher_concurrency,
                 resolver,
                 proxy=s.egress_proxy,
                 ca_bundle=str(s.ca_bundle) if s.ca_bundle else None,
             )
+            self._sender = engine(options)
         return self._sender
 
     @property

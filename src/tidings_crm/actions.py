@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,6 +110,14 @@ def _money(amount: int | None, currency: str | None) -> Record | None:
 
 def _email(value: Any) -> str | None:
     return value.strip().lower() if isinstance(value, str) else None
+
+
+def _columns(record: Record, *fields: str) -> dict[str, Any]:
+    """These fields of a record under their column names: ``clientId`` is ``client_id``."""
+    return {_COLUMN_BREAK.sub("_", field).lower(): record[field] for field in fields}
+
+
+_COLUMN_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def _request_hash(action: str, data: Data) -> str:
@@ -373,14 +382,10 @@ def _record_payment(tx: _Tx, data: Data) -> Record:
     tx.insert(
         payments,
         id=record["paymentId"],
-        client_id=record["clientId"],
-        invoice_id=record["invoiceId"],
         amount=record["amount"]["amount"],
         currency=record["amount"]["currency"],
-        method=record["method"],
-        processor_reference=record["processorReference"],
-        card_last4=record["cardLast4"],
         paid_ms=now,
+        **_columns(record, "clientId", "invoiceId", "method", "processorReference", "cardLast4"),
     )
     tx.emit("payment.succeeded", record)
     return record
@@ -433,21 +438,16 @@ def _create_invoice(tx: _Tx, data: Data) -> Record:
     tx.find(clients, data["clientId"], "client")
     now = _now_ms()
     record = {**_invoice_values(tx, data), "createdUtc": _utc(now)}
+    plain = ("invoiceNumber", "clientId", "status", "issueDate", "dueDate", "lineItems", "memo")
     tx.insert(
         invoices,
         id=record["invoiceId"],
-        invoice_number=record["invoiceNumber"],
-        client_id=record["clientId"],
-        status=record["status"],
-        issue_date=record["issueDate"],
-        due_date=record["dueDate"],
-        line_items=record["lineItems"],
         currency=record["total"]["currency"],
         subtotal=record["subtotal"]["amount"],
         tax=record["tax"]["amount"],
         total=record["total"]["amount"],
-        memo=record["memo"],
         created_ms=now,
+        **_columns(record, *plain),
     )
     tx.emit("invoice.created", record)
     return record
@@ -473,14 +473,11 @@ def _sign_agreement(tx: _Tx, data: Data) -> Record:
     tx.insert(
         agreements,
         id=record["agreementId"],
-        client_id=record["clientId"],
-        title=record["title"],
         signer_name=signer["name"],
         signer_email=record["signedBy"]["email"],
         signer_ip=record["signedBy"]["ipAddress"],
-        effective_date=record["effectiveDate"],
-        document_url=record["documentUrl"],
         signed_ms=now,
+        **_columns(record, "clientId", "title", "effectiveDate", "documentUrl"),
     )
     tx.emit("agreement.signed", record)
     return record

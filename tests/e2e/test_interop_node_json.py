@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from tests.e2e.test_interop_node import _unavailable
 from tests.support import strategies
+from tests.support.processes import wait_or_kill
 from tidings.domain.events import Envelope
 from tidings.domain.js_json import MAX_SAFE_INTEGER, js_number
 
@@ -61,11 +62,7 @@ def node_reprint() -> Iterator[Reprint]:
         yield reprint
     finally:
         stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        wait_or_kill(proc, 10)
         stdout.close()
         stderr.close()
 

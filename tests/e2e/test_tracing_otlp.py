@@ -25,6 +25,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.support.processes import create_key, serving
 from tests.support.receiver import Receiver
+from tests.support.servers import LocalServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,28 +54,17 @@ def _attributes(pairs: Any) -> dict[str, Any]:
     return {pair.key: _value(pair.value) for pair in pairs if isinstance(pair, KeyValue)}
 
 
-class Collector:
+class Collector(LocalServer):
     """Receives OTLP/HTTP protobuf exports on 127.0.0.1 and keeps every span."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.spans: list[Exported] = []
         self.requests = 0
         self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/traces", self._export)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _export(self, request: web.Request) -> web.Response:
         assert request.content_type == "application/x-protobuf"
@@ -117,10 +107,8 @@ def _exported(service: str, span: Span) -> Exported:
 
 @pytest.fixture
 async def collector() -> AsyncIterator[Collector]:
-    running = Collector()
-    await running.start()
-    yield running
-    await running.stop()
+    async with Collector() as running:
+        yield running
 
 
 def fail_once(count: int) -> web.Response:

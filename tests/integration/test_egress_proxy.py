@@ -16,6 +16,7 @@ from tests.support.receiver import Receiver
 from tests.support.stores import service_for, settings_for
 from tidings.dispatcher.curl_sender import CurlSender
 from tidings.dispatcher.guard import GuardedResolver
+from tidings.dispatcher.sender import SenderOptions
 from tidings.domain.addresses import AddressPolicy
 from tidings.domain.catalog import SUBSCRIPTION_DISABLED
 from tidings.domain.deliveries import Failure
@@ -44,9 +45,8 @@ async def tls_receiver(tmp_path: Path) -> AsyncIterator[tuple[Receiver, proxy.Lo
     ca = proxy.local_ca(tmp_path, NAME)
     rx = Receiver()
     rx.tls = ca.server
-    await rx.start()
-    yield rx, ca
-    await rx.stop()
+    async with rx:
+        yield rx, ca
 
 
 def guard(development: bool = True) -> GuardedResolver:
@@ -59,7 +59,7 @@ async def post(
     url: str, via: str, *, ca_bundle: Path | None = None, development: bool = True
 ) -> tuple[int | None, Failure | None]:
     bundle = str(ca_bundle) if ca_bundle else None
-    sender = CurlSender(5.0, 10, guard(development), proxy=via, ca_bundle=bundle)
+    sender = CurlSender(SenderOptions(5.0, 10, guard(development), proxy=via, ca_bundle=bundle))
     try:
         result = await sender.post(url, b'{"a":1}', {"Webhook-Id": "msg_1"})
     finally:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import Api, running_api
-from tests.integration.test_portal import Browser
+from tests.support.portal import Browser, signed_in
 from tidings import service
 from tidings.config import Settings
 from tidings.service import hash_api_key
@@ -28,11 +28,8 @@ pytestmark = pytest.mark.asyncio
 
 @asynccontextmanager
 async def portal_as(api: Api, plaintext: str) -> AsyncIterator[Browser]:
-    """A browser of its own, signed in to the portal with this key."""
-    async with api.new_client() as client:
-        response = await client.post("/portal/login", data={"api_key": plaintext})
-        assert response.status_code == 303, response.text
-        browser = Browser(client)
+    """A browser of its own, signed in to the portal with this key, at the home page."""
+    async with signed_in(api, plaintext) as browser:
         await browser.get("/portal/")
         yield browser
 

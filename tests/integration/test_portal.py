@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -14,47 +14,15 @@ from aiohttp import web
 
 from tests.conftest import Api, eventually
 from tests.integration.test_delivery import emit, subscribe
+from tests.support.portal import Browser, acme_subscriptions, acme_tenant_id
 from tests.support.receiver import Receiver
 from tidings.domain.deliveries import DisableReason
 
 pytestmark = pytest.mark.asyncio
 
-CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
-
-
-class Browser:
-    """A cookie-keeping client that fills in the page's CSRF token like a browser would."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
-        self.csrf = ""
-
-    async def get(self, path: str, **params: Any) -> httpx.Response:
-        response = await self.client.get(path, params=params or None)
-        found = CSRF.search(response.text)
-        if found:
-            self.csrf = found.group(1)
-        return response
-
-    async def post(
-        self, path: str, form: dict[str, str] | None = None, **kw: Any
-    ) -> httpx.Response:
-        if not self.csrf:
-            await self.get("/portal/")
-        return await self.client.post(path, data={"csrf": self.csrf, **(form or {})}, **kw)
-
 
 async def sign_in(api: Api, key: str) -> httpx.Response:
     return await api.client.post("/portal/login", data={"api_key": key, "next": "/portal/"})
-
-
-@pytest.fixture
-async def operator(api: Api) -> AsyncIterator[Browser]:
-    _, plaintext = await api.tidings.create_api_key("acme", ["admin"])
-    async with api.new_client() as client:
-        response = await client.post("/portal/login", data={"api_key": plaintext})
-        assert response.status_code == 303
-        yield Browser(client)
 
 
 async def admin_headers(api: Api) -> dict[str, str]:
@@ -106,9 +74,8 @@ async def test_operator_creates_tests_disables_and_deletes_a_subscription(
     assert response.status_code == 201
     secret = re.search(r'id="new-secret">(whsec_[^<]+)<', response.text)
     assert secret is not None
-    tenant = await api.tidings.store.keys.find_tenant("acme")
-    assert tenant is not None
-    (sub,) = (await api.tidings.store.subscriptions.page(tenant.id, None, 10)).items
+    tenant_id = await acme_tenant_id(api)
+    (sub,) = await acme_subscriptions(api)
     assert sub.event_types == ("client.*", "lead.created")
     assert sub.description == "CRM"
 
@@ -128,18 +95,18 @@ async def test_operator_creates_tests_disables_and_deletes_a_subscription(
 
     response = await operator.post(f"/portal/subscriptions/{sub.id}/disable")
     assert response.status_code == 303
-    disabled = await api.tidings.store.subscriptions.get(tenant.id, sub.id)
+    disabled = await api.tidings.store.subscriptions.get(tenant_id, sub.id)
     assert disabled is not None and not disabled.enabled
     page = await operator.get(f"/portal/subscriptions/{sub.id}")
     assert 'id="status">disabled<' in page.text
 
     await operator.post(f"/portal/subscriptions/{sub.id}/enable")
-    enabled = await api.tidings.store.subscriptions.get(tenant.id, sub.id)
+    enabled = await api.tidings.store.subscriptions.get(tenant_id, sub.id)
     assert enabled is not None and enabled.enabled
 
     response = await operator.post(f"/portal/subscriptions/{sub.id}/delete")
     assert response.headers["location"] == "/portal/"
-    assert await api.tidings.store.subscriptions.get(tenant.id, sub.id) is None
+    assert await api.tidings.store.subscriptions.get(tenant_id, sub.id) is None
     assert (await operator.get(f"/portal/subscriptions/{sub.id}")).status_code == 404
 
 
@@ -156,9 +123,7 @@ async def test_bad_form_input_is_shown_and_nothing_is_stored(
     )
     assert response.status_code == 422
     assert "eventTypes:" in response.text
-    tenant = await api.tidings.store.keys.find_tenant("acme")
-    assert tenant is not None
-    assert (await api.tidings.store.subscriptions.page(tenant.id, None, 10)).items == []
+    assert await acme_subscriptions(api) == []
 
 
 async def test_editing_checks_the_url_like_create_does(
@@ -176,9 +141,8 @@ async def test_editing_checks_the_url_like_create_does(
         {"url": receiver.url("/b"), "event_types": "lead.*", "description": "moved"},
     )
     assert response.status_code == 303
-    tenant = await api.tidings.store.keys.find_tenant("acme")
-    assert tenant is not None
-    edited = await api.tidings.store.subscriptions.get(tenant.id, sub["id"])
+    tenant_id = await acme_tenant_id(api)
+    edited = await api.tidings.store.subscriptions.get(tenant_id, sub["id"])
     assert edited is not None
     assert (edited.url, edited.event_types, edited.description) == (
         receiver.url("/b"),
@@ -198,9 +162,8 @@ async def test_a_form_without_the_sessions_csrf_token_changes_nothing(
     assert response.status_code == 403
     response = await operator.client.post(f"/portal/subscriptions/{sub['id']}/delete")
     assert response.status_code == 403
-    tenant = await api.tidings.store.keys.find_tenant("acme")
-    assert tenant is not None
-    kept = await api.tidings.store.subscriptions.get(tenant.id, sub["id"])
+    tenant_id = await acme_tenant_id(api)
+    kept = await api.tidings.store.subscriptions.get(tenant_id, sub["id"])
     assert kept is not None and kept.enabled
 
 
@@ -213,17 +176,16 @@ async def test_home_shows_status_success_rate_and_last_delivery(
     bad = await subscribe(api, headers, bad_url, "*")
     gone = await subscribe(api, headers, receiver.url("/gone"), "lead.created")
     breaker = await subscribe(api, headers, receiver.url("/breaker"), "lead.created")
-    tenant = await api.tidings.store.keys.find_tenant("acme")
-    assert tenant is not None
-    await api.tidings.store.subscriptions.disable(tenant.id, gone["id"], DisableReason.GONE)
-    await api.tidings.store.subscriptions.disable(tenant.id, breaker["id"], DisableReason.BREAKER)
+    tenant_id = await acme_tenant_id(api)
+    await api.tidings.store.subscriptions.disable(tenant_id, gone["id"], DisableReason.GONE)
+    await api.tidings.store.subscriptions.disable(tenant_id, breaker["id"], DisableReason.BREAKER)
     await emit(api, headers)
     await receiver.wait_count("/good", 1)
     await receiver.wait_count("/bad", 1)
 
     async def both_recorded() -> bool:
         health = await api.tidings.store.reports.subscription_health(
-            tenant.id, [good["id"], bad["id"]], 100
+            tenant_id, [good["id"], bad["id"]], 100
         )
         return all(h.attempts >= 1 for h in health.values())
 
@@ -384,9 +346,8 @@ async def test_a_consumer_link_shows_one_tenant_read_only(
         response = await consumer.post(f"/portal/subscriptions/{mine['id']}/disable")
         assert response.status_code == 403
         assert (await consumer.get("/portal/links")).status_code == 403
-    tenant = await api.tidings.store.keys.find_tenant("acme")
-    assert tenant is not None
-    kept = await api.tidings.store.subscriptions.get(tenant.id, mine["id"])
+    tenant_id = await acme_tenant_id(api)
+    kept = await api.tidings.store.subscriptions.get(tenant_id, mine["id"])
     assert kept is not None and kept.enabled
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
@@ -16,7 +15,7 @@ from markupsafe import escape
 
 from tests.conftest import Api
 from tests.integration.test_delivery import subscribe
-from tests.integration.test_portal import Browser
+from tests.support.portal import Browser, acme_subscriptions, acme_tenant_id
 from tests.support.receiver import Receiver
 from tidings.domain.signatures import SignatureScheme
 from tidings.domain.subscriptions import Subscription
@@ -29,19 +28,8 @@ WORKESTRA = {"delays": [5, 30, 120, 600], "breakerThreshold": 5}
 GOHIGHLEVEL = {"retryOn": ["timeout", "connection", "408", "429", "5xx"]}
 
 
-@pytest.fixture
-async def operator(api: Api) -> AsyncIterator[Browser]:
-    _, plaintext = await api.tidings.create_api_key("acme", ["admin"])
-    async with api.new_client() as client:
-        response = await client.post("/portal/login", data={"api_key": plaintext})
-        assert response.status_code == 303
-        yield Browser(client)
-
-
 async def stored(api: Api, subscription_id: str) -> Subscription:
-    tenant = await api.tidings.store.keys.find_tenant("acme")
-    assert tenant is not None
-    sub = await api.tidings.store.subscriptions.get(tenant.id, subscription_id)
+    sub = await api.tidings.store.subscriptions.get(await acme_tenant_id(api), subscription_id)
     assert sub is not None
     return sub
 
@@ -49,6 +37,14 @@ async def stored(api: Api, subscription_id: str) -> Subscription:
 async def new_subscription(api: Api, receiver: Receiver, path: str = "/d") -> str:
     sub = await subscribe(api, await api.key("acme", "admin"), receiver.url(path), "*")
     return str(sub["id"])
+
+
+async def create_with_scheme(
+    operator: Browser, receiver: Receiver, scheme: str, path: str = "/hook"
+) -> httpx.Response:
+    """Post the new-subscription form: every event type, to ``receiver`` at ``path``."""
+    form = {"url": receiver.url(path), "event_types": "*", "signature_scheme": scheme}
+    return await operator.post("/portal/subscriptions", form)
 
 
 def snippet(scheme: str, suffix: str) -> str:
@@ -77,10 +73,7 @@ async def test_each_scheme_is_offered_created_and_explained(
     assert offered == SCHEMES
     assert re.search(r'value="hmac"\s+checked', form)  # the default
 
-    created = await operator.post(
-        "/portal/subscriptions",
-        {"url": receiver.url("/s"), "event_types": "*", "signature_scheme": scheme},
-    )
+    created = await create_with_scheme(operator, receiver, scheme, "/s")
     assert created.status_code == 201, created.text
     sub_id = element(created.text, "subscription-id")
     sub = await stored(api, sub_id)
@@ -138,25 +131,17 @@ def card_of_dialect(page: str) -> str:
 async def test_an_unknown_scheme_is_a_form_error_and_stores_nothing(
     api: Api, operator: Browser, receiver: Receiver
 ) -> None:
-    response = await operator.post(
-        "/portal/subscriptions",
-        {"url": receiver.url(), "event_types": "*", "signature_scheme": "md5"},
-    )
+    response = await create_with_scheme(operator, receiver, "md5")
     assert response.status_code == 422
     assert "signatureScheme: must be one of hmac, ed25519, hmac-body, rsa-sha256" in response.text
     assert 'value="md5"' not in response.text  # the choices stay the four
-    tenant = await api.tidings.store.keys.find_tenant("acme")
-    assert tenant is not None
-    assert (await api.tidings.store.subscriptions.page(tenant.id, None, 10)).items == []
+    assert await acme_subscriptions(api) == []
 
 
 async def test_rotating_an_rsa_key_shows_the_new_public_key_and_can_end_early(
     api: Api, operator: Browser, receiver: Receiver
 ) -> None:
-    created = await operator.post(
-        "/portal/subscriptions",
-        {"url": receiver.url(), "event_types": "*", "signature_scheme": "rsa-sha256"},
-    )
+    created = await create_with_scheme(operator, receiver, "rsa-sha256")
     sub_id = element(created.text, "subscription-id")
     before = await stored(api, sub_id)
     rotated = await operator.post(f"/portal/subscriptions/{sub_id}/rotate")
@@ -173,6 +158,18 @@ async def test_rotating_an_rsa_key_shows_the_new_public_key_and_can_end_early(
     assert ended.status_code == 303
     assert (await stored(api, sub_id)).previous_secret_expires_ms is None
     assert 'id="rotation"' not in (await operator.get(f"/portal/subscriptions/{sub_id}")).text
+
+
+async def refused(
+    operator: Browser, sub_id: str, form: str, data: dict[str, str], message: str
+) -> httpx.Response:
+    """Post one of a subscription's forms with bad input: a 422 whose card of the same
+    name (``retry``, ``headers``) says ``message``."""
+    response = await operator.post(f"/portal/subscriptions/{sub_id}/{form}", data)
+    assert response.status_code == 422, data
+    error = f'<p class="error" role="alert">{escape(message)}'
+    assert error in card(response.text, form), data
+    return response
 
 
 def element_block(page: str, element_id: str, end: str = "</div>") -> str:
@@ -278,14 +275,10 @@ async def test_a_bad_policy_is_shown_on_the_form_and_changes_nothing(
     sub_id = await new_subscription(api, receiver)
     await operator.post(f"/portal/subscriptions/{sub_id}/retry", {"preset": "workestra"})
     for form, message in BAD_POLICIES:
-        response = await operator.post(
-            f"/portal/subscriptions/{sub_id}/retry", {"preset": "custom", **form}
-        )
-        assert response.status_code == 422, form
-        retry_card = card(response.text, "retry")
-        assert f'<p class="error" role="alert">{escape(message)}' in retry_card, form
+        response = await refused(operator, sub_id, "retry", {"preset": "custom", **form}, message)
         if "delays" in form:  # what was typed, to correct
-            assert f'name="delays" value="{escape(form["delays"])}"' in retry_card
+            delays = f'name="delays" value="{escape(form["delays"])}"'
+            assert delays in card(response.text, "retry")
         retry = (await stored(api, sub_id)).retry
         assert retry is not None and retry.to_dict() == WORKESTRA, form
 
@@ -342,10 +335,7 @@ async def test_bad_headers_are_a_form_error_that_never_echoes_a_value(
     sub_id = await new_subscription(api, receiver)
     await operator.post(f"/portal/subscriptions/{sub_id}/headers", {"headers": "X-Kept: 1"})
     for text, message in BAD_HEADERS:
-        response = await operator.post(f"/portal/subscriptions/{sub_id}/headers", {"headers": text})
-        assert response.status_code == 422, text
-        headers_card = card(response.text, "headers")
-        assert f'<p class="error" role="alert">{escape(message)}' in headers_card, text
+        response = await refused(operator, sub_id, "headers", {"headers": text}, message)
         assert "v-secret-1" not in response.text
         assert (await stored(api, sub_id)).header_names == ("X-Kept",)
 
@@ -353,10 +343,7 @@ async def test_bad_headers_are_a_form_error_that_never_echoes_a_value(
 async def test_a_read_only_link_sees_the_dialect_but_changes_nothing(
     api: Api, operator: Browser, receiver: Receiver
 ) -> None:
-    created = await operator.post(
-        "/portal/subscriptions",
-        {"url": receiver.url(), "event_types": "*", "signature_scheme": "ed25519"},
-    )
+    created = await create_with_scheme(operator, receiver, "ed25519")
     sub_id = element(created.text, "subscription-id")
     await operator.post(f"/portal/subscriptions/{sub_id}/retry", {"preset": "gohighlevel"})
     await operator.post(f"/portal/subscriptions/{sub_id}/headers", {"headers": "X-Key: k-77f"})

@@ -6,28 +6,18 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.conftest import Api
-from tests.integration.test_portal import Browser
 from tests.integration.test_portal_dialects import card, element, stored
+from tests.support.portal import Browser
 
 pytestmark = pytest.mark.asyncio
 
 URL = "http://127.0.0.1:9/f"
 BIG = {"payload.amount.amount": {"$gte": 100000}}
 HTMX = {"HX-Request": "true"}
-
-
-@pytest.fixture
-async def operator(api: Api) -> AsyncIterator[Browser]:
-    _, plaintext = await api.tidings.create_api_key("acme", ["admin"])
-    async with api.new_client() as client:
-        response = await client.post("/portal/login", data={"api_key": plaintext})
-        assert response.status_code == 303
-        yield Browser(client)
 
 
 async def new_subscription(api: Api) -> str:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Api
 from tests.integration.test_delivery import subscribe
-from tests.integration.test_portal import Browser
+from tests.support.portal import Browser
 
 pytestmark = pytest.mark.asyncio
 

@@ -11,13 +11,9 @@ import json
 import pytest
 
 from tests.conftest import Api
-from tests.integration.test_portal import Browser
 from tests.integration.test_portal_dialects import card, element, stored
-from tests.integration.test_portal_filters import (
-    HTMX,
-    new_subscription,
-    operator,  # noqa: F401 (a fixture)
-)
+from tests.integration.test_portal_filters import HTMX, new_subscription
+from tests.support.portal import Browser
 
 pytestmark = pytest.mark.asyncio
 
@@ -29,7 +25,7 @@ SLACK = """function handler(webhook) {
 }"""
 
 
-async def test_the_transformation_is_saved_and_removed(api: Api, operator: Browser) -> None:  # noqa: F811
+async def test_the_transformation_is_saved_and_removed(api: Api, operator: Browser) -> None:
     sub_id = await new_subscription(api)
     page = (await operator.get(f"/portal/subscriptions/{sub_id}")).text
     assert "None: every delivery sends the envelope" in element(page, "transformation-current")
@@ -54,7 +50,7 @@ async def test_the_transformation_is_saved_and_removed(api: Api, operator: Brows
     assert (await stored(api, sub_id)).transformation is None
 
 
-async def test_try_it_shows_what_would_be_sent(api: Api, operator: Browser) -> None:  # noqa: F811
+async def test_try_it_shows_what_would_be_sent(api: Api, operator: Browser) -> None:
     """The CRM's payment.succeeded sample pays 129900 by card."""
     sub_id = await new_subscription(api)
     headers = await api.key("acme", "admin")

@@ -15,23 +15,29 @@ from tests.support.dns import ScriptedResolver, factory
 from tests.support.receiver import Receiver
 from tidings.dispatcher.curl_sender import CurlSender
 from tidings.dispatcher.guard import GuardedResolver
-from tidings.dispatcher.sender import USER_AGENT, AiohttpSender, Sender
+from tidings.dispatcher.sender import (
+    USER_AGENT,
+    AiohttpSender,
+    Sender,
+    SenderFactory,
+    SenderOptions,
+)
 from tidings.domain.addresses import AddressPolicy
 from tidings.domain.deliveries import Failure
 
 pytestmark = pytest.mark.asyncio
 
-SENDERS: dict[str, Callable[..., Sender]] = {"aiohttp": AiohttpSender, "curl": CurlSender}
+SENDERS: dict[str, SenderFactory] = {"aiohttp": AiohttpSender, "curl": CurlSender}
 
 
 @pytest.fixture(params=sorted(SENDERS))
-def make_sender(request: pytest.FixtureRequest) -> Callable[..., Sender]:
+def make_sender(request: pytest.FixtureRequest) -> SenderFactory:
     return SENDERS[request.param]
 
 
 @pytest.fixture
-async def sender(make_sender: Callable[..., Sender]) -> AsyncIterator[Sender]:
-    made = make_sender(1.0, 50, GuardedResolver(AddressPolicy(development=True)))
+async def sender(make_sender: SenderFactory) -> AsyncIterator[Sender]:
+    made = make_sender(SenderOptions(1.0, 50, GuardedResolver(AddressPolicy(development=True))))
     yield made
     await made.close()
 
@@ -112,12 +118,10 @@ async def test_a_refused_connection_is_a_result(sender: Sender, receiver: Receiv
     assert result.error
 
 
-async def test_many_in_flight_at_once(
-    make_sender: Callable[..., Sender], receiver: Receiver
-) -> None:
+async def test_many_in_flight_at_once(make_sender: SenderFactory, receiver: Receiver) -> None:
     """200 at once all arrive. The timeout is generous: on a busy 2-core machine the
     receiver (in this process) can take over a second to answer the last of them."""
-    sender = make_sender(30.0, 50, GuardedResolver(AddressPolicy(development=True)))
+    sender = make_sender(SenderOptions(30.0, 50, GuardedResolver(AddressPolicy(development=True))))
     try:
         results = await asyncio.gather(
             *(sender.post(receiver.url(f"/n{i}"), b"{}", {}) for i in range(200))
@@ -138,13 +142,15 @@ async def test_many_in_flight_at_once(
     ],
 )
 async def test_ip_literals_pass_the_guard(
-    make_sender: Callable[..., Sender],
+    make_sender: SenderFactory,
     receiver: Receiver,
     development: bool,
     url_of: Callable[[Receiver], str],
     delivered: bool,
 ) -> None:
-    sender = make_sender(1.0, 10, GuardedResolver(AddressPolicy(development=development)))
+    sender = make_sender(
+        SenderOptions(1.0, 10, GuardedResolver(AddressPolicy(development=development)))
+    )
     try:
         result = await sender.post(url_of(receiver), b"{}", {})
     finally:
@@ -156,14 +162,14 @@ async def test_ip_literals_pass_the_guard(
 
 
 async def test_names_connect_only_to_the_checked_address(
-    make_sender: Callable[..., Sender], receiver: Receiver
+    make_sender: SenderFactory, receiver: Receiver
 ) -> None:
     """A name is resolved once, checked, and that address is the one connected to: a
     second answer (DNS rebinding) is never asked for while the first is cached, and a name
     that resolves to a refused address is blocked without connecting."""
     dns = ScriptedResolver({"hook.example": [["127.0.0.1"]], "meta.example": [["169.254.169.254"]]})
     guard = GuardedResolver(AddressPolicy(development=True), factory(dns))
-    sender = make_sender(1.0, 10, guard)
+    sender = make_sender(SenderOptions(1.0, 10, guard))
     try:
         good: Any = await sender.post(f"http://hook.example:{receiver.port}/named", b"{}", {})
         bad: Any = await sender.post("http://meta.example/latest", b"{}", {})
@@ -188,7 +194,7 @@ async def test_a_crashed_curl_engine_fails_its_transfers_and_starts_again(
         return web.Response()
 
     receiver.on("/held", held)
-    sender = CurlSender(10.0, 10)
+    sender = CurlSender(SenderOptions(10.0, 10))
     try:
         pending = asyncio.create_task(sender.post(receiver.url("/held"), b"{}", {}))
         await receiver.wait_count("/held", 1)
@@ -249,7 +255,7 @@ async def test_a_garbled_retry_after_is_ignored(sender: Sender, receiver: Receiv
     assert (result.status_code, result.retry_after) == (503, None)
 
 
-async def test_closing_twice_is_harmless(make_sender: Callable[..., Sender]) -> None:
-    sender = make_sender(1.0, 10)
+async def test_closing_twice_is_harmless(make_sender: SenderFactory) -> None:
+    sender = make_sender(SenderOptions(1.0, 10))
     await sender.close()
     await sender.close()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.postgres import _bindir
+from tests.support.processes import wait_or_kill
 
 SUPERUSER_PASSWORD = "failover"
 
@@ -203,11 +204,7 @@ def _spawn(argv: list[str], log: Path, *, as_postgres: bool) -> subprocess.Popen
 def _stop(process: subprocess.Popen[bytes], seconds: float) -> None:
     if process.poll() is None:
         process.terminate()
-        try:
-            process.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        wait_or_kill(process, seconds)
 
 
 def _http_ok(url: str) -> bool:

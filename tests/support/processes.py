@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,6 +35,15 @@ def tidings_env(data_dir: Path, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def wait_or_kill(proc: subprocess.Popen[Any], seconds: float) -> int:
+    """Give ``proc`` (asked to stop) ``seconds`` to exit, then kill it; its exit code."""
+    try:
+        return proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=10)
 
 
 def run_cli(args: list[str], env: Mapping[str, str]) -> str:
@@ -62,10 +72,7 @@ class Process:
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            wait_or_kill(self.proc, 20)
         self._log_file.close()
         return self.proc.returncode
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+from tests.support.servers import LocalServer
 
 
 @dataclass
@@ -30,17 +31,14 @@ def ok(_: int) -> web.Response:
     return web.Response(status=200, text="ok")
 
 
-class Receiver:
+class Receiver(LocalServer):
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Received] = []
         self.responders: dict[str, Responder] = {}
         self.streaming: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
         """Paths answered by a raw aiohttp handler (e.g. a streamed response)."""
         self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-        self.tls: ssl.SSLContext | None = None
-        """Set before ``start`` to serve https."""
 
     def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
         scheme = "https" if self.tls else "http"
@@ -53,18 +51,8 @@ class Receiver:
     def at(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
 
-    async def start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_route("POST", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()

@@ -16,6 +16,12 @@ const clientId = {
   search: 'find_client.id',
 };
 
+// A new client or lead is named; an update may leave the name as it is.
+const requiredName = [
+  { key: 'firstName', label: 'First Name', required: true },
+  { key: 'lastName', label: 'Last Name', required: true },
+];
+
 const person = [
   { key: 'companyName', label: 'Company Name' },
   { key: 'email', label: 'Email' },
@@ -53,14 +59,16 @@ const money = (amount, code) =>
 // Calendar dates: a Zapier date (an ISO date-time) or YYYY-MM-DD, sent as YYYY-MM-DD.
 const day = (value) => (typeof value === 'string' ? value.slice(0, 10) : value);
 
+// The inputs the API takes under the same names, as they are.
+const same = (input, keys) => Object.fromEntries(keys.map((key) => [key, input[key]]));
+
+const PERSON_KEYS = ['firstName', 'lastName', 'companyName', 'email', 'phone'];
+
 const addressOf = (input) => {
   const parts = compact({
     line1: input.addressLine1,
     line2: input.addressLine2,
-    city: input.city,
-    region: input.region,
-    postalCode: input.postalCode,
-    country: input.country,
+    ...same(input, ['city', 'region', 'postalCode', 'country']),
   });
   return Object.keys(parts).length ? parts : undefined;
 };
@@ -121,8 +129,7 @@ const creates = [
     label: 'Create Client',
     description: 'Creates a client record (emits client.created).',
     inputFields: [
-      { key: 'firstName', label: 'First Name', required: true },
-      { key: 'lastName', label: 'Last Name', required: true },
+      ...requiredName,
       ...person,
       { key: 'status', label: 'Status', choices: STATUSES, default: 'prospect' },
       ...clientExtras,
@@ -130,12 +137,7 @@ const creates = [
     request: send(
       () => '/clients',
       (input) => ({
-        firstName: input.firstName,
-        lastName: input.lastName,
-        companyName: input.companyName,
-        email: input.email,
-        phone: input.phone,
-        status: input.status,
+        ...same(input, [...PERSON_KEYS, 'status']),
         address: addressOf(input),
         tags: tagsOf(input),
         ownerId: input.ownerId,
@@ -158,11 +160,7 @@ const creates = [
     request: send(
       (bundle) => `/clients/${encodeURIComponent(bundle.inputData.clientId)}`,
       (input) => ({
-        firstName: input.firstName,
-        lastName: input.lastName,
-        companyName: input.companyName,
-        email: input.email,
-        phone: input.phone,
+        ...same(input, PERSON_KEYS),
         address: addressOf(input),
         tags: tagsOf(input),
         ownerId: input.ownerId,
@@ -193,8 +191,7 @@ const creates = [
     label: 'Create Lead',
     description: 'Captures a sales lead (emits lead.created).',
     inputFields: [
-      { key: 'firstName', label: 'First Name', required: true },
-      { key: 'lastName', label: 'Last Name', required: true },
+      ...requiredName,
       ...person,
       { key: 'source', label: 'Source', helpText: 'E.g. website, referral, import.' },
       { key: 'status', label: 'Pipeline Stage', default: 'new' },
@@ -211,16 +208,9 @@ const creates = [
     request: send(
       () => '/leads',
       (input) => ({
-        firstName: input.firstName,
-        lastName: input.lastName,
-        companyName: input.companyName,
-        email: input.email,
-        phone: input.phone,
-        source: input.source,
-        status: input.status,
+        ...same(input, [...PERSON_KEYS, 'source', 'status']),
         estimatedValue: money(input.estimatedValue, input.currency),
-        assignedTo: input.assignedTo,
-        notes: input.notes,
+        ...same(input, ['assignedTo', 'notes']),
       }),
     ),
     result: recordResult(RECORDS.lead),
@@ -267,8 +257,7 @@ const creates = [
       () => '/notes',
       (input) => ({
         subject: { type: input.subjectType, id: input.subjectId },
-        title: input.title,
-        body: input.body,
+        ...same(input, ['title', 'body']),
       }),
     ),
     result: recordResult(RECORDS.note),
@@ -296,12 +285,9 @@ const creates = [
     request: send(
       () => '/payments',
       (input) => ({
-        clientId: input.clientId,
-        invoiceId: input.invoiceId,
+        ...same(input, ['clientId', 'invoiceId']),
         amount: money(input.amount, input.currency),
-        method: input.method,
-        processorReference: input.processorReference,
-        cardLast4: input.cardLast4,
+        ...same(input, ['method', 'processorReference', 'cardLast4']),
       }),
     ),
     result: recordResult(RECORDS.payment),
@@ -340,9 +326,7 @@ const creates = [
     request: send(
       () => '/invoices',
       (input) => ({
-        clientId: input.clientId,
-        invoiceNumber: input.invoiceNumber,
-        status: input.status,
+        ...same(input, ['clientId', 'invoiceNumber', 'status']),
         issueDate: day(input.issueDate),
         dueDate: day(input.dueDate),
         lineItems: (input.lineItems || []).map((item) => ({
@@ -373,8 +357,7 @@ const creates = [
     request: send(
       () => '/agreements',
       (input) => ({
-        clientId: input.clientId,
-        title: input.title,
+        ...same(input, ['clientId', 'title']),
         signedBy: compact({
           name: input.signerName,
           email: input.signerEmail,

@@ -41,11 +41,12 @@ import pycurl
 import structlog
 import yarl
 
-from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, literal_address
+from tidings.dispatcher.guard import BlockedAddress, literal_address
 from tidings.dispatcher.sender import (
     RESPONSE_READ_LIMIT,
     RETRY_AFTER_STATUSES,
     USER_AGENT,
+    SenderOptions,
     answered,
     unanswered,
 )
@@ -82,19 +83,11 @@ class _Job:
 class CurlSender:
     """Create it inside the event loop that uses it; ``close`` stops its thread."""
 
-    def __init__(
-        self,
-        timeout: float,
-        max_connections: int = 200,
-        guard: GuardedResolver | None = None,
-        *,
-        proxy: str | None = None,
-        ca_bundle: str | None = None,
-    ) -> None:
-        self._timeout = timeout
-        self._guard = guard
-        self._proxy = proxy
-        self._trusted = _trusted_pem(ca_bundle) if ca_bundle else None
+    def __init__(self, options: SenderOptions) -> None:
+        self._timeout = options.timeout
+        self._guard = options.guard
+        self._proxy = options.proxy
+        self._trusted = _trusted_pem(options.ca_bundle) if options.ca_bundle else None
         self._loop = asyncio.get_running_loop()
         self._dns: BoundedCache[tuple[str, int], tuple[str | None, float]] = BoundedCache(
             _DNS_CACHE_SIZE
@@ -102,7 +95,7 @@ class CurlSender:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
-        self._max_connections = max_connections
+        self._max_connections = options.max_connections
         self._closing = False
         self._woken = False
         self._thread = self._start_engine()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -33,6 +34,25 @@ class Sender(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class SenderOptions:
+    """What a sender is made with, whichever the engine (``TIDINGS_SENDER``)."""
+
+    timeout: float
+    """Seconds an attempt may take, name resolution included."""
+    max_connections: int = 200
+    guard: GuardedResolver | None = None
+    """Checks every address connected to against the SSRF rules (None: no check)."""
+    proxy: str | None = None
+    """An egress proxy to tunnel through (the curl sender only)."""
+    ca_bundle: str | None = None
+    """Certificates trusted besides the system's."""
+
+
+SenderFactory = Callable[[SenderOptions], Sender]
+"""A sender's class: :class:`AiohttpSender` or ``curl_sender.CurlSender``."""
+
+
 class AiohttpSender:
     """Owns the connection pool; create it inside the event loop that uses it.
 
@@ -40,28 +60,20 @@ class AiohttpSender:
     the guard as aiohttp's resolver, IP literals (which aiohttp never resolves) here.
     """
 
-    def __init__(
-        self,
-        timeout: float,
-        max_connections: int = 200,
-        guard: GuardedResolver | None = None,
-        *,
-        proxy: str | None = None,
-        ca_bundle: str | None = None,
-    ) -> None:
-        if proxy:
+    def __init__(self, options: SenderOptions) -> None:
+        if options.proxy:
             raise ValueError(
                 "the aiohttp sender cannot keep the SSRF guard's address through a proxy: "
                 "use the curl sender"
             )
-        self._guard = guard
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._guard = options.guard
+        self._timeout = aiohttp.ClientTimeout(total=options.timeout)
         tls: ssl.SSLContext | bool = True
-        if ca_bundle:  # added to the system's CAs, not instead of them
+        if options.ca_bundle:  # added to the system's CAs, not instead of them
             tls = ssl.create_default_context()
-            tls.load_verify_locations(cafile=ca_bundle)
+            tls.load_verify_locations(cafile=options.ca_bundle)
         connector = aiohttp.TCPConnector(
-            limit=max_connections, ttl_dns_cache=60, resolver=guard, ssl=tls
+            limit=options.max_connections, ttl_dns_cache=60, resolver=options.guard, ssl=tls
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import RowMapping
 
@@ -16,7 +17,11 @@ from tidings.domain.signatures import SignatureScheme
 from tidings.domain.subscriptions import Ordering, Subscription, SubscriptionKind
 from tidings.storage.records import AttemptRecord, Page, StoredEvent
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 T = TypeVar("T")
+R = TypeVar("R", bound="DataclassInstance")
 
 EVENT_COLUMNS = "id, tenant_id, type, created_ms, body, request_hash, ordering_key, trace_context"
 """The columns an emitted event's row is written with, in :func:`event_values`' order."""
@@ -36,30 +41,19 @@ def event_values(event: StoredEvent) -> tuple[Any, ...]:
 
 
 def subscription_of(row: RowMapping) -> Subscription:
-    return Subscription(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        url=row["url"],
+    return record_of(
+        Subscription,
+        row,
         event_types=tuple(json.loads(row["event_types"])),
         enabled=bool(row["enabled"]),
-        description=row["description"],
         kind=SubscriptionKind(row["kind"]),
         disabled_reason=DisableReason(row["disabled_reason"]) if row["disabled_reason"] else None,
-        consecutive_failures=row["consecutive_failures"],
-        created_ms=row["created_ms"],
-        updated_ms=row["updated_ms"],
-        max_concurrency=row["max_concurrency"],
-        rate_limit=row["rate_limit"],
-        public_key=row["public_key"],
-        previous_secret_expires_ms=row["previous_secret_expires_ms"],
-        previous_public_key=row["previous_public_key"],
         ordering=Ordering(row["ordering"]) if row["ordering"] else None,
         signature_scheme=SignatureScheme(row["signature_scheme"]),
         retry=retry_rules_of(row["retry_policy"]),
         header_names=tuple(json.loads(row["header_names"])) if row["header_names"] else (),
         propagate_trace=bool(row["propagate_trace"]),
         filter=json.loads(row["filter"]) if row["filter"] else None,
-        transformation=row["transformation"],
     )
 
 
@@ -86,34 +80,24 @@ def dialect_columns(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def record_of(record: type[R], row: RowMapping, **computed: Any) -> R:
+    """The record whose fields are the row's columns of the same names, but for those
+    ``computed`` (a missing column is a KeyError: the schema and the record part ways)."""
+    columns = {name: row[name] for name in field_names(record) if name not in computed}
+    return record(**columns, **computed)
+
+
+@functools.cache
+def field_names(record: type[DataclassInstance]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(record))
+
+
 def event_of(row: RowMapping) -> StoredEvent:
-    return StoredEvent(
-        seq=row["seq"],
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        type=row["type"],
-        created_ms=row["created_ms"],
-        body=row["body"],
-        request_hash=row["request_hash"],
-        ordering_key=row["ordering_key"],
-        trace_context=row["trace_context"],
-    )
+    return record_of(StoredEvent, row)
 
 
 def attempt_of(row: RowMapping) -> AttemptRecord:
-    return AttemptRecord(
-        id=row["id"],
-        delivery_id=row["delivery_id"],
-        event_id=row["event_id"],
-        subscription_id=row["subscription_id"],
-        attempt=row["attempt"],
-        outcome=row["outcome"],
-        status_code=row["status_code"],
-        elapsed_ms=row["elapsed_ms"],
-        response_body=row["response_body"],
-        error=row["error"],
-        created_ms=row["created_ms"],
-    )
+    return record_of(AttemptRecord, row)
 
 
 def page_of(

@@ -37,6 +37,11 @@ class ApiError(Exception):
         self.details = details
         self.headers = headers
 
+    def response(self) -> JSONResponse:
+        """The answer as JSON (what the API sends; the portal renders a page instead)."""
+        error = {"code": self.code, "message": self.message, "details": self.details}
+        return JSONResponse({"error": error}, status_code=self.status, headers=self.headers)
+
 
 def not_found(what: str) -> ApiError:
     """The 404 for an id that is unknown, or belongs to another tenant (the same answer)."""
@@ -77,17 +82,6 @@ def as_api_error(exc: Exception) -> ApiError:
     raise TypeError(f"{type(exc).__name__} is not translated")
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    details: Any = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "details": details}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -124,11 +118,10 @@ def allowed_methods(request: Request) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return exc.response()
 
     async def translated(_: Request, exc: Exception) -> JSONResponse:
-        error = as_api_error(exc)
-        return error_response(error.status, error.code, error.message, error.details)
+        return as_api_error(exc).response()
 
     for exc_class in TRANSLATED:
         app.add_exception_handler(exc_class, translated)
@@ -137,15 +130,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(err.get("type") == "json_invalid" for err in errors):
-            return error_response(400, "invalid_json", "request body is not valid JSON")
+            return ApiError(400, "invalid_json", "request body is not valid JSON").response()
         if any(
             err.get("type") == "missing" and tuple(err.get("loc", ())) == ("body",)
             for err in errors
         ):
-            return error_response(400, "missing_body", "request body is required")
-        return error_response(
+            return ApiError(400, "missing_body", "request body is required").response()
+        return ApiError(
             422, "validation_error", "request is invalid", _validation_details(exc)
-        )
+        ).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -153,16 +146,16 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers) if exc.headers else None
         if exc.status_code == 405:
             headers = {"Allow": ", ".join(allowed_methods(request))}
-        return error_response(exc.status_code, code, str(exc.detail), None, headers)
+        return ApiError(exc.status_code, code, str(exc.detail), None, headers).response()
 
     @app.exception_handler(StorageUnavailable)
     async def unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:
         log.warning("storage_unavailable", path=request.url.path, error=str(exc)[:200])
         retry = str(RETRY_AFTER_SECONDS)
         message = "the database is unavailable; retry later"
-        return error_response(503, "unavailable", message, None, {"Retry-After": retry})
+        return ApiError(503, "unavailable", message, None, {"Retry-After": retry}).response()
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
-        return error_response(500, "internal_error", "internal server error")
+        return ApiError(500, "internal_error", "internal server error").response()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tidings.web.errors import error_response
+from tidings.web.errors import ApiError
 
 
 class BodyTooLarge(Exception):
@@ -87,4 +87,4 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"request body exceeds {self.max_bytes} bytes"
-        await error_response(413, "payload_too_large", message)(scope, receive, send)
+        await ApiError(413, "payload_too_large", message).response()(scope, receive, send)

@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tidings.web.errors import error_response
+from tidings.web.errors import ApiError
 from tidings.web.limits import read_body, replay
 
 _SUSPICIOUS = re.compile(
@@ -119,7 +119,7 @@ class StrictInput:
         if field is not None:
             message = "a NUL character is not allowed in the URL or headers"
             details = [{"field": field, "message": "contains a NUL character"}]
-            await error_response(400, "bad_request", message, details)(scope, receive, send)
+            await ApiError(400, "bad_request", message, details).response()(scope, receive, send)
             return
         if not is_json(_content_type(scope)):
             await self.app(scope, receive, send)
@@ -132,6 +132,6 @@ class StrictInput:
             path, reason = problem
             message = f"request body is not valid JSON: {path} {reason}"
             details = [{"field": path, "message": reason}]
-            await error_response(400, "invalid_json", message, details)(scope, receive, send)
+            await ApiError(400, "invalid_json", message, details).response()(scope, receive, send)
             return
         await self.app(scope, replay(body, receive), send)

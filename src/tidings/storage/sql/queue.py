@@ -18,7 +18,7 @@ from tidings.domain.clock import now_ms
 from tidings.domain.scheduling import LaneState, LaneUpdate
 from tidings.domain.signatures import SignatureScheme
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, WorkerLane
-from tidings.storage.rows import previous_secret, retry_rules_of
+from tidings.storage.rows import previous_secret, record_of, retry_rules_of
 from tidings.storage.rules import LaneWakes, attempt_outcome, recorded_status
 from tidings.storage.schema import CLAIMABLE, LEASED, UNFINISHED, deliveries, lane_stats
 from tidings.storage.sql.database import Database
@@ -205,16 +205,7 @@ _RELEASE = (
 
 
 def lane_state(row: Any, leased: int, lease_ends_ms: int | None) -> LaneState:
-    return LaneState(
-        subscription_id=row["subscription_id"],
-        tenant_id=row["tenant_id"],
-        max_concurrency=row["max_concurrency"],
-        rate_limit=row["rate_limit"],
-        tokens=row["tokens"],
-        tokens_ms=row["tokens_ms"],
-        leased=int(leased),
-        lease_ends_ms=lease_ends_ms,
-    )
+    return record_of(LaneState, row, leased=int(leased), lease_ends_ms=lease_ends_ms)
 
 
 def lane_update_params(update: LaneUpdate, now: int) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from sqlalchemy import delete, insert, or_, select
 
 from tidings.storage.records import PortalSession
@@ -14,14 +16,8 @@ class SQLSessions:
         self._db = db
 
     async def open_session(self, session: PortalSession) -> None:
-        statement = insert(portal_sessions).values(
-            id=session.id,
-            tenant_id=session.tenant_id,
-            key_id=session.key_id,
-            can_manage=session.can_manage,
-            created_ms=session.created_ms,
-            expires_ms=session.expires_ms,
-        )
+        # A session's fields are the table's columns.
+        statement = insert(portal_sessions).values(dataclasses.asdict(session))
         await self._db.write(lambda conn: conn.execute(statement))
 
     async def find_session(self, session_id: str, now_ms: int) -> PortalSession | None:
