@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -525,17 +525,7 @@ def _raw(form: FormData, name: str) -> str:
 async def edit_filter(request: Request, subscription_id: str, who: Manager) -> Response:
     """Replace the filter (an empty textarea removes it); a refused one is shown again,
     as typed, with the path and operator at fault."""
-    form = await checked_form(request, who)
-    sub = await _owned(request, who, subscription_id)
-    typed = _raw(form, "filter")
-    try:
-        edited = await tidings_of(request).edit_subscription(sub, {"filter": _typed_filter(typed)})
-    except Invalid as exc:
-        extra = {"filter_error": exc, "filter_form": typed}
-        return await _detail(request, who, sub, extra, status_code=422)
-    if edited is None:
-        raise PortalError(404, "No such subscription.")
-    return see_other(f"/portal/subscriptions/{sub.id}#filter")
+    return await _save_option(request, who, subscription_id, "filter", _typed_filter)
 
 
 @dataclass(frozen=True)
@@ -587,17 +577,7 @@ async def _try_transformation(
 async def edit_transformation(request: Request, subscription_id: str, who: Manager) -> Response:
     """Replace the transformation (an empty textarea removes it); a script that does not
     compile is shown again, as typed, with its error and line."""
-    form = await checked_form(request, who)
-    sub = await _owned(request, who, subscription_id)
-    typed = _raw(form, "transformation")
-    try:
-        edited = await tidings_of(request).edit_subscription(sub, {"transformation": typed or None})
-    except Invalid as exc:
-        extra = {"transformation_error": exc, "transformation_form": typed}
-        return await _detail(request, who, sub, extra, status_code=422)
-    if edited is None:
-        raise PortalError(404, "No such subscription.")
-    return see_other(f"/portal/subscriptions/{sub.id}#transformation")
+    return await _save_option(request, who, subscription_id, "transformation", _typed_script)
 
 
 @router.post("/subscriptions/{subscription_id}/transformation/try")
@@ -607,12 +587,7 @@ async def try_transformation(request: Request, subscription_id: str, who: Manage
     form = await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
     tried = await _try_transformation(request, who, sub, form)
-    if request.headers.get("HX-Request") == "true":
-        return await render(
-            request, who, "_transformation_result.html", {"transformation_result": tried}
-        )
-    extra = {"transformation_result": tried, "transformation_form": _raw(form, "transformation")}
-    return await _detail(request, who, sub, extra)
+    return await _show_try(request, who, sub, form, "transformation", tried)
 
 
 @router.post("/subscriptions/{subscription_id}/filter/try")
@@ -622,7 +597,41 @@ async def try_filter(request: Request, subscription_id: str, who: Manager) -> Re
     form = await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
     tried = await _try_filter(request, who, form)
+    return await _show_try(request, who, sub, form, "filter", tried)
+
+
+async def _save_option(
+    request: Request,
+    who: Viewer,
+    subscription_id: str,
+    name: str,
+    typed_value: Callable[[str], Any],
+) -> Response:
+    """Save the card ``name``'s textarea as that option (``typed_value`` reads it); a
+    refused one is shown again as typed, with why (``{name}_error``, ``{name}_form``)."""
+    form = await checked_form(request, who)
+    sub = await _owned(request, who, subscription_id)
+    typed = _raw(form, name)
+    try:
+        edited = await tidings_of(request).edit_subscription(sub, {name: typed_value(typed)})
+    except Invalid as exc:
+        extra = {f"{name}_error": exc, f"{name}_form": typed}
+        return await _detail(request, who, sub, extra, status_code=422)
+    if edited is None:
+        raise PortalError(404, "No such subscription.")
+    return see_other(f"/portal/subscriptions/{sub.id}#{name}")
+
+
+async def _show_try(
+    request: Request, who: Viewer, sub: Subscription, form: FormData, name: str, tried: Any
+) -> Response:
+    """A "try it" of the card ``name``: htmx gets ``_{name}_result.html`` alone, a plain
+    form the whole page with the textarea as typed."""
     if request.headers.get("HX-Request") == "true":
-        return await render(request, who, "_filter_result.html", {"filter_result": tried})
-    extra = {"filter_result": tried, "filter_form": _raw(form, "filter")}
+        return await render(request, who, f"_{name}_result.html", {f"{name}_result": tried})
+    extra = {f"{name}_result": tried, f"{name}_form": _raw(form, name)}
     return await _detail(request, who, sub, extra)
+
+
+def _typed_script(text: str) -> str | None:
+    return text if text.strip() else None
