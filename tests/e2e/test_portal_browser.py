@@ -10,6 +10,7 @@ Screenshots of each main page land in ``test-artifacts/portal/<database>/``.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -92,7 +93,7 @@ async def test_operator_creates_tests_watches_and_disables_a_subscription(
     subscription_id = await page.locator("#subscription-id").inner_text()
 
     # A test send, answered in place by htmx: the receiver can verify it with the secret.
-    await page.locator("select[name=event_type]").select_option("client.created")
+    await page.locator("#test-form select[name=event_type]").select_option("client.created")
     await page.get_by_role("button", name="Send test").click()
     await expect(page.locator(".test-result")).to_contain_text("Delivered")
     (test_request,) = receiver.at("/browser")
@@ -232,7 +233,7 @@ async def test_an_rsa_subscription_shows_its_key_and_how_to_verify_and_takes_a_p
     await shots_of(page, shots / "11-rsa-subscription.png")
 
     # The key on the page verifies what the receiver gets.
-    await page.locator("select[name=event_type]").select_option("client.created")
+    await page.locator("#test-form select[name=event_type]").select_option("client.created")
     await page.get_by_role("button", name="Send test").click()
     await expect(page.locator(".test-result")).to_contain_text("Delivered")
     (sent,) = receiver.at("/rsa")
@@ -252,6 +253,51 @@ async def test_an_rsa_subscription_shows_its_key_and_how_to_verify_and_takes_a_p
     assert stored["signatureScheme"] == "rsa-sha256"
     assert stored["retryPolicy"] == {"delays": [5, 30, 120, 600], "breakerThreshold": 5}
     await shots_of(page, shots / "12-retry-preset.png")
+    await context.close()
+
+
+async def test_filter_and_transformation_are_tried_live_then_saved(
+    server: tuple[str, str], receiver: Receiver, browser: Browser, shots: Path
+) -> None:
+    """The two programmable options' cards, in a real browser: "Try it" answers in place
+    (htmx) with the body the script would send and whether the filter matches; saving the
+    script changes what the receiver gets."""
+    base, key = server
+    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    page = await context.new_page()
+    await sign_in(page, base, key)
+    await page.get_by_role("link", name="New subscription").click()
+    await page.get_by_label("Endpoint URL").fill(receiver.url("/slack"))
+    await page.get_by_label("Event types").fill("client.*")
+    await page.get_by_role("button", name="Create subscription").click()
+    await expect(page.locator("#status")).to_have_text("active")
+
+    card = page.locator("#filter-form")
+    await card.locator("textarea").fill('{"type": "client.created"}')
+    await card.locator("select[name=event_type]").select_option("client.created")
+    await card.get_by_role("button", name="Try it").click()
+    await expect(page.locator("#filter-verdict")).to_contain_text("Matches")
+
+    script = (
+        "function handler(webhook) {\n"
+        "  webhook.payload = {text: `new client ${webhook.payload.payload.clientId}`};\n"
+        "  return webhook;\n"
+        "}"
+    )
+    card = page.locator("#transformation-form")
+    await card.locator("textarea").fill(script)
+    await card.locator("select[name=event_type]").select_option("client.created")
+    await card.get_by_role("button", name="Try it").click()
+    await expect(page.locator("#transformation-body")).to_contain_text('"text": "new client')
+    await shots_of(page, shots / "13-transformation-try.png")
+    await card.get_by_role("button", name="Save transformation").click()
+    await expect(page.locator("#transformation-current")).to_contain_text("before it is signed")
+
+    await page.locator("#test-form select[name=event_type]").select_option("client.created")
+    await page.get_by_role("button", name="Send test").click()
+    await expect(page.locator(".test-result").first).to_contain_text("Delivered")
+    (sent,) = receiver.at("/slack")
+    assert json.loads(sent.body)["text"].startswith("new client ")
     await context.close()
 
 
