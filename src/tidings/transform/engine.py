@@ -75,6 +75,7 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_OUTPUT = 1_048_576
 """Bytes a transformed body may have (the service passes ``max_request_bytes``)."""
 DEFAULT_PROCESS_MEMORY = 256 * 1024 * 1024
+REVIVE_AFTER = 30.0
 """Bytes the cached contexts of one pool process may hold together."""
 ADDRESS_SPACE_SLACK = 512 * 1024 * 1024
 """Address space a pool process may map beyond its cache budget and two scripts' limits
@@ -258,6 +259,10 @@ class TransformEngine:
         self._stop: asyncio.Event | None = None
         self._closed = False
         self._broken = False
+        self._broken_at = 0.0
+        self.revive_after = REVIVE_AFTER
+        """Seconds after the pool gave up before a run starts it afresh: a cause that
+        passes (a full disk, a package being upgraded) does not need a restart of tidings."""
         self.restart_delay = RESTART_DELAY
         self.max_crashes = MAX_CRASHES
         """A process feeder that crashed (say, its process could not start) is started
@@ -338,7 +343,9 @@ class TransformEngine:
         if self._closed:
             raise TransformUnavailable("the transformation engine is closed")
         if self._broken:
-            raise TransformUnavailable("the transformation engine's processes keep failing")
+            if time.monotonic() - self._broken_at < self.revive_after:
+                raise TransformUnavailable("the transformation engine's processes keep failing")
+            self._revive()
         self._start()
         future = asyncio.get_running_loop().create_future()
         job = _Job(key, tenant, script, text, future, keep)
@@ -356,6 +363,18 @@ class TransformEngine:
         if queue is None:
             queue = queues[tenant] = deque()
         return queue
+
+    def _revive(self) -> None:
+        """Start the pool again after it gave up: each feeder that ended starts anew."""
+        log.info("transform_engine_revived")
+        self._broken = False
+        for index, (slot, task) in enumerate(zip(self._slots, self._tasks, strict=True)):
+            if task.done():
+                slot.state.crashes.clear()
+                slot.state.failed = False
+                self._tasks[index] = asyncio.create_task(
+                    self._supervised(slot), name=slot.state.name
+                )
 
     def _start(self) -> None:
         if self._tasks:
@@ -376,7 +395,7 @@ class TransformEngine:
                 delay=self.restart_delay,
             )
         except Fatal:
-            self._broken = True
+            self._broken, self._broken_at = True, time.monotonic()
             self._fail_waiting("the transformation engine's processes keep failing")
 
     def _fail_waiting(self, why: str) -> None:

@@ -455,6 +455,25 @@ async def test_an_engine_whose_processes_cannot_start_gives_up_and_says_so() -> 
         await engine.close()
 
 
+async def test_an_engine_that_gave_up_starts_afresh_after_a_pause() -> None:
+    """What made it give up may pass (a package being upgraded): after ``revive_after``
+    the next run starts the pool again, instead of failing until tidings restarts."""
+    engine = TransformEngine(workers=1, python="/nonexistent/python3")
+    engine.restart_delay, engine.max_crashes, engine.revive_after = 0.01, 2, 0.2
+    try:
+        with pytest.raises(TransformUnavailable):
+            await engine.run("ten_1", SLACK, webhook())
+        await asyncio.wait_for(_until(lambda: not engine.healthy), 10)
+        engine.python = sys.executable  # the cause went away
+        with pytest.raises(TransformUnavailable, match="keep failing"):
+            await engine.run("ten_1", SLACK, webhook())  # within the pause: still refused
+        await asyncio.sleep(0.25)
+        outcome = await engine.run("ten_1", SLACK, webhook())
+        assert isinstance(outcome, Transformed) and engine.healthy and engine.pids()
+    finally:
+        await engine.close()
+
+
 async def _until(condition: Callable[[], bool]) -> None:
     """The supervisor gives up on its own schedule: poll for it."""
     while not condition():  # noqa: ASYNC110 - a flag without an event to await
