@@ -71,10 +71,10 @@ from tidings.supervision import TaskState, supervise
 from tidings.tracing import from_environment as tracing_from_environment
 from tidings.transform import (
     Cancelled,
-    Transformed,
     TransformEngine,
     TransformFailed,
     TransformOutcome,
+    checked_target,
     webhook_for,
 )
 
@@ -749,12 +749,7 @@ class Tidings:
         envelope = Envelope.new(event_type, tenant_id, payload, {"test": True})
         webhook = webhook_for(url, envelope.to_dict())
         outcome = await self.transforms.run(tenant_id, script, webhook, keep=False)
-        if isinstance(outcome, Transformed) and outcome.url != url:
-            try:
-                validate_url_shape(outcome.url, allow_http=self.settings.development)
-            except InvalidUrl as exc:
-                return TransformFailed("error", f"the url it set: {exc}")
-        return outcome
+        return checked_target(outcome, url, self.settings.development)
 
     async def verify_endpoint(self, subscription: Subscription) -> SendReport:
         """Send ``endpoint.verify`` now; a 2xx enables the subscription (if it waited for it)."""

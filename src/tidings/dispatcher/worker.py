@@ -40,7 +40,6 @@ from tidings.domain.deliveries import (
 from tidings.domain.retry import RetryPolicy
 from tidings.domain.scheduling import Scheduler, Signal
 from tidings.domain.signatures import SignatureScheme, signature_headers
-from tidings.domain.subscriptions import InvalidUrl, validate_url_shape
 from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
 from tidings.storage import AttemptOutcome, ClaimedDelivery, DeliveryQueue
@@ -52,6 +51,7 @@ from tidings.transform import (
     TransformFailed,
     TransformOutcome,
     TransformUnavailable,
+    checked_target,
     webhook_text,
 )
 
@@ -349,19 +349,16 @@ class Dispatcher:
                 failure=Failure.UNAVAILABLE,
             )
         elapsed_ms = int((self._clock.monotonic() - started) * 1000)
+        outcome = checked_target(outcome, delivery.url, self._allow_http)
         if isinstance(outcome, Cancelled):
             return AttemptResult(
                 None, elapsed_ms, error="cancelled by the transformation", failure=Failure.CANCELLED
             )
         if isinstance(outcome, TransformFailed):
-            return _transformation_failed(elapsed_ms, str(outcome))
-        url = outcome.url
-        if url != delivery.url:
-            try:
-                validate_url_shape(url, allow_http=self._allow_http)
-            except InvalidUrl as exc:
-                return _transformation_failed(elapsed_ms, f"the url it set: {exc}")
-        return url, outcome.body.encode()
+            return AttemptResult(
+                None, elapsed_ms, error=f"transformation: {outcome}", failure=Failure.TRANSFORMATION
+            )
+        return outcome.url, outcome.body.encode()
 
     async def _headers(
         self, delivery: ClaimedDelivery, secrets: list[str], timestamp: int, body: bytes
@@ -489,12 +486,6 @@ def _propagate(
         parent = delivery.trace_context
     if parent:
         headers["traceparent"] = parent
-
-
-def _transformation_failed(elapsed_ms: int, why: str) -> AttemptResult:
-    return AttemptResult(
-        None, elapsed_ms, error=f"transformation: {why}", failure=Failure.TRANSFORMATION
-    )
 
 
 def _signal(result: AttemptResult) -> Signal:

@@ -29,6 +29,7 @@ from tidings.transform.outcomes import (
     TransformFailed,
     TransformOutcome,
     TransformUnavailable,
+    checked_target,
     webhook_for,
     webhook_text,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "TransformOutcome",
     "TransformUnavailable",
     "Transformed",
+    "checked_target",
     "engine_installed",
     "webhook_for",
     "webhook_text",

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
+from tidings.domain.subscriptions import InvalidUrl, validate_url_shape
+
 FailureKind = Literal["error", "timeout", "memory"]
 METHOD = "POST"
 
@@ -91,6 +93,18 @@ TransformOutcome = Transformed | Cancelled | TransformFailed
 class TransformUnavailable(Exception):
     """The engine cannot run scripts now (it is closed, or its processes keep failing to
     start). Not the script's fault: leave the delivery to be tried again later."""
+
+
+def checked_target(outcome: TransformOutcome, url: str, allow_http: bool) -> TransformOutcome:
+    """``outcome``, unless it sends to a url other than ``url`` (the subscription's) that
+    fails the checks a subscription's url must pass: then the failure a delivery records.
+    The SSRF guard still checks the address connected to, as for every POST."""
+    if isinstance(outcome, Transformed) and outcome.url != url:
+        try:
+            validate_url_shape(outcome.url, allow_http=allow_http)
+        except InvalidUrl as exc:
+            return TransformFailed("error", f"the url it set: {exc}")
+    return outcome
 
 
 def webhook_for(url: str, envelope: Mapping[str, Any]) -> dict[str, Any]:
