@@ -187,14 +187,14 @@ class SQLiteEvents(SQLEvents):
             db = _driver(conn)
             row = db.execute(_INSERT_EVENT, event_values(event)).fetchone()
             seq = int(row[0])
-            book = self._db.filters.current(lambda sql, p: db.execute(sql, p).fetchall(), tenant)
+            book = self._db.filters.current(
+                lambda sql, p: db.execute(sql, p).fetchall(), event.tenant_id
+            )
             matched = book.matching(event.type, event.body)
             params = fan_out_params(dataclasses.replace(event, seq=seq), matched)
             for sql in self._db.fan_out(matched):
                 db.execute(sql, params)
             return seq
-
-        tenant = event.tenant_id
 
         seq = await self._db.write(tx)
         self._db.notify_work()
