@@ -747,7 +747,14 @@ class Tidings:
             event_type = normalize_event_type(event_type)
             _refuse_unportable_numbers(payload, None)
         envelope = Envelope.new(event_type, tenant_id, payload, {"test": True})
-        webhook = webhook_for(url, envelope.to_dict())
+        return await self.try_transformation(tenant_id, script, url, envelope.to_dict())
+
+    async def try_transformation(
+        self, tenant_id: str, script: str, url: str, envelope: Mapping[str, Any]
+    ) -> TransformOutcome:
+        """Run ``script`` once on ``envelope`` as a delivery to ``url`` would (the url it
+        sets checked as a delivery's is); nothing is sent, stored or kept compiled."""
+        webhook = webhook_for(url, envelope)
         outcome = await self.transforms.run(tenant_id, script, webhook, keep=False)
         return checked_target(outcome, url, self.settings.development)
 

@@ -72,6 +72,9 @@ async def test_try_it_shows_what_would_be_sent(api: Api, operator: Browser) -> N
     thrown = {**form, "transformation": "function handler(w) {\n  throw new Error('no');\n}"}
     failed = await operator.post(path, thrown, headers=HTMX)
     assert "Failed" in failed.text and "line 2" in failed.text
+    moved = {**form, "transformation": "function handler(w) { w.url = 'ftp://x/'; return w }"}
+    refused = await operator.post(path, moved, headers=HTMX)
+    assert "Failed" in refused.text and "the url it set" in refused.text  # as a delivery
 
     payload = {"amount": {"amount": 5, "currency": "EUR"}, "method": "sepa"}
     await api.client.post(

@@ -38,7 +38,7 @@ from tidings.portal.web import (
     tidings_of,
 )
 from tidings.service import Invalid, Tidings
-from tidings.transform import Cancelled, TransformFailed, TransformUnavailable, webhook_for
+from tidings.transform import Cancelled, TransformFailed, TransformUnavailable
 from tidings.web.sessions import Viewer
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
@@ -560,9 +560,7 @@ async def _try_transformation(
     if not script.strip():
         return dataclasses.replace(known, error="type a script to try")
     try:
-        outcome = await tidings.transforms.run(
-            who.tenant_id, script, webhook_for(sub.url, tried.envelope)
-        )
+        outcome = await tidings.try_transformation(who.tenant_id, script, sub.url, tried.envelope)
     except TransformUnavailable as exc:
         return dataclasses.replace(known, error=f"transformations cannot run now: {exc}")
     if isinstance(outcome, TransformFailed):
