@@ -22,6 +22,7 @@ from tidings.api import (
     routes_subscriptions,
     routes_transformations,
 )
+from tidings.api.fast_emit import FastEmit
 from tidings.api.schemas import ErrorResponse
 from tidings.portal import install as install_portal
 from tidings.service import Tidings
@@ -44,12 +45,18 @@ def _gave_up(app: FastAPI, task: asyncio.Task[None]) -> None:
 
 
 def create_app(
-    tidings: Tidings, *, run_dispatcher: bool = True, migrate: bool = True, portal: bool = True
+    tidings: Tidings,
+    *,
+    run_dispatcher: bool = True,
+    migrate: bool = True,
+    portal: bool = True,
+    fast_emit: bool = True,
 ) -> FastAPI:
     """The tidings server as one ASGI app over ``tidings``: the API, the portal (unless
     ``portal=False``), every app in ``tidings.apps``, and, unless ``run_dispatcher=False``,
     a dispatcher in the same process. Starting it waits for the database and migrates
-    (unless ``migrate=False``), then runs each app's ``on_startup``."""
+    (unless ``migrate=False``), then runs each app's ``on_startup``. ``fast_emit=False``
+    leaves every emit to its FastAPI route (the fast path's tests and benchmark compare)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,6 +136,8 @@ def create_app(
     async def root() -> Response:
         return RedirectResponse("/portal/" if portal else "/docs")
 
+    if fast_emit:  # inside the input checks: it answers only what passed them
+        app.add_middleware(FastEmit, tidings=tidings)
     app.add_middleware(StrictInput)  # inside the size limit: it reads whole bodies
     app.add_middleware(BodySizeLimit, max_bytes=tidings.settings.max_request_bytes)
     if tidings.tracing is not None:  # outermost: a 413 or a 400 is a traced request too

@@ -82,6 +82,21 @@ def as_api_error(exc: Exception) -> ApiError:
     raise TypeError(f"{type(exc).__name__} is not translated")
 
 
+ANSWERED: tuple[type[Exception], ...] = (*TRANSLATED, StorageUnavailable)
+"""What a route may raise that is an answer: the core's refusals and a database outage."""
+
+
+def error_response(exc: Exception, path: str | None = None) -> JSONResponse:
+    """The JSON answer for one of ``ANSWERED``: the app's handlers use it, and so does
+    any layer that answers outside them (the emit fast path)."""
+    if isinstance(exc, StorageUnavailable):
+        log.warning("storage_unavailable", path=path, error=str(exc)[:200])
+        retry = str(RETRY_AFTER_SECONDS)
+        message = "the database is unavailable; retry later"
+        return ApiError(503, "unavailable", message, None, {"Retry-After": retry}).response()
+    return as_api_error(exc).response()
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -120,11 +135,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
 
-    async def translated(_: Request, exc: Exception) -> JSONResponse:
-        return as_api_error(exc).response()
+    async def answered(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc, request.url.path)
 
-    for exc_class in TRANSLATED:
-        app.add_exception_handler(exc_class, translated)
+    for exc_class in ANSWERED:
+        app.add_exception_handler(exc_class, answered)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -147,13 +162,6 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             headers = {"Allow": ", ".join(allowed_methods(request))}
         return ApiError(exc.status_code, code, str(exc.detail), None, headers).response()
-
-    @app.exception_handler(StorageUnavailable)
-    async def unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:
-        log.warning("storage_unavailable", path=request.url.path, error=str(exc)[:200])
-        retry = str(RETRY_AFTER_SECONDS)
-        message = "the database is unavailable; retry later"
-        return ApiError(503, "unavailable", message, None, {"Retry-After": retry}).response()
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

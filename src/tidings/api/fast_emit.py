@@ -1,0 +1,130 @@
+"""The emit endpoint's fast path: a well-formed ``POST /api/v1/events`` skips FastAPI.
+
+Why: emitting is the one request a SaaS product makes for every business event, and
+FastAPI's per-request work (route matching across included routers, solving the key's
+dependencies, validating through its field machinery) cost more CPU than storing the
+event itself (``bench/api_cost.py`` prints both). This pure ASGI middleware sits inside
+the input checks (size limit, strict JSON) and answers the common case itself: JSON body,
+no query string, a key that is valid, allowed and not throttled, a body that validates.
+
+Anything else it hands, untouched, to the FastAPI route, so every refusal (401, 403, 422,
+a malformed header, …) is FastAPI's answer by construction, not a copy of it. The fast
+path decides before its first side effect (the key's rate-limit token), so a request it
+hands over is handled exactly once. What it does itself is the route's own code:
+:func:`~tidings.api.auth.authorize`, :class:`~tidings.api.schemas.EmitEvent`,
+:meth:`Tidings.emit <tidings.service.Tidings.emit>` and
+:func:`~tidings.api.routes_events.emitted_response`; the core's refusals from ``emit``
+are translated by :func:`~tidings.web.errors.error_response`, as the app's handlers do.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tidings.api.auth import authorize
+from tidings.api.routes_events import EMIT_PATH, emit_route, emitted_response
+from tidings.api.schemas import EmitEvent
+from tidings.service import Tidings
+from tidings.web.errors import ANSWERED, ApiError, error_response
+from tidings.web.limits import read_body, replay
+from tidings.web.strict_input import is_json
+
+IDEMPOTENCY_KEY_LIMIT = 255
+"""The route's ``Idempotency-Key`` limit: a longer one goes to FastAPI for its 422."""
+
+
+class FastEmit:
+    """Pure ASGI middleware; ``handled`` counts the emits it answered itself."""
+
+    def __init__(self, app: ASGIApp, tidings: Tidings) -> None:
+        self.app = app
+        self.tidings = tidings
+        self.handled = 0
+        self._route = emit_route()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _plain_emit_headers(scope)
+        if headers is None:
+            await self.app(scope, receive, send)
+            return
+        body = await read_body(receive)
+        if body is None:
+            return  # the client went away
+        if not await self._answer(scope, send, body, headers):
+            await self.app(scope, replay(body, receive), send)
+
+    async def _answer(
+        self, scope: Scope, send: Send, body: bytes, headers: dict[bytes, str]
+    ) -> bool:
+        """Emit and answer, or return False (nothing done) to let FastAPI answer."""
+        request = _valid_request(body)
+        plaintext = headers.get(b"x-api-key")
+        if request is None or not plaintext:
+            return False
+        try:
+            key = await authorize(self.tidings, plaintext, "events:write")
+        except ApiError:
+            return False
+        if self.tidings.throttle(key) is not None:
+            return False
+        scope["route"] = self._route  # what tracing names the span by
+        try:
+            event, created = await self.tidings.emit(
+                key.tenant_id,
+                request.type,
+                request.payload,
+                request.metadata,
+                headers.get(b"idempotency-key"),
+                request.ordering_key,
+            )
+        except ANSWERED as exc:
+            response: Response = error_response(exc, EMIT_PATH)
+        else:
+            response = emitted_response(event, created)
+            self.handled += 1
+        await response(scope, _no_receive, send)
+        return True
+
+
+def _plain_emit_headers(scope: Scope) -> dict[bytes, str] | None:
+    """The headers the fast path reads, if this is an emit it may take: the method and
+    path, no query string, a JSON body, each header it reads present at most once and an
+    ``Idempotency-Key`` within the route's limit. None otherwise."""
+    if (
+        scope["type"] != "http"
+        or scope["method"] != "POST"
+        or scope["path"] != EMIT_PATH
+        or scope.get("query_string")
+    ):
+        return None
+    wanted: dict[bytes, str] = {}
+    content_type = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name in (b"x-api-key", b"idempotency-key"):
+            if name in wanted:
+                return None
+            wanted[name] = value.decode("latin-1")
+    if not is_json(content_type):
+        return None
+    if len(wanted.get(b"idempotency-key", "")) > IDEMPOTENCY_KEY_LIMIT:
+        return None
+    return wanted
+
+
+def _valid_request(body: bytes) -> EmitEvent | None:
+    try:
+        document: Any = json.loads(body)
+        return EmitEvent.model_validate(document) if isinstance(document, dict) else None
+    except (ValueError, ValidationError):
+        return None
+
+
+async def _no_receive() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
