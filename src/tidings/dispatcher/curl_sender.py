@@ -60,6 +60,8 @@ _BLOCKED_SOCKET = pycurl.SOCKET_BAD
 log = structlog.get_logger("tidings.dispatcher")
 _Pin = tuple[str | None, float]
 """A CURLOPT_RESOLVE entry (None: an IP literal) and when it expires (monotonic)."""
+_UNGUARDED: _Pin = (None, math.inf)
+"""With no SSRF guard (tests of the sender alone), libcurl resolves names itself."""
 
 
 @dataclass
@@ -89,7 +91,8 @@ class CurlSender:
         self._proxy = options.proxy
         self._trusted = _trusted_pem(options.ca_bundle) if options.ca_bundle else None
         self._loop = asyncio.get_running_loop()
-        self._dns: BoundedCache[tuple[str, int], tuple[str | None, float]] = BoundedCache(
+        self._dns: BoundedCache[tuple[str, int], _Pin] = BoundedCache(_DNS_CACHE_SIZE)
+        self._targets: BoundedCache[str, tuple[str, tuple[str, int]]] = BoundedCache(
             _DNS_CACHE_SIZE
         )
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -112,9 +115,13 @@ class CurlSender:
         if self._closing:
             return unanswered(started, "the sender is closed", Failure.CONNECTION)
         try:
-            url = str(yarl.URL(url))  # IDNA host, percent-encoded path: libcurl takes ASCII
-            async with asyncio.timeout(self._timeout):  # the timeout covers DNS, as aiohttp's
-                pinned = await self._pin(url)
+            url, host_port = self._target(url)
+            known = self._known_pin(host_port)
+            if known is not None:
+                pinned = known[0]
+            else:
+                async with asyncio.timeout(self._timeout):  # it covers DNS, as aiohttp's does
+                    pinned = await self._pin(host_port)
         except TimeoutError:
             return unanswered(started, f"timeout after {self._timeout:g}s", Failure.TIMEOUT)
         except BlockedAddress as exc:
@@ -162,20 +169,34 @@ class CurlSender:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_write, b"x")
 
-    async def _pin(self, url: str) -> str | None:
-        """Where libcurl may connect for ``url``: the checked addresses of a name as a
+    def _target(self, url: str) -> tuple[str, tuple[str, int]]:
+        """``url`` as libcurl takes it (ASCII: IDNA host, percent-encoded path) and its
+        host and port; remembered, since a subscription sends to one URL again and again."""
+        known = self._targets.get(url)
+        if known is None:
+            ascii_url = str(yarl.URL(url))
+            parts = urlsplit(ascii_url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            known = self._targets.put(url, (ascii_url, (parts.hostname or "", port)))
+        return known
+
+    def _known_pin(self, host_port: tuple[str, int]) -> _Pin | None:
+        """The pin already known for ``host_port`` (see ``_pin``), or None."""
+        if self._guard is None:
+            return _UNGUARDED
+        cached = self._dns.get(host_port)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached
+        return None
+
+    async def _pin(self, host_port: tuple[str, int]) -> str | None:
+        """Where libcurl may connect for ``host_port``: the checked addresses of a name as a
         CURLOPT_RESOLVE entry, or through a proxy the first of them as a CURLOPT_CONNECT_TO
         entry (the CONNECT names that address, so the proxy cannot resolve the name to
         another); None for an allowed IP literal. Answers are reused: a name's for
         ``DNS_SECONDS``, a literal's for as long as the sender lives."""
-        if self._guard is None:
-            return None
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        cached = self._dns.get((host, port))
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        assert self._guard is not None  # else ``_known_pin`` answered
+        host, port = host_port
         pinned: str | None = None
         expires = math.inf
         if literal_address(host) is not None:
@@ -188,7 +209,7 @@ class CurlSender:
             else:  # "+": the entry expires like a lookup
                 pinned = f"+{host}:{port}:{','.join(addresses)}"
             expires = time.monotonic() + DNS_SECONDS
-        self._dns.put((host, port), (pinned, expires))
+        self._dns.put(host_port, (pinned, expires))
         return pinned
 
     def _finished(self, done: list[tuple[_Job, int, int, str]]) -> None:
