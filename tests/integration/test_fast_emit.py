@@ -39,13 +39,19 @@ class Pair:
     keys: dict[str, str]
 
     async def both(
-        self, body: Any, headers: dict[str, str], query: str = "", raw: bytes | None = None
+        self, body: Any, headers: dict[str, str], query: str = ""
     ) -> tuple[httpx.Response, httpx.Response]:
-        content = raw if raw is not None else json.dumps(body).encode()
-        sent = {"content-type": "application/json", **headers}
+        sent = [("content-type", "application/json"), *headers.items()]
+        return await self.raw(json.dumps(body).encode(), sent, query)
+
+    async def raw(
+        self, content: bytes, headers: list[tuple[str, str]], query: str = ""
+    ) -> tuple[httpx.Response, httpx.Response]:
+        """Exactly these bytes and header lines (repeats kept) to both apps."""
         answers = []
         for client in (self.fast, self.route):
             url = "/api/v1/events" + query
+            sent = httpx.Headers([(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers])
             answers.append(await client.post(url, content=content, headers=sent))
         return answers[0], answers[1]
 
@@ -192,3 +198,82 @@ bodies = st.fixed_dictionaries(
 @given(body=bodies)
 async def test_any_body_is_answered_the_same(pair: Pair, body: dict[str, Any]) -> None:
     await assert_same(pair, body, {"X-Api-Key": pair.keys["admin"]})
+
+
+CONTENT_TYPES = [
+    [],
+    [("content-type", "text/plain"), ("content-type", "application/json")],
+    [("content-type", "application/json"), ("content-type", "text/plain")],
+    [("content-type", "application/a/b+json")],
+    [("content-type", "application/json; charset=utf-8")],
+    [("content-type", "APPLICATION/JSON")],
+    [("content-type", "application/vnd.x+json")],
+    [("content-type", "application/json\xa0")],
+    [("content-type", "application/json, text/plain")],
+]
+
+
+@pytest.mark.parametrize("content_type", CONTENT_TYPES, ids=repr)
+async def test_content_types_are_judged_as_fastapi_judges_them(
+    pair: Pair, content_type: list[tuple[str, str]]
+) -> None:
+    headers = [("x-api-key", pair.keys["admin"]), *content_type]
+    fast, route = await pair.raw(json.dumps(VALID).encode(), headers)
+    assert comparable(fast) == comparable(route)
+
+
+async def test_a_nul_under_a_second_content_type_is_refused(pair: Pair) -> None:
+    """StrictInput and the fast path read the same (first) Content-Type."""
+    headers = [
+        ("x-api-key", pair.keys["admin"]),
+        ("content-type", "text/plain"),
+        ("content-type", "application/json"),
+    ]
+    body = b'{"type":"client.created","payload":{"s":"a\\u0000b"}}'
+    fast, route = await pair.raw(body, headers)
+    assert fast.status_code == 422 and comparable(fast) == comparable(route)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 200_000, b'{"type":"client.created","payload":' + b'{"a":' * 2000 + b"1" + b"}" * 2001],
+    ids=["unterminated", "payload 2000 deep"],
+)
+@pytest.mark.parametrize("with_key", [True, False])
+async def test_json_too_deep_to_parse_is_the_routes_answer(
+    pair: Pair, body: bytes, with_key: bool
+) -> None:
+    headers = [("content-type", "application/json")]
+    if with_key:
+        headers.append(("x-api-key", pair.keys["admin"]))
+    fast, route = await pair.raw(body, headers)
+    assert fast.status_code == 400 and comparable(fast) == comparable(route)
+
+
+async def test_an_outage_while_looking_up_the_key_is_the_same_503(
+    pair: Pair, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down(*_: object, **__: object) -> None:
+        raise StorageUnavailable("the database went away")
+
+    uncached = (await api.key())["X-Api-Key"]
+    monkeypatch.setattr(api.tidings.store.keys, "find_api_key", down)
+    headers = [("x-api-key", uncached), ("content-type", "application/json")]
+    fast, route = await pair.raw(json.dumps(VALID).encode(), headers)
+    assert fast.status_code == 503 and comparable(fast) == comparable(route)
+
+
+async def test_an_unknown_key_is_looked_up_once(
+    pair: Pair, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookups: list[str] = []
+    find = api.tidings.store.keys.find_api_key
+
+    async def counted(key_hash: str) -> Any:
+        lookups.append(key_hash)
+        return await find(key_hash)
+
+    monkeypatch.setattr(api.tidings.store.keys, "find_api_key", counted)
+    headers = {"X-Api-Key": "tdg_nope"}
+    answer = await api.client.post("/api/v1/events", json=VALID, headers=headers)
+    assert answer.status_code == 401 and len(lookups) == 1

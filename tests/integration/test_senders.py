@@ -219,6 +219,20 @@ async def test_a_crashed_curl_engine_fails_its_transfers_and_starts_again(
         await sender.close()
 
 
+async def test_curl_remembers_short_urls_only(receiver: Receiver) -> None:
+    """Converted URLs are cached per sender; a long one (a transformation may set a new one
+    on every event) is converted each time, so the cache stays small."""
+    sender = CurlSender(SenderOptions(10.0, 10))
+    try:
+        long_path = "/" + "é" * 300
+        for path in ("/short", "/short", long_path):
+            assert (await sender.post(receiver.url(path), b"{}", {})).status_code == 200
+        assert [url for url, _ in sender._targets.items()] == [receiver.url("/short")]
+        assert [r.path for r in receiver.requests][-1] == long_path
+    finally:
+        await sender.close()
+
+
 async def test_a_url_with_non_ascii_characters_is_sent_encoded(
     sender: Sender, receiver: Receiver
 ) -> None:

@@ -7,14 +7,20 @@ event itself (``bench/api_cost.py`` prints both). This pure ASGI middleware sits
 the input checks (size limit, strict JSON) and answers the common case itself: JSON body,
 no query string, a key that is valid, allowed and not throttled, a body that validates.
 
-Anything else it hands, untouched, to the FastAPI route, so every refusal (401, 403, 422,
-a malformed header, …) is FastAPI's answer by construction, not a copy of it. The fast
-path decides before its first side effect (the key's rate-limit token), so a request it
-hands over is handled exactly once. What it does itself is the route's own code:
+Anything else it hands, untouched, to the FastAPI route, so every refusal of the body or
+a header (422, a malformed header, a query string) is FastAPI's answer by construction,
+not a copy of it. It answers two refusals itself, once the body has validated: the key's
+401/403, which the route would answer with the very same ``ApiError``, and the 503 of a
+database outage (:func:`~tidings.web.errors.error_response`, as the app's handlers do).
+It decides before its first side effect (the key's rate-limit token), so a request it
+hands over is handled exactly once. What it runs is the route's own code:
 :func:`~tidings.api.auth.authorize`, :class:`~tidings.api.schemas.EmitEvent`,
 :meth:`Tidings.emit <tidings.service.Tidings.emit>` and
-:func:`~tidings.api.routes_events.emitted_response`; the core's refusals from ``emit``
-are translated by :func:`~tidings.web.errors.error_response`, as the app's handlers do.
+:func:`~tidings.api.routes_events.emitted_response`. It decides "is this JSON" with
+FastAPI's own test (:func:`~tidings.web.strict_input.parsed_as_json`, on the first
+Content-Type). One difference stays: FastAPI's built-in OpenTelemetry support (on when a
+global provider is set) names a fast-path request's span without its route; tidings'
+own tracing names it (``scope["route"]``).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from tidings.api.schemas import EmitEvent
 from tidings.service import Tidings
 from tidings.web.errors import ANSWERED, ApiError, error_response
 from tidings.web.limits import read_body, replay
-from tidings.web.strict_input import is_json
+from tidings.web.strict_input import parsed_as_json
 
 IDEMPOTENCY_KEY_LIMIT = 255
 """The route's ``Idempotency-Key`` limit: a longer one goes to FastAPI for its 422."""
@@ -66,13 +72,18 @@ class FastEmit:
         plaintext = headers.get(b"x-api-key")
         if request is None or not plaintext:
             return False
+        scope["route"] = self._route  # what tracing names the span by
         try:
             key = await authorize(self.tidings, plaintext, "events:write")
-        except ApiError:
-            return False
+        except ApiError as exc:  # with a valid body and no query, the route's very answer
+            await exc.response()(scope, _no_receive, send)
+            return True
+        except ANSWERED as exc:  # the key's lookup met an outage: the route's 503
+            await error_response(exc, EMIT_PATH)(scope, _no_receive, send)
+            return True
         if self.tidings.throttle(key) is not None:
+            del scope["route"]
             return False
-        scope["route"] = self._route  # what tracing names the span by
         try:
             event, created = await self.tidings.emit(
                 key.tenant_id,
@@ -98,7 +109,7 @@ def _plain_emit_headers(scope: Scope) -> dict[bytes, str] | None:
     if (
         scope["type"] != "http"
         or scope["method"] != "POST"
-        or scope["path"] != EMIT_PATH
+        or _route_path(scope) != EMIT_PATH
         or scope.get("query_string")
     ):
         return None
@@ -106,23 +117,33 @@ def _plain_emit_headers(scope: Scope) -> dict[bytes, str] | None:
     content_type = None
     for name, value in scope["headers"]:
         if name == b"content-type":
-            content_type = value
+            if content_type is None:  # the first, as FastAPI and StrictInput read it
+                content_type = value
         elif name in (b"x-api-key", b"idempotency-key"):
             if name in wanted:
                 return None
             wanted[name] = value.decode("latin-1")
-    if not is_json(content_type):
+    if not parsed_as_json(content_type):
         return None
     if len(wanted.get(b"idempotency-key", "")) > IDEMPOTENCY_KEY_LIMIT:
         return None
     return wanted
 
 
+def _route_path(scope: Scope) -> str:
+    """The path as the router matches it: below ``root_path`` when mounted under one."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        return path[len(root) :]
+    return path
+
+
 def _valid_request(body: bytes) -> EmitEvent | None:
     try:
         document: Any = json.loads(body)
         return EmitEvent.model_validate(document) if isinstance(document, dict) else None
-    except (ValueError, ValidationError):
+    except (ValueError, ValidationError, RecursionError):  # FastAPI answers these
         return None
 
 

@@ -60,6 +60,9 @@ _BLOCKED_SOCKET = pycurl.SOCKET_BAD
 log = structlog.get_logger("tidings.dispatcher")
 _Pin = tuple[str | None, float]
 """A CURLOPT_RESOLVE entry (None: an IP literal) and when it expires (monotonic)."""
+_REMEMBERED_URL_LENGTH = 512
+"""Longer URLs are converted each time: the cache of converted URLs stays a few MiB even
+when a transformation sets a new, long URL on every event."""
 _UNGUARDED: _Pin = (None, math.inf)
 """With no SSRF guard (tests of the sender alone), libcurl resolves names itself."""
 
@@ -177,7 +180,9 @@ class CurlSender:
             ascii_url = str(yarl.URL(url))
             parts = urlsplit(ascii_url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            known = self._targets.put(url, (ascii_url, (parts.hostname or "", port)))
+            known = (ascii_url, (parts.hostname or "", port))
+            if len(ascii_url) <= _REMEMBERED_URL_LENGTH:
+                self._targets.put(url, known)
         return known
 
     def _known_pin(self, host_port: tuple[str, int]) -> _Pin | None:

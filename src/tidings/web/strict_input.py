@@ -15,6 +15,7 @@ Starlette parses it, so both see the same document) and walked.
 
 from __future__ import annotations
 
+import email.message
 import json
 import math
 import re
@@ -43,15 +44,25 @@ NOT_FINITE = "is not a finite number (NaN, Infinity, or too large for a double)"
 UNSTORABLE = "contains a NUL character or a lone surrogate (half a UTF-16 pair)"
 
 
-def is_json(content_type: bytes | None) -> bool:
-    """Whether a body with this Content-Type may be parsed as JSON: FastAPI parses
-    ``application/json``, ``application/*+json``, and (in some versions) no type at all."""
-    if content_type is None:
-        return True
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (
-        media.startswith(b"application/") and media.endswith(b"+json")
+def parsed_as_json(content_type: bytes | None) -> bool:
+    """FastAPI's own test of whether it parses a body as JSON (``application/json`` or
+    ``application/*+json``, read as ``email.message`` reads a header; no type at all is
+    not JSON, its ``strict_content_type``): whoever must agree with it uses this."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type.decode("latin-1")
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
     )
+
+
+def is_json(content_type: bytes | None) -> bool:
+    """Whether a body with this Content-Type may be parsed as JSON by some route: what
+    FastAPI parses, and no type at all (other FastAPI versions parse it) — a guard checks
+    more, never less."""
+    return content_type is None or parsed_as_json(content_type)
 
 
 def _problem(document: Any) -> tuple[str, str] | None:
