@@ -29,6 +29,9 @@ VALID = {"type": "client.created", "payload": {"n": 1}}
 DEEP: dict[str, Any] = {"a": 1}
 for _ in range(40):
     DEEP = {"a": DEEP}
+DEEPER: dict[str, Any] = DEEP
+for _ in range(400):  # past Python's recursion limit for a recursive depth check
+    DEEPER = {"a": DEEPER}
 
 
 @dataclass
@@ -126,6 +129,7 @@ REQUESTS: list[tuple[str, Any, dict[str, str], str]] = [
     ("body an array", [VALID], {"X-Api-Key": "admin"}, ""),
     ("extra field", {**VALID, "surprise": 1}, {"X-Api-Key": "admin"}, ""),
     ("too deep", {"type": "client.created", "payload": DEEP}, {"X-Api-Key": "admin"}, ""),
+    ("far too deep", {"type": "client.created", "payload": DEEPER}, {"X-Api-Key": "admin"}, ""),
     ("unknown query", VALID, {"X-Api-Key": "admin"}, "?dry=1"),
     ("long idempotency key", VALID, {"X-Api-Key": "admin", "Idempotency-Key": "k" * 256}, ""),
     ("bad key and bad body", {"type": ""}, {"X-Api-Key": "tdg_nope"}, ""),

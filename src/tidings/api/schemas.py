@@ -29,12 +29,22 @@ from tidings.web.sessions import MAX_LINK_SECONDS
 MAX_JSON_DEPTH = 32
 
 
-def json_depth(value: Any, depth: int = 0) -> int:
-    if isinstance(value, dict):
-        return max((json_depth(v, depth + 1) for v in value.values()), default=depth + 1)
-    if isinstance(value, list):
-        return max((json_depth(v, depth + 1) for v in value), default=depth + 1)
-    return depth
+def json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in ``value`` (a scalar: 0). Iterative: a body
+    nested past Python's recursion limit gets its 422, not a 500."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def utc(ms: int) -> str:
