@@ -20,20 +20,12 @@ from pathlib import Path
 
 import httpx
 import psutil
-from cryptography.fernet import Fernet
 from sqlalchemy import Connection, insert, update
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from bench.benchmark import (  # noqa: E402
-    TIDINGS,
-    arguments,
-    database,
-    fast_receiver,
-    process,
-    tidings_env,
-)
+from bench import harness  # noqa: E402
 from bench.celery_baseline import free_port  # noqa: E402
 from tidings.config import Settings  # noqa: E402
 from tidings.domain.events import Envelope  # noqa: E402
@@ -109,12 +101,14 @@ async def sample_delivering(
     ``worker`` on PostgreSQL) for ``seconds``; every second: (elapsed s, its RSS in MB,
     deliveries the receiver has counted)."""
     command = (
-        [*TIDINGS, "serve", "--port", str(free_port())] if db == "sqlite" else [*TIDINGS, "worker"]
+        [*harness.TIDINGS, "serve", "--port", str(free_port())]
+        if db == "sqlite"
+        else [*harness.TIDINGS, "worker"]
     )
     samples: list[tuple[float, float, int]] = []
     async with httpx.AsyncClient() as client:
         await client.post(f"{rx}/reset")
-        with process(command, env, work / f"{db}.log") as proc:
+        with harness.process(command, env, work / f"{db}.log") as proc:
             ps = psutil.Process(proc.pid)
             started = time.monotonic()
             while (elapsed := time.monotonic() - started) < seconds:
@@ -127,8 +121,7 @@ async def sample_delivering(
 async def observe(
     args: argparse.Namespace, db: str, database_url: str, work: Path, rx: str
 ) -> None:
-    env = tidings_env(database_url, work / "data")
-    env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
+    env = harness.tidings_env(database_url, work / "data", new_key=True)
     fill_s = await fill(env, f"{rx}/hook", args.backlog)
     samples = await sample_delivering(db, env, work, rx, args.seconds)
     print(f"\n{db}: backlog {args.backlog} inserted in {fill_s:.0f} s")
@@ -145,19 +138,14 @@ async def observe(
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="tidings-backlog-") as tmp:
-        async with fast_receiver({}, Path(tmp) / "receiver.log") as rx:
-            for db in args.db:
-                work = Path(tmp) / db
-                work.mkdir()
-                with database(db, work) as url:
-                    await observe(args, db, url, work, rx)
+        async with harness.fast_receiver({}, Path(tmp) / "receiver.log") as rx:
+            for db, work, url in harness.each_database(args.db, Path(tmp)):
+                await observe(args, db, url, work, rx)
 
 
 def main() -> None:
-    parser = arguments(__doc__)
-    parser.add_argument("--backlog", type=int, default=1_000_000)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    asyncio.run(run(parser.parse_args()))
+    args = harness.arguments(__doc__, backlog=1_000_000, seconds=60.0).parse_args()
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,11 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,14 +44,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from tests.support import postgres  # noqa: E402
-from tests.support.processes import wait_or_kill  # noqa: E402
 
+from bench import harness  # noqa: E402
 from bench.celery_baseline import free_port, percentile, run_celery_baseline  # noqa: E402
 from bench.senders import bare_aiohttp, bare_curl  # noqa: E402
-
-PYTHON = sys.executable
-TIDINGS = [PYTHON, "-m", "tidings.cli"]
 
 
 @dataclass
@@ -112,100 +106,6 @@ class Sampler:
             await asyncio.sleep(0.2)
 
 
-@contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            wait_or_kill(proc, 30)
-
-
-@contextmanager
-def database(db: str, work: Path) -> Iterator[str]:
-    """The URL of a new database to run tidings on: ``sqlite`` (a file in ``work``) or
-    ``postgresql`` (in a cluster of its own, gone on exit)."""
-    if db == "sqlite":
-        yield f"sqlite:///{work / 'tidings.db'}"
-    else:
-        with postgres.cluster() as server:
-            yield postgres.create_database(server)
-
-
-@contextlib.asynccontextmanager
-async def fast_receiver(env: dict[str, str], log: Path) -> AsyncIterator[str]:
-    """bench/receiver.py on a free port, once it answers; yields its base URL."""
-    port = free_port()
-    with process([PYTHON, str(ROOT / "bench" / "receiver.py"), str(port)], env, log):
-        rx = f"http://127.0.0.1:{port}"
-        await wait_http(f"{rx}/stats")
-        yield rx
-
-
-def arguments(description: str | None) -> argparse.ArgumentParser:
-    """A bench script's parser, with ``--db``: the databases to run on, in turn."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
-    return parser
-
-
-def tidings_env(database_url: str, data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
-    env.update(
-        TIDINGS_DATABASE_URL=database_url,
-        TIDINGS_DATA_DIR=str(data_dir),
-        TIDINGS_ENV="development",
-        TIDINGS_ACCESS_LOG="false",
-        TIDINGS_API_RATE_LIMIT="0",  # the benchmark measures capacity, not the per-key limit
-        PYTHONPATH=str(ROOT / "src"),
-    )
-    return env
-
-
-async def wait_http(url: str, seconds: float = 30) -> None:
-    async with httpx.AsyncClient() as client, asyncio.timeout(seconds):
-        while True:
-            try:
-                await client.get(url)
-                return
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-
-
-async def receiver_stats(client: httpx.AsyncClient, base: str) -> dict[str, Any]:
-    return json.loads((await client.get(f"{base}/stats")).text)  # type: ignore[no-any-return]
-
-
-async def wait_received(
-    client: httpx.AsyncClient, base: str, total: int, seconds: float
-) -> dict[str, Any]:
-    async with asyncio.timeout(seconds):
-        while True:
-            stats = await receiver_stats(client, base)
-            if int(stats["count"]) >= total:
-                return stats
-            await asyncio.sleep(0.05)
-
-
-async def emit_many(api: aiohttp.ClientSession, count: int, event_type: str) -> float:
-    """Emit ``count`` events from 16 concurrent clients; returns events/s."""
-    pending = list(range(count))
-
-    async def client() -> None:
-        while pending:
-            body = {"type": event_type, "payload": {"i": pending.pop(), "name": "Ada"}}
-            async with api.post("/api/v1/events", json=body) as response:
-                assert response.status == 201, await response.text()
-
-    started = time.monotonic()
-    await asyncio.gather(*(client() for _ in range(16)))
-    return count / (time.monotonic() - started)
-
-
 async def emit_paced(api: aiohttp.ClientSession, rate: float, seconds: float) -> list[float]:
     """Emit at a fixed rate; each payload carries its send time for the receiver.
 
@@ -251,25 +151,12 @@ SUBSCRIPTION_OPTIONS: dict[str, dict[str, Any]] = {
 """``--options``: what every subscription of a tidings run carries (all deliver every event)."""
 
 
-def create_key(env: dict[str, str], tenant: str = "bench") -> str:
-    """A new admin key of ``tenant``, made by the CLI (blocking: run it in a thread)."""
-    done = subprocess.run(
-        [*TIDINGS, "keys", "create", "--tenant", tenant, "--scope", "admin"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return done.stdout.splitlines()[-1]
-
-
 async def run_tidings(
     db: str, sender: str, args: argparse.Namespace, rx: str, work: Path, options: str = "plain"
 ) -> Result:
     work = work / f"{db}-{sender}-{options}"
     work.mkdir(parents=True, exist_ok=True)
-    with database(db, work) as url:
+    with harness.database(db, work) as url:
         return await _measure(url, db, sender, args, rx, work, options)
 
 
@@ -287,27 +174,27 @@ async def _measure(
     workers = "" if db == "sqlite" else f", {args.worker_processes} workers"
     extra = "" if options == "plain" else f", {options}"
     result = Result(f"tidings ({db}, {sender}{workers}{extra})")
-    env = {**tidings_env(database_url, work / "data"), "TIDINGS_SENDER": sender}
-    key = await asyncio.to_thread(create_key, env)
+    env = {**harness.tidings_env(database_url, work / "data"), "TIDINGS_SENDER": sender}
+    key = await asyncio.to_thread(harness.create_key, env)
     total = args.events * args.subs
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     api_only = {**env, "TIDINGS_DISPATCHER_ENABLED": "false"}
-    serve = [*TIDINGS, "serve", "--port", str(port)]
+    serve = [*harness.TIDINGS, "serve", "--port", str(port)]
     sampler = Sampler()
     async with (
         aiohttp.ClientSession(base, headers={"X-Api-Key": key}) as api,
         httpx.AsyncClient(timeout=30) as client,
     ):
-        with process(serve, api_only, work / "api.log"):
-            await wait_http(f"{base}/healthz")
+        with harness.process(serve, api_only, work / "api.log"):
+            await harness.wait_http(f"{base}/healthz")
             for path, types in [("/hook", ["client.created"])] * args.subs + [
                 ("/latency", ["lead.created"])
             ]:
                 body = {"url": f"{rx}{path}", "eventTypes": types, **SUBSCRIPTION_OPTIONS[options]}
                 async with api.post("/api/v1/webhooks/subscriptions", json=body) as response:
                     assert response.status == 201, await response.text()
-            rate = await emit_many(api, args.events, "client.created")
+            rate = await harness.emit_many(api, args.events, "client.created")
             result.notes.append(f"API emit rate {rate:.0f} events/s (16 clients)")
         await client.post(f"{rx}/reset")
         stopper = asyncio.Event()
@@ -315,7 +202,7 @@ async def _measure(
         with contextlib.ExitStack() as stack:
 
             def start(name: str, args_: list[str], env_: dict[str, str]) -> None:
-                proc = stack.enter_context(process(args_, env_, work / f"{name}.log"))
+                proc = stack.enter_context(harness.process(args_, env_, work / f"{name}.log"))
                 sampler.watch(name, proc.pid)
 
             if db == "sqlite":
@@ -323,20 +210,20 @@ async def _measure(
             else:
                 start("api", serve, api_only)
                 processes = ["--processes", str(args.worker_processes)]
-                start("worker", [*TIDINGS, "worker", *processes], env)
+                start("worker", [*harness.TIDINGS, "worker", *processes], env)
                 if args.worker_processes > 1:
                     await sampler.watch_children("worker", args.worker_processes)
-            stats = await wait_received(client, rx, total, 900)
+            stats = await harness.wait_received(client, rx, total, 900)
             result.deliveries_per_s = total / (stats["last"] - stats["first"])
-            await wait_http(f"{base}/healthz")
+            await harness.wait_http(f"{base}/healthz")
             await client.post(f"{rx}/reset")
             # Warm up (connection pools, prepared statements), then measure steady state.
             warm = await emit_paced(api, args.rate, 2)
-            await wait_received(client, rx, len(warm), 120)
+            await harness.wait_received(client, rx, len(warm), 120)
             await client.post(f"{rx}/reset")
             cpu_before = sampler.cpu_seconds()
             emit_ms = await emit_paced(api, args.rate, args.seconds)
-            stats = await wait_received(client, rx, len(emit_ms), 120)
+            stats = await harness.wait_received(client, rx, len(emit_ms), 120)
             cpu_after = sampler.cpu_seconds()
             per_event = ", ".join(
                 f"{name} {(cpu_after[name] - cpu_before[name]) * 1000 / len(emit_ms):.2f}"
@@ -398,7 +285,7 @@ def _workdir(keep: bool) -> Iterator[str]:
 
 
 def main() -> None:
-    parser = arguments(__doc__)
+    parser = harness.arguments(__doc__)
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--subs", type=int, default=2)
     parser.add_argument("--rate", type=float, default=200.0)
@@ -427,14 +314,14 @@ def main() -> None:
     args = parser.parse_args()
     with (
         _workdir(args.keep) as tmp,
-        process(
-            [PYTHON, str(ROOT / "bench" / "receiver.py"), str(port := free_port())],
+        harness.process(
+            [harness.PYTHON, str(ROOT / "bench" / "receiver.py"), str(port := free_port())],
             dict(os.environ),
             Path(tmp) / "receiver.log",
         ),
     ):
         rx = f"http://127.0.0.1:{port}"
-        asyncio.run(wait_http(f"{rx}/stats"))
+        asyncio.run(harness.wait_http(f"{rx}/stats"))
         results = []
         baseline = None
         if not args.no_celery:

@@ -33,16 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from tests.support import postgres  # noqa: E402
 
-from bench.benchmark import (  # noqa: E402
-    PYTHON,
-    TIDINGS,
-    create_key,
-    emit_many,
-    process,
-    tidings_env,
-    wait_http,
-    wait_received,
-)
+from bench import harness  # noqa: E402
 from bench.celery_baseline import free_port  # noqa: E402
 
 COUNTERS = """
@@ -120,18 +111,20 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
     with postgres.own_cluster(options) as server:
         url = postgres.create_database(server.url)
         await asyncio.to_thread(psql, url, "CREATE EXTENSION pg_stat_statements")
-        env = tidings_env(url, work / "data")
-        key = await asyncio.to_thread(create_key, env, work)
+        env = harness.tidings_env(url, work / "data")
+        key = await asyncio.to_thread(harness.create_key, env, work)
         rx_port, port = free_port(), free_port()
         rx, base = f"http://127.0.0.1:{rx_port}", f"http://127.0.0.1:{port}"
-        receiver = [PYTHON, str(ROOT / "bench" / "receiver.py"), str(rx_port)]
+        receiver = [harness.PYTHON, str(ROOT / "bench" / "receiver.py"), str(rx_port)]
         api_env = {**env, "TIDINGS_DISPATCHER_ENABLED": "false"}
         with (
-            process(receiver, dict(os.environ), work / "receiver.log"),
-            process([*TIDINGS, "serve", "--port", str(port)], api_env, work / "api.log"),
+            harness.process(receiver, dict(os.environ), work / "receiver.log"),
+            harness.process(
+                [*harness.TIDINGS, "serve", "--port", str(port)], api_env, work / "api.log"
+            ),
         ):
-            await wait_http(f"{rx}/stats")
-            await wait_http(f"{base}/healthz")
+            await harness.wait_http(f"{rx}/stats")
+            await harness.wait_http(f"{base}/healthz")
             async with (
                 aiohttp.ClientSession(base, headers={"X-Api-Key": key}) as api,
                 httpx.AsyncClient(timeout=30) as client,
@@ -141,11 +134,11 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
                     async with api.post("/api/v1/webhooks/subscriptions", json=body) as r:
                         assert r.status == 201, await r.text()
                 before = await asyncio.to_thread(read, url, server.data)
-                await emit_many(api, args.events, "client.created")
+                await harness.emit_many(api, args.events, "client.created")
                 emitted = await asyncio.to_thread(read, url, server.data)
                 deliveries = args.events * args.subs
-                with process([*TIDINGS, "worker"], env, work / "worker.log"):
-                    await wait_received(client, rx, deliveries, 600)
+                with harness.process([*harness.TIDINGS, "worker"], env, work / "worker.log"):
+                    await harness.wait_received(client, rx, deliveries, 600)
                     drained = await asyncio.to_thread(read, url, server.data)
                     top = await asyncio.to_thread(psql, url, TOP_STATEMENTS)
                     stored = int(await asyncio.to_thread(psql, url, STORED_BYTES))

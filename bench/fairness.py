@@ -40,22 +40,12 @@ from typing import Any
 
 import aiohttp
 import httpx
-from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+from bench import harness  # noqa: E402
 from bench.backlog import fill  # noqa: E402
-from bench.benchmark import (  # noqa: E402
-    TIDINGS,
-    arguments,
-    create_key,
-    database,
-    fast_receiver,
-    process,
-    tidings_env,
-    wait_http,
-)
 from bench.celery_baseline import free_port, percentile  # noqa: E402
 
 PROBE_EVERY = 0.1
@@ -166,19 +156,21 @@ def figures(
 def tidings_running(setup: Setup, extra: dict[str, str]) -> Iterator[None]:
     env = {**setup.env, **extra}
     port = int(setup.base.rsplit(":", 1)[1])
-    serve = [*TIDINGS, "serve", "--port", str(port)]
+    serve = [*harness.TIDINGS, "serve", "--port", str(port)]
     with contextlib.ExitStack() as stack:
         if setup.db == "sqlite":
-            stack.enter_context(process(serve, env, setup.work / "serve.log"))
+            stack.enter_context(harness.process(serve, env, setup.work / "serve.log"))
         else:
             api_only = {**env, "TIDINGS_DISPATCHER_ENABLED": "false"}
-            stack.enter_context(process(serve, api_only, setup.work / "api.log"))
-            stack.enter_context(process([*TIDINGS, "worker"], env, setup.work / "worker.log"))
+            stack.enter_context(harness.process(serve, api_only, setup.work / "api.log"))
+            stack.enter_context(
+                harness.process([*harness.TIDINGS, "worker"], env, setup.work / "worker.log")
+            )
         yield
 
 
 async def probe_tenant_b(setup: Setup, rx: str, code: str, scenario: str) -> Figures:
-    key_b = await asyncio.to_thread(create_key, setup.env, "tenant-b")
+    key_b = await asyncio.to_thread(harness.create_key, setup.env, "tenant-b")
     path = f"/b-{scenario}-{setup.db}-{code}"
     async with aiohttp.ClientSession(setup.base, headers={"X-Api-Key": key_b}) as b:
         await subscribe(b, f"{rx}{path}", ["lead.created"])
@@ -188,9 +180,9 @@ async def probe_tenant_b(setup: Setup, rx: str, code: str, scenario: str) -> Fig
 
 
 async def slow(setup: Setup, rx: str, code: str) -> list[Figures]:
-    key_a = await asyncio.to_thread(create_key, setup.env, "tenant-a")
+    key_a = await asyncio.to_thread(harness.create_key, setup.env, "tenant-a")
     with tidings_running(setup, {}):
-        await wait_http(f"{setup.base}/healthz")
+        await harness.wait_http(f"{setup.base}/healthz")
         async with aiohttp.ClientSession(setup.base, headers={"X-Api-Key": key_a}) as a:
             for n in range(6):
                 await subscribe(a, f"{rx}/slow/1000/a{n}", ["client.created"])
@@ -201,9 +193,9 @@ async def slow(setup: Setup, rx: str, code: str) -> list[Figures]:
 async def hanging(setup: Setup, rx: str, code: str) -> list[Figures]:
     found = []
     for timeout in (3, 10):
-        key = await asyncio.to_thread(create_key, setup.env, f"tenant-hang-{timeout}")
+        key = await asyncio.to_thread(harness.create_key, setup.env, f"tenant-hang-{timeout}")
         with tidings_running(setup, {"TIDINGS_DELIVERY_TIMEOUT": str(timeout)}):
-            await wait_http(f"{setup.base}/healthz")
+            await harness.wait_http(f"{setup.base}/healthz")
             event_type = "payment.succeeded"
             async with aiohttp.ClientSession(setup.base, headers={"X-Api-Key": key}) as api:
                 for n in range(5):
@@ -223,7 +215,7 @@ async def backlog(setup: Setup, rx: str, code: str, size: int) -> list[Figures]:
     await fill(setup.env, f"{rx}/slow/1000/backlog", size)
     note = f"{size} due deliveries inserted in {time.monotonic() - started:.0f} s"
     with tidings_running(setup, {}):
-        await wait_http(f"{setup.base}/healthz")
+        await harness.wait_http(f"{setup.base}/healthz")
         result = await probe_tenant_b(setup, rx, code, "backlog")
     result.note = note
     return [result]
@@ -239,10 +231,9 @@ async def run_scenarios(
                 continue
             place = work / f"{code}-{db}-{scenario}"
             place.mkdir(parents=True)
-            with database(db, place) as url:
-                env = tidings_env(url, place / "data")
+            with harness.database(db, place) as url:
+                env = harness.tidings_env(url, place / "data", new_key=True)
                 env["PYTHONPATH"] = str(src)
-                env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
                 env["TIDINGS_SENDER"] = args.sender  # older commits ignore it
                 setup = Setup(db, url, env, f"http://127.0.0.1:{free_port()}", place)
                 print(f"-- {code} {db} {scenario}", flush=True)
@@ -292,7 +283,7 @@ def print_table(found: list[Figures]) -> None:
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="tidings-fairness-") as tmp:
         work = Path(tmp)
-        async with fast_receiver(dict(os.environ), work / "receiver.log") as rx:
+        async with harness.fast_receiver(dict(os.environ), work / "receiver.log") as rx:
             found = await run_scenarios(args, rx, work, "HEAD", ROOT / "src")
             if os.environ.get("FAIRNESS_KEEP"):
                 import shutil
@@ -305,7 +296,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = arguments(__doc__)
+    parser = harness.arguments(__doc__)
     parser.add_argument("--scenario", nargs="+", default=["slow", "hanging", "backlog"])
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--baseline-rev", help="also run slow and hanging on this commit")

@@ -37,7 +37,7 @@ import tempfile
 import time
 import timeit
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,8 @@ from sqlalchemy import Connection, insert
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from tests.support import postgres  # noqa: E402
 
+from bench import harness  # noqa: E402
 from tidings.config import Settings  # noqa: E402
 from tidings.domain.clock import now_ms  # noqa: E402
 from tidings.domain.events import Envelope  # noqa: E402
@@ -147,15 +147,6 @@ def evaluation(subs: int) -> None:
 # --- emits --------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def database(db: str, work: Path) -> Iterator[str]:
-    if db == "sqlite":
-        yield f"sqlite:///{work / 'tidings.db'}"
-    else:
-        with postgres.cluster() as server:
-            yield postgres.create_database(server)
-
-
 @contextlib.asynccontextmanager
 async def service(url: str, work: Path) -> AsyncIterator[Tidings]:
     settings = Settings(
@@ -219,7 +210,7 @@ async def latencies(tidings: Tidings, tenant: str, emits: int) -> list[float]:
 
 async def emit_run(db: str, subs: int, emits: int) -> list[str]:
     lines = []
-    with tempfile.TemporaryDirectory() as tmp, database(db, Path(tmp)) as url:
+    with tempfile.TemporaryDirectory() as tmp, harness.database(db, Path(tmp)) as url:
         async with service(url, Path(tmp)) as tidings:
             tenant = (await tidings.store.keys.ensure_tenant("bench")).id
             await tidings.create_subscription(tenant, "http://127.0.0.1:9/all", [TYPE])
@@ -255,7 +246,7 @@ async def throughput(db: str, emits: int, rounds: int = 6) -> list[str]:
     """Two tenants on one database, one subscription each, one filtered (every event
     passes), one not; batches of emits alternate between them (the machine's other load
     falls on both alike) and each side's best batch counts."""
-    with tempfile.TemporaryDirectory() as tmp, database(db, Path(tmp)) as url:
+    with tempfile.TemporaryDirectory() as tmp, harness.database(db, Path(tmp)) as url:
         async with service(url, Path(tmp)) as tidings:
             tenants = {}
             for filtered in (False, True):
@@ -295,13 +286,8 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
-    parser.add_argument("--subs", type=int, default=10_000)
-    parser.add_argument("--emits", type=int, default=300)
-    asyncio.run(main_async(parser.parse_args()))
+    args = harness.arguments(__doc__, subs=10_000, emits=300).parse_args()
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -21,14 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cryptography.fernet import Fernet
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-
+from bench import harness  # noqa: E402
 from bench.backlog import fill, sample_delivering  # noqa: E402
-from bench.benchmark import arguments, database, fast_receiver, tidings_env  # noqa: E402
 from bench.senders import bare_aiohttp, bare_curl  # noqa: E402
 from tidings.domain.scheduling import RESERVE_SHARE  # noqa: E402
 
@@ -37,8 +34,7 @@ async def drain(
     args: argparse.Namespace, db: str, url: str, work: Path, rx: str
 ) -> tuple[float, float]:
     """Deliveries/s over the second half of the run, and the peak RSS in MB."""
-    env = tidings_env(url, work / "data")
-    env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
+    env = harness.tidings_env(url, work / "data", new_key=True)
     # One tenant may fill all but the reserve kept for light tenants: size the worker so
     # that what one tenant can hold is --in-flight.
     capacity = math.ceil(args.in_flight / (1 - RESERVE_SHARE))
@@ -60,17 +56,14 @@ async def drain(
 async def run(args: argparse.Namespace) -> None:
     results: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="tidings-inflight-") as tmp:
-        async with fast_receiver({}, Path(tmp) / "receiver.log") as rx:
+        async with harness.fast_receiver({}, Path(tmp) / "receiver.log") as rx:
             total = int(args.in_flight * args.seconds / 2)
             aiohttp_rate = await bare_aiohttp(f"{rx}/slow/1000/bare", total, args.in_flight)
             print(f"bare aiohttp sender: {aiohttp_rate:.0f} POSTs/s, {args.in_flight} in flight")
             bare = await bare_curl(f"{rx}/slow/1000/bare", total, args.in_flight)
             print(f"bare curl sender: {bare:.0f} POSTs/s, {args.in_flight} in flight")
-            for db in args.db:
-                work = Path(tmp) / db
-                work.mkdir()
-                with database(db, work) as url:
-                    results[db] = await drain(args, db, url, work, rx)
+            for db, work, url in harness.each_database(args.db, Path(tmp)):
+                results[db] = await drain(args, db, url, work, rx)
     print(f"\n{args.in_flight} in flight to receivers answering after 1 s:")
     print(f"  bare aiohttp sender (no DB)   {aiohttp_rate:7.0f} deliveries/s")
     print(f"  bare curl sender (no DB)      {bare:7.0f} deliveries/s (tidings' default)")
@@ -82,10 +75,8 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = arguments(__doc__)
-    parser.add_argument("--in-flight", type=int, default=5000)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    asyncio.run(run(parser.parse_args()))
+    args = harness.arguments(__doc__, in_flight=5000, seconds=30.0).parse_args()
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

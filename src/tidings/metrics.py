@@ -26,6 +26,31 @@ TOP_SUBSCRIPTIONS = 20
 slow and who waits, few enough to keep the label cardinality bounded."""
 
 
+LANE_GAUGES = {
+    "backlog": (
+        "tidings_subscription_backlog",
+        f"Deliveries pending, for the {TOP_SUBSCRIPTIONS} largest backlogs.",
+    ),
+    "paused": (
+        "tidings_subscription_paused",
+        "Deliveries waiting for their disabled subscription to be enabled.",
+    ),
+    "in_flight": (
+        "tidings_subscription_in_flight",
+        "Attempts in flight now, over every worker.",
+    ),
+    "slot_limit": (
+        "tidings_subscription_slot_limit",
+        "The scheduler's adaptive limit, summed over workers.",
+    ),
+    "share": (
+        "tidings_subscription_slot_share",
+        "Fraction of the workers' slots the subscription holds.",
+    ),
+}
+"""Per-subscription gauges, by the ``LaneFigures`` field they show: name, help."""
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -58,38 +83,9 @@ class Metrics:
             "Age of the oldest due delivery.",
             registry=self.registry,
         )
-        labels = ["subscription_id", "tenant_id"]
         self.lanes = {
-            "backlog": Gauge(
-                "tidings_subscription_backlog",
-                f"Deliveries pending, for the {TOP_SUBSCRIPTIONS} largest backlogs.",
-                labels,
-                registry=self.registry,
-            ),
-            "paused": Gauge(
-                "tidings_subscription_paused",
-                "Deliveries waiting for their disabled subscription to be enabled.",
-                labels,
-                registry=self.registry,
-            ),
-            "in_flight": Gauge(
-                "tidings_subscription_in_flight",
-                "Attempts in flight now, over every worker.",
-                labels,
-                registry=self.registry,
-            ),
-            "slot_limit": Gauge(
-                "tidings_subscription_slot_limit",
-                "The scheduler's adaptive limit, summed over workers.",
-                labels,
-                registry=self.registry,
-            ),
-            "share": Gauge(
-                "tidings_subscription_slot_share",
-                "Fraction of the workers' slots the subscription holds.",
-                labels,
-                registry=self.registry,
-            ),
+            figure: Gauge(name, doc, ["subscription_id", "tenant_id"], registry=self.registry)
+            for figure, (name, doc) in LANE_GAUGES.items()
         }
 
     async def render(self, queue: DeliveryQueue, reports: Reports) -> tuple[bytes, str]:

@@ -76,6 +76,13 @@ class _Tx:
         """Write one row of the caller's tenant."""
         self.conn.execute(insert(table).values(tenant_id=self.tenant_id, **values))
 
+    def store(self, table: Table, event_type: str, record: Record, **values: Any) -> Record:
+        """Write one row of the caller's tenant and emit ``event_type`` with ``record``, in
+        the same transaction; returns ``record``."""
+        self.insert(table, **values)
+        self.emit(event_type, record)
+        return record
+
     def find(self, table: Table, record_id: str, what: str) -> Mapping[Any, Any]:
         row = self.conn.execute(
             select(table).where(table.c.id == record_id, table.c.tenant_id == self.tenant_id)
@@ -212,10 +219,7 @@ def _insert_client(tx: _Tx, data: Data, lead_id: str | None = None) -> Record:
         "created_ms": now,
         "updated_ms": now,
     }
-    tx.insert(clients, **values)
-    record = client_record(values)
-    tx.emit("client.created", record)
-    return record
+    return tx.store(clients, "client.created", client_record(values), **values)
 
 
 def _create_client(tx: _Tx, data: Data) -> Record:
@@ -336,15 +340,6 @@ def _add_note(tx: _Tx, data: Data) -> Record:
     tx.find(table, subject["id"], subject["type"])
     now = _now_ms()
     note_id = new_id("note")
-    tx.insert(
-        notes,
-        id=note_id,
-        subject_type=subject["type"],
-        subject_id=subject["id"],
-        title=data.get("title"),
-        body=data["body"],
-        created_ms=now,
-    )
     record: Record = {
         "noteId": note_id,
         "subject": {"type": subject["type"], "id": subject["id"]},
@@ -353,8 +348,17 @@ def _add_note(tx: _Tx, data: Data) -> Record:
         "createdBy": None,
         "createdUtc": _utc(now),
     }
-    tx.emit("note.created", record)
-    return record
+    return tx.store(
+        notes,
+        "note.created",
+        record,
+        id=note_id,
+        subject_type=subject["type"],
+        subject_id=subject["id"],
+        title=data.get("title"),
+        body=data["body"],
+        created_ms=now,
+    )
 
 
 def _check_invoice(tx: _Tx, invoice_id: str | None, client_id: str) -> None:
@@ -379,16 +383,16 @@ def _record_payment(tx: _Tx, data: Data) -> Record:
         "cardLast4": data.get("cardLast4"),
         "paidUtc": _utc(now),
     }
-    tx.insert(
+    return tx.store(
         payments,
+        "payment.succeeded",
+        record,
         id=record["paymentId"],
         amount=record["amount"]["amount"],
         currency=record["amount"]["currency"],
         paid_ms=now,
         **_columns(record, "clientId", "invoiceId", "method", "processorReference", "cardLast4"),
     )
-    tx.emit("payment.succeeded", record)
-    return record
 
 
 def _line_items(data: Data, currency: str) -> list[Record]:
@@ -439,8 +443,10 @@ def _create_invoice(tx: _Tx, data: Data) -> Record:
     now = _now_ms()
     record = {**_invoice_values(tx, data), "createdUtc": _utc(now)}
     plain = ("invoiceNumber", "clientId", "status", "issueDate", "dueDate", "lineItems", "memo")
-    tx.insert(
+    return tx.store(
         invoices,
+        "invoice.created",
+        record,
         id=record["invoiceId"],
         currency=record["total"]["currency"],
         subtotal=record["subtotal"]["amount"],
@@ -449,8 +455,6 @@ def _create_invoice(tx: _Tx, data: Data) -> Record:
         created_ms=now,
         **_columns(record, *plain),
     )
-    tx.emit("invoice.created", record)
-    return record
 
 
 def _sign_agreement(tx: _Tx, data: Data) -> Record:
@@ -470,8 +474,10 @@ def _sign_agreement(tx: _Tx, data: Data) -> Record:
         "documentUrl": data.get("documentUrl"),
         "signedUtc": _utc(now),
     }
-    tx.insert(
+    return tx.store(
         agreements,
+        "agreement.signed",
+        record,
         id=record["agreementId"],
         signer_name=signer["name"],
         signer_email=record["signedBy"]["email"],
@@ -479,8 +485,6 @@ def _sign_agreement(tx: _Tx, data: Data) -> Record:
         signed_ms=now,
         **_columns(record, "clientId", "title", "effectiveDate", "documentUrl"),
     )
-    tx.emit("agreement.signed", record)
-    return record
 
 
 # --- the public actions ---------------------------------------------------------------

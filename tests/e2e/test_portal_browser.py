@@ -23,7 +23,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    ViewportSize,
+    async_playwright,
+    expect,
+)
 
 from tests.conftest import eventually
 from tests.support.receiver import Receiver
@@ -45,6 +52,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
+VIEWPORT: ViewportSize = {"width": 1280, "height": 860}
 
 
 @pytest.fixture
@@ -73,17 +81,30 @@ async def sign_in(page: Page, base: str, key: str) -> None:
     await expect(page).to_have_url(f"{base}/portal/")
 
 
+async def signed_in_page(
+    browser: Browser, base: str, key: str, **options: Any
+) -> tuple[BrowserContext, Page]:
+    """A new browser context (``options`` as Playwright's) and its page, signed in."""
+    context = await browser.new_context(viewport=VIEWPORT, **options)
+    page = await context.new_page()
+    await sign_in(page, base, key)
+    return context, page
+
+
+async def new_subscription_form(page: Page, url: str, event_types: str) -> None:
+    """Open the new-subscription form and fill in its endpoint and event types."""
+    await page.get_by_role("link", name="New subscription").click()
+    await page.get_by_label("Endpoint URL").fill(url)
+    await page.get_by_label("Event types").fill(event_types)
+
+
 async def test_operator_creates_tests_watches_and_disables_a_subscription(
     server: tuple[str, str], receiver: Receiver, browser: Browser, shots: Path
 ) -> None:
     base, key = server
-    context = await browser.new_context(viewport={"width": 1280, "height": 860})
-    page = await context.new_page()
-    await sign_in(page, base, key)
+    context, page = await signed_in_page(browser, base, key)
 
-    await page.get_by_role("link", name="New subscription").click()
-    await page.get_by_label("Endpoint URL").fill(receiver.url("/browser"))
-    await page.get_by_label("Event types").fill("client.*")
+    await new_subscription_form(page, receiver.url("/browser"), "client.*")
     await page.get_by_label("Description").fill("Billing service")
     await shots_of(page, shots / "01-new-subscription.png")
     await page.get_by_role("button", name="Create subscription").click()
@@ -148,9 +169,7 @@ async def test_a_consumer_link_opens_one_tenants_portal_read_only(
         )
         assert created.status_code == 201, created.text
 
-    operator = await browser.new_context(viewport={"width": 1280, "height": 860})
-    page = await operator.new_page()
-    await sign_in(page, base, key)
+    operator, page = await signed_in_page(browser, base, key)
     await page.get_by_role("link", name="Consumer links").click()
     await page.get_by_label("Valid for (hours)").fill("2")
     await page.get_by_role("button", name="Create link").click()
@@ -158,7 +177,7 @@ async def test_a_consumer_link_opens_one_tenants_portal_read_only(
     await shots_of(page, shots / "07-consumer-link.png")
     await operator.close()
 
-    customer = await browser.new_context(viewport={"width": 1280, "height": 860})
+    customer = await browser.new_context(viewport=VIEWPORT)
     page = await customer.new_page()
     await page.goto(link)
     await expect(page).to_have_url(f"{base}/portal/")
@@ -174,10 +193,8 @@ async def test_an_operator_revokes_a_key_and_a_signed_out_cookie_stays_dead(
     server: tuple[str, str], browser: Browser, shots: Path
 ) -> None:
     base, key = server
-    context = await browser.new_context(viewport={"width": 1280, "height": 860})
-    page = await context.new_page()
+    context, page = await signed_in_page(browser, base, key)
     page.on("dialog", lambda dialog: dialog.accept())
-    await sign_in(page, base, key)
     await page.get_by_role("link", name="API keys").click()
     await page.get_by_label("events:read").check()
     await page.get_by_role("button", name="Create key").click()
@@ -203,14 +220,10 @@ async def test_an_rsa_subscription_shows_its_key_and_how_to_verify_and_takes_a_p
     server: tuple[str, str], receiver: Receiver, browser: Browser, shots: Path
 ) -> None:
     base, key = server
-    context = await browser.new_context(
-        viewport={"width": 1280, "height": 860}, permissions=["clipboard-read", "clipboard-write"]
+    context, page = await signed_in_page(
+        browser, base, key, permissions=["clipboard-read", "clipboard-write"]
     )
-    page = await context.new_page()
-    await sign_in(page, base, key)
-    await page.get_by_role("link", name="New subscription").click()
-    await page.get_by_label("Endpoint URL").fill(receiver.url("/rsa"))
-    await page.get_by_label("Event types").fill("client.*")
+    await new_subscription_form(page, receiver.url("/rsa"), "client.*")
     await page.get_by_role("radio", name="rsa-sha256").check()
     await shots_of(page, shots / "10-new-rsa-subscription.png")
     await page.get_by_role("button", name="Create subscription").click()
@@ -263,12 +276,8 @@ async def test_filter_and_transformation_are_tried_live_then_saved(
     (htmx) with the body the script would send and whether the filter matches; saving the
     script changes what the receiver gets."""
     base, key = server
-    context = await browser.new_context(viewport={"width": 1280, "height": 860})
-    page = await context.new_page()
-    await sign_in(page, base, key)
-    await page.get_by_role("link", name="New subscription").click()
-    await page.get_by_label("Endpoint URL").fill(receiver.url("/slack"))
-    await page.get_by_label("Event types").fill("client.*")
+    context, page = await signed_in_page(browser, base, key)
+    await new_subscription_form(page, receiver.url("/slack"), "client.*")
     await page.get_by_role("button", name="Create subscription").click()
     await expect(page.locator("#status")).to_have_text("active")
 

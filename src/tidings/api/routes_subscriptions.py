@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
@@ -86,13 +87,8 @@ def retry_policy(body: RetryPolicyBody | None) -> dict[str, Any] | None:
 
 
 def result_out(result: SendReport) -> TestDeliveryResult:
-    return TestDeliveryResult(
-        success=result.success,
-        status_code=result.status_code,
-        elapsed_ms=result.elapsed_ms,
-        response_body=result.response_body,
-        error=result.error,
-    )
+    """The reply is the report, field for field."""
+    return TestDeliveryResult(**dataclasses.asdict(result))
 
 
 def wants_verification(tidings: Tidings, request: CreateSubscription | UpdateSubscription) -> bool:

@@ -10,7 +10,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    field_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -47,6 +46,17 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+def shallow_enough(value: dict[str, Any]) -> dict[str, Any]:
+    """``value``, if nested at most ``MAX_JSON_DEPTH`` levels (deeper: a 422)."""
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(shallow_enough)]
+"""A JSON object in a request, nested at most ``MAX_JSON_DEPTH`` levels."""
+
+
 def utc(ms: int) -> str:
     return format_utc(utc_from_ms(ms))
 
@@ -73,8 +83,8 @@ EventTypes = list[Annotated[str, Field(pattern=EVENT_PATTERN, max_length=130)]]
 
 class EmitEvent(Request):
     type: str = Field(min_length=1, max_length=128, pattern=EVENT_TYPE, examples=["client.created"])
-    payload: dict[str, Any]
-    metadata: dict[str, Any] | None = None
+    payload: JsonObject
+    metadata: JsonObject | None = None
     ordering_key: str | None = Field(
         None,
         min_length=1,
@@ -83,13 +93,6 @@ class EmitEvent(Request):
         "emit order. Stored with the event, not delivered in the envelope.",
         examples=["cli_42"],
     )
-
-    @field_validator("payload", "metadata")
-    @classmethod
-    def shallow_enough(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and json_depth(value) > MAX_JSON_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-        return value
 
 
 class EventEnvelope(Reply):
@@ -129,12 +132,6 @@ FILTER = (
 FILTER_EXAMPLE = {"payload.amount.amount": {"$gte": 1000}, "payload.method": {"$in": ["card"]}}
 
 
-def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and json_depth(value) > MAX_JSON_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    return value
-
-
 TRANSFORMATION = (
     "JavaScript defining function handler(webhook), where webhook is {method, url, "
     "eventType, payload, cancel} (Svix's shape; payload is the envelope). What it returns "
@@ -150,7 +147,7 @@ TransformationScript = Annotated[
 FilterSpec = Annotated[
     dict[str, Any],
     Field(description=FILTER, examples=[FILTER_EXAMPLE]),
-    AfterValidator(_shallow),
+    AfterValidator(shallow_enough),
 ]
 
 
@@ -428,17 +425,11 @@ class Attempt(Reply):
 
 class FilterTest(Request):
     filter: FilterSpec
-    envelope: dict[str, Any] = Field(
+    envelope: JsonObject = Field(
         description="An envelope as receivers get it ({id, type, createdUtc, companyId, "
         "payload, metadata}), or any JSON object.",
         examples=[{"type": "payment.succeeded", "payload": {"amount": {"amount": 1500}}}],
     )
-
-    @field_validator("envelope")
-    @classmethod
-    def shallow_enough(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _shallow(value)
-        return value
 
 
 class FilterTestResult(Reply):

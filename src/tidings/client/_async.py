@@ -8,21 +8,14 @@ from typing import ParamSpec, Self, TypeVar
 
 import httpx
 
-from tidings.client._calls import Call, Pages, Target, finish
-from tidings.client._resources import (
-    Events,
-    EventTypes,
-    Filters,
-    Hooks,
-    Subscriptions,
-    Transformations,
-)
+from tidings.client._calls import Call, Pages, finish
+from tidings.client._resources import Resources
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class AsyncClient:
+class AsyncClient(Resources):
     """The asyncio client: ``async with AsyncClient(...)``, or ``await aclose()``.
 
     ``transport`` (e.g. ``httpx.ASGITransport(app)``) or a whole ``http_client`` may be
@@ -38,15 +31,8 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self._target = Target.of(base_url, api_key)
-        self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=timeout, transport=transport)
-        self.events = Events(self)
-        self.subscriptions = Subscriptions(self)
-        self.event_types = EventTypes(self)
-        self.hooks = Hooks(self)
-        self.transformations = Transformations(self)
-        self.filters = Filters(self)
+        self._attach(base_url, api_key, owns_http=http_client is None)
 
     async def send(self, call: Call[T]) -> T:
         """Send one call and parse its answer (the resources' methods all come here)."""

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar, overload
 
 from tidings.client import _calls as calls
-from tidings.client._calls import Call, Pages
+from tidings.client._calls import Call, Pages, Target
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -138,3 +138,25 @@ class Hooks(Resource[Sender]):
     subscribe = Send(calls.subscribe_hook)
     unsubscribe = Send(calls.unsubscribe_hook)
     samples = Send(calls.hook_samples)
+
+
+class Resources:
+    """What ``Client`` and ``AsyncClient`` share: where their calls go, and the resources,
+    each a view of the client (``client.events.get(...)`` sends through the client)."""
+
+    events: Events[Self]
+    subscriptions: Subscriptions[Self]
+    event_types: EventTypes[Self]
+    hooks: Hooks[Self]
+    transformations: Transformations[Self]
+    filters: Filters[Self]
+
+    def _attach(self: Self, base_url: str, api_key: str, *, owns_http: bool) -> None:
+        self._target = Target.of(base_url, api_key)
+        self._owns_http = owns_http
+        self.events = Events(self)
+        self.subscriptions = Subscriptions(self)
+        self.event_types = EventTypes(self)
+        self.hooks = Hooks(self)
+        self.transformations = Transformations(self)
+        self.filters = Filters(self)

@@ -379,7 +379,10 @@ class _AnyValue:
         if found is MISSING:
             return self.on_missing
         if type(found) is _Many:
-            return any(self.candidate(value) for value in found)
+            for value in found:  # noqa: SIM110 - as in _all_of
+                if self.candidate(value):
+                    return True
+            return False
         return self.candidate(found)
 
 
@@ -429,12 +432,7 @@ def _on_path(path: str, parts: tuple[str, ...], test: _Test) -> Check:
                 return bool(compare(found, operand))
             if found is MISSING:
                 return on_missing
-            if type(found) is _Many:
-                for value in found:  # noqa: SIM110 - as in _all_of
-                    if candidate(value):
-                        return True
-                return False
-            return candidate(found)
+            return test(found)  # many values, or one of another type
 
         return check_plain
 

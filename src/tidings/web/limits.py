@@ -57,7 +57,24 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
-class BodySizeLimit:
+class HttpMiddleware:
+    """Pure ASGI middleware for HTTP requests: ``handle`` gets each one; every other scope
+    (lifespan, websocket) passes to the app untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodySizeLimit(HttpMiddleware):
     """Pure ASGI middleware: 413 when the body is larger than ``max_bytes``, whether its
     Content-Length says so or it is streamed (chunked) and grows past the limit.
 
@@ -67,13 +84,10 @@ class BodySizeLimit:
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _declared_length(scope)
         try:
             if declared is not None and declared > self.max_bytes:

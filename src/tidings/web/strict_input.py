@@ -21,10 +21,10 @@ import math
 import re
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from tidings.web.errors import ApiError
-from tidings.web.limits import read_body, replay
+from tidings.web.limits import HttpMiddleware, read_body, replay
 
 _SUSPICIOUS = re.compile(
     rb"NaN|Infinity"  # the constants Python's json adds to JSON
@@ -115,17 +115,11 @@ def _content_type(scope: Scope) -> bytes | None:
     return None
 
 
-class StrictInput:
+class StrictInput(HttpMiddleware):
     """Pure ASGI middleware: a 400 in the API's error shape for a NUL in the URL or a
     header, and for a JSON body ``refusal`` refuses; everything else passes untouched."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         field = _nul_in_request_line_or_headers(scope)
         if field is not None:
             message = "a NUL character is not allowed in the URL or headers"

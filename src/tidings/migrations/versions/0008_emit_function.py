@@ -13,7 +13,7 @@ The function's text is history, like any migration: a change to how an event is 
 is a new migration with ``tidings_emit_v2``.
 """
 
-from alembic import op
+from tidings.migrations import _ops
 
 revision = "0008"
 down_revision = "0007"
@@ -71,13 +71,8 @@ it (as ``QUEUE_ROWS``); return its seq and the lanes that now have claimable wor
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(EMIT_V1)
+    _ops.on_postgresql(EMIT_V1)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(
-            "DROP FUNCTION IF EXISTS tidings_emit_v1(text, text, text, bigint, text, text, "
-            "text, bigint)"
-        )
+    _ops.drop_function("tidings_emit_v1(text, text, text, bigint, text, text, text, bigint)")

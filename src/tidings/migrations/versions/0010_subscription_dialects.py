@@ -18,6 +18,8 @@ every subscription's lane.
 import sqlalchemy as sa
 from alembic import op
 
+from tidings.migrations import _ops
+
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
@@ -40,16 +42,10 @@ NEW_COLUMNS = ("previous_public_key", "header_names", "headers_enc", "retry_poli
 
 
 def downgrade() -> None:
-    in_use = op.get_bind().execute(
-        sa.text(
-            "SELECT count(*) FROM subscriptions WHERE signature_scheme NOT IN ('hmac', 'ed25519')"
-            " OR retry_policy IS NOT NULL OR headers_enc IS NOT NULL"
-        )
+    _ops.refuse_downgrade_while(
+        "SELECT count(*) FROM subscriptions WHERE signature_scheme NOT IN ('hmac', 'ed25519')"
+        " OR retry_policy IS NOT NULL OR headers_enc IS NOT NULL",
+        "subscriptions use signature schemes, retry policies or static headers that the "
+        "older version cannot honour: delete or change them before downgrading",
     )
-    if in_use.scalar_one():
-        raise RuntimeError(
-            "subscriptions use signature schemes, retry policies or static headers that the "
-            "older version cannot honour: delete or change them before downgrading"
-        )
-    for column in (*NEW_COLUMNS, "signature_scheme"):
-        op.execute(f"ALTER TABLE subscriptions DROP COLUMN {column}")
+    _ops.drop_columns_in_place("subscriptions", *NEW_COLUMNS, "signature_scheme")

@@ -20,6 +20,8 @@ previous release keep emitting during a rolling upgrade (their events have no co
 import sqlalchemy as sa
 from alembic import op
 
+from tidings.migrations import _ops
+
 revision = "0011"
 down_revision = "0010"
 branch_labels = None
@@ -55,18 +57,12 @@ def upgrade() -> None:
         "subscriptions",
         sa.Column("propagate_trace", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(EMIT_V2)
+    _ops.on_postgresql(EMIT_V2)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(
-            "DROP FUNCTION IF EXISTS tidings_emit_v2(text, text, text, bigint, text, text, "
-            "text, text, bigint)"
-        )
-    # in place, as 0010's downgrade: a batch copy of a table on SQLite would cascade-delete
-    # what refers to it. Nothing is refused: what is dropped is observability only (the
-    # older code delivers exactly the same, without traceparent headers)
-    op.execute("ALTER TABLE subscriptions DROP COLUMN propagate_trace")
-    op.execute("ALTER TABLE events DROP COLUMN trace_context")
+    _ops.drop_function("tidings_emit_v2(text, text, text, bigint, text, text, text, text, bigint)")
+    # Nothing is refused: what is dropped is observability only (the older code delivers
+    # exactly the same, without traceparent headers)
+    _ops.drop_columns_in_place("subscriptions", "propagate_trace")
+    _ops.drop_columns_in_place("events", "trace_context")

@@ -28,6 +28,8 @@ subscription whose patterns match, filtered or not (late filters are at-least-on
 import sqlalchemy as sa
 from alembic import op
 
+from tidings.migrations import _ops
+
 revision = "0012"
 down_revision = "0011"
 branch_labels = None
@@ -114,30 +116,19 @@ def upgrade() -> None:
         sqlite_where=sa.text("filter IS NULL"),
         postgresql_where=sa.text("filter IS NULL"),
     )
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(EMIT_V3)
+    _ops.on_postgresql(EMIT_V3)
 
 
 def downgrade() -> None:
-    in_use = op.get_bind().execute(
-        sa.text(
-            "SELECT count(*) FROM subscriptions"
-            " WHERE filter IS NOT NULL OR transformation IS NOT NULL"
-        )
+    _ops.refuse_downgrade_while(
+        "SELECT count(*) FROM subscriptions WHERE filter IS NOT NULL OR transformation IS NOT NULL",
+        "subscriptions have filters or transformations that the older version cannot "
+        "honour (it would deliver every event to them, unchanged): remove them before "
+        "downgrading",
     )
-    if in_use.scalar_one():
-        raise RuntimeError(
-            "subscriptions have filters or transformations that the older version cannot "
-            "honour (it would deliver every event to them, unchanged): remove them before "
-            "downgrading"
-        )
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(
-            "DROP FUNCTION IF EXISTS tidings_emit_v3(text, text, text, bigint, text, text, "
-            "text, text, bigint, bigint, text[])"
-        )
+    _ops.drop_function(
+        "tidings_emit_v3(text, text, text, bigint, text, text, text, text, bigint, bigint, text[])"
+    )
     op.drop_index("ix_subscriptions_unfiltered", "subscriptions")
-    # in place, as 0010's and 0011's downgrades: a batch copy would cascade-delete lanes
-    op.execute("ALTER TABLE tenants DROP COLUMN filters_version")
-    op.execute("ALTER TABLE subscriptions DROP COLUMN transformation")
-    op.execute("ALTER TABLE subscriptions DROP COLUMN filter")
+    _ops.drop_columns_in_place("tenants", "filters_version")
+    _ops.drop_columns_in_place("subscriptions", "transformation", "filter")
