@@ -44,10 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src")]
 
 from tidings.domain.js_json import compact_json  # noqa: E402
-from tidings.transform import Transformed, TransformEngine, webhook_text  # noqa: E402
-from tidings.transform._worker import Sandbox  # noqa: E402
+from tidings.transform import Cancelled, Transformed, TransformEngine, webhook_text  # noqa: E402
+from tidings.transform._worker import Sandbox, judge  # noqa: E402
 from tidings.transform.engine import script_key  # noqa: E402
-from tidings.transform.outcomes import judge  # noqa: E402
 
 SCRIPT = """
 function handler(webhook) {
@@ -84,6 +83,7 @@ WEBHOOK = webhook_text(URL, ENVELOPE["type"], compact_json(ENVELOPE))
 """As the dispatcher will pass it: JSON text around the body it already has."""
 TIME_LIMIT = 0.05
 MEMORY_LIMIT = 32 * 1024 * 1024
+MAX_OUTPUT = 1024 * 1024
 
 
 def per_call(run: Callable[[], None], calls: int, repeat: int = 5) -> float:
@@ -102,17 +102,24 @@ def in_process(calls: int) -> float:
     key = script_key("ten_1", SCRIPT)
 
     def run() -> None:
-        result, out = sandbox.run(key, SCRIPT, WEBHOOK)
-        assert result == ["ok"] and out is not None
-        sendable(judge(out))
+        sendable(outcome(sandbox.run(key, SCRIPT, WEBHOOK)))
 
     return per_call(run, calls)
 
 
-def sendable(outcome: object) -> str:
+def outcome(judged: tuple[list[Any], list[bytes]]) -> Transformed | Cancelled:
+    """What the engine makes of a sandbox's answer (the result and its blobs)."""
+    result, blobs = judged
+    assert result[0] == "ok", result
+    cancel, url = result[1], result[2]
+    rest, body = (blob.decode() for blob in blobs)
+    return Cancelled(rest, body) if cancel else Transformed(url, body, rest)
+
+
+def sendable(done: object) -> str:
     """The bytes to sign and send: every row pays for them."""
-    assert isinstance(outcome, Transformed), outcome
-    return outcome.body
+    assert isinstance(done, Transformed), done
+    return done.body
 
 
 def mini_racer_function() -> Callable[[str], Any]:
@@ -132,7 +139,7 @@ def mini_racer_function() -> Callable[[str], Any]:
 
 def mini_racer(calls: int) -> float:
     call = mini_racer_function()
-    return per_call(lambda: sendable(judge(call(WEBHOOK))), calls)
+    return per_call(lambda: sendable(outcome(judge(call(WEBHOOK), MAX_OUTPUT))), calls)
 
 
 def mini_racer_threads(calls: int, threads: int) -> float:
@@ -141,7 +148,7 @@ def mini_racer_threads(calls: int, threads: int) -> float:
     def one(_: int) -> None:
         if not hasattr(local, "call"):
             local.call = mini_racer_function()
-        sendable(judge(local.call(WEBHOOK)))
+        sendable(outcome(judge(local.call(WEBHOOK), MAX_OUTPUT)))
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(threads * 4)))  # warm each thread's context
