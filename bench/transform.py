@@ -3,9 +3,10 @@
 Run: ``.venv/bin/python bench/transform.py [--calls 5000] [--tenants 10] [--workers 2]``.
 
 The script is a typical one (reshape + one conditional): a Slack message ``{text}`` for a
-payment of at least $1,000, else cancel; the input is a ``payment.succeeded`` envelope in
-Svix's webhook shape, as JSON text around the envelope body the dispatcher already has
-(``webhook_text``). Rows, in µs per call (wall time; a ratio to the first row):
+payment of at least $1,000, else cancel; the input is the example CRM's sample
+``payment.succeeded`` payload (tidings_crm) in an envelope in Svix's webhook shape, as
+JSON text around the envelope body the dispatcher already has (``webhook_text``). Rows,
+in µs per call (wall time; a ratio to the first row):
 
 * ``quickjs in-process``: what a pool process does per job (tidings' sandbox: the
   tenant's compiled context, JSON in, JSON out) plus the parent's judging of the answer
@@ -47,6 +48,7 @@ from tidings.domain.js_json import compact_json  # noqa: E402
 from tidings.transform import Cancelled, Transformed, TransformEngine, webhook_text  # noqa: E402
 from tidings.transform._worker import Sandbox, judge  # noqa: E402
 from tidings.transform.engine import script_key  # noqa: E402
+from tidings_crm.event_types import PAYMENT_SUCCEEDED  # noqa: E402
 
 SCRIPT = """
 function handler(webhook) {
@@ -63,19 +65,10 @@ function handler(webhook) {
 """
 ENVELOPE = {
     "id": "evt_01KH4C2W7N8B3K9YQ6TR5XGM1D",
-    "type": "payment.succeeded",
+    "type": PAYMENT_SUCCEEDED.name,
     "createdUtc": "2026-02-10T16:04:52Z",
     "companyId": "ten_01KFZ3M8Q2D7W4XG5RVN6TC9HB",
-    "payload": {
-        "paymentId": "pay_01KH4C2W7N8B3K9YQ6TR5XGM1D",
-        "clientId": "cli_01KFZ3M8Q2D7W4XG5RVN6TC9HB",
-        "invoiceId": "inv_01KGD4S9J2P6M1QX7TB3RW8HZN",
-        "amount": {"amount": 129900, "currency": "USD"},
-        "method": "card",
-        "processorReference": "ch_3QkZp2LkdIwHu7ix0uTz8a1B",
-        "cardLast4": "4242",
-        "paidUtc": "2026-02-10T16:04:52Z",
-    },
+    "payload": PAYMENT_SUCCEEDED.sample,
     "metadata": {},
 }
 URL = "https://hooks.slack.example/services/T000/B000/XXXX"
