@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     response_body_retention_days: float = Field(7.0, gt=0)
     prune_interval: float = Field(300.0, gt=0)
     prune_batch_size: int = Field(1000, ge=1)
+    partition_rows: int = Field(10_000_000, ge=1)
+    """PostgreSQL: keys per partition of events, deliveries and attempts (retention drops
+    whole partitions). About a day's rows or less: a partition goes when its newest row
+    is past the retention period."""
     transform_workers: int = Field(2, ge=1, le=64)
     """Processes that run subscriptions' JavaScript transformations (QuickJS, the
     ``transform`` extra), started when the first script runs: a script that loops stalls

@@ -924,7 +924,9 @@ class MemoryStore:
 
     async def prune_events(self, before_ms: int, batch: int) -> int:
         async with self._lock:
-            pending = {d.event_seq for d in self._data.deliveries.values() if d.status == PENDING}
+            pending = {
+                d.event_seq for d in self._data.deliveries.values() if d.status in UNFINISHED
+            }
             old = sorted(
                 (
                     e
@@ -941,6 +943,12 @@ class MemoryStore:
             for seq in gone:
                 del self._data.events[seq]
             return len(old)
+
+    async def prepare_partitions(self, rows: int) -> int:
+        return 0
+
+    async def drop_partitions(self, before_ms: int) -> int:
+        return 0
 
     async def prune_sessions(self, before_ms: int, batch: int) -> int:
         old = sorted(

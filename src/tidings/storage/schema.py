@@ -183,6 +183,13 @@ deliveries = Table(
     Index("ix_deliveries_subscription_status_event", "subscription_id", "status", "event_seq"),
     Index("ix_deliveries_tenant_status_event", "tenant_id", "status", "event_seq"),
     Index("ix_deliveries_event", "event_seq"),
+    # Retention's question: which events still have unfinished deliveries (few rows).
+    Index(
+        "ix_deliveries_unfinished",
+        "event_seq",
+        sqlite_where=text(UNFINISHED),
+        postgresql_where=text(UNFINISHED),
+    ),
 )
 
 attempts = Table(

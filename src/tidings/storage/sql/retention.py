@@ -1,4 +1,10 @@
-"""Pruning old rows, a small batch per transaction."""
+"""Pruning old rows, a small batch per transaction.
+
+This is all of retention on SQLite: one file, one writer, no partitions to drop (and an
+embedded database is rarely big enough for deletes to hurt). On PostgreSQL
+``storage/partitions.py`` drops whole partitions first and these deletes take what is
+left (rows of partitions a kept event holds back, and the DEFAULT partition's).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from sqlalchemy import Connection, delete, select, update
 from tidings.domain.deliveries import DeliveryStatus
 from tidings.storage.schema import attempts, deliveries, events, portal_sessions
 from tidings.storage.sql.database import Database
+
+UNFINISHED = (DeliveryStatus.PENDING.value, DeliveryStatus.PAUSED.value)
 
 
 class SQLRetention:
@@ -31,7 +39,7 @@ class SQLRetention:
             select(deliveries.c.id)
             .where(
                 deliveries.c.event_seq == events.c.seq,
-                deliveries.c.status == DeliveryStatus.PENDING.value,
+                deliveries.c.status.in_(UNFINISHED),
             )
             .exists()
         )
@@ -54,6 +62,12 @@ class SQLRetention:
             return len(rows)
 
         return await self._db.write(tx)
+
+    async def prepare_partitions(self, rows: int) -> int:
+        return 0
+
+    async def drop_partitions(self, before_ms: int) -> int:
+        return 0
 
     async def prune_sessions(self, before_ms: int, batch: int) -> int:
         old = (

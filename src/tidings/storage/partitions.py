@@ -1,0 +1,263 @@
+"""PostgreSQL's partitions of events, deliveries and attempts: made ahead, dropped whole.
+
+Migration 0013 partitions the three tables by range of their keys (``events.seq``,
+``deliveries.id``, ``attempts.id``), handed out by sequences in time order: a partition
+is a span of time. Two jobs keep them:
+
+* **Ahead.** ``create_next`` adds one range of ``rows`` keys past the last until
+  ``AHEAD`` empty ranges wait ahead of each sequence. Should that lag (tidings down, a
+  burst), inserts land in the DEFAULT partition instead of failing; the next range
+  created takes its rows out of DEFAULT first (ATTACH refuses a range DEFAULT holds rows
+  of).
+* **Retention.** ``drop_if_done`` drops a closed partition (its sequence is past it, so no
+  new row lands there) when its newest row is past the cutoff and it holds no row of an
+  event that is kept: an event with an unfinished (pending or paused) delivery. Those
+  are exactly rows the batched ``DELETE`` would delete (it deletes an old event with its
+  deliveries and attempts unless something of it is unfinished), in one statement and
+  without dead rows. A partition blocked by a kept event waits: retries end within the
+  retry window, a paused delivery when its subscription is re-enabled or deleted, and
+  the batched ``DELETE`` meanwhile removes the rest of its old rows. Moving the blocking
+  rows forward instead would change their keys: an event's ``seq`` is its polling cursor.
+
+Each create and each drop is its own short transaction with a ``lock_timeout``: DDL on a
+partition takes a lock on the parent that every emit, claim and record wants, and must
+not queue behind a long transaction (everything behind it would queue too). A timeout
+gives up until the next round.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from tidings.storage.schema import UNFINISHED
+from tidings.storage.sql.database import Database
+from tidings.storage.sql.retention import SQLRetention
+
+log = structlog.get_logger("tidings.retention")
+T = TypeVar("T")
+
+AHEAD = 2
+"""Empty ranges kept ahead of each table's sequence."""
+MOST_CREATED = 64
+"""At most this many ranges made per round (a sequence far ahead is caught up in rounds)."""
+LOCK_TIMEOUT = "500ms"
+"""Below PostgreSQL's ``deadlock_timeout`` (1 s): in a lock cycle, retention gives up first."""
+NEWEST_OF = 1000
+"""A partition's newest rows by key, whose ``created_ms`` stands for its newest row's."""
+LOWEST = -(2**63)
+
+
+@dataclass(frozen=True)
+class Partitioned:
+    table: str
+    key: str
+
+
+TABLES = (
+    Partitioned("events", "seq"),
+    Partitioned("deliveries", "id"),
+    Partitioned("attempts", "id"),
+)
+DROP_ORDER = (TABLES[2], TABLES[1], TABLES[0])
+"""Attempts and deliveries before their events: a dropped event leaves nothing behind."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    low: int | None
+    """None: from MINVALUE (the table as it was before migration 0013)."""
+    high: int
+
+
+def all_partitioned(conn: Connection) -> bool:
+    """Whether migration 0013 has run (it partitions the three tables at once)."""
+    return all(is_partitioned(conn, t.table) for t in TABLES)
+
+
+def is_partitioned(conn: Connection, table: str) -> bool:
+    found = conn.execute(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(:t))"
+        ),
+        {"t": table},
+    )
+    return bool(found.scalar())
+
+
+def ranges(conn: Connection, table: str) -> list[Partition]:
+    """The ranged partitions of ``table``, lowest first (DEFAULT left out)."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits AS i
+            JOIN pg_class AS c ON c.oid = i.inhrelid
+            WHERE i.inhparent = CAST(:table AS regclass) AND c.relkind IN ('r', 'p')
+            """
+        ),
+        {"table": table},
+    ).all()
+    found = [_partition(name, bound) for name, bound in rows]
+    ranged = [p for p in found if p is not None]
+    return sorted(ranged, key=lambda p: LOWEST if p.low is None else p.low)
+
+
+def _partition(name: str, bound: str) -> Partition | None:
+    match = re.fullmatch(r"FOR VALUES FROM \((.+)\) TO \((.+)\)", bound)
+    if match is None:
+        return None  # DEFAULT
+    low, high = (value.strip("'") for value in match.groups())
+    return Partition(name, None if low == "MINVALUE" else int(low), int(high))
+
+
+def next_key(conn: Connection, table: Partitioned) -> int:
+    """The key the table's sequence hands out next."""
+    sequence = conn.execute(
+        text("SELECT pg_get_serial_sequence(:table, :key)"),
+        {"table": table.table, "key": table.key},
+    ).scalar_one()
+    last, called = conn.execute(text(f"SELECT last_value, is_called FROM {sequence}")).one()
+    return int(last) + 1 if called else int(last)
+
+
+def create_next(conn: Connection, table: Partitioned, rows: int) -> str | None:
+    """Add the range after the last one unless ``AHEAD`` empty ranges wait already;
+    rows DEFAULT holds of it move in first. Returns the new partition's name."""
+    _lock_timeout(conn)
+    existing = ranges(conn, table.table)
+    top = existing[-1].high if existing else next_key(conn, table)
+    if top >= next_key(conn, table) + AHEAD * rows:
+        return None
+    name = f"{table.table}_p{top}"
+    t, k = table.table, table.key
+    conn.execute(text(f"CREATE TABLE {name} (LIKE {t} INCLUDING DEFAULTS)"))
+    conn.execute(
+        text(
+            f"""
+            WITH moved AS (
+                DELETE FROM {t}_default WHERE {k} >= :low AND {k} < :high RETURNING *)
+            INSERT INTO {name} SELECT * FROM moved
+            """
+        ),
+        {"low": top, "high": top + rows},
+    )
+    conn.execute(
+        text(f"ALTER TABLE {t} ATTACH PARTITION {name} FOR VALUES FROM ({top}) TO ({top + rows})")
+    )
+    return name
+
+
+def closed(conn: Connection, table: Partitioned) -> list[Partition]:
+    """The ranges no new row can land in: the table's sequence is past them."""
+    upto = next_key(conn, table)
+    return [p for p in ranges(conn, table.table) if p.high <= upto]
+
+
+def drop_if_done(conn: Connection, table: Partitioned, part: Partition, before_ms: int) -> bool:
+    """Drop ``part`` if all of it is past ``before_ms`` and none of it is kept.
+
+    Checked once without a lock (most partitions fail it: they are too new), then again
+    under the parent's lock that the drop takes anyway, so nothing changes in between."""
+    if not _done(conn, table, part, before_ms):
+        return False
+    _lock_timeout(conn)
+    conn.execute(text(f"LOCK TABLE {table.table} IN ACCESS EXCLUSIVE MODE"))
+    if not _done(conn, table, part, before_ms):
+        return False
+    conn.execute(text(f"DROP TABLE {part.name}"))
+    return True
+
+
+def _done(conn: Connection, table: Partitioned, part: Partition, before_ms: int) -> bool:
+    newest = conn.execute(
+        text(
+            f"SELECT max(created_ms) FROM (SELECT created_ms FROM {part.name} "
+            f"ORDER BY {table.key} DESC LIMIT {NEWEST_OF}) AS top"
+        )
+    ).scalar()
+    if newest is not None and newest >= before_ms:
+        return False
+    params = {"low": LOWEST if part.low is None else part.low, "high": part.high}
+    params["newest"] = before_ms if newest is None else newest
+    return not conn.execute(text(KEPT[table.table].format(part=part.name)), params).scalar()
+
+
+KEPT = {
+    "events": f"""
+        SELECT EXISTS (SELECT 1 FROM deliveries
+                       WHERE {UNFINISHED} AND event_seq >= :low AND event_seq < :high)""",
+    "deliveries": f"""
+        SELECT EXISTS (SELECT 1 FROM deliveries AS u
+                       WHERE u.{UNFINISHED}
+                         AND u.event_seq <= (SELECT max(event_seq) FROM {{part}})
+                         AND EXISTS (SELECT 1 FROM {{part}} AS d
+                                     WHERE d.event_seq = u.event_seq))""",
+    "attempts": f"""
+        SELECT EXISTS (SELECT 1 FROM deliveries AS u JOIN events AS e ON e.seq = u.event_seq
+                       WHERE u.{UNFINISHED} AND e.created_ms <= :newest
+                         AND EXISTS (SELECT 1 FROM {{part}} AS a WHERE a.event_id = e.id))""",
+}
+"""Whether a partition holds a row of an event with an unfinished delivery (found through
+the small partial index ``ix_deliveries_unfinished``, then by index in the partition)."""
+
+
+def _lock_timeout(conn: Connection) -> None:
+    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+
+
+def lock_not_available(exc: DBAPIError) -> bool:
+    """Whether ``exc`` is a ``lock_timeout`` giving up (SQLSTATE 55P03)."""
+    orig = exc.orig
+    cause = getattr(orig, "__cause__", None)
+    found = getattr(orig, "sqlstate", None) or getattr(cause, "sqlstate", None)
+    return bool(found == "55P03")
+
+
+class PartitionedRetention(SQLRetention):
+    """Retention on PostgreSQL: partitions made ahead and dropped whole, then the batched
+    deletes for what is left. On a database not (yet) partitioned, the deletes alone."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._db = db
+
+    async def prepare_partitions(self, rows: int) -> int:
+        if not await self._db.read(all_partitioned):
+            return 0
+        made = 0
+        for table in TABLES:
+            for _ in range(MOST_CREATED):
+                if await self._try(functools.partial(create_next, table=table, rows=rows)) is None:
+                    break
+                made += 1
+        if made:
+            log.info("partitions_created", partitions=made, rows_each=rows)
+        return made
+
+    async def drop_partitions(self, before_ms: int) -> int:
+        if not await self._db.read(all_partitioned):
+            return 0
+        dropped = 0
+        for table in DROP_ORDER:
+            for part in await self._db.read(functools.partial(closed, table=table)):
+                drop = functools.partial(drop_if_done, table=table, part=part, before_ms=before_ms)
+                dropped += bool(await self._try(drop))
+        return dropped
+
+    async def _try(self, tx: Callable[[Connection], T]) -> T | None:
+        """Run ``tx``; None if a lock it wanted was not free within ``LOCK_TIMEOUT``."""
+        try:
+            return await self._db.write(tx)
+        except DBAPIError as exc:
+            if not lock_not_available(exc):
+                raise
+            log.info("partition_change_postponed", reason="lock_timeout")
+            return None
