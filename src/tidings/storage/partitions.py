@@ -31,13 +31,14 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TypeVar
 
 import structlog
-from sqlalchemy import Connection, text
+from sqlalchemy import ColumnElement, Connection, and_, or_, text
 from sqlalchemy.exc import DBAPIError
 
-from tidings.storage.schema import UNFINISHED
+from tidings.storage.schema import UNFINISHED, events
 from tidings.storage.sql.database import Database
 from tidings.storage.sql.retention import SQLRetention
 
@@ -53,6 +54,8 @@ LOCK_TIMEOUT = "500ms"
 NEWEST_OF = 1000
 """A partition's newest rows by key, whose ``created_ms`` stands for its newest row's."""
 LOWEST = -(2**63)
+PARTITIONS_LOCK = 7316018
+"""The advisory lock partition changes take (the migrations' is 7316017)."""
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,11 @@ def ranges(conn: Connection, table: str) -> list[Partition]:
     return sorted(ranged, key=lambda p: LOWEST if p.low is None else p.low)
 
 
-def _partition(name: str, bound: str) -> Partition | None:
-    match = re.fullmatch(r"FOR VALUES FROM \((.+)\) TO \((.+)\)", bound)
+def _partition(name: str, bound: str | None) -> Partition | None:
+    """None for DEFAULT, and for a partition dropped while the catalog was read."""
+    match = re.fullmatch(r"FOR VALUES FROM \((.+)\) TO \((.+)\)", bound or "")
     if match is None:
-        return None  # DEFAULT
+        return None
     low, high = (value.strip("'") for value in match.groups())
     return Partition(name, None if low == "MINVALUE" else int(low), int(high))
 
@@ -131,7 +135,7 @@ def next_key(conn: Connection, table: Partitioned) -> int:
 def create_next(conn: Connection, table: Partitioned, rows: int) -> str | None:
     """Add the range after the last one unless ``AHEAD`` empty ranges wait already;
     rows DEFAULT holds of it move in first. Returns the new partition's name."""
-    _lock_timeout(conn)
+    _serialised(conn)
     existing = ranges(conn, table.table)
     top = existing[-1].high if existing else next_key(conn, table)
     if top >= next_key(conn, table) + AHEAD * rows:
@@ -161,22 +165,35 @@ def closed(conn: Connection, table: Partitioned) -> list[Partition]:
     return [p for p in ranges(conn, table.table) if p.high <= upto]
 
 
-def drop_if_done(conn: Connection, table: Partitioned, part: Partition, before_ms: int) -> bool:
+class Verdict(Enum):
+    DROPPED = "dropped"
+    HELD = "held"
+    """All of it is past the cutoff, but it holds rows of a kept event."""
+    YOUNG = "young"
+    """Some of it is not past the cutoff yet (or it is gone already)."""
+
+
+def drop_if_done(conn: Connection, table: Partitioned, part: Partition, before_ms: int) -> Verdict:
     """Drop ``part`` if all of it is past ``before_ms`` and none of it is kept.
 
-    Checked once without a lock (most partitions fail it: they are too new), then again
-    under the parent's lock that the drop takes anyway, so nothing changes in between."""
-    if not _done(conn, table, part, before_ms):
-        return False
-    _lock_timeout(conn)
+    Checked once before the table lock (most partitions fail it: they are too new), then
+    again under the parent's lock that the drop takes anyway, so nothing changes in
+    between."""
+    _serialised(conn)
+    if not _exists(conn, part):
+        return Verdict.YOUNG
+    verdict = _judged(conn, table, part, before_ms)
+    if verdict is not Verdict.DROPPED:
+        return verdict
     conn.execute(text(f"LOCK TABLE {table.table} IN ACCESS EXCLUSIVE MODE"))
-    if not _done(conn, table, part, before_ms):
-        return False
-    conn.execute(text(f"DROP TABLE {part.name}"))
-    return True
+    verdict = _judged(conn, table, part, before_ms)
+    if verdict is Verdict.DROPPED:
+        conn.execute(text(f"DROP TABLE {part.name}"))
+    return verdict
 
 
-def _done(conn: Connection, table: Partitioned, part: Partition, before_ms: int) -> bool:
+def _judged(conn: Connection, table: Partitioned, part: Partition, before_ms: int) -> Verdict:
+    """What ``part`` is, were it dropped now: ``DROPPED`` if it may be."""
     newest = conn.execute(
         text(
             f"SELECT max(created_ms) FROM (SELECT created_ms FROM {part.name} "
@@ -184,10 +201,11 @@ def _done(conn: Connection, table: Partitioned, part: Partition, before_ms: int)
         )
     ).scalar()
     if newest is not None and newest >= before_ms:
-        return False
+        return Verdict.YOUNG
     params = {"low": LOWEST if part.low is None else part.low, "high": part.high}
     params["newest"] = before_ms if newest is None else newest
-    return not conn.execute(text(KEPT[table.table].format(part=part.name)), params).scalar()
+    kept = conn.execute(text(KEPT[table.table].format(part=part.name)), params).scalar()
+    return Verdict.HELD if kept else Verdict.DROPPED
 
 
 KEPT = {
@@ -209,8 +227,16 @@ KEPT = {
 the small partial index ``ix_deliveries_unfinished``, then by index in the partition)."""
 
 
-def _lock_timeout(conn: Connection) -> None:
+def _serialised(conn: Connection) -> None:
+    """One process changes partitions at a time (every worker runs retention), and none
+    waits longer than ``LOCK_TIMEOUT`` for a lock."""
     conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITIONS_LOCK})
+
+
+def _exists(conn: Connection, part: Partition) -> bool:
+    found = conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": part.name})
+    return bool(found.scalar_one())
 
 
 def lock_not_available(exc: DBAPIError) -> bool:
@@ -222,12 +248,18 @@ def lock_not_available(exc: DBAPIError) -> bool:
 
 
 class PartitionedRetention(SQLRetention):
-    """Retention on PostgreSQL: partitions made ahead and dropped whole, then the batched
-    deletes for what is left. On a database not (yet) partitioned, the deletes alone."""
+    """Retention on PostgreSQL: partitions made ahead and dropped whole; row deletes only
+    for the old rows of partitions a kept event holds back. Rows of a partition not yet
+    past the cutoff as a whole wait for it (up to one partition's span of time longer
+    than the retention period): deleting them one by one as they age would leave the
+    partitions nothing to drop. On a database not partitioned, the deletes alone."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self._db = db
+        self._held: list[Partition] | None = None
+        """Events partitions past the cutoff that a kept event held back in the last
+        ``drop_partitions``; None: tables are not partitioned."""
 
     async def prepare_partitions(self, rows: int) -> int:
         if not await self._db.read(all_partitioned):
@@ -244,13 +276,26 @@ class PartitionedRetention(SQLRetention):
 
     async def drop_partitions(self, before_ms: int) -> int:
         if not await self._db.read(all_partitioned):
+            self._held = None
             return 0
-        dropped = 0
+        dropped, held = 0, []
         for table in DROP_ORDER:
             for part in await self._db.read(functools.partial(closed, table=table)):
                 drop = functools.partial(drop_if_done, table=table, part=part, before_ms=before_ms)
-                dropped += bool(await self._try(drop))
+                verdict = await self._try(drop)
+                dropped += verdict is Verdict.DROPPED
+                if verdict is Verdict.HELD and table.table == "events":
+                    held.append(part)
+        self._held = held
         return dropped
+
+    async def prune_events(self, before_ms: int, batch: int) -> int:
+        if self._held is None:
+            return await super().prune_events(before_ms, batch)
+        if not self._held:
+            return 0
+        within = or_(*(_within(events.c.seq, part) for part in self._held))
+        return await self.delete_events(before_ms, batch, within)
 
     async def _try(self, tx: Callable[[Connection], T]) -> T | None:
         """Run ``tx``; None if a lock it wanted was not free within ``LOCK_TIMEOUT``."""
@@ -261,3 +306,9 @@ class PartitionedRetention(SQLRetention):
                 raise
             log.info("partition_change_postponed", reason="lock_timeout")
             return None
+
+
+def _within(key: ColumnElement[int], part: Partition) -> ColumnElement[bool]:
+    if part.low is None:
+        return key < part.high
+    return and_(key >= part.low, key < part.high)

@@ -8,7 +8,7 @@ left (rows of partitions a kept event holds back, and the DEFAULT partition's).
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import ColumnElement, Connection, delete, select, true, update
 
 from tidings.domain.deliveries import DeliveryStatus
 from tidings.storage.schema import attempts, deliveries, events, portal_sessions
@@ -35,6 +35,13 @@ class SQLRetention:
         return await self._db.write(lambda conn: int(conn.execute(statement).rowcount))
 
     async def prune_events(self, before_ms: int, batch: int) -> int:
+        return await self.delete_events(before_ms, batch)
+
+    async def delete_events(
+        self, before_ms: int, batch: int, within: ColumnElement[bool] | None = None
+    ) -> int:
+        """Delete up to ``batch`` events older than the cutoff with nothing unfinished (and
+        ``within`` a condition on them, if given), with their deliveries and attempts."""
         pending = (
             select(deliveries.c.id)
             .where(
@@ -46,6 +53,7 @@ class SQLRetention:
         old = (
             select(events.c.seq, events.c.id)
             .where(events.c.created_ms < before_ms, ~pending)
+            .where(true() if within is None else within)
             .order_by(events.c.created_ms)
             .limit(batch)
         )
