@@ -6,9 +6,8 @@ Run: ``.venv/bin/python bench/retention.py [--events 2500000] [--delete-seconds 
 A throwaway cluster holds two databases with the same rows, generated in SQL
 (``generate_series``): ``--events`` events over 10 days, each delivered to 2 subscriptions
 in 2 attempts (a 503, then a 200): 2.5 M events, 5 M deliveries, 10 M attempts by default.
-The newest 200,000 deliveries (at most 4 %) are left pending, for a claim probe. Retention
-keeps 2 days,
-so 80 % of the rows are past it.
+The newest 200,000 deliveries (at most 4 %) are left pending, for a claim probe.
+Retention keeps 2 days, so 80 % of the rows are past it.
 
 * ``plain``: the schema before migration 0013 (plain tables). Retention is the real code
   path of today, ``SQLRetention.prune_events`` in batches of ``TIDINGS_PRUNE_BATCH_SIZE``

@@ -1,5 +1,5 @@
 """PostgreSQL's partitioned history (migration 0013): retention drops whole partitions of
-old, finished rows and keeps those a pending or paused delivery holds; keys stay unique
+old, finished rows and keeps those a pending delivery holds; keys stay unique
 without unique indexes; the migration converts a database with rows and back."""
 
 from __future__ import annotations
@@ -59,9 +59,10 @@ async def settle(api: Api, attempts: int) -> None:
 async def test_retention_drops_old_finished_partitions_and_keeps_held_ones(
     pg_settings: Callable[..., Settings], receiver: Receiver
 ) -> None:
-    """Partitions of 3 keys; events 1-3 and 7-9 are delivered; event 4 waits for a retry
-    and event 10's delivery is paused: their partitions stay, with everything the API
-    shows of them, and the other old rows of those partitions are deleted row by row."""
+    """Partitions of 3 keys; events 1-3 and 7-9 are delivered; event 4 waits for a retry:
+    its partitions stay, with everything the API shows of it, and the other old rows of
+    those partitions are deleted row by row. Event 10's delivery is paused: as with row
+    deletes, that does not keep it (see the README), so its partitions go whole."""
     settings = pg_settings(partition_rows=3, retry_base_delay=3600, retry_max_delay=3600)
     async with running_api(settings) as api:
         headers = await api.key()
@@ -83,7 +84,7 @@ async def test_retention_drops_old_finished_partitions_and_keeps_held_ones(
         for batch in batches:
             emitted += [await emit(api, headers, kind) for kind in batch]
             await settle(api, sum(1 for e in emitted if e["type"] != "note.created"))
-        held = [emitted[3], emitted[9]]
+        held = [emitted[3]]
         before = {e["id"]: await _shown(api, headers, e["id"]) for e in held}
         assert before[held[0]["id"]][1][0]["statusCode"] == 500
 
@@ -91,11 +92,11 @@ async def test_retention_drops_old_finished_partitions_and_keeps_held_ones(
 
         db = api.tidings.store.db  # type: ignore[attr-defined]
         left = await db.read(bounds)
-        assert left["events"] == [(4, 7), (10, 13), (13, 16), (16, 19), (19, 22)]
-        assert left["deliveries"] == [(4, 7), (10, 13), (13, 16), (16, 19), (19, 22)]
+        assert left["events"] == [(4, 7), (13, 16), (16, 19), (19, 22)]
+        assert left["deliveries"] == [(4, 7), (13, 16), (16, 19), (19, 22)]
         assert left["attempts"] == [(4, 7), (13, 16), (16, 19)]
-        assert pruned.partitions >= 3 * 2 + 1  # [1, 4), [7, 10) of each, attempts [10, 13)
-        assert pruned.events == 4  # 5, 6, 11 and 12: old and finished, in held partitions
+        assert pruned.partitions >= 3 * 3  # [1, 4), [7, 10), [10, 13) of each
+        assert pruned.events == 2  # 5 and 6: old and finished, in held partitions
         listed = (await api.client.get("/api/v1/events", headers=headers)).json()
         # 13 waits for its partition to be past the cutoff as a whole
         kept = [*held, emitted[12]]

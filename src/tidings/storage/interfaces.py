@@ -287,8 +287,7 @@ class Retention(Protocol):
         ...
 
     async def prune_events(self, before_ms: int, batch: int) -> int:
-        """Delete up to ``batch`` old events with nothing unfinished (pending or paused),
-        with their deliveries and log."""
+        """Delete up to ``batch`` old events with nothing pending, with their deliveries and log."""
         ...
 
     async def prepare_partitions(self, rows: int) -> int:

@@ -924,9 +924,7 @@ class MemoryStore:
 
     async def prune_events(self, before_ms: int, batch: int) -> int:
         async with self._lock:
-            pending = {
-                d.event_seq for d in self._data.deliveries.values() if d.status in UNFINISHED
-            }
+            pending = {d.event_seq for d in self._data.deliveries.values() if d.status == PENDING}
             old = sorted(
                 (
                     e

@@ -11,13 +11,14 @@ is a span of time. Two jobs keep them:
   of).
 * **Retention.** ``drop_if_done`` drops a closed partition (its sequence is past it, so no
   new row lands there) when its newest row is past the cutoff and it holds no row of an
-  event that is kept: an event with an unfinished (pending or paused) delivery. Those
-  are exactly rows the batched ``DELETE`` would delete (it deletes an old event with its
-  deliveries and attempts unless something of it is unfinished), in one statement and
-  without dead rows. A partition blocked by a kept event waits: retries end within the
-  retry window, a paused delivery when its subscription is re-enabled or deleted, and
-  the batched ``DELETE`` meanwhile removes the rest of its old rows. Moving the blocking
-  rows forward instead would change their keys: an event's ``seq`` is its polling cursor.
+  event that is kept: an event with a pending delivery. Those are exactly rows the
+  batched ``DELETE`` would delete (it deletes an old event with its deliveries and
+  attempts unless one of them is pending; paused ones do not keep their events, as the
+  README says), in one statement and without dead rows. A partition held back by a
+  kept event waits for it: retries end within the retry window (24 h by default, far
+  inside any retention period), and the batched ``DELETE`` meanwhile removes the rest of
+  its old rows. Moving the blocking rows forward instead would change their keys: an
+  event's ``seq`` is its polling cursor, a delivery's id its claim.
 
 Each create and each drop is its own short transaction with a ``lock_timeout``: DDL on a
 partition takes a lock on the parent that every emit, claim and record wants, and must
@@ -38,7 +39,7 @@ import structlog
 from sqlalchemy import ColumnElement, Connection, and_, or_, text
 from sqlalchemy.exc import DBAPIError
 
-from tidings.storage.schema import UNFINISHED, events
+from tidings.storage.schema import PENDING, events
 from tidings.storage.sql.database import Database
 from tidings.storage.sql.retention import SQLRetention
 
@@ -211,20 +212,20 @@ def _judged(conn: Connection, table: Partitioned, part: Partition, before_ms: in
 KEPT = {
     "events": f"""
         SELECT EXISTS (SELECT 1 FROM deliveries
-                       WHERE {UNFINISHED} AND event_seq >= :low AND event_seq < :high)""",
+                       WHERE {PENDING} AND event_seq >= :low AND event_seq < :high)""",
     "deliveries": f"""
         SELECT EXISTS (SELECT 1 FROM deliveries AS u
-                       WHERE u.{UNFINISHED}
+                       WHERE u.{PENDING}
                          AND u.event_seq <= (SELECT max(event_seq) FROM {{part}})
                          AND EXISTS (SELECT 1 FROM {{part}} AS d
                                      WHERE d.event_seq = u.event_seq))""",
     "attempts": f"""
         SELECT EXISTS (SELECT 1 FROM deliveries AS u JOIN events AS e ON e.seq = u.event_seq
-                       WHERE u.{UNFINISHED} AND e.created_ms <= :newest
+                       WHERE u.{PENDING} AND e.created_ms <= :newest
                          AND EXISTS (SELECT 1 FROM {{part}} AS a WHERE a.event_id = e.id))""",
 }
-"""Whether a partition holds a row of an event with an unfinished delivery (found through
-the small partial index ``ix_deliveries_unfinished``, then by index in the partition)."""
+"""Whether a partition holds a row of an event with a pending delivery (found through the
+small partial index ``ix_deliveries_pending``, then by index in the partition)."""
 
 
 def _serialised(conn: Connection) -> None:

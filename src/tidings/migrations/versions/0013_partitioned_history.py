@@ -25,8 +25,8 @@ partition of a referenced table needs a check of every referencing row, and rete
 removes a delivery with its event anyway.
 
 SQLite is left as it is (one file, row deletes; see docs/scaling.md), except for the
-small partial index ``ix_deliveries_unfinished`` both databases get: retention asks it
-which events still have unfinished deliveries.
+small partial index ``ix_deliveries_pending`` both databases get: retention asks it
+which events still have pending deliveries.
 
 The downgrade copies each parent's rows back into one plain table (a data copy, unlike
 the upgrade) and restores the constraints; it fails if the rows break them.
@@ -56,16 +56,16 @@ REPLACED = {
 """Unique constraints a partitioned parent cannot keep: (constraint, index that replaces
 it, its columns, the constraint's definition for the downgrade)."""
 EVENT_FK = "deliveries_event_seq_fkey"
-UNFINISHED = "status IN ('pending', 'paused')"
+PENDING = "status = 'pending'"
 
 
 def upgrade() -> None:
     op.create_index(
-        "ix_deliveries_unfinished",
+        "ix_deliveries_pending",
         "deliveries",
         ["event_seq"],
-        sqlite_where=sa.text(UNFINISHED),
-        postgresql_where=sa.text(UNFINISHED),
+        sqlite_where=sa.text(PENDING),
+        postgresql_where=sa.text(PENDING),
     )
     if op.get_bind().dialect.name != "postgresql":
         return
@@ -82,7 +82,7 @@ def downgrade() -> None:
             f"ALTER TABLE deliveries ADD CONSTRAINT {EVENT_FK} FOREIGN KEY (event_seq) "
             "REFERENCES events (seq) ON DELETE CASCADE"
         )
-    op.drop_index("ix_deliveries_unfinished", "deliveries")
+    op.drop_index("ix_deliveries_pending", "deliveries")
 
 
 def _partition(table: str, key: str) -> None:

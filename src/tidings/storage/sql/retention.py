@@ -14,8 +14,6 @@ from tidings.domain.deliveries import DeliveryStatus
 from tidings.storage.schema import attempts, deliveries, events, portal_sessions
 from tidings.storage.sql.database import Database
 
-UNFINISHED = (DeliveryStatus.PENDING.value, DeliveryStatus.PAUSED.value)
-
 
 class SQLRetention:
     def __init__(self, db: Database) -> None:
@@ -40,13 +38,15 @@ class SQLRetention:
     async def delete_events(
         self, before_ms: int, batch: int, within: ColumnElement[bool] | None = None
     ) -> int:
-        """Delete up to ``batch`` events older than the cutoff with nothing unfinished (and
-        ``within`` a condition on them, if given), with their deliveries and attempts."""
+        """Delete up to ``batch`` events older than the cutoff with nothing pending (and
+        ``within`` a condition on them, if given), with their deliveries and attempts.
+        Paused deliveries do not keep their events (see the README: that bounds what a
+        long-disabled subscription accumulates)."""
         pending = (
             select(deliveries.c.id)
             .where(
                 deliveries.c.event_seq == events.c.seq,
-                deliveries.c.status.in_(UNFINISHED),
+                deliveries.c.status == DeliveryStatus.PENDING.value,
             )
             .exists()
         )
