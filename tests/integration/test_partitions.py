@@ -160,6 +160,7 @@ async def test_the_migration_partitions_a_database_with_rows_and_back(
         await tidings.close()
 
     async with running_api(settings) as api:  # migrates to the head
+        db = api.tidings.store.db  # type: ignore[attr-defined]
         assert (await db.read(bounds))["events"][0] == (None, 4)
         headers = await api.key()
         await eventually(lambda: _delivered(api, headers, [e.id for e in old]))
