@@ -16,7 +16,8 @@ from tests.integration.test_delivery import attempts_for, emit, subscribe
 from tests.integration.test_retention import TWO_DAYS_LATER
 from tests.support.receiver import Receiver
 from tidings.config import Settings
-from tidings.dispatcher.retention import prune_once
+from tidings.dispatcher.retention import DAY_MS, prune_once
+from tidings.domain.clock import now_ms
 from tidings.service import Tidings
 from tidings.storage.migrate import alembic_config
 from tidings.storage.partitions import TABLES, ranges
@@ -147,7 +148,8 @@ async def test_the_migration_partitions_a_database_with_rows_and_back(
     pg_settings: Callable[..., Settings], receiver: Receiver
 ) -> None:
     """Rows written before 0013 stay where they are (the old table is the first
-    partition) and are delivered after it; the downgrade copies them back."""
+    partition) and are delivered after it; retention still deletes its old rows one by one
+    until all of it can go; the downgrade copies them back."""
     settings = pg_settings()
     tidings = Tidings.from_settings(settings)
     db = tidings.store.db  # type: ignore[attr-defined]
@@ -155,18 +157,23 @@ async def test_the_migration_partitions_a_database_with_rows_and_back(
         await db.write(lambda conn: _migrate(conn, "0012"))
         tenant = await tidings.store.keys.ensure_tenant("acme")
         await tidings.create_subscription(tenant.id, receiver.url("/old"), ["*"])
-        old = [(await tidings.emit(tenant.id, "client.created", {"n": n}))[0] for n in range(3)]
+        old = [(await tidings.emit(tenant.id, "client.created", {"n": n}))[0] for n in range(4)]
+        aged = f"UPDATE events SET created_ms = created_ms - {3 * DAY_MS} WHERE seq = 1"
+        await db.write(lambda conn: conn.execute(text(aged)))
     finally:
         await tidings.close()
 
     async with running_api(settings) as api:  # migrates to the head
         db = api.tidings.store.db  # type: ignore[attr-defined]
-        assert (await db.read(bounds))["events"][0] == (None, 4)
+        assert (await db.read(bounds))["events"][0] == (None, 5)
         headers = await api.key()
         await eventually(lambda: _delivered(api, headers, [e.id for e in old]))
-        new, _ = await api.tidings.emit(tenant.id, "client.created", {"n": 3})
-        await receiver.wait_count("/old", 4)
-        assert new.seq == 4
+        pruned = await prune_once(api.tidings.store.retention, 1, 30, 100, now_ms())
+        assert (pruned.events, pruned.partitions) == (1, 0)
+        old = old[1:]
+        new, _ = await api.tidings.emit(tenant.id, "client.created", {"n": 4})
+        await receiver.wait_count("/old", 5)
+        assert new.seq == 5
 
     tidings = Tidings.from_settings(settings)
     db = tidings.store.db  # type: ignore[attr-defined]
@@ -180,7 +187,7 @@ async def test_the_migration_partitions_a_database_with_rows_and_back(
         for event in old:
             assert await tidings.store.events.get_event(tenant.id, event.id) == event
         await tidings.prepare_database()
-        assert (await db.read(bounds))["events"][0] == (None, 5)
+        assert (await db.read(bounds))["events"][0] == (None, 6)
     finally:
         await tidings.close()
 

@@ -250,7 +250,8 @@ def lock_not_available(exc: DBAPIError) -> bool:
 
 class PartitionedRetention(SQLRetention):
     """Retention on PostgreSQL: partitions made ahead and dropped whole; row deletes only
-    for the old rows of partitions a kept event holds back. Rows of a partition not yet
+    for the old rows of partitions a kept event holds back (and of the first partition,
+    the table as it was before migration 0013, until it goes). Rows of a partition not yet
     past the cutoff as a whole wait for it (up to one partition's span of time longer
     than the retention period): deleting them one by one as they age would leave the
     partitions nothing to drop. On a database not partitioned, the deletes alone."""
@@ -285,7 +286,7 @@ class PartitionedRetention(SQLRetention):
                 drop = functools.partial(drop_if_done, table=table, part=part, before_ms=before_ms)
                 verdict = await self._try(drop)
                 dropped += verdict is Verdict.DROPPED
-                if verdict is Verdict.HELD and table.table == "events":
+                if table.table == "events" and _deletes_rows(part, verdict):
                     held.append(part)
         self._held = held
         return dropped
@@ -307,6 +308,13 @@ class PartitionedRetention(SQLRetention):
                 raise
             log.info("partition_change_postponed", reason="lock_timeout")
             return None
+
+
+def _deletes_rows(part: Partition, verdict: Verdict | None) -> bool:
+    """Whether the old rows of events partition ``part`` are deleted one by one: those of
+    a partition a pending delivery holds back, and those of the table as it was before
+    migration 0013 (the first partition) as they were before it, until it goes whole."""
+    return verdict is Verdict.HELD or (part.low is None and verdict is Verdict.YOUNG)
 
 
 def _within(key: ColumnElement[int], part: Partition) -> ColumnElement[bool]:
