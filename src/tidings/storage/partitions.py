@@ -55,6 +55,8 @@ LOCK_TIMEOUT = "500ms"
 NEWEST_OF = 1000
 """A partition's newest rows by key, whose ``created_ms`` stands for its newest row's."""
 LOWEST = -(2**63)
+SKEW_MS = 3_600_000
+"""Leeway between the clocks of processes (an event's time and its seq's order)."""
 PARTITIONS_LOCK = 7316018
 """The advisory lock partition changes take (the migrations' is 7316017)."""
 
@@ -203,29 +205,45 @@ def _judged(conn: Connection, table: Partitioned, part: Partition, before_ms: in
     ).scalar()
     if newest is not None and newest >= before_ms:
         return Verdict.YOUNG
-    params = {"low": LOWEST if part.low is None else part.low, "high": part.high}
-    params["newest"] = before_ms if newest is None else newest
-    kept = conn.execute(text(KEPT[table.table].format(part=part.name)), params).scalar()
-    return Verdict.HELD if kept else Verdict.DROPPED
+    kept = _kept_events(conn, before_ms)
+    if table.table == "events":
+        low = LOWEST if part.low is None else part.low
+        held = any(low <= seq < part.high for seq, _ in kept)
+    elif not kept:
+        held = False
+    elif table.table == "deliveries":
+        held = _holds(conn, part, "event_seq", [seq for seq, _ in kept])
+    else:
+        held = _holds(conn, part, "event_id", [event_id for _, event_id in kept])
+    return Verdict.HELD if held else Verdict.DROPPED
 
 
-KEPT = {
-    "events": f"""
-        SELECT EXISTS (SELECT 1 FROM deliveries
-                       WHERE {PENDING} AND event_seq >= :low AND event_seq < :high)""",
-    "deliveries": f"""
-        SELECT EXISTS (SELECT 1 FROM deliveries AS u
-                       WHERE u.{PENDING}
-                         AND u.event_seq <= (SELECT max(event_seq) FROM {{part}})
-                         AND EXISTS (SELECT 1 FROM {{part}} AS d
-                                     WHERE d.event_seq = u.event_seq))""",
-    "attempts": f"""
-        SELECT EXISTS (SELECT 1 FROM deliveries AS u JOIN events AS e ON e.seq = u.event_seq
-                       WHERE u.{PENDING} AND e.created_ms <= :newest
-                         AND EXISTS (SELECT 1 FROM {{part}} AS a WHERE a.event_id = e.id))""",
-}
-"""Whether a partition holds a row of an event with a pending delivery (found through the
-small partial index ``ix_deliveries_pending``, then by index in the partition)."""
+def _holds(conn: Connection, part: Partition, column: str, values: list[int] | list[str]) -> bool:
+    """Whether a row of ``part`` has one of ``values`` in ``column`` (an indexed one)."""
+    found = f"SELECT EXISTS (SELECT 1 FROM {part.name} WHERE {column} = ANY(:values))"
+    return bool(conn.execute(text(found), {"values": values}).scalar())
+
+
+def _kept_events(conn: Connection, before_ms: int) -> list[tuple[int, str]]:
+    """(seq, id) of the events created before the cutoff (give or take ``SKEW_MS``) that
+    have a pending delivery: the only ones a partition past the cutoff can hold rows of.
+    Read through the small partial index ``ix_deliveries_pending``, from the seq of the
+    first event after the cutoff on: a few rows, however many deliveries are pending."""
+    first_young = conn.execute(
+        text("SELECT seq FROM events WHERE created_ms >= :at ORDER BY created_ms LIMIT 1"),
+        {"at": before_ms + SKEW_MS},
+    ).scalar()
+    rows = conn.execute(
+        text(
+            f"""
+            SELECT DISTINCT u.event_seq, e.id FROM deliveries AS u
+            JOIN events AS e ON e.seq = u.event_seq
+            WHERE u.{PENDING} AND u.event_seq < :young
+            """
+        ),
+        {"young": 2**63 - 1 if first_young is None else first_young},
+    )
+    return [(int(seq), str(event_id)) for seq, event_id in rows]
 
 
 def _serialised(conn: Connection) -> None:
