@@ -1,7 +1,8 @@
 """Retention on 10,000,000 attempts: today's batched DELETE against partition drops.
 
 Run: ``.venv/bin/python bench/retention.py [--events 2500000] [--delete-seconds 120]
-[--partition-rows 250000]``.
+[--partition-rows 250000] [--partitioned-only]``; ``--claims-by-partitions`` instead
+times claims on small databases with more and more partitions.
 
 A throwaway cluster holds two databases with the same rows, generated in SQL
 (``generate_series``): ``--events`` events over 10 days, each delivered to 2 subscriptions
@@ -254,6 +255,31 @@ async def partition_drops(tidings: Tidings) -> bool:
     return True
 
 
+async def claims_by_partitions(work: Path) -> None:
+    """Claim latency against how many partitions ``deliveries`` has, on 20,000 events."""
+    with postgres.own_cluster(SERVER) as server:
+        for rows in (None, 40_000, 4_000, 1_000):
+            shape = argparse.Namespace(events=20_000, partition_rows=rows or 1_000)
+            url = postgres.create_database(server.url)
+            tidings = await prepare(url, rows is not None, shape, work)
+            try:
+                found = psql(url, PARTS) if rows else "plain"
+                ms = sorted(x * 1000 for x in await probe(tidings, 8.0, asyncio.Event()))
+            finally:
+                await tidings.close()
+            print(
+                f"deliveries partitions: {found}: claim p50 {statistics.median(ms):.1f} ms, "
+                f"p90 {ms[int(len(ms) * 0.9)]:.1f} ms ({len(ms)} claims)",
+                flush=True,
+            )
+
+
+PARTS = """
+    SELECT count(*) FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+    WHERE c.relkind = 'r' AND i.inhparent = CAST('deliveries' AS regclass)
+"""
+
+
 def report(run: Run) -> None:
     ms = sorted(x * 1000 for x in run.claims)
     base = sorted(x * 1000 for x in run.baseline)
@@ -278,6 +304,10 @@ def report(run: Run) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
+    if args.claims_by_partitions:
+        with tempfile.TemporaryDirectory() as tmp:
+            await claims_by_partitions(Path(tmp))
+        return
     with postgres.own_cluster(SERVER) as server, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         results = []
@@ -327,6 +357,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2_500_000)
     parser.add_argument("--delete-seconds", type=float, default=120.0)
     parser.add_argument("--partition-rows", type=int, default=250_000)
+    parser.add_argument(
+        "--claims-by-partitions",
+        action="store_true",
+        help="only: claim latency against the number of partitions, on 20,000 events",
+    )
     parser.add_argument(
         "--partitioned-only", action="store_true", help="skip the plain database (and DELETE)"
     )
