@@ -121,7 +121,7 @@ def migrate() -> None:
     async def run() -> None:
         tidings = Tidings.from_settings(Settings())
         try:
-            await tidings.store.migrate()
+            await tidings.prepare_database()
         finally:
             await tidings.close()
 

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     response_body_retention_days: float = Field(7.0, gt=0)
     prune_interval: float = Field(300.0, gt=0)
     prune_batch_size: int = Field(1000, ge=1)
+    partition_rows: int = Field(10_000_000, ge=1)
+    """PostgreSQL: keys per partition of events, deliveries and attempts (retention drops
+    whole partitions). About deliveries per day x retention days / 15: claims look at
+    every partition of deliveries (keep them to 10-20), and a partition goes only when
+    its newest row is past the retention period (see docs/scaling.md)."""
     transform_workers: int = Field(2, ge=1, le=64)
     """Processes that run subscriptions' JavaScript transformations (QuickJS, the
     ``transform`` extra), started when the first script runs: a script that loops stalls

@@ -889,6 +889,7 @@ class Tidings:
                 body_retention_days=s.response_body_retention_days,
                 batch=s.prune_batch_size,
                 interval=s.prune_interval,
+                partition_rows=s.partition_rows,
             )
 
         async def deliver() -> None:
@@ -906,12 +907,13 @@ class Tidings:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait_for_database(self, stop: asyncio.Event | None = None) -> None:
-        """Migrate once the database answers: a process started during an outage waits
-        for it (logged once) instead of exiting."""
+        """Migrate once the database answers, and make the partitions the next rows go
+        to (PostgreSQL): a process started during an outage waits for it (logged once)
+        instead of exiting."""
         outage = Outage("database")
         while True:
             try:
-                await self.store.migrate()
+                await self.prepare_database()
             except StorageUnavailable as exc:
                 await outage.failed(exc, stop)
                 if stop is not None and stop.is_set():
@@ -919,6 +921,11 @@ class Tidings:
                 continue
             outage.succeeded()
             return
+
+    async def prepare_database(self) -> None:
+        """Migrate, then make the partitions ahead (until then, rows land in DEFAULT)."""
+        await self.store.migrate()
+        await self.store.retention.prepare_partitions(self.settings.partition_rows)
 
     async def readiness(self) -> dict[str, str]:
         """What is not ready (empty when ready): the database, the dispatcher."""

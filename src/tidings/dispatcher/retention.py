@@ -28,22 +28,25 @@ class Pruned:
     events: int
     bodies: int
     sessions: int = 0
+    partitions: int = 0
 
 
 async def prune_once(
     store: Retention, retention_days: float, body_retention_days: float, batch: int, now_ms: int
 ) -> Pruned:
-    """Prune everything past its retention now; returns how much went. Portal sessions
-    go once expired: a session row lasts no longer than its cookie (at most 30 days)."""
+    """Prune everything past its retention now; returns how much went. Where tables are
+    partitioned (PostgreSQL), whole partitions go first and row deletes take the rest.
+    Portal sessions go once expired: a session row lasts no longer than its cookie (at
+    most 30 days)."""
     bodies = await _drain(
         lambda: store.prune_response_bodies(now_ms - int(body_retention_days * DAY_MS), batch),
         batch,
     )
-    events = await _drain(
-        lambda: store.prune_events(now_ms - int(retention_days * DAY_MS), batch), batch
-    )
+    cutoff = now_ms - int(retention_days * DAY_MS)
+    partitions = await store.drop_partitions(cutoff)
+    events = await _drain(lambda: store.prune_events(cutoff, batch), batch)
     sessions = await _drain(lambda: store.prune_sessions(now_ms, batch), batch)
-    return Pruned(events=events, bodies=bodies, sessions=sessions)
+    return Pruned(events=events, bodies=bodies, sessions=sessions, partitions=partitions)
 
 
 async def _drain(step: Callable[[], Awaitable[int]], batch: int) -> int:
@@ -65,22 +68,26 @@ async def run_pruner(
     body_retention_days: float,
     batch: int,
     interval: float,
+    partition_rows: int,
 ) -> None:
-    """Prune every ``interval`` seconds, then let go FIFO deliveries whose predecessor
+    """Every ``interval`` seconds make the partitions ahead (``partition_rows`` keys each,
+    where tables are partitioned), prune, then let go FIFO deliveries whose predecessor
     was pruned; through a database outage, retry soon rather than an interval later."""
     outage = Outage("retention")
     while not stop.is_set():
         now = now_ms()
         try:
+            await store.prepare_partitions(partition_rows)
             pruned = await prune_once(store, retention_days, body_retention_days, batch, now)
             freed = await queue.repair(now)
         except StorageUnavailable as exc:
             await outage.failed(exc, stop)
             continue
         outage.succeeded()
-        if pruned.events or pruned.bodies or pruned.sessions or freed:
+        if pruned.events or pruned.bodies or pruned.sessions or pruned.partitions or freed:
             log.info(
                 "pruned",
+                partitions=pruned.partitions,
                 events=pruned.events,
                 response_bodies=pruned.bodies,
                 portal_sessions=pruned.sessions,

@@ -290,6 +290,16 @@ class Retention(Protocol):
         """Delete up to ``batch`` old events with nothing pending, with their deliveries and log."""
         ...
 
+    async def prepare_partitions(self, rows: int) -> int:
+        """Create the partitions the next rows go to, ``rows`` keys each; returns how many
+        were made (0 where tables are not partitioned)."""
+        ...
+
+    async def drop_partitions(self, before_ms: int) -> int:
+        """Drop whole partitions of rows ``prune_events`` would delete, before it runs;
+        returns how many were dropped (0 where tables are not partitioned)."""
+        ...
+
     async def prune_sessions(self, before_ms: int, batch: int) -> int:
         """Delete up to ``batch`` portal sessions that expired before the cutoff."""
         ...

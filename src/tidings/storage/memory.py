@@ -942,6 +942,12 @@ class MemoryStore:
                 del self._data.events[seq]
             return len(old)
 
+    async def prepare_partitions(self, rows: int) -> int:
+        return 0
+
+    async def drop_partitions(self, before_ms: int) -> int:
+        return 0
+
     async def prune_sessions(self, before_ms: int, batch: int) -> int:
         old = sorted(
             (s for s in self._data.sessions.values() if s.expires_ms < before_ms),

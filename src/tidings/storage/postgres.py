@@ -34,6 +34,7 @@ from tidings.domain.clock import now_ms
 from tidings.domain.filters import FilterBook
 from tidings.domain.scheduling import LaneState
 from tidings.storage.errors import Outage, is_outage, translated
+from tidings.storage.partitions import PartitionedRetention
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimRequest, StoredEvent
 from tidings.storage.rows import event_values
 from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
@@ -453,7 +454,7 @@ async def _lane_states(
 
 def open_postgres(url: str) -> SQLStore:
     db = PostgresDatabase.from_url(url)
-    return SQLStore.build(db, PostgresEvents(db), PostgresQueue(db))
+    return SQLStore.build(db, PostgresEvents(db), PostgresQueue(db), PartitionedRetention(db))
 
 
 _LOCK_STREAM = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"

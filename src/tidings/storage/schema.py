@@ -132,6 +132,7 @@ CLAIMABLE = "status = 'pending' AND NOT blocked"
 """Deliveries a claim may take: pending and not queued behind an earlier one of their key.
 Queries say it in exactly these words, so SQLite uses the partial index that does."""
 UNFINISHED = "status IN ('pending', 'paused')"
+PENDING = "status = 'pending'"
 LEASED = "claim_token IS NOT NULL"
 
 
@@ -183,6 +184,13 @@ deliveries = Table(
     Index("ix_deliveries_subscription_status_event", "subscription_id", "status", "event_seq"),
     Index("ix_deliveries_tenant_status_event", "tenant_id", "status", "event_seq"),
     Index("ix_deliveries_event", "event_seq"),
+    # Retention's question: which events still have pending deliveries (few rows).
+    Index(
+        "ix_deliveries_pending",
+        "event_seq",
+        sqlite_where=text(PENDING),
+        postgresql_where=text(PENDING),
+    ),
 )
 
 attempts = Table(

@@ -28,8 +28,15 @@ class SQLStore:
     sessions: SQLSessions
 
     @classmethod
-    def build(cls, db: Database, events: SQLEvents, queue: DeliveryQueue) -> SQLStore:
-        """The shared stores on ``db``, with the connector's own hot-path pieces."""
+    def build(
+        cls,
+        db: Database,
+        events: SQLEvents,
+        queue: DeliveryQueue,
+        retention: SQLRetention | None = None,
+    ) -> SQLStore:
+        """The shared stores on ``db``, with the connector's own hot-path pieces (and its
+        own retention, if it has one)."""
         return cls(
             db,
             events,
@@ -37,7 +44,7 @@ class SQLStore:
             SQLKeys(db),
             SQLSubscriptions(db),
             SQLReports(db),
-            SQLRetention(db),
+            retention or SQLRetention(db),
             SQLSessions(db),
         )
 

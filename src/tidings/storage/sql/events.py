@@ -29,6 +29,9 @@ class SQLEvents:
     ) -> tuple[StoredEvent, bool]:
         def tx(conn: Connection) -> tuple[StoredEvent, bool]:
             if idempotency_key is not None:
+                # Looked up under the stream lock the insert takes: on PostgreSQL that
+                # is what keeps keys unique (a partitioned table has no unique index).
+                self._db.lock_event_stream(conn, event.tenant_id)
                 existing = _event_by_key(conn, event.tenant_id, idempotency_key)
                 if existing is not None:
                     return existing, False
@@ -39,7 +42,8 @@ class SQLEvents:
         except IntegrityError:
             if idempotency_key is None:
                 raise
-            # A concurrent emit with the same key won the race: return its event.
+            # A concurrent emit with the same key won the race (SQLite's unique index,
+            # or a PostgreSQL database not yet partitioned): return its event.
             key = idempotency_key
             existing = await self._db.read(lambda conn: _event_by_key(conn, event.tenant_id, key))
             if existing is None:
@@ -166,10 +170,15 @@ def _insert_deliveries(
     key on FIFO ones, as if emitted now."""
     db.lock_event_stream(conn, event.tenant_id)
     ids = {f"s{i}": sub_id for i, sub_id in enumerate(subscription_ids)}
-    which = f"s.id IN ({', '.join(':' + name for name in ids)})"
+    which = f"s.id IN ({', '.join(':' + name for name in ids)}) AND {EVENT_KEPT}"
     for sql in db.queue_again(which):
         conn.execute(text(sql), {**fan_out_params(event), **ids})
     db.announce_work(conn)
+
+
+EVENT_KEPT = "EXISTS (SELECT 1 FROM events WHERE seq = :seq)"
+"""A re-queued event still exists: reading it orders the re-queue after retention's drop
+of its partition (which locks the table), so no delivery outlives its event."""
 
 
 class _TransactionOutbox:

@@ -1,8 +1,14 @@
-"""Pruning old rows, a small batch per transaction."""
+"""Pruning old rows, a small batch per transaction.
+
+This is all of retention on SQLite: one file, one writer, no partitions to drop (and an
+embedded database is rarely big enough for deletes to hurt). On PostgreSQL
+``storage/partitions.py`` drops whole partitions first and these deletes take what is
+left (rows of partitions a kept event holds back, and the DEFAULT partition's).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import ColumnElement, Connection, delete, select, true, update
 
 from tidings.domain.deliveries import DeliveryStatus
 from tidings.storage.schema import attempts, deliveries, events, portal_sessions
@@ -27,6 +33,15 @@ class SQLRetention:
         return await self._db.write(lambda conn: int(conn.execute(statement).rowcount))
 
     async def prune_events(self, before_ms: int, batch: int) -> int:
+        return await self.delete_events(before_ms, batch)
+
+    async def delete_events(
+        self, before_ms: int, batch: int, within: ColumnElement[bool] | None = None
+    ) -> int:
+        """Delete up to ``batch`` events older than the cutoff with nothing pending (and
+        ``within`` a condition on them, if given), with their deliveries and attempts.
+        Paused deliveries do not keep their events (see the README: that bounds what a
+        long-disabled subscription accumulates)."""
         pending = (
             select(deliveries.c.id)
             .where(
@@ -38,6 +53,7 @@ class SQLRetention:
         old = (
             select(events.c.seq, events.c.id)
             .where(events.c.created_ms < before_ms, ~pending)
+            .where(true() if within is None else within)
             .order_by(events.c.created_ms)
             .limit(batch)
         )
@@ -54,6 +70,12 @@ class SQLRetention:
             return len(rows)
 
         return await self._db.write(tx)
+
+    async def prepare_partitions(self, rows: int) -> int:
+        return 0
+
+    async def drop_partitions(self, before_ms: int) -> int:
+        return 0
 
     async def prune_sessions(self, before_ms: int, batch: int) -> int:
         old = (
