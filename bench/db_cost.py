@@ -51,9 +51,11 @@ TOP_STATEMENTS = """
 """
 
 STORED_BYTES = """
-    SELECT sum(pg_total_relation_size(t))
-    FROM unnest(ARRAY['events', 'deliveries', 'attempts']::regclass[]) AS t
+    SELECT sum(pg_total_relation_size(p.relid))
+    FROM unnest(ARRAY['events', 'deliveries', 'attempts']::regclass[]) AS t,
+         pg_partition_tree(t) AS p
 """
+"""The three tables with their indexes; partitioned (migration 0013): their partitions'."""
 
 
 @dataclass
