@@ -222,3 +222,12 @@ def _fail() -> Any:
     from aiohttp import web
 
     return web.Response(status=500, text="down")
+
+
+async def test_the_hot_path_keeps_generic_plans(pg_settings: Callable[..., Settings]) -> None:
+    """Custom plans re-planned every hot statement across every partition (see
+    ``postgres.HOT_SETTINGS``)."""
+    async with running_api(pg_settings(), dispatcher=False) as api:
+        db = api.tidings.store.db  # type: ignore[attr-defined]
+        async with db.hot_connection() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
