@@ -33,27 +33,29 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tidings.api.auth import authorize
-from tidings.api.routes_events import EMIT_PATH, emit_route, emitted_response
+from tidings.api.routes_events import (
+    EMIT_PATH,
+    IDEMPOTENCY_KEY_LIMIT,
+    emit_route,
+    emitted_response,
+)
 from tidings.api.schemas import EmitEvent
 from tidings.service import Tidings
 from tidings.web.errors import ANSWERED, ApiError, error_response
-from tidings.web.limits import read_body, replay
+from tidings.web.limits import HttpMiddleware, read_body, replay
 from tidings.web.strict_input import parsed_as_json
 
-IDEMPOTENCY_KEY_LIMIT = 255
-"""The route's ``Idempotency-Key`` limit: a longer one goes to FastAPI for its 422."""
 
-
-class FastEmit:
+class FastEmit(HttpMiddleware):
     """Pure ASGI middleware; ``handled`` counts the emits it answered itself."""
 
     def __init__(self, app: ASGIApp, tidings: Tidings) -> None:
-        self.app = app
+        super().__init__(app)
         self.tidings = tidings
         self.handled = 0
         self._route = emit_route()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _plain_emit_headers(scope)
         if headers is None:
             await self.app(scope, receive, send)
@@ -61,29 +63,28 @@ class FastEmit:
         body = await read_body(receive)
         if body is None:
             return  # the client went away
-        if not await self._answer(scope, send, body, headers):
+        scope["route"] = self._route  # what tracing names the span by, a 500's too
+        response = await self._answer(body, headers)
+        if response is None:
+            del scope["route"]  # the router sets its own
             await self.app(scope, replay(body, receive), send)
+            return
+        await response(scope, _no_receive, send)
 
-    async def _answer(
-        self, scope: Scope, send: Send, body: bytes, headers: dict[bytes, str]
-    ) -> bool:
-        """Emit and answer, or return False (nothing done) to let FastAPI answer."""
+    async def _answer(self, body: bytes, headers: dict[bytes, str]) -> Response | None:
+        """Emit and answer, or None (nothing done) to let FastAPI answer."""
         request = _valid_request(body)
         plaintext = headers.get(b"x-api-key")
         if request is None or not plaintext:
-            return False
-        scope["route"] = self._route  # what tracing names the span by
+            return None
         try:
             key = await authorize(self.tidings, plaintext, "events:write")
         except ApiError as exc:  # with a valid body and no query, the route's very answer
-            await exc.response()(scope, _no_receive, send)
-            return True
+            return exc.response()
         except ANSWERED as exc:  # the key's lookup met an outage: the route's 503
-            await error_response(exc, EMIT_PATH)(scope, _no_receive, send)
-            return True
+            return error_response(exc, EMIT_PATH)
         if self.tidings.throttle(key) is not None:
-            del scope["route"]
-            return False
+            return None
         try:
             event, created = await self.tidings.emit(
                 key.tenant_id,
@@ -94,24 +95,17 @@ class FastEmit:
                 request.ordering_key,
             )
         except ANSWERED as exc:
-            response: Response = error_response(exc, EMIT_PATH)
-        else:
-            response = emitted_response(event, created)
-            self.handled += 1
-        await response(scope, _no_receive, send)
-        return True
+            return error_response(exc, EMIT_PATH)
+        self.handled += 1
+        return emitted_response(event, created)
 
 
 def _plain_emit_headers(scope: Scope) -> dict[bytes, str] | None:
     """The headers the fast path reads, if this is an emit it may take: the method and
     path, no query string, a JSON body, each header it reads present at most once and an
-    ``Idempotency-Key`` within the route's limit. None otherwise."""
-    if (
-        scope["type"] != "http"
-        or scope["method"] != "POST"
-        or _route_path(scope) != EMIT_PATH
-        or scope.get("query_string")
-    ):
+    ``Idempotency-Key`` within the route's limit (a longer one: FastAPI's 422). None
+    otherwise."""
+    if scope["method"] != "POST" or _route_path(scope) != EMIT_PATH or scope.get("query_string"):
         return None
     wanted: dict[bytes, str] = {}
     content_type = None

@@ -28,6 +28,7 @@ from tidings.storage import ApiKey, StoredEvent
 from tidings.web.errors import ApiError, or_not_found
 
 EMIT_PATH = "/api/v1/events"
+IDEMPOTENCY_KEY_LIMIT = 255
 
 router = APIRouter(prefix=EMIT_PATH, tags=["events"])
 
@@ -49,7 +50,7 @@ async def emit_event(
     request: EmitEvent,
     key: EventsWriter,
     tidings: TidingsDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_LIMIT)] = None,
 ) -> Response:
     """Store an event and deliver it to every matching subscription.
 
