@@ -61,6 +61,16 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
+def _workers(parent: psutil.Process) -> list[psutil.Process]:
+    """The ``tidings worker`` children of ``parent`` (not, say, a script engine's)."""
+    found = []
+    for child in parent.children():
+        with contextlib.suppress(psutil.Error):
+            if "worker" in child.cmdline():
+                found.append(child)
+    return found
+
+
 class Sampler:
     """Peak RSS of a set of processes, sampled in the background of the asyncio loop."""
 
@@ -72,15 +82,16 @@ class Sampler:
     def watch(self, name: str, pid: int) -> None:
         self.procs[name] = psutil.Process(pid)
 
-    async def watch_children(self, name: str, count: int) -> None:
-        """Watch the ``count`` children of process ``name`` (``worker --processes``)
-        as ``name1``, ``name2``, … instead of their parent, which only supervises."""
-        parent = self.procs.pop(name)
+    async def watch_workers(self, name: str, count: int, *, parent_works: bool) -> None:
+        """Watch the ``count`` worker children of process ``name`` (``worker --processes``,
+        ``serve --workers``) as ``worker1``, ``worker2``, …; and the parent itself only if
+        it does more than supervise."""
+        parent = self.procs[name] if parent_works else self.procs.pop(name)
         async with asyncio.timeout(60):
-            while len(children := parent.children()) < count:  # noqa: ASYNC110 - another process
+            while len(workers := _workers(parent)) < count:  # noqa: ASYNC110 - another process
                 await asyncio.sleep(0.1)
-        for n, child in enumerate(children, 1):
-            self.procs[f"{name}{n}"] = child
+        for n, child in enumerate(workers, 1):
+            self.procs[f"worker{n}"] = child
 
     def sample(self) -> None:
         for name, proc in list(self.procs.items()):
@@ -169,9 +180,10 @@ async def _measure(
     work: Path,
     options: str,
 ) -> Result:
-    """SQLite runs as the one process it is meant to run as (``tidings serve``);
-    PostgreSQL as an API process plus a separate ``tidings worker``."""
-    workers = "" if db == "sqlite" else f", {args.worker_processes} workers"
+    """SQLite runs as ``tidings serve``, its own dispatcher and ``--dispatchers - 1``
+    more (``serve --workers``); PostgreSQL as an API process plus ``tidings worker
+    --processes`` (``--dispatchers`` of them)."""
+    workers = f", {args.dispatchers} dispatcher processes"
     extra = "" if options == "plain" else f", {options}"
     result = Result(f"tidings ({db}, {sender}{workers}{extra})")
     env = {**harness.tidings_env(database_url, work / "data"), "TIDINGS_SENDER": sender}
@@ -206,13 +218,14 @@ async def _measure(
                 sampler.watch(name, proc.pid)
 
             if db == "sqlite":
-                start("serve", serve, env)
+                start("serve", [*serve, "--workers", str(args.dispatchers - 1)], env)
+                await sampler.watch_workers("serve", args.dispatchers - 1, parent_works=True)
             else:
                 start("api", serve, api_only)
-                processes = ["--processes", str(args.worker_processes)]
+                processes = ["--processes", str(args.dispatchers)]
                 start("worker", [*harness.TIDINGS, "worker", *processes], env)
-                if args.worker_processes > 1:
-                    await sampler.watch_children("worker", args.worker_processes)
+                if args.dispatchers > 1:
+                    await sampler.watch_workers("worker", args.dispatchers, parent_works=False)
             stats = await harness.wait_received(client, rx, total, 900)
             result.deliveries_per_s = total / (stats["last"] - stats["first"])
             await harness.wait_http(f"{base}/healthz")
@@ -294,12 +307,11 @@ def main() -> None:
         "--sender", nargs="+", default=["curl", "aiohttp"], choices=["curl", "aiohttp"]
     )
     parser.add_argument(
-        "--worker-processes",
+        "--dispatchers",
         type=int,
-        default=1,
-        help="PostgreSQL: tidings worker --processes N. On this 2-core machine 2 gave no more "
-        "than 1 (1,666 against 1,670-1,705 deliveries/s): the API, PostgreSQL and the "
-        "receiver share the cores",
+        default=2,
+        help="dispatcher processes, about one per core: SQLite runs serve --workers N-1, "
+        "PostgreSQL an API process and tidings worker --processes N",
     )
     parser.add_argument(
         "--options",

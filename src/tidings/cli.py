@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -47,7 +48,17 @@ Host = Annotated[str, typer.Option(help="Interface to bind.")]
 Port = Annotated[int, typer.Option(help="TCP port.")]
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+Workers = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Dispatcher processes to run beside this one and keep running (about one per "
+        "further core); all of them share the work through the database.",
+    ),
+]
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int = 0) -> None:
     from tidings.app import create_app
 
     tidings = Tidings.from_settings(settings)
@@ -56,15 +67,50 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log)
     server = uvicorn.Server(config)
     app.state.stop_serving = lambda: setattr(server, "should_exit", True)
-    server.run()
+    with _workers_beside(workers, server):
+        server.run()
     if app.state.failed:
         raise typer.Exit(EXIT_FATAL)
 
 
+@contextlib.contextmanager
+def _workers_beside(count: int, server: uvicorn.Server) -> Iterator[None]:
+    """``count`` worker processes beside ``serve``, stopped (each finishing what it has in
+    flight) before ``serve`` exits.
+
+    uvicorn ends a shutdown it owes to a signal by raising that signal again, under the
+    handler it found when it started: the handler here notes it (and stops the server, for
+    a signal that comes before uvicorn listens), so the workers are stopped first, and the
+    signal is raised again after."""
+    if not count:
+        yield
+        return
+    from tidings.processes import ProcessGroup, worker_argv
+
+    noted: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        noted.append(signum)
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, note)
+    stop = ProcessGroup(worker_argv(), count).run_beside()
+    try:
+        yield
+    finally:
+        stop()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in noted[:1]:
+            signal.raise_signal(signum)
+
+
 @app.command()
-def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
-    """Migrate if needed, then serve the API with a dispatcher in the same process."""
-    _serve(Settings(), host, port)
+def serve(host: Host = "127.0.0.1", port: Port = 8000, workers: Workers = 0) -> None:
+    """Migrate if needed, then serve the API with a dispatcher in the same process (and
+    ``--workers`` more dispatcher processes beside it)."""
+    _serve(Settings(), host, port, workers)
 
 
 Processes = Annotated[
@@ -80,9 +126,10 @@ Processes = Annotated[
 @app.command()
 def worker(processes: Processes = 1) -> None:
     """Run a dispatcher only (scale out by running several, here or on other machines)."""
-    if processes > 1:
-        from tidings.processes import ProcessGroup, worker_argv
+    from tidings.processes import ProcessGroup, follow_parent, worker_argv
 
+    follow_parent()
+    if processes > 1:
         raise typer.Exit(ProcessGroup(worker_argv(), processes).run())
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_worker(Settings()))

@@ -1,4 +1,5 @@
-"""Several dispatcher processes under one command: ``tidings worker --processes N``.
+"""Several dispatcher processes under one command: ``tidings worker --processes N``, and
+``tidings serve --workers N`` (the API with N dispatchers beside it).
 
 One Python process uses one core for its own work. Dispatchers already share the work
 through the database (claims skip what another holds; limits hold cluster-wide), so more
@@ -15,8 +16,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -30,6 +32,8 @@ FIRST_PAUSE = 1.0
 MAX_PAUSE = 30.0
 POLL_SECONDS = 0.1
 PR_SET_PDEATHSIG = 1
+PARENT_VARIABLE = "TIDINGS_GROUP_PARENT"
+"""Set in a child's environment: the pid of the group's parent, for ``follow_parent``."""
 STEADY_AFTER = 60.0
 """A child that ran this long before it exited is restarted after ``FIRST_PAUSE`` again."""
 
@@ -57,10 +61,36 @@ class ProcessGroup:
         """Run until SIGTERM or SIGINT has stopped every child; returns the exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        self._supervise(lambda: False)
+        return self.code
+
+    def run_beside(self) -> Callable[[], int]:
+        """Run the group on a thread of its own, beside this process's work (``serve``);
+        returns the call that stops it (SIGTERM to each child) and waits for every child.
+
+        The thread that starts the children lives until they are gone: the kernel's
+        parent-death signal follows the thread that forked, not the process."""
+        asked = threading.Event()
+        thread = threading.Thread(
+            target=self._supervise, args=(asked.is_set,), name="tidings-workers", daemon=True
+        )
+        thread.start()
+
+        def stop() -> int:
+            asked.set()
+            thread.join()
+            return self.code
+
+        return stop
+
+    def _supervise(self, stop_asked: Callable[[], bool]) -> None:
+        """Start every child, restart those that exit, until stopped and all are gone."""
         self.slots = [_Slot(n) for n in range(self.count)]
         for slot in self.slots:
             self._start(slot)
         while not (self.stopping and all(slot.process is None for slot in self.slots)):
+            if stop_asked() and not self.stopping:
+                self._on_signal(signal.SIGTERM, None)
             self._reap()
             now = time.monotonic()
             for slot in self.slots:
@@ -68,29 +98,22 @@ class ProcessGroup:
                 if due and not self.stopping:
                     self._start(slot)
             time.sleep(POLL_SECONDS)  # a signal's handler runs in between; nothing to await
-        return self.code
 
     def _start(self, slot: _Slot) -> None:
         slot.restart_at = None
-        slot.process = subprocess.Popen(list(self.argv), preexec_fn=_die_with_parent)
+        env = {**os.environ, PARENT_VARIABLE: str(os.getpid())}
+        slot.process = subprocess.Popen(list(self.argv), env=env)
         slot.started = time.monotonic()
         if self.stopping:  # the stop signal came while it was starting: it missed this one
             slot.process.send_signal(signal.SIGTERM)
         log.info("worker_process_started", process=slot.number, pid=slot.process.pid)
 
     def _reap(self) -> None:
-        """Note every child that has exited, and when to start it again."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            slot = self._slot_of(pid)
-            if slot is None or slot.process is None:
+        """Note every child that has exited, and when to start it again. Each child is
+        asked on its own: ``serve`` has other children (the transformation engine's)."""
+        for slot in self.slots:
+            if slot.process is None or (code := slot.process.poll()) is None:
                 continue
-            code = slot.process.returncode = os.waitstatus_to_exitcode(status)
             slot.process = None
             if not self.stopping:
                 self._exited(slot, code)
@@ -107,12 +130,6 @@ class ProcessGroup:
         slot.restart_at = time.monotonic() + slot.pause
         slot.pause = min(MAX_PAUSE, slot.pause * 2)
 
-    def _slot_of(self, pid: int) -> _Slot | None:
-        for slot in self.slots:
-            if slot.process is not None and slot.process.pid == pid:
-                return slot
-        return None
-
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
         for slot in self.slots:
@@ -120,11 +137,17 @@ class ProcessGroup:
                 slot.process.send_signal(signum)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies, even by SIGKILL, so a
-    killed group leaves no dispatchers behind (Linux; elsewhere a no-op)."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def follow_parent() -> None:
+    """In a child of a group, first thing: SIGTERM when the parent dies, even by SIGKILL, so
+    a killed group leaves no dispatchers behind (Linux; elsewhere a no-op). Done here rather
+    than between fork and exec, which is unsafe in a parent with threads (``serve``); a
+    parent that died before this line is noticed by its pid."""
+    parent = os.environ.pop(PARENT_VARIABLE, None)
+    if parent is None or sys.platform != "linux":
+        return
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def worker_argv() -> list[str]:

@@ -1,4 +1,5 @@
-"""``tidings worker --processes N``: N dispatchers under one command, kept running."""
+"""``tidings worker --processes N`` and ``tidings serve --workers N``: N dispatchers under
+one command, kept running, none outliving it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import eventually
-from tests.support.processes import Process, tidings_env
+from tests.support.processes import Process, free_port, tidings_env, wait_until_serving
 from tests.support.receiver import Receiver
 from tidings.config import Settings
 from tidings.service import Tidings
@@ -56,6 +57,15 @@ def kill_survivors(pids: set[int]) -> list[int]:
 
 async def both_delivering(group: Process) -> bool:
     return group.log.read_text().count("tidings worker: delivering") == 2
+
+
+def worker_children(group: Process) -> set[int]:
+    """The children of ``group`` that run ``tidings worker``."""
+    return {
+        pid
+        for pid in children(group)
+        if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    }
 
 
 async def test_worker_processes_share_the_work_and_one_killed_is_restarted(
@@ -114,3 +124,53 @@ async def test_no_child_outlives_a_killed_group(tmp_path: Path) -> None:
     finally:
         group.stop()
         kill_survivors(running)
+
+
+async def test_serve_runs_workers_beside_the_api_and_stops_them_with_it(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The API's own dispatcher off: only the worker beside it can deliver. SIGTERM to
+    ``serve`` stops the worker too (gracefully: the group's exit code is 0); a worker
+    killed meanwhile is started again."""
+    database_url = f"sqlite:///{tmp_path / 't.db'}"
+    env = tidings_env(
+        tmp_path / "data", TIDINGS_DATABASE_URL=database_url, TIDINGS_DISPATCHER_ENABLED="false"
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    serve = Process(["serve", "--port", str(port), "--workers", "1"], env, tmp_path / "s.log")
+    tidings = Tidings.from_settings(
+        Settings(data_dir=tmp_path / "data", env="development", database_url=database_url)
+    )
+    running: set[int] = set()
+    try:
+        await wait_until_serving(base, serve)
+        await eventually(lambda: _logged(serve, "tidings worker: delivering"), timeout=60)
+        running = worker_children(serve)
+        assert len(running) == 1
+        key, _ = await tidings.create_api_key("acme", ["admin"])
+        await tidings.create_subscription(key.tenant_id, receiver.url("/p"), ["client.created"])
+        for n in range(5):
+            await tidings.emit(key.tenant_id, "client.created", {"n": n})
+        await receiver.wait_count("/p", 5, timeout=30)
+
+        os.kill(min(running), signal.SIGKILL)
+
+        async def replaced() -> bool:
+            now = worker_children(serve)
+            return len(now) == 1 and not now & running
+
+        await eventually(replaced, timeout=30)
+        running = worker_children(serve)
+        for n in range(5, 10):
+            await tidings.emit(key.tenant_id, "client.created", {"n": n})
+        await receiver.wait_count("/p", 10, timeout=30)
+    finally:
+        assert serve.stop() in (0, -signal.SIGTERM), serve.log.read_text()
+        assert not kill_survivors(running), "a worker outlived serve"
+        await tidings.close()
+    assert "Traceback" not in serve.log.read_text()
+
+
+async def _logged(process: Process, line: str) -> bool:
+    return line in process.log.read_text()
