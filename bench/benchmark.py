@@ -3,12 +3,14 @@
 Run: ``make bench`` or ``.venv/bin/python bench/benchmark.py [--db sqlite postgresql]``.
 
 For each database it starts, as separate processes: a fast receiver (bench/receiver.py),
-``tidings serve`` with its dispatcher off (the API), and one ``tidings worker``.
+and tidings with ``--dispatchers`` dispatcher processes (default 2, one per core here):
+SQLite as ``tidings serve --workers 1`` (the API's own dispatcher and one beside it),
+PostgreSQL as ``tidings serve`` with its dispatcher off plus ``tidings worker --processes 2``.
 
-* throughput: with the worker stopped, ``--events`` events are emitted through the API
-  to ``--subs`` subscriptions; then the worker starts and drains the backlog.
-  deliveries/s = deliveries / (last receive - worker start).
-* latency: the worker idle, events are emitted through the API at ``--rate`` per second
+* throughput: with no dispatcher running, ``--events`` events are emitted through the API
+  to ``--subs`` subscriptions; then the dispatchers start and drain the backlog.
+  deliveries/s = deliveries / (last receive - first receive).
+* latency: the dispatchers idle, events are emitted through the API at ``--rate`` per second
   for ``--seconds`` (after 2 s of the same to warm connection pools); each payload
   carries its send time, the receiver measures emit -> receive. p50/p95/p99.
 * memory: peak RSS of the API and worker processes over the run.
