@@ -20,6 +20,9 @@ from tidings.storage.errors import StorageUnavailable, is_outage, translated
         asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
         asyncpg.exceptions.ReadOnlySQLTransactionError("read-only transaction"),
         asyncpg.exceptions.TargetServerAttributeNotMatched("None of the hosts match"),
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        ),
         sqlite3.OperationalError("disk I/O error"),
         sqlite3.OperationalError("database or disk is full"),
         sqlite3.OperationalError("attempt to write a readonly database"),

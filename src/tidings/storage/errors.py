@@ -40,6 +40,11 @@ _ASYNCPG_OUTAGES = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # a replica, mid-failover
     asyncpg.exceptions.InterfaceError,  # the connection is closed
     asyncpg.exceptions.TargetServerAttributeNotMatched,  # no host takes writes, mid-failover
+    # A pooled connection the dying primary sent an error while it sat idle: asyncpg waits
+    # for a "ready" that never comes and refuses the next statement before sending it
+    # ("cannot switch to state 12; another operation (2) is in progress", seen in the
+    # failover test). Nothing was sent; ``hot_connection`` closes the connection.
+    asyncpg.exceptions.InternalClientError,
 )
 _SQLITE_OUTAGES = (
     "database is locked",
