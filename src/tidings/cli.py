@@ -10,7 +10,8 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
@@ -23,6 +24,9 @@ from tidings.logs import configure_logging
 from tidings.service import SCOPES, Tidings
 from tidings.storage import ApiKeyInfo, Revocation, Revoked
 from tidings.supervision import EXIT_FATAL, EXIT_USAGE, Fatal
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer(help="tidings: durable, signed webhook delivery.", no_args_is_help=True)
 
@@ -67,41 +71,59 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 0) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log)
     server = uvicorn.Server(config)
     app.state.stop_serving = lambda: setattr(server, "should_exit", True)
-    with _workers_beside(workers, server):
+    with _workers_beside(workers, server, app):
         server.run()
     if app.state.failed:
         raise typer.Exit(EXIT_FATAL)
 
 
 @contextlib.contextmanager
-def _workers_beside(count: int, server: uvicorn.Server) -> Iterator[None]:
+def _workers_beside(count: int, server: uvicorn.Server, app: FastAPI) -> Iterator[None]:
     """``count`` worker processes beside ``serve``, stopped (each finishing what it has in
-    flight) before ``serve`` exits.
+    flight) before ``serve`` exits. A workers' group that ends by itself stops ``serve``.
 
-    uvicorn ends a shutdown it owes to a signal by raising that signal again, under the
-    handler it found when it started: the handler here notes it (and stops the server, for
-    a signal that comes before uvicorn listens), so the workers are stopped first, and the
-    signal is raised again after."""
+    A stop signal reaches the workers at once, alongside uvicorn's own shutdown, so a
+    worker that got the signal itself (Ctrl+C, systemd) is not taken for a crash and
+    restarted; a second signal kills them. uvicorn ends a signalled shutdown by raising
+    the signal again under the handler it found when it started: that handler, here,
+    notes it (and stops the server, for a signal that comes before uvicorn listens), so
+    the workers are waited for first, and the signal is raised again after."""
     if not count:
         yield
         return
     from tidings.processes import ProcessGroup, worker_argv
 
+    group = ProcessGroup(worker_argv(), count)
+
+    def group_failed() -> None:
+        app.state.failed = True
+        server.should_exit = True
+
+    wait = group.run_beside(on_failure=group_failed)
+    uvicorn_exit = server.handle_exit
+
+    def handle_exit(signum: int, frame: FrameType | None) -> None:
+        group.stop_children()
+        uvicorn_exit(signum, frame)
+
+    setattr(server, "handle_exit", handle_exit)  # noqa: B010 - uvicorn installs self.handle_exit
     noted: list[int] = []
 
     def note(signum: int, _frame: object) -> None:
         noted.append(signum)
         server.should_exit = True
+        if len(noted) > 1 or not group.stopping:  # not uvicorn's raising it again
+            group.stop_children()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, note)
-    stop = ProcessGroup(worker_argv(), count).run_beside()
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        stop()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not group.stopping:
+            group.stop_children()
+        wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for signum in noted[:1]:
             signal.raise_signal(signum)
 

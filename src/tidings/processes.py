@@ -61,36 +61,47 @@ class ProcessGroup:
         """Run until SIGTERM or SIGINT has stopped every child; returns the exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        self._supervise(lambda: False)
+        self._supervise()
         return self.code
 
-    def run_beside(self) -> Callable[[], int]:
+    def run_beside(self, on_failure: Callable[[], None]) -> Callable[[], int]:
         """Run the group on a thread of its own, beside this process's work (``serve``);
-        returns the call that stops it (SIGTERM to each child) and waits for every child.
+        returns the call that waits, after ``stop_children``, for every child to be gone.
+        ``on_failure`` is called if the group ends by itself (misconfigured children, a
+        bug): the process should not go on without its workers.
 
         The thread that starts the children lives until they are gone: the kernel's
         parent-death signal follows the thread that forked, not the process."""
-        asked = threading.Event()
-        thread = threading.Thread(
-            target=self._supervise, args=(asked.is_set,), name="tidings-workers", daemon=True
-        )
+
+        def supervise() -> None:
+            try:
+                self._supervise()
+            except Exception:  # its children get the parent-death signal as it ends
+                log.exception("worker_group_failed")
+                self.code = self.code or 1
+            if self.code:
+                on_failure()
+
+        thread = threading.Thread(target=supervise, name="tidings-workers", daemon=True)
         thread.start()
 
-        def stop() -> int:
-            asked.set()
+        def wait() -> int:
             thread.join()
             return self.code
 
-        return stop
+        return wait
 
-    def _supervise(self, stop_asked: Callable[[], bool]) -> None:
+    def stop_children(self) -> None:
+        """SIGTERM to every child (each finishes what it has in flight); called again while
+        they stop, SIGKILL."""
+        self._on_signal(signal.SIGKILL if self.stopping else signal.SIGTERM, None)
+
+    def _supervise(self) -> None:
         """Start every child, restart those that exit, until stopped and all are gone."""
         self.slots = [_Slot(n) for n in range(self.count)]
         for slot in self.slots:
             self._start(slot)
         while not (self.stopping and all(slot.process is None for slot in self.slots)):
-            if stop_asked() and not self.stopping:
-                self._on_signal(signal.SIGTERM, None)
             self._reap()
             now = time.monotonic()
             for slot in self.slots:
@@ -102,7 +113,12 @@ class ProcessGroup:
     def _start(self, slot: _Slot) -> None:
         slot.restart_at = None
         env = {**os.environ, PARENT_VARIABLE: str(os.getpid())}
-        slot.process = subprocess.Popen(list(self.argv), env=env)
+        try:
+            slot.process = subprocess.Popen(list(self.argv), env=env)
+        except OSError as exc:  # out of processes, memory or file descriptors: try later
+            log.error("worker_process_not_started", process=slot.number, error=str(exc))
+            self._restart_later(slot)
+            return
         slot.started = time.monotonic()
         if self.stopping:  # the stop signal came while it was starting: it missed this one
             slot.process.send_signal(signal.SIGTERM)
@@ -127,6 +143,9 @@ class ProcessGroup:
         if time.monotonic() - slot.started >= STEADY_AFTER:
             slot.pause = FIRST_PAUSE
         log.error("worker_process_exited", process=slot.number, code=code, restart_in=slot.pause)
+        self._restart_later(slot)
+
+    def _restart_later(self, slot: _Slot) -> None:
         slot.restart_at = time.monotonic() + slot.pause
         slot.pause = min(MAX_PAUSE, slot.pause * 2)
 

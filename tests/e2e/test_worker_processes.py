@@ -126,28 +126,46 @@ async def test_no_child_outlives_a_killed_group(tmp_path: Path) -> None:
         kill_survivors(running)
 
 
+def serve_with_a_worker(tmp_path: Path, *, new_session: bool = False) -> tuple[str, Process]:
+    """``serve --workers 1`` on SQLite with the API's own dispatcher off, so that only the
+    worker beside it can deliver: (base URL, process)."""
+    env = tidings_env(
+        tmp_path / "data",
+        TIDINGS_DATABASE_URL=f"sqlite:///{tmp_path / 't.db'}",
+        TIDINGS_DISPATCHER_ENABLED="false",
+    )
+    port = free_port()
+    args = ["serve", "--port", str(port), "--workers", "1"]
+    return f"http://127.0.0.1:{port}", Process(
+        args, env, tmp_path / "serve.log", new_session=new_session
+    )
+
+
+async def one_worker_delivering(base: str, serve: Process) -> set[int]:
+    await wait_until_serving(base, serve)
+    await eventually(lambda: _logged(serve, "tidings worker: delivering"), timeout=60)
+    running = worker_children(serve)
+    assert len(running) == 1
+    return running
+
+
 async def test_serve_runs_workers_beside_the_api_and_stops_them_with_it(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    """The API's own dispatcher off: only the worker beside it can deliver. SIGTERM to
-    ``serve`` stops the worker too (gracefully: the group's exit code is 0); a worker
-    killed meanwhile is started again."""
-    database_url = f"sqlite:///{tmp_path / 't.db'}"
-    env = tidings_env(
-        tmp_path / "data", TIDINGS_DATABASE_URL=database_url, TIDINGS_DISPATCHER_ENABLED="false"
-    )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    serve = Process(["serve", "--port", str(port), "--workers", "1"], env, tmp_path / "s.log")
+    """Only the worker can deliver; one SIGKILLed is replaced and delivers. SIGTERM to
+    ``serve`` stops the worker too, and ``serve`` waits for it: when ``serve`` has exited
+    the worker is gone, not left to stop on its own."""
+    base, serve = serve_with_a_worker(tmp_path)
     tidings = Tidings.from_settings(
-        Settings(data_dir=tmp_path / "data", env="development", database_url=database_url)
+        Settings(
+            data_dir=tmp_path / "data",
+            env="development",
+            database_url=f"sqlite:///{tmp_path / 't.db'}",
+        )
     )
     running: set[int] = set()
     try:
-        await wait_until_serving(base, serve)
-        await eventually(lambda: _logged(serve, "tidings worker: delivering"), timeout=60)
-        running = worker_children(serve)
-        assert len(running) == 1
+        running = await one_worker_delivering(base, serve)
         key, _ = await tidings.create_api_key("acme", ["admin"])
         await tidings.create_subscription(key.tenant_id, receiver.url("/p"), ["client.created"])
         for n in range(5):
@@ -166,10 +184,52 @@ async def test_serve_runs_workers_beside_the_api_and_stops_them_with_it(
             await tidings.emit(key.tenant_id, "client.created", {"n": n})
         await receiver.wait_count("/p", 10, timeout=30)
     finally:
-        assert serve.stop() in (0, -signal.SIGTERM), serve.log.read_text()
-        assert not kill_survivors(running), "a worker outlived serve"
+        code = serve.stop()
+        outlived = [pid for pid in running if alive(pid)]
+        kill_survivors(running)
         await tidings.close()
+    assert code in (0, -signal.SIGTERM), serve.log.read_text()
+    assert not outlived, "serve exited before its worker"
     assert "Traceback" not in serve.log.read_text()
+
+
+async def test_ctrl_c_stops_serve_and_its_workers_without_restarting_them(
+    tmp_path: Path,
+) -> None:
+    """SIGINT to the whole process group, as a terminal's Ctrl+C sends it: the worker gets
+    it too and stops by itself; that is no crash to restart it after."""
+    base, serve = serve_with_a_worker(tmp_path, new_session=True)
+    running: set[int] = set()
+    try:
+        running = await one_worker_delivering(base, serve)
+        os.killpg(serve.proc.pid, signal.SIGINT)
+        serve.proc.wait(timeout=30)
+        outlived = [pid for pid in running if alive(pid)]
+    finally:
+        serve.stop()
+        kill_survivors(running)
+    assert not outlived, "serve exited before its worker"
+    log = serve.log.read_text()
+    assert "worker_process_exited" not in log
+    assert log.count("worker_process_started") == 1
+
+
+async def test_no_worker_outlives_a_killed_serve(tmp_path: Path) -> None:
+    """``serve`` SIGKILLed: the kernel stops its worker (the parent-death signal is tied
+    to the thread that started it, which lives as long as ``serve``)."""
+    base, serve = serve_with_a_worker(tmp_path)
+    running: set[int] = set()
+    try:
+        running = await one_worker_delivering(base, serve)
+        serve.kill()
+
+        async def all_gone() -> bool:
+            return not any(alive(pid) for pid in running)
+
+        await eventually(all_gone, timeout=30)
+    finally:
+        serve.stop()
+        kill_survivors(running)
 
 
 async def _logged(process: Process, line: str) -> bool:

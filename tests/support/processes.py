@@ -58,11 +58,19 @@ def create_key(env: Mapping[str, str], tenant: str = "acme", scope: str = "admin
 
 
 class Process:
-    def __init__(self, args: list[str], env: Mapping[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: Mapping[str, str], log: Path, *, new_session: bool = False
+    ) -> None:
+        """``new_session``: in a process group of its own, as a terminal's Ctrl+C or
+        systemd's stop signals it (``os.killpg``)."""
         self.log = log
         self._log_file = log.open("ab")
         self.proc = subprocess.Popen(
-            [*TIDINGS, *args], env=dict(env), stdout=self._log_file, stderr=subprocess.STDOUT
+            [*TIDINGS, *args],
+            env=dict(env),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
 
     def kill(self) -> None:
