@@ -61,11 +61,23 @@ async def both_delivering(group: Process) -> bool:
 
 def worker_children(group: Process) -> set[int]:
     """The children of ``group`` that run ``tidings worker``."""
-    return {
-        pid
-        for pid in children(group)
-        if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    }
+    return {pid for pid in children(group) if b"worker" in _arguments(pid)}
+
+
+def _arguments(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []  # gone meanwhile
+
+
+async def all_gone(pids: set[int]) -> None:
+    """Wait until none of ``pids`` runs any more."""
+
+    async def gone() -> bool:
+        return not any(alive(pid) for pid in pids)
+
+    await eventually(gone, timeout=30)
 
 
 async def test_worker_processes_share_the_work_and_one_killed_is_restarted(
@@ -116,11 +128,7 @@ async def test_no_child_outlives_a_killed_group(tmp_path: Path) -> None:
         running = children(group)
         assert len(running) == 2
         group.kill()
-
-        async def all_gone() -> bool:
-            return not any(alive(pid) for pid in running)
-
-        await eventually(all_gone, timeout=30)
+        await all_gone(running)
     finally:
         group.stop()
         kill_survivors(running)
@@ -222,11 +230,7 @@ async def test_no_worker_outlives_a_killed_serve(tmp_path: Path) -> None:
     try:
         running = await one_worker_delivering(base, serve)
         serve.kill()
-
-        async def all_gone() -> bool:
-            return not any(alive(pid) for pid in running)
-
-        await eventually(all_gone, timeout=30)
+        await all_gone(running)
     finally:
         serve.stop()
         kill_survivors(running)
