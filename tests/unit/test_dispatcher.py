@@ -22,7 +22,7 @@ from cryptography.fernet import Fernet
 from tests.support.fakes import FakeSender, LoopClock, Route
 from tidings.apps import App
 from tidings.config import Settings
-from tidings.dispatcher.worker import Dispatcher
+from tidings.dispatcher.worker import GATHER_WINDOW, Dispatcher
 from tidings.domain.catalog import event_type
 from tidings.domain.deliveries import DeliveryStatus
 from tidings.domain.scheduling import INITIAL_LIMIT
@@ -201,6 +201,79 @@ async def test_fifo_keys_arrive_in_order_through_failures(tmp_path: Path) -> Non
         assert deduplicated == sorted(deduplicated), (key, order)
         # one at a time: a retry of n comes before anything after n
         assert order == sorted(order), (key, order)
+
+
+def leased(world: World) -> int:
+    return sum(d.claim_token is not None for d in world.store._data.deliveries.values())
+
+
+async def test_a_quick_receiver_is_claimed_ahead(tmp_path: Path) -> None:
+    """Each attempt that ends starts the next one claimed ahead: the receiver is never
+    left idle while a claim is on its way (here: the wait to gather freed room). Every
+    delivery is sent once, the limit holding what is in flight."""
+    world = World.make(tmp_path)
+    t = await world.tenant("t")
+    latency = 0.02
+    await world.subscribe(t, "http://quick.test/", Route(latency=latency))
+    async with world.running(world.dispatcher()):
+        for n in range(2000):
+            await world.emit(t, n)
+        await world.until(lambda: _delivered(world) == 2000)
+    received = world.sender.at("http://quick.test/")
+    assert world.sender.peak["http://quick.test/"] <= 50
+    assert sorted(int(r.event["payload"]["n"]) for r in received) == list(range(2000))  # type: ignore[index]
+    busy_until, idle = received[0].at + latency, 0.0
+    for r in received[1:]:
+        idle += max(0.0, r.at - busy_until)
+        busy_until = max(busy_until, r.at + latency)
+    # once, before its first answers proved it quick (without claiming ahead: 0.4 s)
+    assert idle <= GATHER_WINDOW + 0.001, f"the receiver sat idle {idle:.3f} s"
+
+
+async def test_deliveries_waiting_behind_a_receiver_that_stops_answering_go_back(
+    tmp_path: Path,
+) -> None:
+    """A receiver that answered quickly hangs: what was claimed ahead for it goes back to
+    the queue within a quarter of the lease, long before the hanging attempts time out."""
+    world = World.make(tmp_path, delivery_timeout=25.0, claim_lease=30.0)
+    t = await world.tenant("t")
+    route = Route(latency=0.001)
+    await world.subscribe(t, "http://turns.test/", route)
+    dispatcher = world.dispatcher()
+    async with world.running(dispatcher):
+        for n in range(50):
+            await world.emit(t, n)
+        await world.until(lambda: _delivered(world) == 50)
+        route.hang = True
+        for n in range(200):
+            await world.emit(t, n)
+        await world.until(lambda: leased(world) > world.sender.in_flight["http://turns.test/"])
+        await asyncio.sleep(8.0)
+        assert leased(world) == world.sender.in_flight["http://turns.test/"], "none wait"
+        route.hang = False
+
+
+async def test_stopping_gives_back_what_waits(tmp_path: Path) -> None:
+    """A worker that stops sends nothing new, and what it claimed ahead is due at once
+    for the next worker, not when its lease ends."""
+    world = World.make(tmp_path, delivery_timeout=5.0, claim_lease=30.0)
+    t = await world.tenant("t")
+    route = Route(latency=0.001)
+    await world.subscribe(t, "http://stop.test/", route)
+    async with world.running(world.dispatcher()):
+        await world.emit(t)
+        await world.until(lambda: _delivered(world) == 1)
+        route.latency = 1.0
+        for n in range(500):
+            await world.emit(t, n)
+        await world.until(lambda: leased(world) > world.sender.in_flight["http://stop.test/"])
+        sent = world.sender.counts["http://stop.test/"]
+        stopped = world.clock.monotonic()
+    assert world.sender.counts["http://stop.test/"] == sent, "nothing started after stop"
+    assert leased(world) == 0
+    async with world.running(world.dispatcher()):
+        await world.until(lambda: _delivered(world) == 501)
+    assert world.clock.monotonic() - stopped < 29.0, "not held until the lease ended"
 
 
 def arrived_more_than(world: World, url: str, count: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -79,7 +80,7 @@ def test_a_lane_gets_no_more_than_its_cluster_room_or_its_limit() -> None:
     assert plan == {"s": INITIAL_LIMIT}
     for _ in range(INITIAL_LIMIT):
         scheduler.started("s", "t", 0.0)
-    assert scheduler.saturated() == ["s"]
+    assert scheduler.saturated(0.0) == ["s"]
     assert scheduler.plan([Lane("s", "t")], batch=100, now=0.0) == {}
 
 
@@ -133,7 +134,8 @@ def test_unproven_subscriptions_share_a_bounded_part_of_the_worker() -> None:
     plan = scheduler.plan(lanes, batch=40, now=2.0)
     assert sum(plan.get(f"hang{n}", 0) for n in [*range(5)]) + plan.get("new", 0) <= 10
     assert plan["new"] >= 1, "a new subscription gets its turn within the reserve"
-    assert plan["ok"] == scheduler.limit("ok").value, "a receiver that answers is not held to it"
+    ok = scheduler.limit("ok").value
+    assert plan["ok"] == 2 * ok, "a quick receiver gets its limit, and as much claimed ahead"
 
 
 def test_finishing_an_attempt_feeds_the_limit() -> None:
@@ -211,3 +213,53 @@ def test_a_tiny_rate_limit_parks_a_lane_for_a_bounded_time() -> None:
     lane = LaneState("s", "t", rate_limit=1e-300, tokens=0.0, tokens_ms=0)
     update = lane.after_claim(took=0, now_ms=1_000, next_pending_ms=0)
     assert update.next_due_ms == 1_000 + PARKED_MS
+
+
+def quick(scheduler: Scheduler, sub_id: str, latency_ms: float = 5) -> int:
+    """Let ``sub_id`` answer once in ``latency_ms``; its limit after that."""
+    scheduler.started(sub_id, "t", 0.0)
+    scheduler.finished(sub_id, "t", Signal.ANSWERED, latency_ms, started=0.0, now=0.0)
+    return scheduler.limit(sub_id).value
+
+
+def test_a_quick_receiver_is_claimed_ahead_by_its_limit_again() -> None:
+    scheduler = Scheduler(capacity=1000, ceiling=50)
+    limit = quick(scheduler, "s")
+    assert scheduler.plan([Lane("s", "t")], batch=100, now=1.0) == {"s": 2 * limit}
+    for _ in range(limit):
+        scheduler.started("s", "t", 1.0)
+    assert scheduler.room("s") == 0, "no more may start"
+    assert scheduler.claimable("s", 1.0) == limit, "but as many may wait"
+    for _ in range(limit):
+        scheduler.wait("s")
+    assert scheduler.saturated(1.0) == ["s"]
+    scheduler.finished("s", "t", Signal.NEUTRAL, 5, started=1.0, now=1.0)
+    assert scheduler.room("s") == 1
+    scheduler.stop_waiting("s")
+    scheduler.started("s", "t", 1.0)
+    assert scheduler.claimable("s", 1.0) == 1, "the one that started leaves room to claim"
+
+
+@pytest.mark.parametrize("case", ["slow", "troubled", "maxConcurrency", "new"])
+def test_only_quick_untroubled_unbounded_receivers_are_claimed_ahead(case: str) -> None:
+    scheduler = Scheduler(capacity=1000, ceiling=50)
+    limit = quick(scheduler, "s", latency_ms=500 if case == "slow" else 5)
+    if case == "troubled":
+        scheduler.limit("s").congested(started=1.0, now=1.0)
+        limit = scheduler.limit("s").value
+    if case == "maxConcurrency":
+        scheduler.cap("s", 40)
+    if case == "new":
+        limit = INITIAL_LIMIT
+        del scheduler.limits["s"]
+    assert scheduler.plan([Lane("s", "t")], batch=100, now=2.0) == {"s": limit}
+
+
+def test_deliveries_waiting_count_as_their_tenants_share() -> None:
+    scheduler = Scheduler(capacity=1000, ceiling=50)
+    quick(scheduler, "a-sub")
+    scheduler.tenant_of["a-sub"] = "a"
+    for _ in range(3):
+        scheduler.wait("a-sub")
+    plan = scheduler.plan([Lane("a-sub", "a"), Lane("b-sub", "b")], batch=4, now=1.0)
+    assert plan == {"a-sub": 1, "b-sub": 3}, "b holds nothing, a holds three waiting"

@@ -5,8 +5,10 @@ worker that dies mid-POST loses nothing: the row falls due again and another cla
 retries it (at-least-once). Which rows a claim takes is the scheduler's call
 (``domain/scheduling.py``): fair shares of this worker's slots across tenants, then
 subscriptions, each subscription held to a limit that adapts to how its receiver
-behaves. Everything claimed starts at once: pacing (``rateLimit``, ``maxConcurrency``)
-happens in the claim, in the database, so it holds for every worker together.
+behaves. Pacing (``rateLimit``, ``maxConcurrency``) happens in the claim, in the
+database, so it holds for every worker together. What is claimed starts at once, but for
+deliveries to quick receivers claimed ahead: they wait, in this worker, for the attempt
+before them to end (the scheduler's "Claiming ahead"), at most ``WAIT_SHARE`` of the lease.
 
 Results are recorded in batches: whatever finished while the previous batch was being
 written goes into the next transaction. A database outage stops neither loop: claims
@@ -20,6 +22,7 @@ import contextlib
 import json
 import os
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
@@ -77,6 +80,10 @@ START_CHUNK = 16
 
 WATCH_INTERVAL = 0.25
 """Seconds between two looks for attempts that hang."""
+
+WAIT_SHARE = 0.25
+"""The part of its lease a delivery claimed ahead may wait to start; past it, it goes back
+to the queue (its receiver slowed down), well before another worker could take it."""
 
 REPORT_INTERVAL = 5.0
 """Seconds between two reports of this worker's figures to the database."""
@@ -142,6 +149,9 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._started: dict[int, tuple[str, float]] = {}
         """Delivery id -> (subscription id, start time) of every attempt in flight."""
+        self._waiting: dict[str, deque[tuple[ClaimedDelivery, float]]] = {}
+        """Per subscription, deliveries claimed ahead and the time of their claim."""
+        self._waiting_count = 0
         self._finished: list[AttemptOutcome] = []
         self._finished_ready = asyncio.Event()
         self._room_freed = asyncio.Event()
@@ -149,7 +159,10 @@ class Dispatcher:
         self._static_headers: BoundedCache[str, dict[str, str]] = BoundedCache(SECRET_CACHE_SIZE)
         self._signer = ThreadPoolExecutor(SIGNING_THREADS, thread_name_prefix="tidings-sign")
         """Threads start on first use and end with ``run``."""
+        self._stopping = False
+        """Nothing new starts: ``run`` is finishing what is in flight."""
         self._closing = False
+        """Everything has finished: the recorder writes what is left and ends."""
         self._claims = Outage("claim")
         self._repair_due = False
         self._records = Outage("record")
@@ -163,6 +176,8 @@ class Dispatcher:
             while not stop.is_set():
                 await self._fill(stop)
         finally:
+            self._stopping = True
+            await self._release(self._waiting_until(float("inf")))
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             self._closing = True
@@ -191,17 +206,18 @@ class Dispatcher:
         claimed after ``GATHER_WINDOW``, so a busy receiver's completions are refilled in
         batches rather than with a transaction each.
         """
-        free = self._concurrency - len(self._inflight)
+        free = self._concurrency - len(self._inflight) - self._waiting_count
         if free <= 0:
             self._room_freed.clear()
             await _first_of(self._room_freed.wait(), stop.wait())
             return
         wanted = min(free, self._batch_size)
-        skip = self.scheduler.saturated()
+        now = self._clock.monotonic()
+        skip = self.scheduler.saturated(now)
         request = ClaimRequest(
             now_ms=self._clock.now_ms(),
             lease_ms=self._lease_ms,
-            plan=self.scheduler.planner(wanted, self._clock.monotonic()),
+            plan=self.scheduler.planner(wanted, now),
             skip=skip,
         )
         self._room_freed.clear()
@@ -247,18 +263,65 @@ class Dispatcher:
     async def _start_all(self, claimed: list[ClaimedDelivery]) -> None:
         """Start the claimed deliveries, the least served tenants' first, a few at a time:
         each start costs the event loop signing and request setup, and a burst of
-        hundreds would hold up everything else it serves (the API, in ``serve``)."""
+        hundreds would hold up everything else it serves (the API, in ``serve``). Those
+        claimed ahead wait for room."""
         held = self.scheduler.tenant_held
         claimed.sort(key=lambda d: held.get(d.tenant_id, 0))
+        now = self._clock.monotonic()
         for first in range(0, len(claimed), START_CHUNK):
             if first:
                 await asyncio.sleep(0)
             for delivery in claimed[first : first + START_CHUNK]:
-                self._start(delivery)
+                sub_id = delivery.subscription_id
+                self.scheduler.cap(sub_id, delivery.max_concurrency)
+                if self.scheduler.room(sub_id) > 0 and sub_id not in self._waiting:
+                    self._start(delivery)
+                else:
+                    self._wait(delivery, now)
+
+    def _wait(self, delivery: ClaimedDelivery, now: float) -> None:
+        sub_id = delivery.subscription_id
+        self._waiting.setdefault(sub_id, deque()).append((delivery, now))
+        self._waiting_count += 1
+        self.scheduler.wait(sub_id)
+        self.scheduler.tenant_of[sub_id] = delivery.tenant_id
+
+    def _start_waiting(self, sub_id: str) -> None:
+        """Start the subscription's waiting deliveries that have room now."""
+        queue = self._waiting.get(sub_id)
+        while queue and self.scheduler.room(sub_id) > 0 and not self._stopping:
+            delivery, _ = queue.popleft()
+            self._waiting_count -= 1
+            self.scheduler.stop_waiting(sub_id)
+            self._start(delivery)
+        if not queue:
+            self._waiting.pop(sub_id, None)
+
+    def _waiting_until(self, claimed_before: float) -> list[ClaimedDelivery]:
+        """Take out the waiting deliveries claimed before ``claimed_before``."""
+        taken = []
+        for sub_id, queue in list(self._waiting.items()):
+            while queue and queue[0][1] < claimed_before:
+                taken.append(queue.popleft()[0])
+                self._waiting_count -= 1
+                self.scheduler.stop_waiting(sub_id)
+            if not queue:
+                del self._waiting[sub_id]
+        return taken
+
+    async def _release(self, deliveries: list[ClaimedDelivery]) -> None:
+        """Give deliveries that were never started back to the queue, due now. If the
+        database cannot take them, their leases run out instead."""
+        if not deliveries:
+            return
+        now = self._clock.now_ms()
+        try:
+            await self._queue.release([(d, now) for d in deliveries])
+        except Exception as exc:
+            log.warning("release_failed", count=len(deliveries), error=type(exc).__name__)
 
     def _start(self, delivery: ClaimedDelivery) -> None:
         now = self._clock.monotonic()
-        self.scheduler.cap(delivery.subscription_id, delivery.max_concurrency)
         self.scheduler.started(delivery.subscription_id, delivery.tenant_id, now)
         if not delivery.transformation:  # else its stall clock starts after the script
             self._started[delivery.delivery_id] = (delivery.subscription_id, now)
@@ -323,6 +386,7 @@ class Dispatcher:
             tracing.end_attempt(span, result, verdict)
         self._finished.append(AttemptOutcome(delivery, result, verdict, finished))
         self._finished_ready.set()
+        self._start_waiting(delivery.subscription_id)
         self._room_freed.set()
 
     async def _request(self, delivery: ClaimedDelivery) -> tuple[str, bytes] | AttemptResult:
@@ -451,12 +515,19 @@ class Dispatcher:
         ]
 
     async def _watch_loop(self, stop: asyncio.Event) -> None:
-        """Notice attempts that hang, long before their timeout ends them."""
+        """Notice attempts that hang, long before their timeout ends them; give back
+        deliveries that have waited too long behind them."""
+        longest_wait = self._lease_ms / 1000 * WAIT_SHARE
         while not stop.is_set():
             await _first_of(stop.wait(), timeout=WATCH_INTERVAL)
             now = self._clock.monotonic()
             for sub_id, started in list(self._started.values()):
                 self.scheduler.stalled(sub_id, started, now)
+            stale = self._waiting_until(now - longest_wait)
+            if stale:
+                log.info("waiting_released", count=len(stale))
+                await self._release(stale)
+                self._room_freed.set()
 
     async def _report_loop(self, stop: asyncio.Event) -> None:
         """Publish this worker's figures, so any process can show them (/metrics, portal)."""

@@ -17,6 +17,11 @@ Two rules, applied each time the worker claims work:
   (new to this worker, or troubled lately) share at most ``TROUBLED_SHARE`` of the
   worker's slots, so a crowd of hanging endpoints can never fill it: the rest is for
   receivers that answer.
+* **Claiming ahead.** A subscription whose receiver answers quickly (``AHEAD_LATENCY_MS``)
+  and has no ``maxConcurrency`` may hold up to its limit again of deliveries claimed but
+  not started (``waiting``): each attempt that ends starts the next at once, while the
+  next claim is on its way. Without it a receiver that answers in a millisecond sits idle
+  for every claim's round trips.
 
 The queue (``storage``) reports which subscriptions have due work (``Lane``) and what
 cluster-wide room they have (``maxConcurrency``, ``rateLimit``); ``Scheduler.plan`` turns
@@ -57,6 +62,10 @@ STALL_SECONDS = 2.0
 """An attempt unanswered this long marks its subscription as troubled before it times
 out, so hanging receivers are held back within seconds, not one timeout later."""
 
+AHEAD_LATENCY_MS = 100.0
+"""A subscription whose receiver usually answers within this is claimed ahead: its
+attempts end faster than a claim's round trips to the database."""
+
 IDLE_SECONDS = 600.0
 """A subscription unused this long is forgotten (its limit starts over when it returns)."""
 
@@ -94,6 +103,9 @@ class AdaptiveLimit:
     troubled_until: float = float("-inf")
     usual_latency_ms: float | None = None
     last_used: float = 0.0
+    bounded: bool = False
+    """The subscription has its own ``maxConcurrency``: what it leases is what it may
+    send, cluster-wide, so none of it is spent on waiting deliveries."""
 
     def __post_init__(self) -> None:
         self.limit = min(self.limit, self.ceiling)
@@ -108,6 +120,13 @@ class AdaptiveLimit:
     def proven(self, now: float) -> bool:
         """It has answered (this worker) and has not been in trouble lately."""
         return self.usual_latency_ms is not None and not self.troubled(now)
+
+    def ahead(self, now: float) -> int:
+        """Deliveries it may hold claimed but not started (see "Claiming ahead")."""
+        usual = self.usual_latency_ms
+        if self.bounded or usual is None or usual > AHEAD_LATENCY_MS or self.troubled(now):
+            return 0
+        return self.value
 
     def answered(self, latency_ms: float) -> None:
         usual = self.usual_latency_ms
@@ -172,6 +191,8 @@ class Scheduler:
     tenant_held: dict[str, int] = field(default_factory=dict)
     tenant_of: dict[str, str] = field(default_factory=dict)
     """The tenant of each subscription held now."""
+    waiting: dict[str, int] = field(default_factory=dict)
+    """Deliveries claimed ahead, per subscription: leased to this worker, not started."""
     limits: dict[str, AdaptiveLimit] = field(default_factory=dict)
 
     @property
@@ -188,27 +209,51 @@ class Scheduler:
         """Keep the subscription's limit under its own ``maxConcurrency``, if lower."""
         ceiling = min(max_concurrency or self.ceiling, self.ceiling)
         limit = self.limit(sub_id)
+        limit.bounded = max_concurrency is not None
         if limit.ceiling != ceiling:
             limit.ceiling = ceiling
             limit.limit = min(limit.limit, ceiling)
 
     def room(self, sub_id: str) -> int:
+        """Attempts of the subscription that may start now."""
         return _room(self.limits.get(sub_id), self.held.get(sub_id, 0), self.ceiling)
 
-    def saturated(self) -> list[str]:
+    def claimable(self, sub_id: str, now: float) -> int:
+        """Deliveries of the subscription a claim may take now: its room, and room to
+        wait (claimed ahead) for a receiver that answers quickly."""
+        holding = self.held.get(sub_id, 0) + self.waiting.get(sub_id, 0)
+        return _claimable(self.limits.get(sub_id), holding, self.ceiling, now)
+
+    def saturated(self, now: float) -> list[str]:
         """Subscriptions this worker can take no more of now (the queue skips them)."""
-        return [sub_id for sub_id in list(self.held) if self.room(sub_id) == 0]
+        holding = dict.fromkeys([*self.held, *self.waiting])
+        return [sub_id for sub_id in holding if self.claimable(sub_id, now) == 0]
+
+    def wait(self, sub_id: str) -> None:
+        """A claimed delivery of ``sub_id`` waits for room to start."""
+        self.waiting[sub_id] = self.waiting.get(sub_id, 0) + 1
+
+    def stop_waiting(self, sub_id: str) -> None:
+        """A waiting delivery of ``sub_id`` starts, or is given back to the queue."""
+        _decrement(self.waiting, sub_id)
 
     def planner(self, batch: int, now: float) -> Planner:
         """A frozen view for one claim of at most ``batch`` deliveries: the store may call
         it from its own thread while this worker's loop goes on changing what it holds."""
         held = dict(self.held)
+        for sub_id, count in self.waiting.items():
+            held[sub_id] = held.get(sub_id, 0) + count
         unproven = 0
         for sub_id, count in held.items():
             limit = self.limits.get(sub_id)
             if limit is None or not limit.proven(now):
                 unproven += count
         free = max(0, self.capacity - sum(held.values()))
+        tenant_held = dict(self.tenant_held)
+        for sub_id, count in self.waiting.items():
+            tenant = self.tenant_of.get(sub_id)
+            if tenant is not None:
+                tenant_held[tenant] = tenant_held.get(tenant, 0) + count
         return Planner(
             free=free,
             batch=min(batch, free),
@@ -217,7 +262,7 @@ class Scheduler:
             ceiling=self.ceiling,
             unproven_room=max(0, int(self.capacity * self.troubled_share) - unproven),
             held=held,
-            tenant_held=dict(self.tenant_held),
+            tenant_held=tenant_held,
             limits=self.limits,
         )
 
@@ -241,7 +286,7 @@ class Scheduler:
     ) -> None:
         _decrement(self.held, sub_id)
         _decrement(self.tenant_held, tenant_id)
-        if sub_id not in self.held:
+        if sub_id not in self.held and sub_id not in self.waiting:
             self.tenant_of.pop(sub_id, None)
         if signal is Signal.ANSWERED:
             self.limit(sub_id).answered(latency_ms)
@@ -264,6 +309,7 @@ class Scheduler:
             sub_id
             for sub_id, limit in self.limits.items()
             if sub_id not in self.held
+            and sub_id not in self.waiting
             and not limit.troubled(now)
             and now - limit.last_used > idle_seconds
         ]
@@ -286,6 +332,7 @@ class Planner:
     ceiling: int
     unproven_room: int
     held: Mapping[str, int]
+    """Per subscription: in flight and waiting to start."""
     tenant_held: Mapping[str, int]
     limits: Mapping[str, AdaptiveLimit]
 
@@ -294,7 +341,8 @@ class Planner:
         demand: dict[str, int] = {}
         for lane in lanes:
             sub_id = lane.subscription_id
-            wanted = _room(self.limits.get(sub_id), self.held.get(sub_id, 0), self.ceiling)
+            holding = self.held.get(sub_id, 0)
+            wanted = _claimable(self.limits.get(sub_id), holding, self.ceiling, self.now)
             demand[sub_id] = wanted if lane.room is None else min(wanted, lane.room)
         self._limit_unproven(demand)
         tenant_of = {lane.subscription_id: lane.tenant_id for lane in lanes}
@@ -344,6 +392,13 @@ class Planner:
 def _room(limit: AdaptiveLimit | None, held: int, ceiling: int) -> int:
     value = limit.value if limit is not None else min(INITIAL_LIMIT, ceiling)
     return max(0, value - held)
+
+
+def _claimable(limit: AdaptiveLimit | None, holding: int, ceiling: int, now: float) -> int:
+    """Room for ``holding`` (in flight and waiting) to grow to the limit plus what may
+    wait beyond it."""
+    ahead = limit.ahead(now) if limit is not None else 0
+    return _room(limit, holding - ahead, ceiling)
 
 
 def _decrement(counts: dict[str, int], key: str) -> None:
