@@ -22,7 +22,7 @@ from cryptography.fernet import Fernet
 from tests.support.fakes import FakeSender, LoopClock, Route
 from tidings.apps import App
 from tidings.config import Settings
-from tidings.dispatcher.worker import GATHER_WINDOW, Dispatcher
+from tidings.dispatcher.worker import GATHER_WINDOW, LONGEST_WAIT, WATCH_INTERVAL, Dispatcher
 from tidings.domain.catalog import event_type
 from tidings.domain.deliveries import DeliveryStatus
 from tidings.domain.scheduling import INITIAL_LIMIT
@@ -234,7 +234,7 @@ async def test_deliveries_waiting_behind_a_receiver_that_stops_answering_go_back
     tmp_path: Path,
 ) -> None:
     """A receiver that answered quickly hangs: what was claimed ahead for it goes back to
-    the queue within a quarter of the lease, long before the hanging attempts time out."""
+    the queue within ``LONGEST_WAIT``, long before the hanging attempts time out."""
     world = World.make(tmp_path, delivery_timeout=25.0, claim_lease=30.0)
     t = await world.tenant("t")
     route = Route(latency=0.001)
@@ -248,7 +248,7 @@ async def test_deliveries_waiting_behind_a_receiver_that_stops_answering_go_back
         for n in range(200):
             await world.emit(t, n)
         await world.until(lambda: leased(world) > world.sender.in_flight["http://turns.test/"])
-        await asyncio.sleep(8.0)
+        await asyncio.sleep(LONGEST_WAIT + 2 * WATCH_INTERVAL)
         assert leased(world) == world.sender.in_flight["http://turns.test/"], "none wait"
         route.hang = False
 

@@ -240,19 +240,22 @@ def test_a_quick_receiver_is_claimed_ahead_by_its_limit_again() -> None:
     assert scheduler.claimable("s", 1.0) == 1, "the one that started leaves room to claim"
 
 
-@pytest.mark.parametrize("case", ["slow", "troubled", "maxConcurrency", "new"])
-def test_only_quick_untroubled_unbounded_receivers_are_claimed_ahead(case: str) -> None:
+@pytest.mark.parametrize("case", ["slow", "troubled", "new", "maxConcurrency", "rateLimit"])
+def test_only_quick_untroubled_receivers_without_cluster_limits_are_claimed_ahead(
+    case: str,
+) -> None:
     scheduler = Scheduler(capacity=1000, ceiling=50)
     limit = quick(scheduler, "s", latency_ms=500 if case == "slow" else 5)
+    lane = Lane("s", "t")
     if case == "troubled":
         scheduler.limit("s").congested(started=1.0, now=1.0)
         limit = scheduler.limit("s").value
-    if case == "maxConcurrency":
-        scheduler.cap("s", 40)
     if case == "new":
         limit = INITIAL_LIMIT
         del scheduler.limits["s"]
-    assert scheduler.plan([Lane("s", "t")], batch=100, now=2.0) == {"s": limit}
+    if case in ("maxConcurrency", "rateLimit"):  # both give the lane its room in the cluster
+        lane = Lane("s", "t", room=40)
+    assert scheduler.plan([lane], batch=100, now=2.0) == {"s": limit}
 
 
 def test_deliveries_waiting_count_as_their_tenants_share() -> None:

@@ -8,7 +8,7 @@ subscriptions, each subscription held to a limit that adapts to how its receiver
 behaves. Pacing (``rateLimit``, ``maxConcurrency``) happens in the claim, in the
 database, so it holds for every worker together. What is claimed starts at once, but for
 deliveries to quick receivers claimed ahead: they wait, in this worker, for the attempt
-before them to end (the scheduler's "Claiming ahead"), at most ``WAIT_SHARE`` of the lease.
+before them to end (the scheduler's "Claiming ahead"), for at most ``LONGEST_WAIT``.
 
 Results are recorded in batches: whatever finished while the previous batch was being
 written goes into the next transaction. A database outage stops neither loop: claims
@@ -81,9 +81,10 @@ START_CHUNK = 16
 WATCH_INTERVAL = 0.25
 """Seconds between two looks for attempts that hang."""
 
-WAIT_SHARE = 0.25
-"""The part of its lease a delivery claimed ahead may wait to start; past it, it goes back
-to the queue (its receiver slowed down), well before another worker could take it."""
+LONGEST_WAIT = 2.0
+"""Seconds a delivery claimed ahead may wait to start (at most a quarter of its lease);
+past it, it goes back to the queue: its receiver is no longer quick, and a change to the
+subscription (paused, disabled, a new URL) meanwhile must not wait for a stale claim."""
 
 REPORT_INTERVAL = 5.0
 """Seconds between two reports of this worker's figures to the database."""
@@ -517,7 +518,7 @@ class Dispatcher:
     async def _watch_loop(self, stop: asyncio.Event) -> None:
         """Notice attempts that hang, long before their timeout ends them; give back
         deliveries that have waited too long behind them."""
-        longest_wait = self._lease_ms / 1000 * WAIT_SHARE
+        longest_wait = min(LONGEST_WAIT, self._lease_ms / 1000 / 4)
         while not stop.is_set():
             await _first_of(stop.wait(), timeout=WATCH_INTERVAL)
             now = self._clock.monotonic()

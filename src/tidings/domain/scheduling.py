@@ -18,10 +18,11 @@ Two rules, applied each time the worker claims work:
   worker's slots, so a crowd of hanging endpoints can never fill it: the rest is for
   receivers that answer.
 * **Claiming ahead.** A subscription whose receiver answers quickly (``AHEAD_LATENCY_MS``)
-  and has no ``maxConcurrency`` may hold up to its limit again of deliveries claimed but
-  not started (``waiting``): each attempt that ends starts the next at once, while the
-  next claim is on its way. Without it a receiver that answers in a millisecond sits idle
-  for every claim's round trips.
+  may hold up to its limit again of deliveries claimed but not started (``waiting``):
+  each attempt that ends starts the next at once, while the next claim is on its way.
+  Without it a receiver that answers in a millisecond sits idle for every claim's round
+  trips. Not for subscriptions with ``maxConcurrency`` or ``rateLimit``: what they lease
+  is what the cluster lets them send, none of it is spent waiting.
 
 The queue (``storage``) reports which subscriptions have due work (``Lane``) and what
 cluster-wide room they have (``maxConcurrency``, ``rateLimit``); ``Scheduler.plan`` turns
@@ -103,9 +104,6 @@ class AdaptiveLimit:
     troubled_until: float = float("-inf")
     usual_latency_ms: float | None = None
     last_used: float = 0.0
-    bounded: bool = False
-    """The subscription has its own ``maxConcurrency``: what it leases is what it may
-    send, cluster-wide, so none of it is spent on waiting deliveries."""
 
     def __post_init__(self) -> None:
         self.limit = min(self.limit, self.ceiling)
@@ -124,7 +122,7 @@ class AdaptiveLimit:
     def ahead(self, now: float) -> int:
         """Deliveries it may hold claimed but not started (see "Claiming ahead")."""
         usual = self.usual_latency_ms
-        if self.bounded or usual is None or usual > AHEAD_LATENCY_MS or self.troubled(now):
+        if usual is None or usual > AHEAD_LATENCY_MS or self.troubled(now):
             return 0
         return self.value
 
@@ -209,7 +207,6 @@ class Scheduler:
         """Keep the subscription's limit under its own ``maxConcurrency``, if lower."""
         ceiling = min(max_concurrency or self.ceiling, self.ceiling)
         limit = self.limit(sub_id)
-        limit.bounded = max_concurrency is not None
         if limit.ceiling != ceiling:
             limit.ceiling = ceiling
             limit.limit = min(limit.limit, ceiling)
@@ -341,9 +338,11 @@ class Planner:
         demand: dict[str, int] = {}
         for lane in lanes:
             sub_id = lane.subscription_id
-            holding = self.held.get(sub_id, 0)
-            wanted = _claimable(self.limits.get(sub_id), holding, self.ceiling, self.now)
-            demand[sub_id] = wanted if lane.room is None else min(wanted, lane.room)
+            limit, holding = self.limits.get(sub_id), self.held.get(sub_id, 0)
+            if lane.room is None:
+                demand[sub_id] = _claimable(limit, holding, self.ceiling, self.now)
+            else:  # cluster-wide limits: nothing is claimed ahead
+                demand[sub_id] = min(_room(limit, holding, self.ceiling), lane.room)
         self._limit_unproven(demand)
         tenant_of = {lane.subscription_id: lane.tenant_id for lane in lanes}
         tenant_demand: dict[str, int] = {}
