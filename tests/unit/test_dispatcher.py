@@ -19,13 +19,19 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.support.fakes import FakeSender, LoopClock, Route
+from tests.support.fakes import FakeSender, LoopClock, Received, Route
 from tidings.apps import App
 from tidings.config import Settings
-from tidings.dispatcher.worker import GATHER_WINDOW, LONGEST_WAIT, WATCH_INTERVAL, Dispatcher
+from tidings.dispatcher.worker import (
+    GATHER_WINDOW,
+    LONGEST_WAIT,
+    RELEASE_TIMEOUT,
+    WATCH_INTERVAL,
+    Dispatcher,
+)
 from tidings.domain.catalog import event_type
 from tidings.domain.deliveries import DeliveryStatus
-from tidings.domain.scheduling import INITIAL_LIMIT
+from tidings.domain.scheduling import INITIAL_LIMIT, STALL_SECONDS
 from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.secretbox import SecretBox
 from tidings.service import Tidings
@@ -207,14 +213,22 @@ def leased(world: World) -> int:
     return sum(d.claim_token is not None for d in world.store._data.deliveries.values())
 
 
+def idle_time(received: list[Received], latency: float) -> float:
+    """Seconds between the first and last request when none was in flight."""
+    busy_until, idle = received[0].at + latency, 0.0
+    for r in received[1:]:
+        idle += max(0.0, r.at - busy_until)
+        busy_until = max(busy_until, r.at + latency)
+    return idle
+
+
 async def test_a_quick_receiver_is_claimed_ahead(tmp_path: Path) -> None:
     """Each attempt that ends starts the next one claimed ahead: the receiver is never
     left idle while a claim is on its way (here: the wait to gather freed room). Every
     delivery is sent once, the limit holding what is in flight."""
     world = World.make(tmp_path)
     t = await world.tenant("t")
-    latency = 0.02
-    await world.subscribe(t, "http://quick.test/", Route(latency=latency))
+    await world.subscribe(t, "http://quick.test/", Route(latency=0.02))
     async with world.running(world.dispatcher()):
         for n in range(2000):
             await world.emit(t, n)
@@ -222,12 +236,57 @@ async def test_a_quick_receiver_is_claimed_ahead(tmp_path: Path) -> None:
     received = world.sender.at("http://quick.test/")
     assert world.sender.peak["http://quick.test/"] <= 50
     assert sorted(int(r.event["payload"]["n"]) for r in received) == list(range(2000))  # type: ignore[index]
-    busy_until, idle = received[0].at + latency, 0.0
-    for r in received[1:]:
-        idle += max(0.0, r.at - busy_until)
-        busy_until = max(busy_until, r.at + latency)
+    idle = idle_time(received, 0.02)
     # once, before its first answers proved it quick (without claiming ahead: 0.4 s)
     assert idle <= GATHER_WINDOW + 0.001, f"the receiver sat idle {idle:.3f} s"
+
+
+@pytest.mark.parametrize("limits", [{"max_concurrency": 500}, {"rate_limit": 100_000.0}])
+async def test_cluster_limits_are_not_claimed_ahead_and_do_not_stall(
+    tmp_path: Path, limits: dict[str, Any]
+) -> None:
+    """A quick receiver with ``maxConcurrency`` or ``rateLimit`` (too high to bind here):
+    nothing waits in the worker, and the worker claims again as attempts end, not at the
+    next poll, while other tenants' emits keep waking it."""
+    world = World.make(tmp_path)
+    t, other = await world.tenant("t"), await world.tenant("other")
+    await world.subscribe(t, "http://limited.test/", Route(latency=0.05), **limits)
+    await world.subscribe(other, "http://other.test/")
+    dispatcher = world.dispatcher()
+    most_waiting = 0
+
+    def drained() -> bool:
+        nonlocal most_waiting
+        most_waiting = max(most_waiting, dispatcher._waiting_count)
+        return _delivered(world) >= 2000
+
+    async with world.running(dispatcher):
+        for n in range(2000):
+            await world.emit(t, n)
+        while not drained():
+            await world.emit(other)
+            await asyncio.sleep(0.3)
+    assert most_waiting == 0
+    idle = idle_time(world.sender.at("http://limited.test/"), 0.05)
+    # a gather window per refill (0.4 s); held to the next wake, it sat idle 9 s
+    assert idle < 1.0, f"the receiver sat idle {idle:.3f} s"
+
+
+async def quick_then_waiting(
+    world: World, dispatcher: Dispatcher, url: str, route: Route, **then: Any
+) -> None:
+    """Prove ``url`` quick, then change its ``route`` as ``then`` says, and emit until
+    deliveries wait for it in ``dispatcher``."""
+    t = await world.tenant("t")
+    await world.subscribe(t, url, route)
+    for n in range(50):
+        await world.emit(t, n)
+    await world.until(lambda: _delivered(world) >= 50)
+    for name, value in then.items():
+        setattr(route, name, value)
+    for n in range(200):
+        await world.emit(t, n)
+    await world.until(lambda: dispatcher._waiting_count > 0)
 
 
 async def test_deliveries_waiting_behind_a_receiver_that_stops_answering_go_back(
@@ -236,44 +295,74 @@ async def test_deliveries_waiting_behind_a_receiver_that_stops_answering_go_back
     """A receiver that answered quickly hangs: what was claimed ahead for it goes back to
     the queue within ``LONGEST_WAIT``, long before the hanging attempts time out."""
     world = World.make(tmp_path, delivery_timeout=25.0, claim_lease=30.0)
-    t = await world.tenant("t")
     route = Route(latency=0.001)
-    await world.subscribe(t, "http://turns.test/", route)
     dispatcher = world.dispatcher()
     async with world.running(dispatcher):
-        for n in range(50):
-            await world.emit(t, n)
-        await world.until(lambda: _delivered(world) == 50)
-        route.hang = True
-        for n in range(200):
-            await world.emit(t, n)
-        await world.until(lambda: leased(world) > world.sender.in_flight["http://turns.test/"])
+        await quick_then_waiting(world, dispatcher, "http://turns.test/", route, hang=True)
         await asyncio.sleep(LONGEST_WAIT + 2 * WATCH_INTERVAL)
+        assert dispatcher._waiting_count == 0
         assert leased(world) == world.sender.in_flight["http://turns.test/"], "none wait"
-        route.hang = False
+
+
+async def test_a_subscription_disabled_sends_nothing_that_waited(tmp_path: Path) -> None:
+    """A receiver answers 410 Gone: the subscription is disabled, and what waited for it
+    in the worker is not sent."""
+    world = World.make(tmp_path)
+    route = Route(latency=0.001)
+    dispatcher = world.dispatcher()
+    url = "http://gone.test/"
+    async with world.running(dispatcher):
+        await quick_then_waiting(world, dispatcher, url, route, latency=1.0)
+        sent = world.sender.counts[url]
+        waiting = dispatcher._waiting_count
+        route.status = 410
+        await world.until(lambda: not world.sender.in_flight[url])
+        await asyncio.sleep(1.0)
+    assert waiting > 0
+    assert world.sender.counts[url] == sent, "nothing started after the first 410"
 
 
 async def test_stopping_gives_back_what_waits(tmp_path: Path) -> None:
     """A worker that stops sends nothing new, and what it claimed ahead is due at once
     for the next worker, not when its lease ends."""
     world = World.make(tmp_path, delivery_timeout=5.0, claim_lease=30.0)
-    t = await world.tenant("t")
     route = Route(latency=0.001)
-    await world.subscribe(t, "http://stop.test/", route)
-    async with world.running(world.dispatcher()):
-        await world.emit(t)
-        await world.until(lambda: _delivered(world) == 1)
-        route.latency = 1.0
-        for n in range(500):
-            await world.emit(t, n)
-        await world.until(lambda: leased(world) > world.sender.in_flight["http://stop.test/"])
-        sent = world.sender.counts["http://stop.test/"]
+    dispatcher = world.dispatcher()
+    url = "http://stop.test/"
+    async with world.running(dispatcher):
+        await quick_then_waiting(world, dispatcher, url, route, latency=1.0)
+        sent = world.sender.counts[url]
         stopped = world.clock.monotonic()
-    assert world.sender.counts["http://stop.test/"] == sent, "nothing started after stop"
+    assert world.sender.counts[url] == sent, "nothing started after stop"
     assert leased(world) == 0
     async with world.running(world.dispatcher()):
-        await world.until(lambda: _delivered(world) == 501)
+        await world.until(lambda: _delivered(world) == 250)
     assert world.clock.monotonic() - stopped < 29.0, "not held until the lease ended"
+
+
+async def test_a_release_that_hangs_holds_up_neither_watching_nor_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database does not answer when waiting deliveries go back: hanging receivers
+    are still noticed, and the worker still stops (the leases end instead)."""
+    world = World.make(tmp_path, delivery_timeout=25.0, claim_lease=30.0)
+    route = Route(latency=0.001)
+    dispatcher = world.dispatcher()
+
+    async def never(deliveries: object) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(world.store, "release", never)
+    sub_url = "http://hangs.test/"
+    async with world.running(dispatcher):
+        await quick_then_waiting(world, dispatcher, sub_url, route, hang=True)
+        await asyncio.sleep(STALL_SECONDS + WATCH_INTERVAL)
+        assert dispatcher._releases, "waiting deliveries are being given back"
+        [sub_id] = dispatcher.scheduler.held
+        assert dispatcher.scheduler.limit(sub_id).troubled(world.clock.monotonic())
+    hanging_ends = max(r.at for r in world.sender.received) + 25.0
+    stopped = world.clock.monotonic()
+    assert stopped <= hanging_ends + RELEASE_TIMEOUT + 0.1, "it gave up on the release"
 
 
 def arrived_more_than(world: World, url: str, count: int) -> bool:

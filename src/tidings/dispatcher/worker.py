@@ -86,6 +86,10 @@ LONGEST_WAIT = 2.0
 past it, it goes back to the queue: its receiver is no longer quick, and a change to the
 subscription (paused, disabled, a new URL) meanwhile must not wait for a stale claim."""
 
+RELEASE_TIMEOUT = 5.0
+"""Seconds a stopping worker waits to give back what it claimed ahead; past it, those
+deliveries wait for their leases to end instead."""
+
 REPORT_INTERVAL = 5.0
 """Seconds between two reports of this worker's figures to the database."""
 
@@ -153,6 +157,8 @@ class Dispatcher:
         self._waiting: dict[str, deque[tuple[ClaimedDelivery, float]]] = {}
         """Per subscription, deliveries claimed ahead and the time of their claim."""
         self._waiting_count = 0
+        self._longest_wait = min(LONGEST_WAIT, lease_seconds / 4)
+        self._releases: set[asyncio.Task[None]] = set()
         self._finished: list[AttemptOutcome] = []
         self._finished_ready = asyncio.Event()
         self._room_freed = asyncio.Event()
@@ -178,9 +184,11 @@ class Dispatcher:
                 await self._fill(stop)
         finally:
             self._stopping = True
-            await self._release(self._waiting_until(float("inf")))
+            self._give_back(self._waiting_until(float("inf")))
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
+            if self._releases:
+                await asyncio.wait(self._releases, timeout=RELEASE_TIMEOUT)
             self._closing = True
             self._finished_ready.set()
             await recorder
@@ -274,7 +282,7 @@ class Dispatcher:
                 await asyncio.sleep(0)
             for delivery in claimed[first : first + START_CHUNK]:
                 sub_id = delivery.subscription_id
-                self.scheduler.cap(sub_id, delivery.max_concurrency)
+                self.scheduler.cap(sub_id, delivery.max_concurrency, delivery.rate_limit)
                 if self.scheduler.room(sub_id) > 0 and sub_id not in self._waiting:
                     self._start(delivery)
                 else:
@@ -288,15 +296,31 @@ class Dispatcher:
         self.scheduler.tenant_of[sub_id] = delivery.tenant_id
 
     def _start_waiting(self, sub_id: str) -> None:
-        """Start the subscription's waiting deliveries that have room now."""
+        """Start the subscription's waiting deliveries that have room now; give back
+        those that waited too long (the watch loop may be late)."""
         queue = self._waiting.get(sub_id)
+        oldest = self._clock.monotonic() - self._longest_wait
+        stale = []
         while queue and self.scheduler.room(sub_id) > 0 and not self._stopping:
-            delivery, _ = queue.popleft()
+            delivery, claimed = queue.popleft()
             self._waiting_count -= 1
             self.scheduler.stop_waiting(sub_id)
-            self._start(delivery)
+            if claimed < oldest:
+                stale.append(delivery)
+            else:
+                self._start(delivery)
         if not queue:
             self._waiting.pop(sub_id, None)
+        self._give_back(stale)
+
+    def _give_back_waiting(self, sub_id: str) -> None:
+        """Give back all the subscription's waiting deliveries (it was just disabled)."""
+        queue = self._waiting.pop(sub_id, None)
+        if queue:
+            self._waiting_count -= len(queue)
+            for _ in queue:
+                self.scheduler.stop_waiting(sub_id)
+            self._give_back([delivery for delivery, _ in queue])
 
     def _waiting_until(self, claimed_before: float) -> list[ClaimedDelivery]:
         """Take out the waiting deliveries claimed before ``claimed_before``."""
@@ -310,11 +334,16 @@ class Dispatcher:
                 del self._waiting[sub_id]
         return taken
 
+    def _give_back(self, deliveries: list[ClaimedDelivery]) -> None:
+        """Give deliveries that were never started back to the queue, due now, in the
+        background: nothing that watches or starts attempts waits for the database."""
+        if deliveries:
+            task = asyncio.create_task(self._release(deliveries))
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
+
     async def _release(self, deliveries: list[ClaimedDelivery]) -> None:
-        """Give deliveries that were never started back to the queue, due now. If the
-        database cannot take them, their leases run out instead."""
-        if not deliveries:
-            return
+        """If the database cannot take them back, their leases run out instead."""
         now = self._clock.now_ms()
         try:
             await self._queue.release([(d, now) for d in deliveries])
@@ -387,7 +416,8 @@ class Dispatcher:
             tracing.end_attempt(span, result, verdict)
         self._finished.append(AttemptOutcome(delivery, result, verdict, finished))
         self._finished_ready.set()
-        self._start_waiting(delivery.subscription_id)
+        if not verdict.disable:  # else the subscription is being disabled: nothing more
+            self._start_waiting(delivery.subscription_id)
         self._room_freed.set()
 
     async def _request(self, delivery: ClaimedDelivery) -> tuple[str, bytes] | AttemptResult:
@@ -493,11 +523,13 @@ class Dispatcher:
             _log_attempt(outcome)
         gone = {o.claimed.subscription_id: o.claimed for o in batch if o.verdict.disable}
         for sub_id, claimed in gone.items():
+            self._give_back_waiting(sub_id)
             streak = streaks.get(sub_id, 0)
             await self._disable(claimed.tenant_id, sub_id, DisableReason.GONE, streak)
         claims = {o.claimed.subscription_id: o.claimed for o in batch}
         for sub_id, streak in streaks.items():
             if sub_id not in gone and breaker_tripped(streak, self._threshold(claims[sub_id])):
+                self._give_back_waiting(sub_id)
                 await self._disable(claims[sub_id].tenant_id, sub_id, DisableReason.BREAKER, streak)
 
     def _threshold(self, claimed: ClaimedDelivery) -> int:
@@ -518,16 +550,15 @@ class Dispatcher:
     async def _watch_loop(self, stop: asyncio.Event) -> None:
         """Notice attempts that hang, long before their timeout ends them; give back
         deliveries that have waited too long behind them."""
-        longest_wait = min(LONGEST_WAIT, self._lease_ms / 1000 / 4)
         while not stop.is_set():
             await _first_of(stop.wait(), timeout=WATCH_INTERVAL)
             now = self._clock.monotonic()
             for sub_id, started in list(self._started.values()):
                 self.scheduler.stalled(sub_id, started, now)
-            stale = self._waiting_until(now - longest_wait)
+            stale = self._waiting_until(now - self._longest_wait)
             if stale:
-                log.info("waiting_released", count=len(stale))
-                await self._release(stale)
+                log.info("waiting_given_back", count=len(stale))
+                self._give_back(stale)
                 self._room_freed.set()
 
     async def _report_loop(self, stop: asyncio.Event) -> None:

@@ -104,6 +104,8 @@ class AdaptiveLimit:
     troubled_until: float = float("-inf")
     usual_latency_ms: float | None = None
     last_used: float = 0.0
+    cluster_limited: bool = False
+    """It has ``maxConcurrency`` or ``rateLimit``: never claimed ahead."""
 
     def __post_init__(self) -> None:
         self.limit = min(self.limit, self.ceiling)
@@ -121,10 +123,8 @@ class AdaptiveLimit:
 
     def ahead(self, now: float) -> int:
         """Deliveries it may hold claimed but not started (see "Claiming ahead")."""
-        usual = self.usual_latency_ms
-        if usual is None or usual > AHEAD_LATENCY_MS or self.troubled(now):
-            return 0
-        return self.value
+        quick = self.proven(now) and (self.usual_latency_ms or 0.0) <= AHEAD_LATENCY_MS
+        return self.value if quick and not self.cluster_limited else 0
 
     def answered(self, latency_ms: float) -> None:
         usual = self.usual_latency_ms
@@ -203,10 +203,14 @@ class Scheduler:
             found = self.limits[sub_id] = AdaptiveLimit(self.ceiling)
         return found
 
-    def cap(self, sub_id: str, max_concurrency: int | None) -> None:
-        """Keep the subscription's limit under its own ``maxConcurrency``, if lower."""
+    def cap(
+        self, sub_id: str, max_concurrency: int | None, rate_limit: float | None = None
+    ) -> None:
+        """Keep the subscription's limit under its own ``maxConcurrency``, if lower; note
+        whether it has cluster-wide limits."""
         ceiling = min(max_concurrency or self.ceiling, self.ceiling)
         limit = self.limit(sub_id)
+        limit.cluster_limited = max_concurrency is not None or rate_limit is not None
         if limit.ceiling != ceiling:
             limit.ceiling = ceiling
             limit.limit = min(limit.limit, ceiling)

@@ -641,6 +641,7 @@ class MemoryStore:
             url=sub.subscription.url,
             secret_enc=sub.secret_enc,
             max_concurrency=sub.subscription.max_concurrency,
+            rate_limit=sub.subscription.rate_limit,
             previous_secret_enc=next(iter(self._previous(sub)), None),
             ordering_key=d.ordering_key,
             paused_ms=d.paused_ms,

@@ -185,6 +185,7 @@ class ClaimedDelivery:
     url: str
     secret_enc: str
     max_concurrency: int | None = None
+    rate_limit: float | None = None
     previous_secret_enc: str | None = None
     """The secret before the last rotation, while its grace period lasts."""
     ordering_key: str | None = None

@@ -55,7 +55,7 @@ DETAILS = """
     SELECT d.id, d.attempts, d.ordering_key, d.paused_ms, d.subscription_id,
            e.id AS event_id, e.tenant_id, e.created_ms, e.body, e.trace_context,
            s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
-           s.max_concurrency, s.signature_scheme, s.retry_policy, s.headers_enc,
+           s.max_concurrency, s.rate_limit, s.signature_scheme, s.retry_policy, s.headers_enc,
            s.propagate_trace, s.transformation, e.type AS event_type
     FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
     JOIN subscriptions AS s ON s.id = d.subscription_id
@@ -144,6 +144,7 @@ class SQLQueue:
         def tx(conn: Any) -> None:
             conn.execute(_RELEASE, params)
             conn.execute(text(WAKE_LANE), list(wakes.params()))
+            self._db.announce_work(conn)
 
         await self._db.write(tx)
         self._db.notify_work()
@@ -234,6 +235,7 @@ def claimed_deliveries(rows: Sequence[Any], token: str) -> list[ClaimedDelivery]
             url=row["url"],
             secret_enc=row["secret_enc"],
             max_concurrency=row["max_concurrency"],
+            rate_limit=row["rate_limit"],
             previous_secret_enc=next(iter(previous_secret(row, now)), None),
             ordering_key=row["ordering_key"],
             paused_ms=row["paused_ms"],
