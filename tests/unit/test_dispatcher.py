@@ -272,21 +272,30 @@ async def test_cluster_limits_are_not_claimed_ahead_and_do_not_stall(
     assert idle < 1.0, f"the receiver sat idle {idle:.3f} s"
 
 
-async def quick_then_waiting(
-    world: World, dispatcher: Dispatcher, url: str, route: Route, **then: Any
-) -> None:
-    """Prove ``url`` quick, then change its ``route`` as ``then`` says, and emit until
-    deliveries wait for it in ``dispatcher``."""
+@contextlib.asynccontextmanager
+async def waiting_for(
+    tmp_path: Path, url: str, settings: Mapping[str, Any] | None = None, **then: Any
+) -> AsyncIterator[tuple[World, Dispatcher, Route]]:
+    """A running dispatcher in which deliveries to ``url`` wait: the receiver proved
+    quick, then its route changed as ``then`` says, and more events came."""
+    world = World.make(tmp_path, **(settings or {}))
+    route = Route(latency=0.001)
+    dispatcher = world.dispatcher()
     t = await world.tenant("t")
     await world.subscribe(t, url, route)
-    for n in range(50):
-        await world.emit(t, n)
-    await world.until(lambda: _delivered(world) >= 50)
-    for name, value in then.items():
-        setattr(route, name, value)
-    for n in range(200):
-        await world.emit(t, n)
-    await world.until(lambda: dispatcher._waiting_count > 0)
+    async with world.running(dispatcher):
+        for n in range(50):
+            await world.emit(t, n)
+        await world.until(lambda: _delivered(world) >= 50)
+        for name, value in then.items():
+            setattr(route, name, value)
+        for n in range(200):
+            await world.emit(t, n)
+        await world.until(lambda: dispatcher._waiting_count > 0)
+        yield world, dispatcher, route
+
+
+HANGING = {"delivery_timeout": 25.0, "claim_lease": 30.0}
 
 
 async def test_deliveries_waiting_behind_a_receiver_that_stops_answering_go_back(
@@ -294,43 +303,31 @@ async def test_deliveries_waiting_behind_a_receiver_that_stops_answering_go_back
 ) -> None:
     """A receiver that answered quickly hangs: what was claimed ahead for it goes back to
     the queue within ``LONGEST_WAIT``, long before the hanging attempts time out."""
-    world = World.make(tmp_path, delivery_timeout=25.0, claim_lease=30.0)
-    route = Route(latency=0.001)
-    dispatcher = world.dispatcher()
-    async with world.running(dispatcher):
-        await quick_then_waiting(world, dispatcher, "http://turns.test/", route, hang=True)
+    url = "http://turns.test/"
+    async with waiting_for(tmp_path, url, HANGING, hang=True) as (world, dispatcher, _):
         await asyncio.sleep(LONGEST_WAIT + 2 * WATCH_INTERVAL)
         assert dispatcher._waiting_count == 0
-        assert leased(world) == world.sender.in_flight["http://turns.test/"], "none wait"
+        assert leased(world) == world.sender.in_flight[url], "none wait"
 
 
 async def test_a_subscription_disabled_sends_nothing_that_waited(tmp_path: Path) -> None:
     """A receiver answers 410 Gone: the subscription is disabled, and what waited for it
     in the worker is not sent."""
-    world = World.make(tmp_path)
-    route = Route(latency=0.001)
-    dispatcher = world.dispatcher()
     url = "http://gone.test/"
-    async with world.running(dispatcher):
-        await quick_then_waiting(world, dispatcher, url, route, latency=1.0)
+    async with waiting_for(tmp_path, url, latency=1.0) as (world, _, route):
         sent = world.sender.counts[url]
-        waiting = dispatcher._waiting_count
         route.status = 410
         await world.until(lambda: not world.sender.in_flight[url])
         await asyncio.sleep(1.0)
-    assert waiting > 0
     assert world.sender.counts[url] == sent, "nothing started after the first 410"
 
 
 async def test_stopping_gives_back_what_waits(tmp_path: Path) -> None:
     """A worker that stops sends nothing new, and what it claimed ahead is due at once
     for the next worker, not when its lease ends."""
-    world = World.make(tmp_path, delivery_timeout=5.0, claim_lease=30.0)
-    route = Route(latency=0.001)
-    dispatcher = world.dispatcher()
     url = "http://stop.test/"
-    async with world.running(dispatcher):
-        await quick_then_waiting(world, dispatcher, url, route, latency=1.0)
+    settings = {"delivery_timeout": 5.0, "claim_lease": 30.0}
+    async with waiting_for(tmp_path, url, settings, latency=1.0) as (world, _, _):
         sent = world.sender.counts[url]
         stopped = world.clock.monotonic()
     assert world.sender.counts[url] == sent, "nothing started after stop"
@@ -345,17 +342,13 @@ async def test_a_release_that_hangs_holds_up_neither_watching_nor_stopping(
 ) -> None:
     """The database does not answer when waiting deliveries go back: hanging receivers
     are still noticed, and the worker still stops (the leases end instead)."""
-    world = World.make(tmp_path, delivery_timeout=25.0, claim_lease=30.0)
-    route = Route(latency=0.001)
-    dispatcher = world.dispatcher()
 
     async def never(deliveries: object) -> None:
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(world.store, "release", never)
-    sub_url = "http://hangs.test/"
-    async with world.running(dispatcher):
-        await quick_then_waiting(world, dispatcher, sub_url, route, hang=True)
+    url = "http://hangs.test/"
+    async with waiting_for(tmp_path, url, HANGING, hang=True) as (world, dispatcher, _):
+        monkeypatch.setattr(world.store, "release", never)
         await asyncio.sleep(STALL_SECONDS + WATCH_INTERVAL)
         assert dispatcher._releases, "waiting deliveries are being given back"
         [sub_id] = dispatcher.scheduler.held
