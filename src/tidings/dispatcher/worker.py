@@ -315,23 +315,23 @@ class Dispatcher:
 
     def _give_back_waiting(self, sub_id: str) -> None:
         """Give back all the subscription's waiting deliveries (it was just disabled)."""
-        queue = self._waiting.pop(sub_id, None)
-        if queue:
-            self._waiting_count -= len(queue)
-            for _ in queue:
-                self.scheduler.stop_waiting(sub_id)
-            self._give_back([delivery for delivery, _ in queue])
+        self._give_back(self._take_waiting(sub_id, float("inf")))
 
     def _waiting_until(self, claimed_before: float) -> list[ClaimedDelivery]:
         """Take out the waiting deliveries claimed before ``claimed_before``."""
+        return [
+            d for sub_id in list(self._waiting) for d in self._take_waiting(sub_id, claimed_before)
+        ]
+
+    def _take_waiting(self, sub_id: str, claimed_before: float) -> list[ClaimedDelivery]:
+        queue = self._waiting.get(sub_id)
         taken = []
-        for sub_id, queue in list(self._waiting.items()):
-            while queue and queue[0][1] < claimed_before:
-                taken.append(queue.popleft()[0])
-                self._waiting_count -= 1
-                self.scheduler.stop_waiting(sub_id)
-            if not queue:
-                del self._waiting[sub_id]
+        while queue and queue[0][1] < claimed_before:
+            taken.append(queue.popleft()[0])
+            self._waiting_count -= 1
+            self.scheduler.stop_waiting(sub_id)
+        if not queue:
+            self._waiting.pop(sub_id, None)
         return taken
 
     def _give_back(self, deliveries: list[ClaimedDelivery]) -> None:
