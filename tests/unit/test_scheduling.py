@@ -266,3 +266,6 @@ def test_deliveries_waiting_count_as_their_tenants_share() -> None:
         scheduler.wait("a-sub")
     plan = scheduler.plan([Lane("a-sub", "a"), Lane("b-sub", "b")], batch=4, now=1.0)
     assert plan == {"a-sub": 1, "b-sub": 3}, "b holds nothing, a holds three waiting"
+    for _ in range(3):
+        scheduler.stop_waiting("a-sub")
+    assert scheduler.waiting == {} and scheduler.tenant_of == {}, "nothing left behind"

@@ -237,6 +237,8 @@ class Scheduler:
     def stop_waiting(self, sub_id: str) -> None:
         """A waiting delivery of ``sub_id`` starts, or is given back to the queue."""
         _decrement(self.waiting, sub_id)
+        if sub_id not in self.held and sub_id not in self.waiting:
+            self.tenant_of.pop(sub_id, None)
 
     def planner(self, batch: int, now: float) -> Planner:
         """A frozen view for one claim of at most ``batch`` deliveries: the store may call
