@@ -322,6 +322,28 @@ async def test_a_subscription_disabled_sends_nothing_that_waited(tmp_path: Path)
     assert world.sender.counts[url] == sent, "nothing started after the first 410"
 
 
+async def test_a_disable_that_fails_does_not_stop_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 410 Gone asks for the subscription to be disabled, and the database is down for
+    it: the worker logs it and goes on recording what the other subscription delivers."""
+    world = World.make(tmp_path)
+
+    async def unavailable(*args: object) -> None:
+        raise StorageUnavailable("ConnectionRefusedError: database down")
+
+    monkeypatch.setattr(world.service, "disable_subscription", unavailable)
+    t = await world.tenant("t")
+    await world.subscribe(t, "http://gone.test/", Route(status=410))
+    await world.subscribe(t, "http://ok.test/")
+    async with world.running(world.dispatcher()):
+        await world.emit(t, 0)
+        await world.until(lambda: _delivered(world) == 1)
+        await world.emit(t, 1)
+        await world.until(lambda: _delivered(world) == 2)
+    assert world.sender.counts["http://gone.test/"] >= 1
+
+
 async def test_stopping_gives_back_what_waits(tmp_path: Path) -> None:
     """A worker that stops sends nothing new, and what it claimed ahead is due at once
     for the next worker, not when its lease ends."""

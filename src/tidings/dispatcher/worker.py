@@ -188,7 +188,11 @@ class Dispatcher:
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             if self._releases:
-                await asyncio.wait(self._releases, timeout=RELEASE_TIMEOUT)
+                _, late = await asyncio.wait(self._releases, timeout=RELEASE_TIMEOUT)
+                for task in late:
+                    task.cancel()
+                if late:
+                    log.warning("release_abandoned", batches=len(late))
             self._closing = True
             self._finished_ready.set()
             await recorder
@@ -312,10 +316,6 @@ class Dispatcher:
         if not queue:
             self._waiting.pop(sub_id, None)
         self._give_back(stale)
-
-    def _give_back_waiting(self, sub_id: str) -> None:
-        """Give back all the subscription's waiting deliveries (it was just disabled)."""
-        self._give_back(self._take_waiting(sub_id, float("inf")))
 
     def _waiting_until(self, claimed_before: float) -> list[ClaimedDelivery]:
         """Take out the waiting deliveries claimed before ``claimed_before``."""
@@ -523,14 +523,29 @@ class Dispatcher:
             _log_attempt(outcome)
         gone = {o.claimed.subscription_id: o.claimed for o in batch if o.verdict.disable}
         for sub_id, claimed in gone.items():
-            self._give_back_waiting(sub_id)
             streak = streaks.get(sub_id, 0)
-            await self._disable(claimed.tenant_id, sub_id, DisableReason.GONE, streak)
+            await self._stop_subscription(claimed.tenant_id, sub_id, DisableReason.GONE, streak)
         claims = {o.claimed.subscription_id: o.claimed for o in batch}
         for sub_id, streak in streaks.items():
             if sub_id not in gone and breaker_tripped(streak, self._threshold(claims[sub_id])):
-                self._give_back_waiting(sub_id)
-                await self._disable(claims[sub_id].tenant_id, sub_id, DisableReason.BREAKER, streak)
+                tenant_id = claims[sub_id].tenant_id
+                await self._stop_subscription(tenant_id, sub_id, DisableReason.BREAKER, streak)
+
+    async def _stop_subscription(
+        self, tenant_id: str, sub_id: str, reason: DisableReason, streak: int
+    ) -> None:
+        """Disable ``sub_id``. What waits for it here is dropped, not given back: the
+        disable pauses or cancels it (taking this worker's leases with it), and a release
+        racing the disable would make it claimable for a moment. If disabling fails, it
+        goes back to the queue instead, and recording goes on."""
+        dropped = self._take_waiting(sub_id, float("inf"))
+        if dropped:
+            self._room_freed.set()
+        try:
+            await self._disable(tenant_id, sub_id, reason, streak)
+        except Exception:
+            log.exception("disable_failed", subscription_id=sub_id, reason=reason.value)
+            self._give_back(dropped)
 
     def _threshold(self, claimed: ClaimedDelivery) -> int:
         """The subscription's own breaker threshold, else the instance's."""
