@@ -134,6 +134,7 @@ class SQLQueue:
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
         if not deferrals:
             return
+        deferrals = sorted(deferrals, key=lambda pair: pair[0].delivery_id)  # locks in id order
         params = [
             {"b_id": d.delivery_id, "b_token": d.claim_token, "b_due": due} for d, due in deferrals
         ]
