@@ -231,7 +231,7 @@ def test_a_quick_receiver_is_claimed_ahead_by_its_limit_again() -> None:
     assert scheduler.room("s") == 0, "no more may start"
     assert scheduler.claimable("s", 1.0) == limit, "but as many may wait"
     for _ in range(limit):
-        scheduler.wait("s")
+        scheduler.wait("s", "t")
     assert scheduler.saturated(1.0) == ["s"]
     scheduler.finished("s", "t", Signal.NEUTRAL, 5, started=1.0, now=1.0)
     assert scheduler.room("s") == 1
@@ -261,9 +261,8 @@ def test_only_quick_untroubled_receivers_without_cluster_limits_are_claimed_ahea
 def test_deliveries_waiting_count_as_their_tenants_share() -> None:
     scheduler = Scheduler(capacity=1000, ceiling=50)
     quick(scheduler, "a-sub")
-    scheduler.tenant_of["a-sub"] = "a"
     for _ in range(3):
-        scheduler.wait("a-sub")
+        scheduler.wait("a-sub", "a")
     plan = scheduler.plan([Lane("a-sub", "a"), Lane("b-sub", "b")], batch=4, now=1.0)
     assert plan == {"a-sub": 1, "b-sub": 3}, "b holds nothing, a holds three waiting"
     for _ in range(3):

@@ -155,8 +155,8 @@ class Dispatcher:
         self._started: dict[int, tuple[str, float]] = {}
         """Delivery id -> (subscription id, start time) of every attempt in flight."""
         self._waiting: dict[str, deque[tuple[ClaimedDelivery, float]]] = {}
-        """Per subscription, deliveries claimed ahead and the time of their claim."""
-        self._waiting_count = 0
+        """Per subscription, deliveries claimed ahead and the time of their claim (the
+        scheduler counts them, in ``Scheduler.waiting``)."""
         self._longest_wait = min(LONGEST_WAIT, lease_seconds / 4)
         self._releases: set[asyncio.Task[None]] = set()
         self._finished: list[AttemptOutcome] = []
@@ -205,6 +205,10 @@ class Dispatcher:
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def _waiting_count(self) -> int:
+        return sum(self.scheduler.waiting.values())
 
     @property
     def claims_failing(self) -> bool:
@@ -295,26 +299,28 @@ class Dispatcher:
     def _wait(self, delivery: ClaimedDelivery, now: float) -> None:
         sub_id = delivery.subscription_id
         self._waiting.setdefault(sub_id, deque()).append((delivery, now))
-        self._waiting_count += 1
-        self.scheduler.wait(sub_id)
-        self.scheduler.tenant_of[sub_id] = delivery.tenant_id
+        self.scheduler.wait(sub_id, delivery.tenant_id)
+
+    def _pop_waiting(self, sub_id: str) -> tuple[ClaimedDelivery, float]:
+        """The subscription's oldest waiting delivery, and the time it was claimed."""
+        queue = self._waiting[sub_id]
+        first = queue.popleft()
+        if not queue:
+            del self._waiting[sub_id]
+        self.scheduler.stop_waiting(sub_id)
+        return first
 
     def _start_waiting(self, sub_id: str) -> None:
         """Start the subscription's waiting deliveries that have room now; give back
         those that waited too long (the watch loop may be late)."""
-        queue = self._waiting.get(sub_id)
         oldest = self._clock.monotonic() - self._longest_wait
         stale = []
-        while queue and self.scheduler.room(sub_id) > 0 and not self._stopping:
-            delivery, claimed = queue.popleft()
-            self._waiting_count -= 1
-            self.scheduler.stop_waiting(sub_id)
+        while sub_id in self._waiting and self.scheduler.room(sub_id) > 0 and not self._stopping:
+            delivery, claimed = self._pop_waiting(sub_id)
             if claimed < oldest:
                 stale.append(delivery)
             else:
                 self._start(delivery)
-        if not queue:
-            self._waiting.pop(sub_id, None)
         self._give_back(stale)
 
     def _waiting_until(self, claimed_before: float) -> list[ClaimedDelivery]:
@@ -324,14 +330,9 @@ class Dispatcher:
         ]
 
     def _take_waiting(self, sub_id: str, claimed_before: float) -> list[ClaimedDelivery]:
-        queue = self._waiting.get(sub_id)
         taken = []
-        while queue and queue[0][1] < claimed_before:
-            taken.append(queue.popleft()[0])
-            self._waiting_count -= 1
-            self.scheduler.stop_waiting(sub_id)
-        if not queue:
-            self._waiting.pop(sub_id, None)
+        while sub_id in self._waiting and self._waiting[sub_id][0][1] < claimed_before:
+            taken.append(self._pop_waiting(sub_id)[0])
         return taken
 
     def _give_back(self, deliveries: list[ClaimedDelivery]) -> None:

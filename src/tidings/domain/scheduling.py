@@ -230,9 +230,10 @@ class Scheduler:
         holding = dict.fromkeys([*self.held, *self.waiting])
         return [sub_id for sub_id in holding if self.claimable(sub_id, now) == 0]
 
-    def wait(self, sub_id: str) -> None:
+    def wait(self, sub_id: str, tenant_id: str) -> None:
         """A claimed delivery of ``sub_id`` waits for room to start."""
         self.waiting[sub_id] = self.waiting.get(sub_id, 0) + 1
+        self.tenant_of[sub_id] = tenant_id
 
     def stop_waiting(self, sub_id: str) -> None:
         """A waiting delivery of ``sub_id`` starts, or is given back to the queue."""
