@@ -126,3 +126,10 @@ class Database:
             await asyncio.wait_for(self._work.wait(), seconds)
         self.woken = self._work.is_set()
         self._work.clear()
+
+
+class SQLPart:
+    """A part of ``SQLStore`` (its events, keys, queue, ...): queries run in ``db``."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db

@@ -14,16 +14,13 @@ from tidings.storage.interfaces import Outbox
 from tidings.storage.records import AttemptRecord, Page, StoredEvent
 from tidings.storage.rows import attempt_of, event_of, page_of
 from tidings.storage.schema import attempts, events
-from tidings.storage.sql.database import Database
+from tidings.storage.sql.database import Database, SQLPart
 from tidings.storage.sql.filtering import matched_param
 
 T = TypeVar("T")
 
 
-class SQLEvents:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
+class SQLEvents(SQLPart):
     async def insert_event(
         self, event: StoredEvent, idempotency_key: str | None
     ) -> tuple[StoredEvent, bool]:

@@ -12,7 +12,7 @@ from tidings.domain.clock import now_ms
 from tidings.domain.ids import new_id
 from tidings.storage.records import ApiKey, ApiKeyInfo, Revocation, Revoked, Tenant
 from tidings.storage.schema import api_keys, portal_sessions, tenants
-from tidings.storage.sql.database import Database
+from tidings.storage.sql.database import SQLPart
 
 ADMIN = "admin"
 
@@ -28,10 +28,7 @@ def _info(row: Any) -> ApiKeyInfo:
     )
 
 
-class SQLKeys:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
+class SQLKeys(SQLPart):
     async def ensure_tenant(self, name: str) -> Tenant:
         def tx(conn: Connection) -> Tenant:
             row = conn.execute(select(tenants).where(tenants.c.name == name)).first()

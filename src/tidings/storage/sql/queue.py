@@ -21,7 +21,7 @@ from tidings.storage.records import AttemptOutcome, ClaimedDelivery, WorkerLane
 from tidings.storage.rows import previous_secret, record_of, retry_rules_of
 from tidings.storage.rules import LaneWakes, attempt_outcome, recorded_status
 from tidings.storage.schema import CLAIMABLE, LEASED, UNFINISHED, deliveries, lane_stats
-from tidings.storage.sql.database import Database
+from tidings.storage.sql.database import SQLPart
 
 LANE_STATS_TTL_MS = 60_000
 """A worker's figures count for a minute after it last reported (it reports every few s)."""
@@ -129,12 +129,9 @@ QUEUE_STATE = f"""
 """
 
 
-class SQLQueue:
+class SQLQueue(SQLPart):
     """Release, lane figures, queue figures and waking; connectors add the hot path
     (``claim``, ``record``) and ``repair`` on their own drivers."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
 
     async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
         if not deferrals:

@@ -23,14 +23,11 @@ from tidings.storage.records import (
 )
 from tidings.storage.rows import event_of, page_of
 from tidings.storage.schema import attempts, deliveries, events, lane_stats, lanes, subscriptions
-from tidings.storage.sql.database import Database
+from tidings.storage.sql.database import SQLPart
 from tidings.storage.sql.queue import LANE_STATS_TTL_MS, WAKE_LANE
 
 
-class SQLReports:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
+class SQLReports(SQLPart):
     async def subscription_health(
         self, tenant_id: str, subscription_ids: Sequence[str], sample: int
     ) -> dict[str, SubscriptionHealth]:

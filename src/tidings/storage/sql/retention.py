@@ -12,13 +12,10 @@ from sqlalchemy import ColumnElement, Connection, delete, select, true, update
 
 from tidings.domain.deliveries import DeliveryStatus
 from tidings.storage.schema import attempts, deliveries, events, portal_sessions
-from tidings.storage.sql.database import Database
+from tidings.storage.sql.database import SQLPart
 
 
-class SQLRetention:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
+class SQLRetention(SQLPart):
     async def prune_response_bodies(self, before_ms: int, batch: int) -> int:
         old = (
             select(attempts.c.id)

@@ -8,13 +8,10 @@ from sqlalchemy import delete, insert, or_, select
 
 from tidings.storage.records import PortalSession
 from tidings.storage.schema import api_keys, portal_sessions
-from tidings.storage.sql.database import Database
+from tidings.storage.sql.database import SQLPart
 
 
-class SQLSessions:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
+class SQLSessions(SQLPart):
     async def open_session(self, session: PortalSession) -> None:
         # A session's fields are the table's columns.
         statement = insert(portal_sessions).values(dataclasses.asdict(session))

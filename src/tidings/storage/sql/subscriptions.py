@@ -21,14 +21,11 @@ from tidings.storage.rows import (
 )
 from tidings.storage.rules import subscription_changes
 from tidings.storage.schema import attempts, deliveries, lanes, subscriptions
-from tidings.storage.sql.database import Database
+from tidings.storage.sql.database import Database, SQLPart
 from tidings.storage.sql.filtering import BUMP_VERSION
 
 
-class SQLSubscriptions:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
+class SQLSubscriptions(SQLPart):
     async def insert(
         self, subscription: Subscription, secret_enc: str, headers_enc: str | None = None
     ) -> None:
