@@ -276,7 +276,6 @@ class PartitionedRetention(SQLRetention):
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
-        self._db = db
         self._held: list[Partition] | None = None
         """Events partitions past the cutoff that a kept event held back in the last
         ``drop_partitions``; None: tables are not partitioned."""
