@@ -162,10 +162,7 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=2000)
-    parser.add_argument("--subs", type=int, default=2)
-    args = parser.parse_args()
+    args = harness.command_line(__doc__, events=2000, subs=2).parse_args()
     with tempfile.TemporaryDirectory(prefix="tidings-dbcost-") as tmp:
         asyncio.run(measure(args, Path(tmp)))
 

@@ -67,16 +67,24 @@ async def fast_receiver(env: dict[str, str], log: Path) -> AsyncIterator[str]:
         yield rx
 
 
-def arguments(description: str | None, **options: float) -> argparse.ArgumentParser:
-    """A bench script's parser, with ``--db``: the databases to run on, in turn; and a
-    ``--some-option`` for each ``some_option=default``, of the default's type."""
+def command_line(description: str | None, **options: float | list[str]) -> argparse.ArgumentParser:
+    """A bench script's parser: a ``--some-option`` for each ``some_option=default``, of the
+    default's type (a list: one or more words)."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"])
     for name, default in options.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(default, list):
+            parser.add_argument(flag, nargs="+", default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
     return parser
+
+
+def arguments(description: str | None, **options: float) -> argparse.ArgumentParser:
+    """:func:`command_line` with ``--db`` first: the databases to run on, in turn."""
+    return command_line(description, db=["sqlite", "postgresql"], **options)
 
 
 def each_database(dbs: Iterable[str], tmp: Path) -> Iterator[tuple[str, Path, str]]:

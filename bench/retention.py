@@ -43,6 +43,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 from cryptography.fernet import Fernet  # noqa: E402
 from tests.support import postgres  # noqa: E402
 
+from bench import harness  # noqa: E402
 from tidings.config import Settings  # noqa: E402
 from tidings.domain.clock import now_ms  # noqa: E402
 from tidings.service import Tidings  # noqa: E402
@@ -353,10 +354,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=2_500_000)
-    parser.add_argument("--delete-seconds", type=float, default=120.0)
-    parser.add_argument("--partition-rows", type=int, default=250_000)
+    parser = harness.command_line(
+        __doc__, events=2_500_000, delete_seconds=120.0, partition_rows=250_000
+    )
     parser.add_argument(
         "--claims-by-partitions",
         action="store_true",
