@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,31 @@ async def all_gone(pids: set[int]) -> None:
     await eventually(gone, timeout=30)
 
 
+async def emit_and_receive(
+    tidings: Tidings, tenant_id: str, receiver: Receiver, numbers: range
+) -> None:
+    """Emit ``client.created`` for each of ``numbers`` (counted from 0 over the test) and
+    wait until ``/p`` has received every event so far."""
+    for n in numbers:
+        await tidings.emit(tenant_id, "client.created", {"n": n})
+    await receiver.wait_count("/p", numbers.stop, timeout=30)
+
+
+async def kill_one_and_await_its_replacement(
+    pids: set[int], running_now: Callable[[], set[int]]
+) -> None:
+    """SIGKILL the lowest of ``pids``; wait until ``running_now()`` counts as many again,
+    the killed one not among them."""
+    killed = min(pids)
+    os.kill(killed, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        now = running_now()
+        return len(now) == len(pids) and killed not in now
+
+    await eventually(replaced, timeout=30)
+
+
 async def test_worker_processes_share_the_work_and_one_killed_is_restarted(
     tmp_path: Path, receiver: Receiver, database_url: str
 ) -> None:
@@ -96,20 +122,9 @@ async def test_worker_processes_share_the_work_and_one_killed_is_restarted(
         await eventually(lambda: both_delivering(group), timeout=60)
         first = children(group)
         assert len(first) == 2
-        for n in range(10):
-            await tidings.emit(key.tenant_id, "client.created", {"n": n})
-        await receiver.wait_count("/p", 10, timeout=30)
-
-        os.kill(min(first), signal.SIGKILL)
-
-        async def replaced() -> bool:
-            now = children(group)
-            return len(now) == 2 and min(first) not in now
-
-        await eventually(replaced, timeout=30)
-        for n in range(10, 20):
-            await tidings.emit(key.tenant_id, "client.created", {"n": n})
-        await receiver.wait_count("/p", 20, timeout=30)
+        await emit_and_receive(tidings, key.tenant_id, receiver, range(10))
+        await kill_one_and_await_its_replacement(first, lambda: children(group))
+        await emit_and_receive(tidings, key.tenant_id, receiver, range(10, 20))
         assert "worker_process_exited" in group.log.read_text()
     finally:
         running = children(group)
@@ -176,21 +191,10 @@ async def test_serve_runs_workers_beside_the_api_and_stops_them_with_it(
         running = await one_worker_delivering(base, serve)
         key, _ = await tidings.create_api_key("acme", ["admin"])
         await tidings.create_subscription(key.tenant_id, receiver.url("/p"), ["client.created"])
-        for n in range(5):
-            await tidings.emit(key.tenant_id, "client.created", {"n": n})
-        await receiver.wait_count("/p", 5, timeout=30)
-
-        os.kill(min(running), signal.SIGKILL)
-
-        async def replaced() -> bool:
-            now = worker_children(serve)
-            return len(now) == 1 and not now & running
-
-        await eventually(replaced, timeout=30)
+        await emit_and_receive(tidings, key.tenant_id, receiver, range(5))
+        await kill_one_and_await_its_replacement(running, lambda: worker_children(serve))
         running = worker_children(serve)
-        for n in range(5, 10):
-            await tidings.emit(key.tenant_id, "client.created", {"n": n})
-        await receiver.wait_count("/p", 10, timeout=30)
+        await emit_and_receive(tidings, key.tenant_id, receiver, range(5, 10))
     finally:
         code = serve.stop()
         outlived = [pid for pid in running if alive(pid)]
