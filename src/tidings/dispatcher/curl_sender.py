@@ -104,14 +104,14 @@ class CurlSender:
         self._max_connections = options.max_connections
         self._closing = False
         self._woken = False
-        self._thread = self._start_engine()
+        self._engine, self._thread = self._start_engine()
 
-    def _start_engine(self) -> threading.Thread:
+    def _start_engine(self) -> tuple[_Engine, threading.Thread]:
         self._woken = False  # a dead thread may have left it set with its byte unread
         engine = _Engine(self, self._max_connections)
         thread = threading.Thread(target=engine.run, name="tidings-curl", daemon=True)
         thread.start()
-        return thread
+        return engine, thread
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> AttemptResult:
         started = time.perf_counter()
@@ -140,10 +140,16 @@ class CurlSender:
         return await job.future
 
     def _ensure_engine(self) -> None:
-        """A bug that kills the thread fails what it held; the next POST starts another."""
-        if not self._thread.is_alive():
+        """A bug that kills the thread fails what it held; the next POST starts another.
+
+        Called after the job is queued, and decided by ``_Engine.dead``, which the engine
+        sets before it drains the queue: a job queued before the flag was set is failed by
+        that drain, one after is taken by the new engine. (The thread's liveness would not
+        do: it lives on for a moment after failing what it held, and a job queued then was
+        taken by nobody.)"""
+        if self._engine.dead:
             log.error("curl_engine_restarted")
-            self._thread = self._start_engine()
+            self._engine, self._thread = self._start_engine()
 
     async def close(self) -> None:
         if self._closing:
@@ -257,6 +263,8 @@ class _Engine:
         self._running: dict[int, tuple[pycurl.Curl, _Job]] = {}
         self._idle: list[pycurl.Curl] = []
         self._stopping = False
+        self.dead = False
+        """Set once the thread has stopped taking jobs (see ``CurlSender._ensure_engine``)."""
 
     def run(self) -> None:
         try:
@@ -269,6 +277,7 @@ class _Engine:
 
     def _abandon(self) -> None:
         """Whatever is unfinished fails as a connection error (retried as usual)."""
+        self.dead = True
         unfinished = [job for _, job in self._running.values()]
         for handle, job in self._running.values():
             self._multi.remove_handle(handle)
