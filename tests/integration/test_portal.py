@@ -278,6 +278,14 @@ async def test_redeliver_all_failed_since_a_time(start_api: Any, receiver: Recei
         assert not any(old["id"].encode() in body for body in redelivered)
 
 
+async def test_both_recover_forms_need_a_since(api: Api, operator: Browser) -> None:
+    sub = await subscribe(api, await admin_headers(api), "http://127.0.0.1:9/x", "*")
+    for path in ("/portal/recover", f"/portal/subscriptions/{sub['id']}/recover"):
+        response = await operator.post(path, {"since": ""})
+        assert response.status_code == 400, path
+        assert "since: pick the time to recover failed deliveries from" in response.text
+
+
 def _clock_past(epoch_seconds: float) -> Callable[[], Awaitable[bool]]:
     async def passed() -> bool:
         return time.time() >= epoch_seconds

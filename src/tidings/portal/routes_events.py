@@ -17,6 +17,7 @@ from tidings.portal.web import (
     checked_form,
     field,
     parse_utc,
+    recovery_since,
     render,
     see_other,
     tidings_of,
@@ -117,9 +118,7 @@ async def redeliver(request: Request, event_id: str, who: Manager) -> Response:
 async def recover_all(request: Request, who: Manager) -> Response:
     """Queue again every failed delivery since a time, to one or every subscription."""
     form = await checked_form(request, who)
-    since = parse_utc(field(form, "since"), "since")
-    if since is None:
-        raise PortalError(400, "since: pick the time to recover failed deliveries from")
+    since = recovery_since(form)
     subscription = field(form, "subscription") or None
     count = await tidings_of(request).store.reports.recover_failed(
         who.tenant_id, since, subscription

@@ -32,7 +32,7 @@ from tidings.portal.web import (
     SignedIn,
     checked_form,
     field,
-    parse_utc,
+    recovery_since,
     render,
     see_other,
     tidings_of,
@@ -430,9 +430,7 @@ async def send_test(request: Request, subscription_id: str, who: Manager) -> Res
 async def recover(request: Request, subscription_id: str, who: Manager) -> Response:
     form = await checked_form(request, who)
     sub = await _owned(request, who, subscription_id)
-    since = parse_utc(field(form, "since"), "since")
-    if since is None:
-        raise PortalError(400, "since: pick the time to recover failed deliveries from")
+    since = recovery_since(form)
     count = await tidings_of(request).store.reports.recover_failed(who.tenant_id, since, sub.id)
     return see_other(f"/portal/subscriptions/{sub.id}?recovered={count}")
 

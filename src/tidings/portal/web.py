@@ -178,6 +178,14 @@ def parse_utc(text: str, name: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
+def recovery_since(form: FormData) -> int:
+    """The form's required ``since``: failed deliveries from then on are queued again."""
+    since = parse_utc(field(form, "since"), "since")
+    if since is None:
+        raise PortalError(400, "since: pick the time to recover failed deliveries from")
+    return since
+
+
 async def render(
     request: Request,
     who: Viewer | None,
