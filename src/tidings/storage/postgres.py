@@ -513,11 +513,12 @@ _TAKE = f"""
                 WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
                 ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c))
         RETURNING id, subscription_id, attempts, ordering_key, paused_ms, event_seq, due_ms),
-    lane AS (
+    lane AS MATERIALIZED (
         SELECT lane.sub, least(
-            (SELECT min(due_ms) FROM deliveries
+            (SELECT due_ms FROM deliveries
              WHERE subscription_id = lane.sub AND {CLAIMABLE}
-               AND id <> ALL(ARRAY(SELECT id FROM taken))),
+               AND id <> ALL(ARRAY(SELECT id FROM taken))
+             ORDER BY due_ms LIMIT 1),
             (SELECT min(due_ms) FROM taken WHERE taken.subscription_id = lane.sub)) AS next_due
         FROM unnest($6::text[]) AS lane(sub))
     SELECT lane.sub AS lane, lane.next_due, {q.DETAILS_COLUMNS}
@@ -530,7 +531,10 @@ _TAKE = f"""
 it is once they are taken (``after_claim``'s ``next_pending_ms``, leases included), with
 the details of each delivery taken (a row per delivery; one row with no delivery for a
 lane that gave none). All parts of a statement see one snapshot, in which the taken rows
-still have their old due time: hence the two halves of ``least``.
+still have their old due time: hence the two halves of ``least``. ``lane`` is
+``MATERIALIZED``: inlined, PostgreSQL ran its two subqueries again for every row of the
+join (a claim of a hundred deliveries from a deep backlog took a third of the throughput;
+``bench/backlog.py``).
 
 The ids go through an array so the planner fetches the rows by primary key: joining the
 subquery instead, it cannot know how few rows ``LIMIT plan.n`` gives and hashes the table."""
