@@ -374,16 +374,16 @@ class PostgresQueue(SQLQueue):
             states = await _lane_states(conn, found, now)
             plan = request.plan([state.lane(now) for state in states])
             wanted = {sub: n for sub, n in plan.items() if n > 0}
-            rows = await conn.fetch(
-                _TAKE,
-                list(wanted),
-                list(wanted.values()),
-                now + request.lease_ms,
-                token,
-                now,
-                [s.subscription_id for s in states],
-            )
-            took, next_due = _tally(rows)
+            taken = []
+            if wanted:
+                lease_until = now + request.lease_ms
+                taken = await conn.fetch(
+                    _TAKE, list(wanted), list(wanted.values()), lease_until, token, now
+                )
+            took: dict[str, int] = {}
+            for row in taken:
+                took[row["subscription_id"]] = took.get(row["subscription_id"], 0) + 1
+            next_due = dict(await conn.fetch(_NEXT_DUE, [s.subscription_id for s in states]))
             updates = [
                 s.after_claim(took.get(s.subscription_id, 0), now, next_due.get(s.subscription_id))
                 for s in states
@@ -396,7 +396,10 @@ class PostgresQueue(SQLQueue):
                 [u.next_due_ms for u in updates],
                 now,
             )
-        return claimed_deliveries([row for row in rows if row["id"] is not None], token)
+            if not taken:
+                return []
+            rows = await conn.fetch(_DETAILS, [row["id"] for row in taken])
+        return claimed_deliveries(rows, token)
 
     @translated
     async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
@@ -452,17 +455,6 @@ class PostgresQueue(SQLQueue):
         return await self._pg.write(tx)
 
 
-def _tally(rows: Sequence[asyncpg.Record]) -> tuple[dict[str, int], dict[str, int | None]]:
-    """From ``_TAKE``'s rows: how many deliveries each lane gave, and its next due time."""
-    took: dict[str, int] = {}
-    next_due: dict[str, int | None] = {}
-    for row in rows:
-        next_due[row["lane"]] = row["next_due"]
-        if row["id"] is not None:
-            took[row["lane"]] = took.get(row["lane"], 0) + 1
-    return took, next_due
-
-
 async def _lane_states(
     conn: asyncpg.Connection, found: Sequence[asyncpg.Record], now: int
 ) -> list[LaneState]:
@@ -505,45 +497,28 @@ _LEASED = f"""
     GROUP BY subscription_id
 """
 _TAKE = f"""
-    WITH taken AS (
-        UPDATE deliveries SET due_ms = $3, claim_token = $4
-        WHERE id = ANY(ARRAY(
-            SELECT c.id FROM unnest($1::text[], $2::int[]) AS plan(sub, n) CROSS JOIN LATERAL (
-                SELECT id FROM deliveries
-                WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
-                ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c))
-        RETURNING id, subscription_id, attempts, ordering_key, paused_ms, event_seq, due_ms),
-    lane AS MATERIALIZED (
-        SELECT lane.sub, least(
-            (SELECT due_ms FROM deliveries
-             WHERE subscription_id = lane.sub AND {CLAIMABLE}
-               AND id <> ALL(ARRAY(SELECT id FROM taken))
-             ORDER BY due_ms LIMIT 1),
-            (SELECT min(due_ms) FROM taken WHERE taken.subscription_id = lane.sub)) AS next_due
-        FROM unnest($6::text[]) AS lane(sub))
-    SELECT lane.sub AS lane, lane.next_due, {q.DETAILS_COLUMNS}
-    FROM lane LEFT JOIN taken AS d ON d.subscription_id = lane.sub
-    LEFT JOIN events AS e ON e.seq = d.event_seq
-    LEFT JOIN subscriptions AS s ON s.id = d.subscription_id
+    UPDATE deliveries SET due_ms = $3, claim_token = $4
+    WHERE id = ANY(ARRAY(
+        SELECT c.id FROM unnest($1::text[], $2::int[]) AS plan(sub, n) CROSS JOIN LATERAL (
+            SELECT id FROM deliveries
+            WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
+            ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c))
+    RETURNING id, subscription_id
 """
-"""One round trip: take up to ``$2`` due deliveries of each planned lane ``$1`` (leased to
-``$4`` until ``$3``), and return, for every lane looked at (``$6``), its next due time as
-it is once they are taken (``after_claim``'s ``next_pending_ms``, leases included), with
-the details of each delivery taken (a row per delivery; one row with no delivery for a
-lane that gave none). All parts of a statement see one snapshot, in which the taken rows
-still have their old due time: hence the two halves of ``least``. ``lane`` is
-``MATERIALIZED``: inlined, PostgreSQL ran its two subqueries again for every row of the
-join (a claim of a hundred deliveries from a deep backlog took a third of the throughput;
-``bench/backlog.py``).
-
-The ids go through an array so the planner fetches the rows by primary key: joining the
+"""The ids go through an array so the planner fetches the rows by primary key: joining the
 subquery instead, it cannot know how few rows ``LIMIT plan.n`` gives and hashes the table."""
+_NEXT_DUE = f"""
+    SELECT lane.sub, (SELECT min(due_ms) FROM deliveries
+                      WHERE subscription_id = lane.sub AND {CLAIMABLE})
+    FROM unnest($1::text[]) AS lane(sub)
+"""
 _UPDATE_LANES = """
     UPDATE lanes SET served_ms = coalesce(u.served, lanes.served_ms), tokens = u.tokens,
                      tokens_ms = $5, next_due_ms = u.due
     FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::bigint[]) AS u(sub, served, tokens, due)
     WHERE lanes.subscription_id = u.sub
 """
+_DETAILS = q.DETAILS.format(ids="d.id = ANY($1::bigint[])")
 _ENABLED = q.ENABLED.format(ids="id = ANY($1::text[])")
 _INSERT_ATTEMPT = Statement(q.INSERT_ATTEMPT)
 _RECORD_COLUMNS = ("b_id", "b_token", "b_status", "b_attempt", "b_due", "b_code", "b_now")

@@ -51,20 +51,15 @@ UPDATE_LANE = """
                      tokens_ms = :now, next_due_ms = :due
     WHERE subscription_id = :sub
 """
-DETAILS_COLUMNS = """
-    d.id, d.attempts, d.ordering_key, d.paused_ms, d.subscription_id,
-    e.id AS event_id, e.tenant_id, e.created_ms, e.body, e.trace_context,
-    s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
-    s.max_concurrency, s.rate_limit, s.signature_scheme, s.retry_policy, s.headers_enc,
-    s.propagate_trace, s.transformation, e.type AS event_type
-"""
-"""What ``claimed_deliveries`` reads, from a delivery ``d``, its event ``e`` and its
-subscription ``s``."""
-DETAILS = f"""
-    SELECT {DETAILS_COLUMNS}
+DETAILS = """
+    SELECT d.id, d.attempts, d.ordering_key, d.paused_ms, d.subscription_id,
+           e.id AS event_id, e.tenant_id, e.created_ms, e.body, e.trace_context,
+           s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
+           s.max_concurrency, s.rate_limit, s.signature_scheme, s.retry_policy, s.headers_enc,
+           s.propagate_trace, s.transformation, e.type AS event_type
     FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
     JOIN subscriptions AS s ON s.id = d.subscription_id
-    WHERE {{ids}}
+    WHERE {ids}
 """
 ENABLED = "SELECT id, enabled FROM subscriptions WHERE {ids}"
 INSERT_ATTEMPT = """
