@@ -358,6 +358,8 @@ class Tidings:
         different request it raises IdempotencyConflict. ``ordering_key`` orders the event among
         those of its key on FIFO subscriptions; it is stored, not delivered.
         """
+        if idempotency_key == "":
+            raise Invalid("Idempotency-Key", "Idempotency-Key must not be empty")
         tracing = self.tracing
         if tracing is None:
             draft = self.draft_event(tenant_id, event_type, payload, metadata, ordering_key)

@@ -11,6 +11,7 @@ from tests.conftest import Api
 from tests.integration.test_api_errors import assert_error
 from tests.integration.test_delivery import subscribe
 from tests.support.receiver import Receiver
+from tidings.service import Invalid
 from tidings_crm.event_types import EVENT_TYPES
 
 pytestmark = pytest.mark.asyncio
@@ -55,6 +56,21 @@ async def test_idempotency_key_returns_the_same_event(api: Api) -> None:
     assert changed.json()["error"]["code"] == "idempotency_conflict"
     listed = await api.client.get("/api/v1/events", headers=headers)
     assert [e["id"] for e in listed.json()] == [first.json()["id"]]
+
+
+async def test_an_empty_idempotency_key_is_refused_not_shared(api: Api) -> None:
+    """Sent empty (a template whose variable was blank), a key would make every such emit
+    a replay of the first: each is refused instead, and nothing is stored."""
+    headers = {**await api.key(), "Idempotency-Key": ""}
+    for payload in ({"n": 1}, {"n": 2}):
+        body = {"type": "client.created", "payload": payload}
+        refused = await api.client.post("/api/v1/events", json=body, headers=headers)
+        assert_error(refused, 422, "validation_error")
+    assert (await api.client.get("/api/v1/events", headers=headers)).json() == []
+    tenant = await api.tidings.authenticate(headers["X-Api-Key"])
+    assert tenant is not None
+    with pytest.raises(Invalid, match="Idempotency-Key must not be empty"):
+        await api.tidings.emit(tenant.tenant_id, "client.created", {}, idempotency_key="")
 
 
 async def test_concurrent_emits_with_one_key_store_one_event(api: Api) -> None:

@@ -132,6 +132,7 @@ REQUESTS: list[tuple[str, Any, dict[str, str], str]] = [
     ("far too deep", {"type": "client.created", "payload": DEEPER}, {"X-Api-Key": "admin"}, ""),
     ("unknown query", VALID, {"X-Api-Key": "admin"}, "?dry=1"),
     ("long idempotency key", VALID, {"X-Api-Key": "admin", "Idempotency-Key": "k" * 256}, ""),
+    ("empty idempotency key", VALID, {"X-Api-Key": "admin", "Idempotency-Key": ""}, ""),
     ("bad key and bad body", {"type": ""}, {"X-Api-Key": "tdg_nope"}, ""),
 ]
 

@@ -103,8 +103,8 @@ class FastEmit(HttpMiddleware):
 def _plain_emit_headers(scope: Scope) -> dict[bytes, str] | None:
     """The headers the fast path reads, if this is an emit it may take: the method and
     path, no query string, a JSON body, each header it reads present at most once and an
-    ``Idempotency-Key`` within the route's limit (a longer one: FastAPI's 422). None
-    otherwise."""
+    ``Idempotency-Key`` within the route's limits (an empty or longer one: FastAPI's 422).
+    None otherwise."""
     if scope["method"] != "POST" or _route_path(scope) != EMIT_PATH or scope.get("query_string"):
         return None
     wanted: dict[bytes, str] = {}
@@ -119,7 +119,8 @@ def _plain_emit_headers(scope: Scope) -> dict[bytes, str] | None:
             wanted[name] = value.decode("latin-1")
     if not parsed_as_json(content_type):
         return None
-    if len(wanted.get(b"idempotency-key", "")) > IDEMPOTENCY_KEY_LIMIT:
+    key = wanted.get(b"idempotency-key")
+    if key is not None and not 0 < len(key) <= IDEMPOTENCY_KEY_LIMIT:
         return None
     return wanted
 

@@ -50,12 +50,15 @@ async def emit_event(
     request: EmitEvent,
     key: EventsWriter,
     tidings: TidingsDep,
-    idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_LIMIT)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=IDEMPOTENCY_KEY_LIMIT)
+    ] = None,
 ) -> Response:
     """Store an event and deliver it to every matching subscription.
 
     Retrying with the same ``Idempotency-Key`` returns the original event (with
-    ``Idempotent-Replayed: true``); reusing a key for a different event is a 409.
+    ``Idempotent-Replayed: true``); reusing a key for a different event is a 409. An empty
+    key is refused (422), not taken as one key shared by every emit that sends it empty.
     """
     event, created = await tidings.emit(
         key.tenant_id,
