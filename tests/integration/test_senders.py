@@ -219,6 +219,67 @@ async def test_a_crashed_curl_engine_fails_its_transfers_and_starts_again(
         await sender.close()
 
 
+async def test_a_post_queued_as_the_curl_engine_dies_is_sent_by_the_next_one(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine dies between a POST being queued and taken: no later POST is needed for
+    a new engine to take it."""
+    from tidings.dispatcher import curl_sender
+
+    taking = curl_sender._Engine._take_jobs
+    crashes = []
+
+    def crash_once(engine: Any) -> None:
+        if not crashes:
+            crashes.append(engine)
+            raise RuntimeError("a bug")
+        taking(engine)
+
+    sender = CurlSender(SenderOptions(10.0, 10))
+    try:
+        warm = await sender.post(receiver.url("/warm"), b"{}", {})  # the engine waits for work
+        assert warm.status_code == 200
+        monkeypatch.setattr(curl_sender._Engine, "_take_jobs", crash_once)
+        async with asyncio.timeout(5):
+            result = await sender.post(receiver.url("/queued"), b"{}", {})
+        assert result.status_code == 200, result.error
+        assert len(crashes) == 1
+    finally:
+        await sender.close()
+
+
+async def test_an_engine_that_dies_at_once_fails_the_post_and_is_not_restarted_in_a_loop(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidings.dispatcher import curl_sender
+
+    taking = curl_sender._Engine._take_jobs
+    engines: list[Any] = []
+
+    def crash(engine: Any) -> None:
+        engines.append(engine)
+        raise RuntimeError("a bug")
+
+    sender = CurlSender(SenderOptions(10.0, 10))
+    try:
+        warm = await sender.post(receiver.url("/warm"), b"{}", {})  # the engine waits for work
+        assert warm.status_code == 200
+        monkeypatch.setattr(curl_sender._Engine, "_take_jobs", crash)
+        async with asyncio.timeout(5):
+            failed = await sender.post(receiver.url("/doomed"), b"{}", {})
+        assert (failed.failure, failed.error) == (
+            Failure.CONNECTION,
+            "curl error 42: sender stopped",
+        )
+        await asyncio.sleep(0.2)  # a restart loop would go on starting engines meanwhile
+        assert len(engines) == 2  # the first engine, and one replacement
+        monkeypatch.setattr(curl_sender._Engine, "_take_jobs", taking)
+        again = await sender.post(receiver.url("/after"), b"{}", {})
+        assert again.status_code == 200
+    finally:
+        await sender.close()
+
+
 async def test_curl_remembers_short_urls_only(receiver: Receiver) -> None:
     """Converted URLs are cached per sender; a long one (a transformation may set a new one
     on every event) is converted each time, so the cache stays small."""

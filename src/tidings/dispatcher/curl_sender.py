@@ -32,7 +32,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -106,9 +106,9 @@ class CurlSender:
         self._woken = False
         self._engine, self._thread = self._start_engine()
 
-    def _start_engine(self) -> tuple[_Engine, threading.Thread]:
+    def _start_engine(self, *, replacing: bool = False) -> tuple[_Engine, threading.Thread]:
         self._woken = False  # a dead thread may have left it set with its byte unread
-        engine = _Engine(self, self._max_connections)
+        engine = _Engine(self, self._max_connections, replacing=replacing)
         thread = threading.Thread(target=engine.run, name="tidings-curl", daemon=True)
         thread.start()
         return engine, thread
@@ -131,25 +131,46 @@ class CurlSender:
             return unanswered(started, f"blocked: {exc}", Failure.BLOCKED)
         except (OSError, ValueError) as exc:  # UnicodeError is a ValueError
             return unanswered(started, f"{type(exc).__name__}: {exc}", Failure.CONNECTION)
+        if self._closing:  # closed while the name was resolved: the wake pipe may be gone
+            return unanswered(started, "the sender is closed", Failure.CONNECTION)
         lines = [f"{name}: {value}" for name, value in headers.items()]
         lines += ["Content-Type: application/json", f"User-Agent: {USER_AGENT}", "Expect:"]
         job = _Job(url, body, lines, pinned, self._loop.create_future(), started)
         self._jobs.put(job)
-        self._ensure_engine()
+        self._restart_if_dead()
         self._wake()
         return await job.future
 
-    def _ensure_engine(self) -> None:
-        """A bug that kills the thread fails what it held; the next POST starts another.
-
-        Called after the job is queued, and decided by ``_Engine.dead``, which the engine
-        sets before it drains the queue: a job queued before the flag was set is failed by
-        that drain, one after is taken by the new engine. (The thread's liveness would not
-        do: it lives on for a moment after failing what it held, and a job queued then was
-        taken by nobody.)"""
-        if self._engine.dead:
+    def _restart_if_dead(self, *, replacing: bool = False) -> None:
+        """A bug that kills the engine fails what it held; what is queued then is taken by
+        a new engine, started by the next POST or, if jobs wait already, by the dying
+        engine's call (``_engine_died``). On the event loop only, so never two at once;
+        never while closing (``close`` fails what is left)."""
+        if self._engine.dead and not self._closing:
             log.error("curl_engine_restarted")
-            self._engine, self._thread = self._start_engine()
+            self._engine, self._thread = self._start_engine(replacing=replacing)
+
+    def _engine_died(self, engine: _Engine) -> None:
+        """Called by an engine a bug killed, once it has failed what it held. Jobs queued
+        meanwhile were taken by nobody: a new engine takes them, unless ``engine`` was
+        itself such a replacement and died before taking any (a bug that kills every
+        engine at once): then they fail, and the next POST tries again. So a broken engine
+        is started at most twice per batch of POSTs, never in a loop."""
+        if engine is not self._engine or self._jobs.empty():
+            return
+        if engine.replacing and not engine.took_jobs:
+            self._fail_queued()
+        else:
+            self._restart_if_dead(replacing=True)
+
+    def _fail_queued(self) -> None:
+        """Fail what no engine will take (on the event loop, with no engine running)."""
+        left = []
+        while not self._jobs.empty():
+            job = self._jobs.get_nowait()
+            if job is not None:
+                left.append((job, 0, pycurl.E_ABORTED_BY_CALLBACK, "sender stopped"))
+        self._finished(left)
 
     async def close(self) -> None:
         if self._closing:
@@ -159,12 +180,7 @@ class CurlSender:
         self._woken = False
         self._wake()
         await asyncio.to_thread(self._thread.join)
-        left = []
-        while not self._jobs.empty():
-            job = self._jobs.get_nowait()
-            if job is not None:
-                left.append((job, 0, pycurl.E_ABORTED_BY_CALLBACK, "sender stopped"))
-        self._finished(left)
+        self._fail_queued()
         os.close(self._wake_read)
         os.close(self._wake_write)
         if self._guard is not None:
@@ -251,8 +267,11 @@ class _Engine:
     """The thread: libcurl's socket interface under one selector, with a pipe that wakes it
     when the event loop hands over work."""
 
-    def __init__(self, owner: CurlSender, max_connections: int) -> None:
+    def __init__(self, owner: CurlSender, max_connections: int, *, replacing: bool) -> None:
         self._owner = owner
+        self.replacing = replacing
+        """Started by ``CurlSender._engine_died`` to take what a dead engine left queued."""
+        self.took_jobs = False
         self._selector = selectors.DefaultSelector()
         self._selector.register(owner._wake_read, selectors.EVENT_READ, None)
         self._multi = pycurl.CurlMulti()
@@ -264,40 +283,47 @@ class _Engine:
         self._idle: list[pycurl.Curl] = []
         self._stopping = False
         self.dead = False
-        """Set once the thread has stopped taking jobs (see ``CurlSender._ensure_engine``)."""
+        """Set once the thread takes no more jobs (see ``CurlSender._restart_if_dead``)."""
 
     def run(self) -> None:
+        crashed = False
         try:
+            self._take_jobs()  # queued before this engine started (after another died)
             while not self._stopping:
                 self._step()
         except Exception:
             log.exception("curl_engine_failed")
+            crashed = True
         finally:
-            self._abandon()
+            self.dead = True
+            try:
+                self._abandon()
+            finally:
+                if crashed:
+                    self._tell_loop(self._owner._engine_died, self)
 
     def _abandon(self) -> None:
-        """Whatever is unfinished fails as a connection error (retried as usual)."""
-        self.dead = True
+        """What this engine held fails as a connection error (retried as usual). The queue
+        is left alone: what waits there is for the next engine, or for ``close``."""
         unfinished = [job for _, job in self._running.values()]
         for handle, job in self._running.values():
-            self._multi.remove_handle(handle)
-            handle.close()
+            with contextlib.suppress(Exception):  # one broken handle must not keep the rest
+                self._multi.remove_handle(handle)
+                handle.close()
             for made in job.sockets:
                 made.close()
-        while True:
-            try:
-                queued = self._owner._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if queued is not None:
-                unfinished.append(queued)
-        for handle in self._idle:
-            handle.close()
-        self._multi.close()
-        self._selector.close()
+        with contextlib.suppress(Exception):
+            for handle in self._idle:
+                handle.close()
+            self._multi.close()
+            self._selector.close()
         aborted = [(job, 0, pycurl.E_ABORTED_BY_CALLBACK, "sender stopped") for job in unfinished]
-        if aborted and not self._owner._loop.is_closed():
-            self._owner._loop.call_soon_threadsafe(self._owner._finished, aborted)
+        if aborted:
+            self._tell_loop(self._owner._finished, aborted)
+
+    def _tell_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        if not self._owner._loop.is_closed():
+            self._owner._loop.call_soon_threadsafe(callback, *args)
 
     def _step(self) -> None:
         timeout = None
@@ -333,14 +359,17 @@ class _Engine:
             if job is None:
                 self._stopping = True
                 continue
-            handle = self._idle.pop() if self._idle else self._new_handle()
+            self.took_jobs = True
+            handle: pycurl.Curl | None = None
             try:
+                handle = self._idle.pop() if self._idle else self._new_handle()
                 self._configure(handle, job)
                 self._multi.add_handle(handle)
             except Exception as exc:  # this job's fault (an option libcurl refuses): fail it
-                handle.close()
+                if handle is not None:
+                    handle.close()
                 failed = [(job, 0, pycurl.E_BAD_FUNCTION_ARGUMENT, f"{type(exc).__name__}: {exc}")]
-                self._owner._loop.call_soon_threadsafe(self._owner._finished, failed)
+                self._tell_loop(self._owner._finished, failed)
                 continue
             self._running[id(handle)] = (handle, job)
 
@@ -398,25 +427,30 @@ class _Engine:
 
     def _collect(self) -> None:
         done: list[tuple[_Job, int, int, str]] = []
-        while True:
-            queued, succeeded, failed = self._multi.info_read()
-            for handle in succeeded:
-                done.append(self._release(handle, 0, ""))
-            for handle, errno, message in failed:
-                done.append(self._release(handle, errno, message))
-            if not queued:
-                break
-        if done:
-            self._owner._loop.call_soon_threadsafe(self._owner._finished, done)
+        try:
+            while True:
+                queued, succeeded, failed = self._multi.info_read()
+                for handle in succeeded:
+                    done.append(self._release(handle, 0, ""))
+                for handle, errno, message in failed:
+                    done.append(self._release(handle, errno, message))
+                if not queued:
+                    break
+        finally:  # if a release fails, those before it are answered all the same
+            if done:
+                self._tell_loop(self._owner._finished, done)
 
     def _release(self, handle: pycurl.Curl, errno: int, message: str) -> tuple[_Job, int, int, str]:
-        _, job = self._running.pop(id(handle))
+        """A finished transfer's job and result; the job leaves ``_running`` last, so one
+        whose release fails is still failed by ``_abandon``."""
+        job = self._running[id(handle)][1]
         for made in job.sockets:
             made.close()
         status = int(handle.getinfo(pycurl.RESPONSE_CODE))
         self._multi.remove_handle(handle)
         for callback in (pycurl.WRITEFUNCTION, pycurl.HEADERFUNCTION, pycurl.OPENSOCKETFUNCTION):
             handle.unsetopt(callback)  # an idle handle keeps no finished job alive
+        del self._running[id(handle)]
         self._idle.append(handle)
         return job, status, errno, message
 
