@@ -358,7 +358,7 @@ class Tidings:
         different request it raises IdempotencyConflict. ``ordering_key`` orders the event among
         those of its key on FIFO subscriptions; it is stored, not delivered.
         """
-        if idempotency_key == "":
+        if idempotency_key is not None and not idempotency_key.strip():
             raise Invalid("Idempotency-Key", "Idempotency-Key must not be empty")
         tracing = self.tracing
         if tracing is None:

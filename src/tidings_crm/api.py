@@ -186,7 +186,7 @@ class SignAgreement(Model):
 
 # --- running actions ----------------------------------------------------------------
 
-IdempotencyKey = Annotated[str | None, Header(max_length=255)]
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=255)]
 Writer = Depends(require("events:write"))
 Reader = Depends(require("events:read"))
 

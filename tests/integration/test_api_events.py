@@ -69,8 +69,13 @@ async def test_an_empty_idempotency_key_is_refused_not_shared(api: Api) -> None:
     assert (await api.client.get("/api/v1/events", headers=headers)).json() == []
     tenant = await api.tidings.authenticate(headers["X-Api-Key"])
     assert tenant is not None
-    with pytest.raises(Invalid, match="Idempotency-Key must not be empty"):
-        await api.tidings.emit(tenant.tenant_id, "client.created", {}, idempotency_key="")
+    for blank in ("", "  "):
+        with pytest.raises(Invalid, match="Idempotency-Key must not be empty"):
+            await api.tidings.emit(tenant.tenant_id, "client.created", {}, idempotency_key=blank)
+    spec = (await api.client.get("/openapi.json")).json()
+    emit = spec["paths"]["/api/v1/events"]["post"]
+    [header] = [p for p in emit["parameters"] if p["name"].lower() == "idempotency-key"]
+    assert header["schema"]["anyOf"][0]["minLength"] == 1
 
 
 async def test_concurrent_emits_with_one_key_store_one_event(api: Api) -> None:

@@ -47,6 +47,9 @@ async def test_emit_with_idempotency_key_returns_the_same_event(client: AsyncCli
     with pytest.raises(TidingsError) as reused:
         await client.events.emit("client.created", {"clientId": "cli_2"}, idempotency_key="k-1")
     assert (reused.value.status, reused.value.code) == (409, "idempotency_conflict")
+    with pytest.raises(TidingsError) as blank:  # sent, not dropped: a retry would duplicate
+        await client.events.emit("client.created", {"clientId": "cli_3"}, idempotency_key="")
+    assert blank.value.status == 422
 
 
 async def test_iter_walks_every_page_in_order(client: AsyncClient) -> None:

@@ -227,7 +227,7 @@ async def test_a_post_queued_as_the_curl_engine_dies_is_sent_by_the_next_one(
     from tidings.dispatcher import curl_sender
 
     taking = curl_sender._Engine._take_jobs
-    crashes = []
+    crashes: list[Any] = []
 
     def crash_once(engine: Any) -> None:
         if not crashes:

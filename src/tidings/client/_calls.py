@@ -142,7 +142,7 @@ def emit_event(
 ) -> Call[Event]:
     """Emit an event. Retrying with the same ``idempotency_key`` returns the same event;
     FIFO subscriptions get the events of one ``ordering_key`` one at a time, in order."""
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
     body = drop_none(type=type, payload=payload, metadata=metadata, ordering_key=ordering_key)
     return Call("POST", path("events"), one(Event.from_dict), body=body, headers=headers)
 
