@@ -5,6 +5,7 @@ connection failures as results (never exceptions), and the SSRF guard on every a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -180,6 +181,23 @@ async def test_names_connect_only_to_the_checked_address(
     assert (bad.status_code, bad.failure) == (None, Failure.BLOCKED)
 
 
+STOPPED = (Failure.CONNECTION, "curl error 42: sender stopped")
+"""What a POST that a dying or closing curl engine leaves unfinished answers."""
+
+
+@contextlib.asynccontextmanager
+async def idle_curl_sender(receiver: Receiver) -> AsyncIterator[CurlSender]:
+    """A curl sender whose engine has sent one POST and waits for work: a method patched
+    now runs at its next wake, not in a call already under way."""
+    sender = CurlSender(SenderOptions(10.0, 10))
+    try:
+        warm = await sender.post(receiver.url("/warm"), b"{}", {})
+        assert warm.status_code == 200
+        yield sender
+    finally:
+        await sender.close()
+
+
 async def test_a_crashed_curl_engine_fails_its_transfers_and_starts_again(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,10 +225,7 @@ async def test_a_crashed_curl_engine_fails_its_transfers_and_starts_again(
         sender._wake()
         async with asyncio.timeout(5):
             failed = await pending
-        assert (failed.failure, failed.error) == (
-            Failure.CONNECTION,
-            "curl error 42: sender stopped",
-        )
+        assert (failed.failure, failed.error) == STOPPED
         monkeypatch.setattr(curl_sender._Engine, "_step", working)
         again = await sender.post(receiver.url("/after"), b"{}", {})
         assert again.status_code == 200
@@ -235,17 +250,12 @@ async def test_a_post_queued_as_the_curl_engine_dies_is_sent_by_the_next_one(
             raise RuntimeError("a bug")
         taking(engine)
 
-    sender = CurlSender(SenderOptions(10.0, 10))
-    try:
-        warm = await sender.post(receiver.url("/warm"), b"{}", {})  # the engine waits for work
-        assert warm.status_code == 200
+    async with idle_curl_sender(receiver) as sender:
         monkeypatch.setattr(curl_sender._Engine, "_take_jobs", crash_once)
         async with asyncio.timeout(5):
             result = await sender.post(receiver.url("/queued"), b"{}", {})
         assert result.status_code == 200, result.error
         assert len(crashes) == 1
-    finally:
-        await sender.close()
 
 
 async def test_an_engine_that_dies_at_once_fails_the_post_and_is_not_restarted_in_a_loop(
@@ -260,24 +270,16 @@ async def test_an_engine_that_dies_at_once_fails_the_post_and_is_not_restarted_i
         engines.append(engine)
         raise RuntimeError("a bug")
 
-    sender = CurlSender(SenderOptions(10.0, 10))
-    try:
-        warm = await sender.post(receiver.url("/warm"), b"{}", {})  # the engine waits for work
-        assert warm.status_code == 200
+    async with idle_curl_sender(receiver) as sender:
         monkeypatch.setattr(curl_sender._Engine, "_take_jobs", crash)
         async with asyncio.timeout(5):
             failed = await sender.post(receiver.url("/doomed"), b"{}", {})
-        assert (failed.failure, failed.error) == (
-            Failure.CONNECTION,
-            "curl error 42: sender stopped",
-        )
+        assert (failed.failure, failed.error) == STOPPED
         await asyncio.sleep(0.2)  # a restart loop would go on starting engines meanwhile
         assert len(engines) == 2  # the first engine, and one replacement
         monkeypatch.setattr(curl_sender._Engine, "_take_jobs", taking)
         again = await sender.post(receiver.url("/after"), b"{}", {})
         assert again.status_code == 200
-    finally:
-        await sender.close()
 
 
 async def test_curl_remembers_short_urls_only(receiver: Receiver) -> None:

@@ -169,8 +169,8 @@ class CurlSender:
         while not self._jobs.empty():
             job = self._jobs.get_nowait()
             if job is not None:
-                left.append((job, 0, pycurl.E_ABORTED_BY_CALLBACK, "sender stopped"))
-        self._finished(left)
+                left.append(job)
+        self._finished(_stopped(left))
 
     async def close(self) -> None:
         if self._closing:
@@ -309,6 +309,7 @@ class _Engine:
         for handle, job in self._running.values():
             with contextlib.suppress(Exception):  # one broken handle must not keep the rest
                 self._multi.remove_handle(handle)
+            with contextlib.suppress(Exception):
                 handle.close()
             for made in job.sockets:
                 made.close()
@@ -317,9 +318,8 @@ class _Engine:
                 handle.close()
             self._multi.close()
             self._selector.close()
-        aborted = [(job, 0, pycurl.E_ABORTED_BY_CALLBACK, "sender stopped") for job in unfinished]
-        if aborted:
-            self._tell_loop(self._owner._finished, aborted)
+        if unfinished:
+            self._tell_loop(self._owner._finished, _stopped(unfinished))
 
     def _tell_loop(self, callback: Callable[..., None], *args: Any) -> None:
         if not self._owner._loop.is_closed():
@@ -469,6 +469,11 @@ class _Engine:
 
     def _on_timer(self, timeout_ms: int) -> None:
         self._deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+
+
+def _stopped(jobs: list[_Job]) -> list[tuple[_Job, int, int, str]]:
+    """``jobs`` as transfers no engine will finish: connection errors, retried as usual."""
+    return [(job, 0, pycurl.E_ABORTED_BY_CALLBACK, "sender stopped") for job in jobs]
 
 
 _TRUST = ssl.get_default_verify_paths()
