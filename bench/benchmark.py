@@ -73,6 +73,22 @@ def _workers(parent: psutil.Process) -> list[psutil.Process]:
     return found
 
 
+def _neighbour(name: str, cmdline: list[str]) -> str | None:
+    """The group a process not started by tidings counts in, if any."""
+    if name.startswith("postgres"):
+        return "postgres"
+    if any(part.endswith("receiver.py") for part in cmdline):
+        return "receiver"
+    return None
+
+
+def cpu_note(before: dict[str, float], after: dict[str, float], count: int, what: str) -> str:
+    per = ", ".join(
+        f"{name} {(after[name] - before.get(name, 0.0)) * 1000 / count:.2f}" for name in after
+    )
+    return f"CPU ms per {what}: {per}"
+
+
 class Sampler:
     """Peak RSS of a set of processes, sampled in the background of the asyncio loop."""
 
@@ -105,12 +121,20 @@ class Sampler:
             self.history.setdefault(name, []).append((time.monotonic(), rss))
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU time used so far by each watched process (user + system)."""
+        """CPU time used so far by each watched process (user + system), and by the
+        processes around them: PostgreSQL's (all of them, summed) and the receiver. A
+        process that ends between two readings is missing from the second: read it
+        over a stretch where none does (the servers' connections stay open)."""
         used = {}
         for name, proc in self.procs.items():
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 used[name] = times.user + times.system
+        for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+            group = _neighbour(proc.info["name"] or "", proc.info["cmdline"] or [])
+            if group and proc.info["cpu_times"] is not None:
+                times = proc.info["cpu_times"]
+                used[group] = used.get(group, 0.0) + times.user + times.system
         return used
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -228,7 +252,15 @@ async def _measure(
                 start("worker", [*harness.TIDINGS, "worker", *processes], env)
                 if args.dispatchers > 1:
                     await sampler.watch_workers("worker", args.dispatchers, parent_works=False)
+            # CPU from the first delivery on: the workers' start (imports) is not a cost
+            # per delivery.
+            first = await harness.wait_received(client, rx, 1, 60)
+            cpu_before = sampler.cpu_seconds()
             stats = await harness.wait_received(client, rx, total, 900)
+            drained = total - int(first["count"])
+            result.notes.append(
+                cpu_note(cpu_before, sampler.cpu_seconds(), drained, "delivery, draining")
+            )
             result.deliveries_per_s = total / (stats["last"] - stats["first"])
             await harness.wait_http(f"{base}/healthz")
             await client.post(f"{rx}/reset")
@@ -239,12 +271,11 @@ async def _measure(
             cpu_before = sampler.cpu_seconds()
             emit_ms = await emit_paced(api, args.rate, args.seconds)
             stats = await harness.wait_received(client, rx, len(emit_ms), 120)
-            cpu_after = sampler.cpu_seconds()
-            per_event = ", ".join(
-                f"{name} {(cpu_after[name] - cpu_before[name]) * 1000 / len(emit_ms):.2f}"
-                for name in cpu_after
+            result.notes.append(
+                cpu_note(
+                    cpu_before, sampler.cpu_seconds(), len(emit_ms), f"event at {args.rate:.0f}/s"
+                )
             )
-            result.notes.append(f"CPU ms per event at {args.rate:.0f}/s: {per_event}")
             result.notes.append(
                 "emit API response p50/p99 "
                 f"{percentile(emit_ms, 50):.1f}/{percentile(emit_ms, 99):.1f} ms"

@@ -107,7 +107,10 @@ def tidings_env(database_url: str, data_dir: Path, *, new_key: bool = False) -> 
         TIDINGS_ENV="development",
         TIDINGS_ACCESS_LOG="false",
         TIDINGS_API_RATE_LIMIT="0",  # the benchmark measures capacity, not the per-key limit
-        PYTHONPATH=str(ROOT / "src"),
+        # BENCH_PYTHONPATH: more for tidings' processes (a sitecustomize that instruments them)
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [str(ROOT / "src"), os.environ.get("BENCH_PYTHONPATH")])
+        ),
     )
     if new_key:
         env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()

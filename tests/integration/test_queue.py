@@ -428,3 +428,48 @@ async def test_queue_state_counts_every_pending_delivery_and_the_oldest_claimabl
     await tidings.store.queue.record([done(head)])
     pending, oldest = await tidings.store.queue.queue_state(FAR)
     assert pending == 3 and oldest is not None, "the key's next is let go"
+
+
+async def test_a_claim_that_finds_its_due_lanes_held_by_another_claim_tries_again_soon(
+    tidings: Tidings, request: pytest.FixtureRequest
+) -> None:
+    """A PostgreSQL claim skips the lanes another worker's claim holds (row locks). A
+    worker that found nothing for that reason claims again in a moment, not at the next
+    NOTIFY or poll: with a few busy lanes, waiting left every worker but one idle
+    through a backlog. Nothing due, it waits as before."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL claims skip locked lanes")
+    from tidings.storage.factory import open_store
+    from tidings.storage.postgres import PostgresDatabase
+
+    url = tidings.settings.database_url
+    assert url is not None
+    other = open_store(url)  # another worker's queue: it never heard of the emit below
+    try:
+        tid = await tenant(tidings)
+        sub = await subscription(tidings, tid)
+        await other.queue.wait_for_work(0)  # listens from now on (and wakes once, to look)
+        assert await claim_all(other.queue, FAR) == []
+        assert not await woken_at_once(other, within=1)
+
+        await emit(tidings, tid)
+        assert await woken_at_once(other)  # by the emit's NOTIFY
+        assert isinstance(other, SQLStore) and isinstance(other.db, PostgresDatabase)
+        async with other.db.engine.begin() as holder:  # another worker's claim, under way
+            lock = "SELECT 1 FROM lanes WHERE subscription_id = :sub FOR UPDATE"
+            await holder.execute(text(lock), {"sub": sub.id})
+            assert await claim_all(other.queue, FAR) == []
+            assert await woken_at_once(other)
+        assert payloads(await claim_all(other.queue, FAR)) == [0]
+    finally:
+        await other.close()
+
+
+async def woken_at_once(store: Store, within: float = 5) -> bool:
+    """The store's ``wait_for_work`` returns ``within`` seconds, well before its 60 s."""
+    try:
+        async with asyncio.timeout(within):
+            await store.queue.wait_for_work(60)
+    except TimeoutError:
+        return False
+    return True

@@ -365,11 +365,10 @@ class PostgresQueue(SQLQueue):
         token = uuid.uuid4().hex
         now = request.now_ms
         async with self._pg.hot_connection() as conn, conn.transaction():
-            found = await conn.fetch(
-                _DUE_LANES.sql,
-                *_DUE_LANES.args({"now": now, "skip": list(request.skip), "lanes": request.lanes}),
-            )
+            params = {"now": now, "skip": list(request.skip), "lanes": request.lanes}
+            found = await conn.fetch(_DUE_LANES.sql, *_DUE_LANES.args(params))
             if not found:
+                await self._wake_if_contended(conn, params)
                 return []
             states = await _lane_states(conn, found, now)
             plan = request.plan([state.lane(now) for state in states])
@@ -400,6 +399,15 @@ class PostgresQueue(SQLQueue):
                 return []
             rows = await conn.fetch(_DETAILS, [row["id"] for row in taken])
         return claimed_deliveries(rows, token)
+
+    async def _wake_if_contended(self, conn: asyncpg.Connection, params: dict[str, Any]) -> None:
+        """Lanes are due but another worker's claim holds them: claim again in a moment,
+        not at the next NOTIFY or poll. With few busy lanes, that claim holds them most of
+        the time; waiting a poll interval left every worker but one idle in a backlog."""
+        if await conn.fetch(
+            _DUE_LANES_ANY_LOCK.sql, *_DUE_LANES_ANY_LOCK.args(params | {"lanes": 1})
+        ):
+            self._pg.notify_work()
 
     @translated
     async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
@@ -486,11 +494,10 @@ _FILTER_BOOK = """
 EMIT_TRIES = 3
 FILTERS_IN_THREAD = 500
 """From this many distinct filters to run for the event type (about 1 ms of them)."""
-_DUE_LANES = Statement(
-    q.DUE_LANES.format(
-        skip="l.subscription_id <> ALL(CAST(:skip AS text[]))", lock="FOR UPDATE OF l SKIP LOCKED"
-    )
-)
+_NOT_SKIPPED = "l.subscription_id <> ALL(CAST(:skip AS text[]))"
+_DUE_LANES = Statement(q.DUE_LANES.format(skip=_NOT_SKIPPED, lock="FOR UPDATE OF l SKIP LOCKED"))
+_DUE_LANES_ANY_LOCK = Statement(q.DUE_LANES.format(skip=_NOT_SKIPPED, lock=""))
+"""``_DUE_LANES`` with the lanes another worker's claim holds (row locks) too."""
 _LEASED = f"""
     SELECT subscription_id, count(*) AS leased, min(due_ms) AS ends FROM deliveries
     WHERE subscription_id = ANY($1::text[]) AND {LEASED} AND due_ms > $2
