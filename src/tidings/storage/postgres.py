@@ -397,7 +397,8 @@ class PostgresQueue(SQLQueue):
             )
             if not taken:
                 return []
-            rows = await conn.fetch(_DETAILS, [row["id"] for row in taken])
+            ids, seqs = zip(*((row["id"], row["event_seq"]) for row in taken), strict=True)
+            rows = await conn.fetch(_DETAILS, ids, seqs)
         return claimed_deliveries(rows, token)
 
     async def _wake_if_contended(self, conn: asyncpg.Connection, params: dict[str, Any]) -> None:
@@ -510,7 +511,7 @@ _TAKE = f"""
             SELECT id FROM deliveries
             WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
             ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c))
-    RETURNING id, subscription_id
+    RETURNING id, subscription_id, event_seq
 """
 """The ids go through an array so the planner fetches the rows by primary key: joining the
 subquery instead, it cannot know how few rows ``LIMIT plan.n`` gives and hashes the table."""
@@ -525,7 +526,10 @@ _UPDATE_LANES = """
     FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::bigint[]) AS u(sub, served, tokens, due)
     WHERE lanes.subscription_id = u.sub
 """
-_DETAILS = q.DETAILS.format(ids="d.id = ANY($1::bigint[])")
+_DETAILS = q.DETAILS.format(ids="d.id = ANY($1::bigint[]) AND e.seq = ANY($2::bigint[])")
+"""Both keys as arrays, so each table is read by its primary key whatever the planner
+thinks of its size: planned while the tables were small (a new install, then a burst),
+the join read every event of the table for each claim."""
 _ENABLED = q.ENABLED.format(ids="id = ANY($1::text[])")
 _INSERT_ATTEMPT = Statement(q.INSERT_ATTEMPT)
 _RECORD_COLUMNS = ("b_id", "b_token", "b_status", "b_attempt", "b_due", "b_code", "b_now")
@@ -534,9 +538,11 @@ _RECORD = """
                                claim_token = NULL, last_status_code = u.code, updated_ms = u.at
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::int[],
                 $7::bigint[]) AS u(id, token, status, attempt, due, code, at)
-    WHERE d.id = u.id AND d.claim_token = u.token
+    WHERE d.id = ANY($1::bigint[]) AND d.id = u.id AND d.claim_token = u.token
     RETURNING d.id
 """
+"""``d.id = ANY`` besides the join: the rows are read by primary key, never hashed from a
+scan of the table (see ``_DETAILS``)."""
 _UNBLOCK_NEXT = Statement(q.UNBLOCK_NEXT)
 _RESET_STREAK = Statement(q.RESET_STREAK)
 _ADD_FAILURES = Statement(q.ADD_FAILURES)
