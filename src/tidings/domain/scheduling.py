@@ -31,6 +31,7 @@ that into how many deliveries to claim from each.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections.abc import Hashable, Mapping, Sequence
@@ -462,19 +463,26 @@ class LaneState:
         limits is parked: until its bucket refills, or until the earliest lease ends
         (recording an attempt of it wakes it sooner).
         """
+        update = self.claimed(took, now_ms)
+        return dataclasses.replace(update, next_due_ms=update.due(next_pending_ms, now_ms))
+
+    def claimed(self, took: int, now_ms: int) -> LaneUpdate:
+        """``after_claim`` but for the next due time, which ``LaneUpdate.due`` gives once
+        the earliest due time of what is left is known (a store may work that out in
+        the statement that writes the lane)."""
         tokens = self.tokens_at(now_ms) - took if self.rate_limit else None
-        due = next_pending_ms
-        if due is not None and due <= now_ms:
-            if self.max_concurrency is not None and self.leased + took >= self.max_concurrency:
-                due = max(due, self.lease_ends_ms or now_ms + PARKED_MS)
-            if self.rate_limit and tokens is not None and tokens < 1:
-                wait_ms = min(PARKED_MS, (1 - tokens) / self.rate_limit * 1000)
-                due = max(due, now_ms + math.ceil(wait_ms))
+        parked: int | None = None
+        if self.max_concurrency is not None and self.leased + took >= self.max_concurrency:
+            parked = self.lease_ends_ms or now_ms + PARKED_MS
+        if self.rate_limit and tokens is not None and tokens < 1:
+            wait_ms = min(PARKED_MS, (1 - tokens) / self.rate_limit * 1000)
+            parked = max(parked or 0, now_ms + math.ceil(wait_ms))
         return LaneUpdate(
             self.subscription_id,
             served_ms=now_ms if took else None,
             tokens=tokens,
-            next_due_ms=due,
+            next_due_ms=None,
+            parked_until_ms=parked,
         )
 
 
@@ -490,3 +498,12 @@ class LaneUpdate:
     """Set when the claim took from the lane (it goes to the back of the line)."""
     tokens: float | None
     next_due_ms: int | None
+    parked_until_ms: int | None = None
+    """Its limits are used up: work due before this waits until then."""
+
+    def due(self, next_pending_ms: int | None, now_ms: int) -> int | None:
+        """The lane's next due time, given the earliest due time of its claimable
+        deliveries: that, unless it is due now and the lane is parked."""
+        if next_pending_ms is None or next_pending_ms > now_ms or self.parked_until_ms is None:
+            return next_pending_ms
+        return max(next_pending_ms, self.parked_until_ms)

@@ -38,7 +38,7 @@ from tidings.storage.errors import Outage, is_outage, translated
 from tidings.storage.partitions import PartitionedRetention
 from tidings.storage.records import AttemptOutcome, ClaimedDelivery, ClaimRequest, StoredEvent
 from tidings.storage.rows import event_values
-from tidings.storage.rules import LaneWakes, lets_next_go, streak_changes
+from tidings.storage.rules import LaneWakes, lets_next_go, recorded_status, streak_changes
 from tidings.storage.schema import CLAIMABLE, LEASED
 from tidings.storage.servers import Servers
 from tidings.storage.sql import Database, SQLStore
@@ -373,32 +373,24 @@ class PostgresQueue(SQLQueue):
             states = await _lane_states(conn, found, now)
             plan = request.plan([state.lane(now) for state in states])
             wanted = {sub: n for sub, n in plan.items() if n > 0}
-            taken = []
+            rows = []
             if wanted:
                 lease_until = now + request.lease_ms
-                taken = await conn.fetch(
+                rows = await conn.fetch(
                     _TAKE, list(wanted), list(wanted.values()), lease_until, token, now
                 )
             took: dict[str, int] = {}
-            for row in taken:
+            for row in rows:
                 took[row["subscription_id"]] = took.get(row["subscription_id"], 0) + 1
-            next_due = dict(await conn.fetch(_NEXT_DUE, [s.subscription_id for s in states]))
-            updates = [
-                s.after_claim(took.get(s.subscription_id, 0), now, next_due.get(s.subscription_id))
-                for s in states
-            ]
+            updates = [s.claimed(took.get(s.subscription_id, 0), now) for s in states]
             await conn.execute(
                 _UPDATE_LANES,
                 [u.subscription_id for u in updates],
                 [u.served_ms for u in updates],
                 [u.tokens for u in updates],
-                [u.next_due_ms for u in updates],
+                [u.parked_until_ms for u in updates],
                 now,
             )
-            if not taken:
-                return []
-            ids, seqs = zip(*((row["id"], row["event_seq"]) for row in taken), strict=True)
-            rows = await conn.fetch(_DETAILS, ids, seqs)
         return claimed_deliveries(rows, token)
 
     async def _wake_if_contended(self, conn: asyncpg.Connection, params: dict[str, Any]) -> None:
@@ -418,30 +410,27 @@ class PostgresQueue(SQLQueue):
             fifo = sorted({o.claimed.tenant_id for o in outcomes if o.claimed.ordering_key})
             for tenant_id in fifo:
                 await conn.execute(_LOCK_STREAM, STREAM_LOCK + tenant_id)
-            subs = sorted({o.claimed.subscription_id for o in outcomes})
-            enabled = dict(await conn.fetch(_ENABLED, subs))
-            await conn.executemany(
-                _INSERT_ATTEMPT.sql, [_INSERT_ATTEMPT.args(attempt_row(o)) for o in outcomes]
-            )
-            changes = sorted(
-                ((o, delivery_update(o, enabled.get(o.claimed.subscription_id))) for o in outcomes),
-                key=lambda pair: pair[0].claimed.delivery_id,
-            )
-            columns = [[p[name] for _, p in changes] for name in _RECORD_COLUMNS]
-            applied = {row["id"] for row in await conn.fetch(_RECORD, *columns)}
+            changes = sorted(outcomes, key=lambda o: o.claimed.delivery_id)
+            applied = {
+                row["id"]: (row["status"], row["streak"])
+                for row in await conn.fetch(_RECORD, *_record_columns(changes))
+            }
             wakes = LaneWakes()
-            for o, params in changes:
+            streak_now: dict[str, int] = {}
+            for o in changes:
                 if o.claimed.delivery_id not in applied:
                     continue
-                wakes.recorded(o, params["b_status"])
-                if lets_next_go(o, params["b_status"]):
+                status, streak_now[o.claimed.subscription_id] = applied[o.claimed.delivery_id]
+                wakes.recorded(o, status)
+                if lets_next_go(o, status):
                     let_go = _UNBLOCK_NEXT.args(q.key_params(o.claimed))
                     if await conn.fetchval(_UNBLOCK_NEXT.sql, *let_go) is not None:
                         wakes.wake(o.claimed.subscription_id, o.finished_ms)
             streaks: dict[str, int] = {}
             for sub_id, failures in streak_changes(outcomes):
                 if failures is None:
-                    await conn.execute(_RESET_STREAK.sql, *_RESET_STREAK.args({"sub": sub_id}))
+                    if streak_now.get(sub_id) != 0:  # not known to be 0 already
+                        await conn.execute(_RESET_STREAK.sql, *_RESET_STREAK.args({"sub": sub_id}))
                 else:
                     added = _ADD_FAILURES.args({"sub": sub_id, "n": failures})
                     streaks[sub_id] = await conn.fetchval(_ADD_FAILURES.sql, *added)
@@ -505,44 +494,93 @@ _LEASED = f"""
     GROUP BY subscription_id
 """
 _TAKE = f"""
-    UPDATE deliveries SET due_ms = $3, claim_token = $4
-    WHERE id = ANY(ARRAY(
-        SELECT c.id FROM unnest($1::text[], $2::int[]) AS plan(sub, n) CROSS JOIN LATERAL (
-            SELECT id FROM deliveries
-            WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
-            ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c))
-    RETURNING id, subscription_id, event_seq
+    WITH taken AS (
+        UPDATE deliveries SET due_ms = $3, claim_token = $4
+        WHERE id = ANY(ARRAY(
+            SELECT c.id FROM unnest($1::text[], $2::int[]) AS plan(sub, n) CROSS JOIN LATERAL (
+                SELECT id FROM deliveries
+                WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
+                ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c))
+        RETURNING *)
+    {q.DETAILS.format(deliveries="taken", ids="e.seq = ANY(ARRAY(SELECT event_seq FROM taken))")}
 """
-"""The ids go through an array so the planner fetches the rows by primary key: joining the
-subquery instead, it cannot know how few rows ``LIMIT plan.n`` gives and hashes the table."""
-_NEXT_DUE = f"""
-    SELECT lane.sub, (SELECT min(due_ms) FROM deliveries
-                      WHERE subscription_id = lane.sub AND {CLAIMABLE})
-    FROM unnest($1::text[]) AS lane(sub)
-"""
-_UPDATE_LANES = """
+"""Lease the planned deliveries and read what sending them takes, in one round trip. Ids
+and event seqs go through arrays so both tables are read by primary key whatever the
+planner thinks of their sizes: joining instead, it cannot know how few rows ``LIMIT
+plan.n`` gives, and a generic plan made while the tables were small (a new install, then
+a burst) read every event of the table for each claim."""
+_UPDATE_LANES = f"""
     UPDATE lanes SET served_ms = coalesce(u.served, lanes.served_ms), tokens = u.tokens,
-                     tokens_ms = $5, next_due_ms = u.due
-    FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::bigint[]) AS u(sub, served, tokens, due)
+                     tokens_ms = $5,
+                     next_due_ms = CASE WHEN n.due <= $5 THEN greatest(n.due, u.parked)
+                                        ELSE n.due END
+    FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::bigint[])
+         AS u(sub, served, tokens, parked)
+    CROSS JOIN LATERAL (SELECT min(due_ms) AS due FROM deliveries
+                        WHERE subscription_id = u.sub AND {CLAIMABLE}) AS n
     WHERE lanes.subscription_id = u.sub
 """
-_DETAILS = q.DETAILS.format(ids="d.id = ANY($1::bigint[]) AND e.seq = ANY($2::bigint[])")
-"""Both keys as arrays, so each table is read by its primary key whatever the planner
-thinks of its size: planned while the tables were small (a new install, then a burst),
-the join read every event of the table for each claim."""
-_ENABLED = q.ENABLED.format(ids="id = ANY($1::text[])")
-_INSERT_ATTEMPT = Statement(q.INSERT_ATTEMPT)
-_RECORD_COLUMNS = ("b_id", "b_token", "b_status", "b_attempt", "b_due", "b_code", "b_now")
+"""``LaneState.after_claim`` with the next due time worked out here (``LaneUpdate.due``,
+in SQL: ``greatest`` ignores a NULL), after the claim's own lease: one round trip."""
 _RECORD = """
-    UPDATE deliveries AS d SET status = u.status, attempts = u.attempt, due_ms = u.due,
-                               claim_token = NULL, last_status_code = u.code, updated_ms = u.at
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::int[],
-                $7::bigint[]) AS u(id, token, status, attempt, due, code, at)
+    WITH logged AS (
+        INSERT INTO attempts (delivery_id, tenant_id, event_id, subscription_id, attempt,
+                              outcome, status_code, elapsed_ms, response_body, error, created_ms)
+        SELECT * FROM unnest($10::bigint[], $11::text[], $12::text[], $13::text[], $14::int[],
+                             $15::text[], $16::int[], $17::int[], $18::text[], $19::text[],
+                             $20::bigint[]))
+    UPDATE deliveries AS d
+    SET status = CASE (SELECT s.enabled FROM subscriptions AS s WHERE s.id = d.subscription_id)
+                     WHEN TRUE THEN u.status WHEN FALSE THEN u.if_disabled ELSE u.if_deleted END,
+        attempts = u.attempt, due_ms = u.due, claim_token = NULL, last_status_code = u.code,
+        updated_ms = u.at
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+                $7::bigint[], $8::int[], $9::bigint[])
+         AS u(id, token, status, if_disabled, if_deleted, attempt, due, code, at)
     WHERE d.id = ANY($1::bigint[]) AND d.id = u.id AND d.claim_token = u.token
-    RETURNING d.id
+    RETURNING d.id, d.status,
+              (SELECT s.consecutive_failures FROM subscriptions AS s
+               WHERE s.id = d.subscription_id) AS streak
 """
-"""``d.id = ANY`` besides the join: the rows are read by primary key, never hashed from a
-scan of the table (see ``_DETAILS``)."""
+"""A batch's attempts logged and its deliveries moved on, in one round trip. Each row comes
+with its status for an enabled, a disabled and a deleted subscription
+(``recorded_status``), picked here from the subscription as it is now. ``d.id = ANY``
+besides the join: the rows are read by primary key, never hashed from a scan of the
+table (see ``_TAKE``). The failure streaks come back, so a success resets only those
+that are not 0 already."""
+_ATTEMPT_COLUMNS = (
+    "delivery_id",
+    "tenant_id",
+    "event_id",
+    "subscription_id",
+    "attempt",
+    "outcome",
+    "status_code",
+    "elapsed_ms",
+    "response_body",
+    "error",
+    "created_ms",
+)
+
+
+def _record_columns(changes: Sequence[AttemptOutcome]) -> list[list[Any]]:
+    """``_RECORD``'s arrays: the deliveries' changes, then their attempts."""
+    updates = [delivery_update(o, True) for o in changes]
+    columns: list[list[Any]] = [
+        [u["b_id"] for u in updates],
+        [u["b_token"] for u in updates],
+        [u["b_status"] for u in updates],
+        [recorded_status(o, False) for o in changes],
+        [recorded_status(o, None) for o in changes],
+        [u["b_attempt"] for u in updates],
+        [u["b_due"] for u in updates],
+        [u["b_code"] for u in updates],
+        [u["b_now"] for u in updates],
+    ]
+    rows = [attempt_row(o) for o in changes]
+    return columns + [[row[name] for row in rows] for name in _ATTEMPT_COLUMNS]
+
+
 _UNBLOCK_NEXT = Statement(q.UNBLOCK_NEXT)
 _RESET_STREAK = Statement(q.RESET_STREAK)
 _ADD_FAILURES = Statement(q.ADD_FAILURES)

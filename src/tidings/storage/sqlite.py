@@ -254,7 +254,9 @@ def _claim(db: sqlite3.Connection, request: ClaimRequest, token: str) -> list[sq
     if not claimed:
         return []
     marks = ",".join("?" * len(claimed))
-    return cursor.execute(q.DETAILS.format(ids=f"d.id IN ({marks})"), claimed).fetchall()
+    return cursor.execute(
+        q.DETAILS.format(deliveries="deliveries", ids=f"d.id IN ({marks})"), claimed
+    ).fetchall()
 
 
 _DUE_LANES = q.DUE_LANES.format(

@@ -57,7 +57,7 @@ DETAILS = """
            s.url, s.secret_enc, s.previous_secret_enc, s.previous_secret_expires_ms,
            s.max_concurrency, s.rate_limit, s.signature_scheme, s.retry_policy, s.headers_enc,
            s.propagate_trace, s.transformation, e.type AS event_type
-    FROM deliveries AS d JOIN events AS e ON e.seq = d.event_seq
+    FROM {deliveries} AS d JOIN events AS e ON e.seq = d.event_seq
     JOIN subscriptions AS s ON s.id = d.subscription_id
     WHERE {ids}
 """
