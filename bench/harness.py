@@ -82,7 +82,7 @@ def command_line(description: str | None, **options: float | list[str]) -> argpa
     return parser
 
 
-def arguments(description: str | None, **options: float) -> argparse.ArgumentParser:
+def arguments(description: str | None, **options: float | list[str]) -> argparse.ArgumentParser:
     """:func:`command_line` with ``--db`` first: the databases to run on, in turn."""
     return command_line(description, db=["sqlite", "postgresql"], **options)
 
