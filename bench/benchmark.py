@@ -7,8 +7,10 @@ and tidings with ``--dispatchers`` dispatcher processes (default 2, one per core
 SQLite as ``tidings serve --workers 1`` (the API's own dispatcher and one beside it),
 PostgreSQL as ``tidings serve`` with its dispatcher off plus ``tidings worker --processes 2``.
 
-* throughput: with no dispatcher running, ``--events`` events are emitted through the API
-  to ``--subs`` subscriptions; then the dispatchers start and drain the backlog.
+* throughput: ``--events`` events are emitted through the API to ``--subs`` subscriptions
+  created disabled (their deliveries wait, paused); once every dispatcher has started,
+  the subscriptions are enabled and the dispatchers drain the backlog (as the Celery
+  baseline waits for its worker before enqueueing).
   deliveries/s = deliveries / (last receive - first receive).
 * latency: the dispatchers idle, events are emitted through the API at ``--rate`` per second
   for ``--seconds`` (after 2 s of the same to warm connection pools); each payload
@@ -188,6 +190,42 @@ SUBSCRIPTION_OPTIONS: dict[str, dict[str, Any]] = {
 """``--options``: what every subscription of a tidings run carries (all deliver every event)."""
 
 
+async def _subscribe(
+    api: aiohttp.ClientSession, rx: str, count: int, options: dict[str, Any]
+) -> list[str]:
+    """``count`` subscriptions to ``client.created``, disabled (what is emitted to them
+    waits, paused, until they are enabled), and one enabled to ``lead.created`` for the
+    latency run; returns the disabled ones' ids."""
+    hooks = []
+    for path, types, enabled in [("/hook", ["client.created"], False)] * count + [
+        ("/latency", ["lead.created"], True)
+    ]:
+        body = {"url": f"{rx}{path}", "eventTypes": types, "enabled": enabled, **options}
+        async with api.post("/api/v1/webhooks/subscriptions", json=body) as response:
+            assert response.status == 201, await response.text()
+            if not enabled:
+                hooks.append((await response.json())["id"])
+    return hooks
+
+
+async def _ready(work: Path, dispatchers: int, seconds: float = 120) -> None:
+    """Wait until ``dispatchers`` dispatchers have logged that they run: the drain is
+    measured with all of them up, as the Celery baseline waits for its worker."""
+    async with asyncio.timeout(seconds):
+        while await asyncio.to_thread(_started, work) < dispatchers:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+DISPATCHER_STARTED = "dispatcher_started"
+"""What a dispatcher logs as it starts (``Dispatcher.run``)."""
+
+
+def _started(work: Path) -> int:
+    return sum(
+        log.read_text(errors="replace").count(DISPATCHER_STARTED) for log in work.glob("*.log")
+    )
+
+
 async def run_tidings(
     db: str, sender: str, args: argparse.Namespace, rx: str, work: Path, options: str = "plain"
 ) -> Result:
@@ -224,17 +262,6 @@ async def _measure(
         aiohttp.ClientSession(base, headers={"X-Api-Key": key}) as api,
         httpx.AsyncClient(timeout=30) as client,
     ):
-        with harness.process(serve, api_only, work / "api.log"):
-            await harness.wait_http(f"{base}/healthz")
-            for path, types in [("/hook", ["client.created"])] * args.subs + [
-                ("/latency", ["lead.created"])
-            ]:
-                body = {"url": f"{rx}{path}", "eventTypes": types, **SUBSCRIPTION_OPTIONS[options]}
-                async with api.post("/api/v1/webhooks/subscriptions", json=body) as response:
-                    assert response.status == 201, await response.text()
-            rate = await harness.emit_many(api, args.events, "client.created")
-            result.notes.append(f"API emit rate {rate:.0f} events/s (16 clients)")
-        await client.post(f"{rx}/reset")
         stopper = asyncio.Event()
         sampling = asyncio.create_task(sampler.run(stopper))
         with contextlib.ExitStack() as stack:
@@ -252,6 +279,16 @@ async def _measure(
                 start("worker", [*harness.TIDINGS, "worker", *processes], env)
                 if args.dispatchers > 1:
                     await sampler.watch_workers("worker", args.dispatchers, parent_works=False)
+            await harness.wait_http(f"{base}/healthz")
+            hooks = await _subscribe(api, rx, args.subs, SUBSCRIPTION_OPTIONS[options])
+            rate = await harness.emit_many(api, args.events, "client.created")
+            result.notes.append(f"API emit rate {rate:.0f} events/s (16 clients)")
+            await _ready(work, args.dispatchers)
+            await client.post(f"{rx}/reset")
+            for sub_id in hooks:  # the backlog, waiting paused, is let go
+                patch = {"enabled": True}
+                async with api.patch(f"/api/v1/webhooks/subscriptions/{sub_id}", json=patch) as r:
+                    assert r.status == 200, await r.text()
             # CPU from the first delivery on: the workers' start (imports) is not a cost
             # per delivery.
             first = await harness.wait_received(client, rx, 1, 60)
