@@ -8,8 +8,8 @@ SQLite as ``tidings serve --workers 1`` (the API's own dispatcher and one beside
 PostgreSQL as ``tidings serve`` with its dispatcher off plus ``tidings worker --processes 2``.
 
 * throughput: ``--events`` events are emitted through the API to ``--subs`` subscriptions
-  created disabled (their deliveries wait, paused); once every dispatcher has started,
-  the subscriptions are enabled and the dispatchers drain the backlog (as the Celery
+  created disabled (their deliveries wait, paused); once every process has started and
+  idles, the subscriptions are enabled and the dispatchers drain the backlog (as the Celery
   baseline waits for its worker before enqueueing).
   deliveries/s = deliveries / (last receive - first receive).
 * latency: the dispatchers idle, events are emitted through the API at ``--rate`` per second
@@ -208,22 +208,19 @@ async def _subscribe(
     return hooks
 
 
-async def _ready(work: Path, dispatchers: int, seconds: float = 120) -> None:
-    """Wait until ``dispatchers`` dispatchers have logged that they run: the drain is
-    measured with all of them up, as the Celery baseline waits for its worker."""
+async def _ready(sampler: Sampler, seconds: float = 120) -> None:
+    """Wait until every watched process has started: its CPU time grows by less than a
+    tenth of a core over half a second (imports and set-up done, idling). The drain is
+    measured with all dispatchers up, as the Celery baseline waits for its worker."""
     async with asyncio.timeout(seconds):
-        while await asyncio.to_thread(_started, work) < dispatchers:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-
-
-DISPATCHER_STARTED = "dispatcher_started"
-"""What a dispatcher logs as it starts (``Dispatcher.run``)."""
-
-
-def _started(work: Path) -> int:
-    return sum(
-        log.read_text(errors="replace").count(DISPATCHER_STARTED) for log in work.glob("*.log")
-    )
+        before = sampler.cpu_seconds()
+        while True:
+            await asyncio.sleep(0.5)
+            now = sampler.cpu_seconds()
+            busy = [name for name in sampler.procs if now.get(name, 0) - before.get(name, 0) > 0.05]
+            if not busy:
+                return
+            before = now
 
 
 async def run_tidings(
@@ -283,7 +280,7 @@ async def _measure(
             hooks = await _subscribe(api, rx, args.subs, SUBSCRIPTION_OPTIONS[options])
             rate = await harness.emit_many(api, args.events, "client.created")
             result.notes.append(f"API emit rate {rate:.0f} events/s (16 clients)")
-            await _ready(work, args.dispatchers)
+            await _ready(sampler)
             await client.post(f"{rx}/reset")
             for sub_id in hooks:  # the backlog, waiting paused, is let go
                 patch = {"enabled": True}

@@ -176,7 +176,6 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; then finish what is in flight and record it."""
-        log.info("dispatcher_started", worker_id=self.worker_id, concurrency=self._concurrency)
         recorder = asyncio.create_task(self._record_loop())
         reporter = asyncio.create_task(self._report_loop(stop))
         watcher = asyncio.create_task(self._watch_loop(stop))
