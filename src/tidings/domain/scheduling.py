@@ -467,9 +467,9 @@ class LaneState:
         return dataclasses.replace(update, next_due_ms=update.due(next_pending_ms, now_ms))
 
     def claimed(self, took: int, now_ms: int) -> LaneUpdate:
-        """``after_claim`` but for the next due time, which ``LaneUpdate.due`` gives once
-        the earliest due time of what is left is known (a store may work that out in
-        the statement that writes the lane)."""
+        """``after_claim`` but for the next due time (``next_due_ms`` is left None, not
+        worked out), which ``LaneUpdate.due`` gives once the earliest due time of what is
+        left is known (a store may work that out in the statement that writes the lane)."""
         tokens = self.tokens_at(now_ms) - took if self.rate_limit else None
         parked: int | None = None
         if self.max_concurrency is not None and self.leased + took >= self.max_concurrency:

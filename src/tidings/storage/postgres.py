@@ -366,46 +366,14 @@ class PostgresQueue(SQLQueue):
         now = request.now_ms
         params = {"now": now, "skip": list(request.skip), "lanes": request.lanes}
         async with self._pg.hot_connection() as conn:
-            if not await conn.fetch(_ANY_DUE_LANE.sql, *_ANY_DUE_LANE.args(params)):
+            if not await conn.fetch(_ANY_DUE_LANE.sql, *_ANY_DUE_LANE.args(params | {"lanes": 1})):
                 return []
             async with conn.transaction():
                 found = await conn.fetch(_DUE_LANES.sql, *_DUE_LANES.args(params))
                 if not found:  # due a moment ago: held by another worker's claim now
                     self._pg.notify_work()
                     return []
-                return await self._take(conn, request, found, token)
-
-    async def _take(
-        self,
-        conn: asyncpg.Connection,
-        request: ClaimRequest,
-        found: Sequence[asyncpg.Record],
-        token: str,
-    ) -> list[ClaimedDelivery]:
-        """The claim's work on the due lanes it locked (``found``)."""
-        now = request.now_ms
-        states = await _lane_states(conn, found, now)
-        plan = request.plan([state.lane(now) for state in states])
-        wanted = {sub: n for sub, n in plan.items() if n > 0}
-        rows = []
-        if wanted:
-            lease_until = now + request.lease_ms
-            rows = await conn.fetch(
-                _TAKE, list(wanted), list(wanted.values()), lease_until, token, now
-            )
-        took: dict[str, int] = {}
-        for row in rows:
-            took[row["subscription_id"]] = took.get(row["subscription_id"], 0) + 1
-        updates = [s.claimed(took.get(s.subscription_id, 0), now) for s in states]
-        await conn.execute(
-            _UPDATE_LANES,
-            [u.subscription_id for u in updates],
-            [u.served_ms for u in updates],
-            [u.tokens for u in updates],
-            [u.parked_until_ms for u in updates],
-            now,
-        )
-        return claimed_deliveries(rows, token)
+                return await _take(conn, request, found, token)
 
     @translated
     async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
@@ -458,6 +426,33 @@ class PostgresQueue(SQLQueue):
         return await self._pg.write(tx)
 
 
+async def _take(
+    conn: asyncpg.Connection, request: ClaimRequest, found: Sequence[asyncpg.Record], token: str
+) -> list[ClaimedDelivery]:
+    """A claim's work on the due lanes it locked (``found``): plan, lease, move the lanes on."""
+    now = request.now_ms
+    states = await _lane_states(conn, found, now)
+    plan = request.plan([state.lane(now) for state in states])
+    wanted = {sub: n for sub, n in plan.items() if n > 0}
+    rows = []
+    if wanted:
+        lease_until = now + request.lease_ms
+        rows = await conn.fetch(_TAKE, list(wanted), list(wanted.values()), lease_until, token, now)
+    took: dict[str, int] = {}
+    for row in rows:
+        took[row["subscription_id"]] = took.get(row["subscription_id"], 0) + 1
+    updates = [s.claimed(took.get(s.subscription_id, 0), now) for s in states]
+    await conn.execute(
+        _UPDATE_LANES,
+        [u.subscription_id for u in updates],
+        [u.served_ms for u in updates],
+        [u.tokens for u in updates],
+        [u.parked_until_ms for u in updates],
+        now,
+    )
+    return claimed_deliveries(rows, token)
+
+
 async def _lane_states(
     conn: asyncpg.Connection, found: Sequence[asyncpg.Record], now: int
 ) -> list[LaneState]:
@@ -491,9 +486,7 @@ FILTERS_IN_THREAD = 500
 """From this many distinct filters to run for the event type (about 1 ms of them)."""
 _NOT_SKIPPED = "l.subscription_id <> ALL(CAST(:skip AS text[]))"
 _DUE_LANES = Statement(q.DUE_LANES.format(skip=_NOT_SKIPPED, lock="FOR UPDATE OF l SKIP LOCKED"))
-_ANY_DUE_LANE = Statement(
-    q.DUE_LANES.format(skip=_NOT_SKIPPED, lock="").replace("LIMIT :lanes", "LIMIT 1")
-)
+_ANY_DUE_LANE = Statement(q.DUE_LANES.format(skip=_NOT_SKIPPED, lock=""))
 """A claim's first look, outside its transaction: is any lane due that it may take? If
 not (most claims under a trickle of events, every worker woken by each NOTIFY), the claim
 costs one round trip, not a transaction's four. If so, and ``_DUE_LANES`` then finds them
