@@ -473,3 +473,26 @@ async def woken_at_once(store: Store, within: float = 5) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def test_a_success_resets_the_failure_streak_and_failures_count_from_zero_again(
+    tidings: Tidings,
+) -> None:
+    """What the breaker counts is *consecutive* failures: ``record`` returns the streak of
+    each failing subscription, and a success in between starts it over. (PostgreSQL
+    skips the reset when the record read the streak as 0 already.)"""
+    tid = await tenant(tidings)
+    await subscription(tidings, tid)
+    queue = tidings.store.queue
+    for n in range(4):
+        await emit(tidings, tid, n=n)
+    claimed = sorted(await claim_all(queue, FAR), key=lambda c: c.delivery_id)
+    first, second, third, fourth = claimed
+    streaks = [
+        await queue.record([done(first, 500)]),
+        await queue.record([done(second, 500)]),
+        await queue.record([done(third)]),
+        await queue.record([done(fourth, 500)]),
+    ]
+    sub_id = first.subscription_id
+    assert streaks == [{sub_id: 1}, {sub_id: 2}, {}, {sub_id: 1}]
