@@ -217,8 +217,7 @@ async def _ready(sampler: Sampler, seconds: float = 120) -> None:
         while True:
             await asyncio.sleep(0.5)
             now = sampler.cpu_seconds()
-            busy = [name for name in sampler.procs if now.get(name, 0) - before.get(name, 0) > 0.05]
-            if not busy:
+            if all(now.get(name, 0) - before.get(name, 0) <= 0.05 for name in sampler.procs):
                 return
             before = now
 

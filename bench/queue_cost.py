@@ -27,6 +27,7 @@ from cryptography.fernet import Fernet  # noqa: E402
 
 from bench import harness  # noqa: E402
 from tidings.config import Settings  # noqa: E402
+from tidings.domain.clock import now_ms  # noqa: E402
 from tidings.domain.deliveries import AttemptResult, DeliveryStatus, Verdict  # noqa: E402
 from tidings.domain.scheduling import Lane  # noqa: E402
 from tidings.service import Tidings  # noqa: E402
@@ -61,10 +62,10 @@ async def measure(url: str, data_dir: Path, events: int, batch: int) -> tuple[fl
         queue, done = tidings.store.queue, 0
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(events * SUBSCRIPTIONS):  # bounded: each round takes at least one
-            claimed = await queue.claim(ClaimRequest(int(time.time() * 1000), 30_000, plan))
+            claimed = await queue.claim(ClaimRequest(now_ms(), 30_000, plan))
             if not claimed:
                 break
-            finished = int(time.time() * 1000)
+            finished = now_ms()
             success = Verdict(DeliveryStatus.SUCCEEDED, None)
             await queue.record(
                 [AttemptOutcome(c, AttemptResult(200, 1), success, finished) for c in claimed]
