@@ -1,0 +1,115 @@
+"""The SQLite connector's writer: writes that queue while one runs commit as a group, each
+in a savepoint of its own (``SQLiteDatabase.write``)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, event, text
+
+from tidings.storage.errors import StorageUnavailable
+from tidings.storage.sqlite import SQLiteDatabase
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
+    database = SQLiteDatabase.from_url(f"sqlite:///{tmp_path / 'writer.db'}")
+    await database.write(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER)")))
+    yield database
+    await database.close()
+
+
+def insert(n: int, then: Callable[[], None] = lambda: None) -> Callable[[Connection], int]:
+    def tx(conn: Connection) -> int:
+        conn.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+        then()
+        return n
+
+    return tx
+
+
+def fail(exc: Exception) -> Callable[[], None]:
+    def raise_it() -> None:
+        raise exc
+
+    return raise_it
+
+
+async def stored(db: SQLiteDatabase) -> list[int]:
+    rows = await db.read(lambda conn: conn.execute(text("SELECT n FROM t ORDER BY n")).all())
+    return [row.n for row in rows]
+
+
+async def queued_behind_a_busy_writer(
+    db: SQLiteDatabase, writes: list[Callable[[Connection], int]]
+) -> list[int | BaseException]:
+    """Hold the writer in a first write, queue ``writes`` meanwhile, then let it go: the
+    queued ones are written as one group. Returns each one's result or error."""
+    busy, release = threading.Event(), threading.Event()
+    first = asyncio.create_task(db.write(insert(0, lambda: (busy.set(), release.wait(10)))))
+    await asyncio.to_thread(busy.wait, 10)
+    pending = [asyncio.create_task(db.write(write)) for write in writes]
+    await asyncio.sleep(0)  # every write is queued before the writer is free
+    release.set()
+    await first
+    return await asyncio.gather(*pending, return_exceptions=True)
+
+
+def count_commits(db: SQLiteDatabase) -> list[int]:
+    commits: list[int] = []
+    event.listen(db.writer, "commit", lambda conn: commits.append(1))
+    return commits
+
+
+async def test_writes_that_queue_behind_one_commit_together(db: SQLiteDatabase) -> None:
+    commits = count_commits(db)
+    results = await queued_behind_a_busy_writer(db, [insert(1), insert(2), insert(3)])
+    assert results == [1, 2, 3]
+    assert await stored(db) == [0, 1, 2, 3]
+    assert len(commits) == 2  # the first write's, then the group's
+
+
+async def test_a_write_that_fails_in_a_group_is_undone_alone(db: SQLiteDatabase) -> None:
+    """Its caller gets its error; the others of the group commit as if it had not been."""
+    bad = insert(2, fail(ValueError("no")))
+    results = await queued_behind_a_busy_writer(db, [insert(1), bad, insert(3)])
+    assert results[0] == 1 and results[2] == 3
+    assert isinstance(results[1], ValueError)
+    assert await stored(db) == [0, 1, 3]
+
+
+async def test_an_outage_in_a_group_fails_the_whole_group(db: SQLiteDatabase) -> None:
+    """The connection is suspect (a full disk, say): nothing of the group is kept, and
+    every caller is told, so none of them acknowledges a write that is not there."""
+    outage = insert(2, fail(sqlite3.OperationalError("disk I/O error")))
+    results = await queued_behind_a_busy_writer(db, [insert(1), outage, insert(3)])
+    assert all(isinstance(result, StorageUnavailable) for result in results)
+    assert await stored(db) == [0]
+    assert await db.write(insert(4)) == 4  # a fresh connection once it is back
+    assert await stored(db) == [0, 4]
+
+
+async def test_a_cancelled_caller_leaves_its_group_and_its_write_intact(
+    db: SQLiteDatabase,
+) -> None:
+    busy, release = threading.Event(), threading.Event()
+    first = asyncio.create_task(db.write(insert(0, lambda: (busy.set(), release.wait(10)))))
+    await asyncio.to_thread(busy.wait, 10)
+    gone, kept = asyncio.create_task(db.write(insert(1))), asyncio.create_task(db.write(insert(2)))
+    await asyncio.sleep(0)
+    gone.cancel()
+    release.set()
+    await first
+    assert await kept == 2
+    assert await stored(db) == [0, 1, 2]  # queued before the cancel: written all the same
+
+
+async def test_a_write_after_close_is_refused(db: SQLiteDatabase) -> None:
+    await db.close()
+    with pytest.raises(RuntimeError):
+        await db.write(insert(1))
