@@ -51,13 +51,23 @@ async def queued_behind_a_busy_writer(
     """Hold the writer in a first write, queue ``writes`` meanwhile, then let it go: the
     queued ones are written as one group. Returns each one's result or error."""
     busy, release = threading.Event(), threading.Event()
-    first = asyncio.create_task(db.write(insert(0, lambda: (busy.set(), release.wait(10)))))
+    first = asyncio.create_task(db.write(insert(0, holding(busy, release))))
     await asyncio.to_thread(busy.wait, 10)
     pending = [asyncio.create_task(db.write(write)) for write in writes]
     await asyncio.sleep(0)  # every write is queued before the writer is free
     release.set()
     await first
     return await asyncio.gather(*pending, return_exceptions=True)
+
+
+def holding(busy: threading.Event, release: threading.Event) -> Callable[[], None]:
+    """What the first write does inside its transaction: say so, then wait to be let go."""
+
+    def hold() -> None:
+        busy.set()
+        release.wait(10)
+
+    return hold
 
 
 def count_commits(db: SQLiteDatabase) -> list[int]:
@@ -98,7 +108,7 @@ async def test_a_cancelled_caller_leaves_its_group_and_its_write_intact(
     db: SQLiteDatabase,
 ) -> None:
     busy, release = threading.Event(), threading.Event()
-    first = asyncio.create_task(db.write(insert(0, lambda: (busy.set(), release.wait(10)))))
+    first = asyncio.create_task(db.write(insert(0, holding(busy, release))))
     await asyncio.to_thread(busy.wait, 10)
     gone, kept = asyncio.create_task(db.write(insert(1))), asyncio.create_task(db.write(insert(2)))
     await asyncio.sleep(0)
