@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, event, text
+from sqlalchemy.exc import OperationalError
 
 from tidings.storage.errors import StorageUnavailable
 from tidings.storage.sqlite import SQLiteDatabase
@@ -90,6 +91,18 @@ async def test_a_write_that_fails_in_a_group_is_undone_alone(db: SQLiteDatabase)
     results = await queued_behind_a_busy_writer(db, [insert(1), bad, insert(3)])
     assert results[0] == 1 and results[2] == 3
     assert isinstance(results[1], ValueError)
+    assert await stored(db) == [0, 1, 3]
+
+
+async def test_a_statement_that_fails_in_a_group_is_undone_alone(db: SQLiteDatabase) -> None:
+    def bad(conn: Connection) -> int:
+        conn.execute(text("INSERT INTO t (n) VALUES (2)"))
+        conn.execute(text("INSERT INTO no_such_table (n) VALUES (2)"))
+        return 2
+
+    results = await queued_behind_a_busy_writer(db, [insert(1), bad, insert(3)])
+    assert results[0] == 1 and results[2] == 3
+    assert isinstance(results[1], OperationalError)
     assert await stored(db) == [0, 1, 3]
 
 
