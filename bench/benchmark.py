@@ -4,8 +4,9 @@ Run: ``make bench`` or ``.venv/bin/python bench/benchmark.py [--db sqlite postgr
 
 For each database it starts, as separate processes: a fast receiver (bench/receiver.py),
 and tidings with ``--dispatchers`` dispatcher processes (default 2, one per core here):
-SQLite as ``tidings serve --workers 1`` (the API's own dispatcher and one beside it),
-PostgreSQL as ``tidings serve`` with its dispatcher off plus ``tidings worker --processes 2``.
+SQLite as ``tidings serve --workers 2`` (the API in one process, two dispatchers beside
+it), PostgreSQL as ``tidings serve`` with its dispatcher off plus ``tidings worker
+--processes 2``.
 
 * throughput: ``--events`` events are emitted through the API to ``--subs`` subscriptions
   created disabled (their deliveries wait, paused); once every process has started and
@@ -240,9 +241,8 @@ async def _measure(
     work: Path,
     options: str,
 ) -> Result:
-    """SQLite runs as ``tidings serve``, its own dispatcher and ``--dispatchers - 1``
-    more (``serve --workers``); PostgreSQL as an API process plus ``tidings worker
-    --processes`` (``--dispatchers`` of them)."""
+    """SQLite runs as ``tidings serve --workers`` (``--dispatchers`` of them beside the
+    API); PostgreSQL as an API process plus ``tidings worker --processes`` (as many)."""
     workers = f", {args.dispatchers} dispatcher processes"
     extra = "" if options == "plain" else f", {options}"
     result = Result(f"tidings ({db}, {sender}{workers}{extra})")
@@ -267,8 +267,8 @@ async def _measure(
                 sampler.watch(name, proc.pid)
 
             if db == "sqlite":
-                start("serve", [*serve, "--workers", str(args.dispatchers - 1)], env)
-                await sampler.watch_workers("serve", args.dispatchers - 1, parent_works=True)
+                start("serve", [*serve, "--workers", str(args.dispatchers)], env)
+                await sampler.watch_workers("serve", args.dispatchers, parent_works=True)
             else:
                 start("api", serve, api_only)
                 processes = ["--processes", str(args.dispatchers)]
@@ -376,7 +376,7 @@ def main() -> None:
         "--dispatchers",
         type=int,
         default=2,
-        help="dispatcher processes, about one per core: SQLite runs serve --workers N-1, "
+        help="dispatcher processes, about one per core: SQLite runs serve --workers N, "
         "PostgreSQL an API process and tidings worker --processes N",
     )
     parser.add_argument(

@@ -56,8 +56,9 @@ Workers = Annotated[
     int,
     typer.Option(
         min=0,
-        help="Dispatcher processes to run beside this one and keep running (about one per "
-        "further core); all of them share the work through the database.",
+        help="Dispatcher processes to run beside the API and keep running (about one per "
+        "core); all of them share the work through the database, and the API's own "
+        "process, left to the API, dispatches nothing.",
     ),
 ]
 
@@ -66,7 +67,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 0) -> None:
     from tidings.app import create_app
 
     tidings = Tidings.from_settings(settings)
-    app = create_app(tidings, run_dispatcher=settings.dispatcher_enabled)
+    app = create_app(tidings, run_dispatcher=dispatches_itself(settings, workers))
     access_log = settings.development if settings.access_log is None else settings.access_log
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log)
     server = uvicorn.Server(config)
@@ -75,6 +76,14 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 0) -> None:
         server.run()
     if app.state.failed:
         raise typer.Exit(EXIT_FATAL)
+
+
+def dispatches_itself(settings: Settings, workers: int) -> bool:
+    """Whether ``serve``'s own process runs a dispatcher: not when ``--workers`` run
+    beside it. One Python process works on one core; at a thousand emits a second the
+    API's work alone fills most of it (``bench/benchmark.py``), and a dispatcher beside it
+    in the same process made every delivery wait for both."""
+    return settings.dispatcher_enabled and workers == 0
 
 
 @contextlib.contextmanager
@@ -130,8 +139,8 @@ def _workers_beside(count: int, server: uvicorn.Server, app: FastAPI) -> Iterato
 
 @app.command()
 def serve(host: Host = "127.0.0.1", port: Port = 8000, workers: Workers = 0) -> None:
-    """Migrate if needed, then serve the API with a dispatcher in the same process (and
-    ``--workers`` more dispatcher processes beside it)."""
+    """Migrate if needed, then serve the API with a dispatcher in the same process, or
+    with ``--workers`` dispatcher processes beside it instead."""
     _serve(Settings(), host, port, workers)
 
 

@@ -1,5 +1,5 @@
 """Several dispatcher processes under one command: ``tidings worker --processes N``, and
-``tidings serve --workers N`` (the API with N dispatchers beside it).
+``tidings serve --workers N`` (the API with N dispatchers beside it, none in its own process).
 
 One Python process uses one core for its own work. Dispatchers already share the work
 through the database (claims skip what another holds; limits hold cluster-wide), so more

@@ -150,13 +150,9 @@ async def test_no_child_outlives_a_killed_group(tmp_path: Path) -> None:
 
 
 def serve_with_a_worker(tmp_path: Path, *, new_session: bool = False) -> tuple[str, Process]:
-    """``serve --workers 1`` on SQLite with the API's own dispatcher off, so that only the
-    worker beside it can deliver: (base URL, process)."""
-    env = tidings_env(
-        tmp_path / "data",
-        TIDINGS_DATABASE_URL=f"sqlite:///{tmp_path / 't.db'}",
-        TIDINGS_DISPATCHER_ENABLED="false",
-    )
+    """``serve --workers 1`` on SQLite: the API's own process dispatches nothing, so only
+    the worker beside it can deliver: (base URL, process)."""
+    env = tidings_env(tmp_path / "data", TIDINGS_DATABASE_URL=f"sqlite:///{tmp_path / 't.db'}")
     port = free_port()
     args = ["serve", "--port", str(port), "--workers", "1"]
     return f"http://127.0.0.1:{port}", Process(

@@ -41,6 +41,7 @@ from tidings.storage.sql.queue import (
     claimed_deliveries,
     delivery_update,
 )
+from tidings.storage.wakes import ProcessWakes
 
 T = TypeVar("T")
 
@@ -99,10 +100,11 @@ class SQLiteDatabase(Database):
                    = substr(p.value, 1, length(p.value) - 1)))"""
     MATCHED_IDS = "SELECT value FROM json_each(:matched)"
 
-    def __init__(self, writer: Engine, reader: Engine) -> None:
+    def __init__(self, writer: Engine, reader: Engine, wakes: ProcessWakes | None = None) -> None:
         super().__init__()
         self.writer = writer
         self.reader = reader
+        self._wakes = wakes or ProcessWakes(None)
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="tidings-sqlite-write")
         self._read_threads = ThreadPoolExecutor(READERS, thread_name_prefix="tidings-sqlite-read")
         self._checkpointer: asyncio.Task[None] | None = None
@@ -112,11 +114,14 @@ class SQLiteDatabase(Database):
     @classmethod
     def from_url(cls, url: str) -> SQLiteDatabase:
         parsed = make_url(url).set(drivername="sqlite+pysqlite")
+        folder = None
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database + ".wake")
         return cls(
             _engine(parsed, immediate=True, pool_size=1, checkpoints=False),
             _engine(parsed, immediate=False, pool_size=READERS),
+            ProcessWakes(folder),
         )
 
     @translated
@@ -206,10 +211,15 @@ class SQLiteDatabase(Database):
 
         return await asyncio.get_running_loop().run_in_executor(self._read_threads, run)
 
+    def notify_work(self) -> None:
+        super().notify_work()
+        self._wakes.send()
+
     async def wait_for_work(self, seconds: float) -> None:
-        """SQLite has no NOTIFY: besides this process's own signal, look every
-        ``PROBE_INTERVAL`` for rows that another process (``tidings serve`` beside a
-        ``tidings worker``) made due, with a read that takes no write lock."""
+        """SQLite has no NOTIFY: besides the wakes of this process and of the others on
+        the file (``storage/wakes.py``), look every ``PROBE_INTERVAL`` for rows another
+        process made due, with a read that takes no write lock."""
+        self._wakes.listen(super().notify_work)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while (left := deadline - loop.time()) > 0:
@@ -218,6 +228,7 @@ class SQLiteDatabase(Database):
                 return
 
     async def close(self) -> None:
+        self._wakes.close()
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -272,6 +283,11 @@ class SQLiteQueue(SQLQueue):
     """The queue's transactions as plain functions of a ``sqlite3`` connection."""
 
     async def claim(self, request: ClaimRequest) -> list[ClaimedDelivery]:
+        """A look first, with a read: a claim that finds nothing (one of the workers a
+        wake woke, or a look of the probe) takes no write lock, which would stall the
+        writes of every other process on the file (SQLite's busy wait sleeps)."""
+        if not await self._db.read(lambda conn: _any_due(_driver(conn), request)):
+            return []
         token = uuid.uuid4().hex
         rows = await self._db.write(lambda conn: _claim(_driver(conn), request, token))
         return claimed_deliveries(rows, token)
@@ -283,6 +299,11 @@ class SQLiteQueue(SQLQueue):
 
     async def repair(self, now_ms: int) -> int:
         return await self._db.write(lambda conn: _repair(_driver(conn), now_ms))
+
+
+def _any_due(db: sqlite3.Connection, request: ClaimRequest) -> bool:
+    arguments = {"now": request.now_ms, "skip": json.dumps(list(request.skip)), "lanes": 1}
+    return db.execute(_DUE_LANES, arguments).fetchone() is not None
 
 
 def _claim(db: sqlite3.Connection, request: ClaimRequest, token: str) -> list[sqlite3.Row]:

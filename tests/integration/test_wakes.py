@@ -1,0 +1,117 @@
+"""Wake-ups between the processes of one SQLite database (``storage/wakes.py``), and what
+they spare the database file: a claim that finds nothing takes no write lock."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.queue import take_everything
+from tidings.domain.clock import now_ms
+from tidings.storage import sqlite as sqlite_module
+from tidings.storage.records import ClaimRequest
+from tidings.storage.sql import SQLStore
+from tidings.storage.sqlite import open_sqlite
+from tidings.storage.wakes import ProcessWakes
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return tmp_path / "t.db.wake"
+
+
+async def woken(wakes: ProcessWakes) -> asyncio.Event:
+    event = asyncio.Event()
+    wakes.listen(event.set)
+    return event
+
+
+def sockets_in(folder: Path) -> list[str]:
+    return [path.name for path in folder.iterdir()]
+
+
+async def test_a_send_wakes_every_other_listener_and_not_the_sender(folder: Path) -> None:
+    sender, first, second = ProcessWakes(folder), ProcessWakes(folder), ProcessWakes(folder)
+    own = await woken(sender)
+    heard = [await woken(first), await woken(second)]
+    try:
+        sender.send()
+        async with asyncio.timeout(5):
+            for event in heard:
+                await event.wait()
+        assert not own.is_set()
+    finally:
+        for wakes in (sender, first, second):
+            wakes.close()
+    assert sockets_in(folder) == []  # each took its socket away
+
+
+def test_the_socket_of_a_process_that_died_is_removed_by_the_next_sender(folder: Path) -> None:
+    folder.mkdir()
+    dead = folder / "4242-deadbeef.sock"
+    killed = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    killed.bind(str(dead))
+    killed.close()  # as kill -9 leaves it: the file stays, nobody reads it
+    sender = ProcessWakes(folder)
+    try:
+        sender.send()
+    finally:
+        sender.close()
+    assert not dead.exists()
+
+
+async def test_a_path_too_long_for_a_socket_leaves_the_process_looking(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120) / "t.db.wake"
+    wakes = ProcessWakes(deep)
+    try:
+        await woken(wakes)
+        wakes.send()  # nothing to send to, nothing raised
+    finally:
+        wakes.close()
+    assert not deep.exists()
+
+
+@pytest.fixture
+async def two_processes(tmp_path: Path) -> AsyncIterator[tuple[SQLStore, SQLStore]]:
+    """Two stores on one file, as ``serve`` and a worker beside it would have."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    api, worker = open_sqlite(url), open_sqlite(url)
+    await api.migrate()
+    yield api, worker
+    await api.close()
+    await worker.close()
+
+
+async def test_a_dispatcher_in_another_process_is_woken_at_once(
+    two_processes: tuple[SQLStore, SQLStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the wake it would find the work only at its next look, here a minute away."""
+    api, worker = two_processes
+    monkeypatch.setattr(sqlite_module, "PROBE_INTERVAL", 60)
+    waiting = asyncio.create_task(worker.queue.wait_for_work(60))
+    await asyncio.sleep(0.05)  # listening (it binds its socket when it starts waiting)
+    api.queue.notify_work()
+    async with asyncio.timeout(5):
+        await waiting
+
+
+async def test_a_claim_that_finds_nothing_takes_no_write_lock(
+    two_processes: tuple[SQLStore, SQLStore], tmp_path: Path
+) -> None:
+    """Another process holds the file's write lock (a long write): a claim with nothing
+    due answers at once instead of queueing behind it for up to the busy timeout."""
+    _, worker = two_processes
+    holder = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        async with asyncio.timeout(5):
+            claimed = await worker.queue.claim(ClaimRequest(now_ms(), 30_000, take_everything))
+        assert claimed == []
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
