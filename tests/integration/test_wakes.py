@@ -35,11 +35,21 @@ def sockets_in(folder: Path) -> list[str]:
     return [path.name for path in folder.iterdir()]
 
 
-async def test_a_send_wakes_every_other_listener_and_not_the_sender(folder: Path) -> None:
+async def test_each_send_wakes_another_listener_in_turn_and_never_the_sender(
+    folder: Path,
+) -> None:
     sender, first, second = ProcessWakes(folder), ProcessWakes(folder), ProcessWakes(folder)
     own = await woken(sender)
     heard = [await woken(first), await woken(second)]
     try:
+        sender.send()
+        waits = [asyncio.ensure_future(event.wait()) for event in heard]
+        async with asyncio.timeout(5):
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        await asyncio.sleep(0.05)  # a second wake, were one sent, is in by now
+        assert sum(event.is_set() for event in heard) == 1
         sender.send()
         async with asyncio.timeout(5):
             for event in heard:
@@ -51,8 +61,11 @@ async def test_a_send_wakes_every_other_listener_and_not_the_sender(folder: Path
     assert sockets_in(folder) == []  # each took its socket away
 
 
-def test_the_socket_of_a_process_that_died_is_removed_by_the_next_sender(folder: Path) -> None:
-    folder.mkdir()
+async def test_the_socket_of_a_process_that_died_is_removed_and_the_next_one_woken(
+    folder: Path,
+) -> None:
+    alive = ProcessWakes(folder)
+    heard = await woken(alive)
     dead = folder / "4242-deadbeef.sock"
     killed = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     killed.bind(str(dead))
@@ -60,9 +73,13 @@ def test_the_socket_of_a_process_that_died_is_removed_by_the_next_sender(folder:
     sender = ProcessWakes(folder)
     try:
         sender.send()
+        sender.send()  # whichever came first in turn, both have been tried now
+        async with asyncio.timeout(5):
+            await heard.wait()
     finally:
         sender.close()
-    assert not dead.exists()
+        alive.close()
+    assert sockets_in(folder) == []
 
 
 async def test_a_path_too_long_for_a_socket_leaves_the_process_looking(tmp_path: Path) -> None:
