@@ -9,6 +9,7 @@ paused deliveries, cluster-wide limits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.conftest import eventually
 from tests.support.queue import claim_all, take_everything
@@ -26,6 +28,7 @@ from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.service import Tidings
 from tidings.storage import AttemptOutcome, ClaimedDelivery, Store, StoredEvent
 from tidings.storage.memory import MemoryStore
+from tidings.storage.postgres import PostgresDatabase
 from tidings.storage.records import ClaimRequest
 from tidings.storage.sql import SQLStore
 
@@ -369,6 +372,52 @@ async def test_a_failed_wake_is_retried_in_the_background(
     assert payloads(found) == [5]
 
 
+@contextlib.asynccontextmanager
+async def lane_held(t: Tidings, sub_id: str) -> AsyncIterator[AsyncConnection]:
+    """Another worker's claim under way: the lane's row lock held by an open transaction."""
+    store = t.store
+    assert isinstance(store, SQLStore) and isinstance(store.db, PostgresDatabase)
+    async with store.db.engine.begin() as holder:
+        lock = "SELECT 1 FROM lanes WHERE subscription_id = :sub FOR UPDATE"
+        await holder.execute(text(lock), {"sub": sub_id})
+        yield holder
+
+
+async def test_emits_that_commit_while_a_wake_waits_share_the_next_wake(
+    tidings: Tidings, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL wakes lanes in rounds: the emits that commit while one round waits (here
+    on a lane a claim holds) are woken together by the next, one statement; each emit
+    answers only once its own lanes are woken."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL wakes lanes after the emit's commit")
+    tenants = [await tenant(tidings, f"t{i}") for i in range(4)]
+    subs = [await subscription(tidings, tid) for tid in tenants]
+    events = tidings.store.events
+    rounds: list[list[str]] = []
+    wake = events._wake  # type: ignore[attr-defined]
+
+    async def counted(lanes: list[str]) -> None:
+        rounds.append(lanes)
+        await wake(lanes)
+
+    monkeypatch.setattr(events, "_wake", counted)
+
+    async def stored(count: int) -> bool:
+        found = [await events.list_events(tid, [], None, 1) for tid in tenants]
+        return sum(len(page.items) for page in found) == count
+
+    async with lane_held(tidings, subs[0].id):
+        first = asyncio.create_task(emit(tidings, tenants[0], n=0))
+        await eventually(lambda: stored(1))
+        rest = [asyncio.create_task(emit(tidings, tenants[i], n=i)) for i in (1, 2, 3)]
+        await eventually(lambda: stored(4))
+        assert not first.done() and not any(task.done() for task in rest)
+    await asyncio.gather(first, *rest)
+    assert rounds == [[subs[0].id], sorted(sub.id for sub in subs[1:])]
+    assert payloads(await claim_all(tidings.store.queue, FAR)) == [0, 1, 2, 3]
+
+
 async def test_concurrent_emits_and_claims_lose_no_wake_up(tidings: Tidings) -> None:
     """Emits racing claims (and records) must never leave a due delivery behind a
     parked lane: the lane's row lock orders them."""
@@ -440,7 +489,6 @@ async def test_a_claim_that_finds_its_due_lanes_held_by_another_claim_tries_agai
     if request.node.callspec.params["tidings"] != "postgresql":
         pytest.skip("only PostgreSQL claims skip locked lanes")
     from tidings.storage.factory import open_store
-    from tidings.storage.postgres import PostgresDatabase
 
     url = tidings.settings.database_url
     assert url is not None
