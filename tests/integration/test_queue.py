@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -416,6 +417,67 @@ async def test_emits_that_commit_while_a_wake_waits_share_the_next_wake(
     await asyncio.gather(first, *rest)
     assert rounds == [[subs[0].id], sorted(sub.id for sub in subs[1:])]
     assert payloads(await claim_all(tidings.store.queue, FAR)) == [0, 1, 2, 3]
+
+
+@contextlib.asynccontextmanager
+async def stream_held(t: Tidings, tenant_id: str) -> AsyncIterator[None]:
+    """An emit of the tenant under way elsewhere: its stream lock held by an open
+    transaction, so that this process's next emit round waits in the database."""
+    store = t.store
+    assert isinstance(store, SQLStore) and isinstance(store.db, PostgresDatabase)
+    async with store.db.engine.begin() as holder:
+        lock = "SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"
+        await holder.execute(text(lock), {"key": "tidings.events:" + tenant_id})
+        yield
+
+
+async def waiting_for_a_stream_lock(t: Tidings) -> bool:
+    assert isinstance(t.store, SQLStore)
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    return bool(await t.store.db.read(lambda conn: conn.execute(text(waiting)).scalar_one()))
+
+
+async def test_emits_asked_for_while_one_runs_go_together_in_order_and_fail_alone(
+    tidings: Tidings, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL emits in rounds (group commit): those asked for while a round waits go
+    in the next, one statement. FIFO keys keep their emit order across it; an event that
+    cannot be stored (an id too long for its column) fails alone, the rest of its round
+    are stored."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL emits in rounds")
+    tid = await tenant(tidings)
+    await subscription(tidings, tid, ordering=Ordering.FIFO)
+    from tidings.storage import postgres
+
+    events = tidings.store.events
+    statements: list[int] = []  # the events of each statement that stored several
+    columns = postgres._emit_columns
+
+    def counted(batch: list[tuple[Any, ...]]) -> list[list[Any]]:
+        statements.append(len(batch))
+        return columns(batch)
+
+    monkeypatch.setattr(postgres, "_emit_columns", counted)
+    stray = tidings.draft_event(tid, "client.created", {"n": -1})
+    stray = dataclasses.replace(stray, id="evt_" + "x" * 60)
+    async with stream_held(tidings, tid):
+        first = asyncio.create_task(emit(tidings, tid, key="k", n=0))
+        await eventually(lambda: waiting_for_a_stream_lock(tidings))
+        rest = [asyncio.create_task(emit(tidings, tid, key="k", n=n)) for n in (1, 2, 3)]
+        refused = asyncio.create_task(events.insert_event(stray, None))
+        await asyncio.sleep(0)  # all asked for while the first round waits
+    stored = await asyncio.gather(first, *rest)
+    with pytest.raises(Exception, match="too long"):
+        await refused
+    assert statements == [4]  # the first alone, the rest in one (then each again alone)
+    assert [e.seq for e in stored] == sorted(e.seq for e in stored)
+    order = []
+    for _ in range(4):  # FIFO: one at a time, in emit order
+        claimed = await claim_all(tidings.store.queue, FAR)
+        order += payloads(claimed)
+        await tidings.store.queue.record([done(c) for c in claimed])
+    assert order == [0, 1, 2, 3]
 
 
 async def test_concurrent_emits_and_claims_lose_no_wake_up(tidings: Tidings) -> None:
