@@ -9,6 +9,8 @@ over ``--requests`` sequential requests, cases interleaved so that a busy machin
 them alike; it prints the median round. Cases:
 
 * ``emit, service only``: ``Tidings.emit`` called directly: storing the event, no HTTP.
+* ``emit, 16 at once``: the same, 16 awaited together (as 16 clients would): the writes
+  that queue while one commits are committed as a group (per emit).
 * ``emit, fast path``: ``POST /api/v1/events`` as served (``tidings/api/fast_emit.py``).
 * ``emit, FastAPI route``: the same request with the fast path off.
 * ``GET /healthz``: the least a request through FastAPI costs here.
@@ -38,6 +40,8 @@ from tidings.service import Tidings  # noqa: E402
 
 ASGIApp = Callable[..., Awaitable[None]]
 EMIT = {"type": "client.created", "payload": {"name": "Ada", "n": 1}}
+AT_ONCE = 16
+"""Emits awaited together in the concurrent case: SQLite commits them in groups."""
 
 
 def asgi_call(
@@ -102,8 +106,12 @@ async def measure(requests: int, rounds: int) -> dict[str, float]:
             async def service_only() -> object:
                 return await tidings.emit(key.tenant_id, EMIT["type"], EMIT["payload"])
 
+            async def sixteen_at_once() -> object:
+                return await asyncio.gather(*(service_only() for _ in range(AT_ONCE)))
+
             cases: dict[str, Callable[[], Awaitable[object]]] = {
                 "emit, service only": service_only,
+                f"emit, {AT_ONCE} at once": sixteen_at_once,
                 "emit, fast path": asgi_call(fast, "POST", "/api/v1/events", headers, body),
                 "emit, FastAPI route": asgi_call(route, "POST", "/api/v1/events", headers, body),
                 "GET /healthz": asgi_call(fast, "GET", "/healthz", {}, b""),
@@ -113,7 +121,10 @@ async def measure(requests: int, rounds: int) -> dict[str, float]:
             samples: dict[str, list[float]] = {name: [] for name in cases}
             for _ in range(rounds):
                 for name, call in cases.items():
-                    samples[name].append(await cpu_per_call(call, requests))
+                    calls = requests // AT_ONCE if call is sixteen_at_once else requests
+                    per_call = await cpu_per_call(call, calls)
+                    per_emit = per_call / AT_ONCE if call is sixteen_at_once else per_call
+                    samples[name].append(per_emit)
             await tidings.close()
     return {name: statistics.median(values) for name, values in samples.items()}
 
