@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from tidings.domain.scheduling import Lane
 from tidings.domain.subscriptions import Ordering, Subscription
 from tidings.service import Tidings
 from tidings.storage import AttemptOutcome, ClaimedDelivery, Store, StoredEvent
+from tidings.storage.errors import StorageUnavailable
 from tidings.storage.memory import MemoryStore
 from tidings.storage.postgres import PostgresDatabase
 from tidings.storage.records import ClaimRequest
@@ -478,6 +480,70 @@ async def test_emits_asked_for_while_one_runs_go_together_in_order_and_fail_alon
         order += payloads(claimed)
         await tidings.store.queue.record([done(c) for c in claimed])
     assert order == [0, 1, 2, 3]
+
+
+async def test_an_outage_amid_a_round_gone_alone_fails_only_the_events_not_stored(
+    tidings: Tidings, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round's statement fails, so its events go again one by one; the connection dies
+    on the second (its server process terminated). The first is stored and says so (a
+    503 would make its client send it twice); the second and third fail and are not."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL emits in rounds")
+    from tidings.storage import postgres
+
+    store = tidings.store
+    assert isinstance(store, SQLStore)
+    dies = """
+        CREATE FUNCTION tidings_test_dies_at(p_id text) RETURNS boolean LANGUAGE plpgsql AS $$
+        BEGIN
+            IF p_id LIKE 'evt_dies%' THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
+            RETURN TRUE;
+        END $$"""
+    await store.db.write(lambda conn: conn.execute(text(dies)))
+    monkeypatch.setattr(postgres, "_EMIT_MANY", "SELECT no_such_function()")
+    monkeypatch.setattr(postgres, "_EMIT", postgres._EMIT + " WHERE tidings_test_dies_at($1)")
+    tid = await tenant(tidings)
+    await subscription(tidings, tid)
+
+    def event(n: int, event_id: str | None = None) -> StoredEvent:
+        draft = tidings.draft_event(tid, "client.created", {"n": n})
+        return draft if event_id is None else dataclasses.replace(draft, id=event_id)
+
+    async with stream_held(tidings, tid):
+        first = asyncio.create_task(store.events.insert_event(event(0), None))
+        await eventually(lambda: waiting_for_a_stream_lock(tidings))
+        round_of_three = [event(1), event(2, "evt_dies_here"), event(3)]
+        emits = [asyncio.create_task(store.events.insert_event(e, None)) for e in round_of_three]
+        await asyncio.sleep(0)
+    await first
+    outcomes = await asyncio.gather(*emits, return_exceptions=True)
+    assert isinstance(outcomes[0], tuple) and outcomes[0][0].seq > 0
+    assert all(isinstance(outcome, StorageUnavailable) for outcome in outcomes[1:])
+    listed = await store.events.list_events(tid, [], None, 10)
+    assert [json.loads(e.body)["payload"]["n"] for e in listed.items] == [0, 1]
+
+
+async def test_an_emit_round_cancelled_at_close_ends_every_emit_waiting_for_one(
+    tidings: Tidings, request: pytest.FixtureRequest
+) -> None:
+    """Closing cancels the round under way; the emits queued for the next one end too
+    (cancelled), instead of waiting for a round that will not come."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL emits in rounds")
+    store = tidings.store
+    assert isinstance(store, SQLStore) and isinstance(store.db, PostgresDatabase)
+    tid = await tenant(tidings)
+    await subscription(tidings, tid)
+    async with stream_held(tidings, tid):
+        under_way = asyncio.create_task(emit(tidings, tid, n=0))
+        await eventually(lambda: waiting_for_a_stream_lock(tidings))
+        queued = asyncio.create_task(emit(tidings, tid, n=1))
+        await asyncio.sleep(0)
+        store.db._background["_emit_rounds"].cancel()  # what close does
+        async with asyncio.timeout(10):
+            ended = await asyncio.gather(under_way, queued, return_exceptions=True)
+    assert all(isinstance(outcome, asyncio.CancelledError) for outcome in ended)
 
 
 async def test_concurrent_emits_and_claims_lose_no_wake_up(tidings: Tidings) -> None:

@@ -117,9 +117,11 @@ async def test_an_outage_in_a_group_fails_the_whole_group(db: SQLiteDatabase) ->
     assert await stored(db) == [0, 4]
 
 
-async def test_a_cancelled_caller_leaves_its_group_and_its_write_intact(
+async def test_a_caller_cancelled_before_its_write_began_leaves_it_unwritten(
     db: SQLiteDatabase,
 ) -> None:
+    """As without groups: a write whose caller gave up before it began never runs (a
+    claim nobody waits for would lease deliveries nobody sends); the rest of its group do."""
     busy, release = threading.Event(), threading.Event()
     first = asyncio.create_task(db.write(insert(0, holding(busy, release))))
     await asyncio.to_thread(busy.wait, 10)
@@ -129,7 +131,42 @@ async def test_a_cancelled_caller_leaves_its_group_and_its_write_intact(
     release.set()
     await first
     assert await kept == 2
-    assert await stored(db) == [0, 1, 2]  # queued before the cancel: written all the same
+    assert await stored(db) == [0, 2]
+
+
+async def test_a_write_alone_is_committed_apart_from_the_writes_around_it(
+    db: SQLiteDatabase,
+) -> None:
+    """An app's transaction may commit or roll back by itself: it never shares one."""
+    commits = count_commits(db)
+    busy, release = threading.Event(), threading.Event()
+    first = asyncio.create_task(db.write(insert(0, holding(busy, release))))
+    await asyncio.to_thread(busy.wait, 10)
+    queued = [
+        asyncio.create_task(db.write(insert(1))),
+        asyncio.create_task(db.write(insert(2))),
+        asyncio.create_task(db.write(insert(3), alone=True)),
+        asyncio.create_task(db.write(insert(4))),
+    ]
+    await asyncio.sleep(0)
+    release.set()
+    await first
+    assert await asyncio.gather(*queued) == [1, 2, 3, 4]
+    assert len(commits) == 4  # the first; 1 and 2 together; 3 alone; 4
+    assert await stored(db) == [0, 1, 2, 3, 4]
+
+
+async def test_a_failed_write_forgets_the_filters_read_inside_it(db: SQLiteDatabase) -> None:
+    """A write may have read (and cached) a tenant's filters as of a version that never
+    committed; they are read again after any write fails."""
+    db.filters.load("ten_a", 7, [])
+    with pytest.raises(ValueError):
+        await db.write(insert(1, fail(ValueError("no"))))
+    assert db.filters.get("ten_a") is None
+    db.filters.load("ten_a", 7, [])
+    results = await queued_behind_a_busy_writer(db, [insert(2), insert(3, fail(KeyError()))])
+    assert results[0] == 2 and isinstance(results[1], KeyError)
+    assert db.filters.get("ten_a") is None
 
 
 async def test_a_write_after_close_is_refused(db: SQLiteDatabase) -> None:

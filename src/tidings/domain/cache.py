@@ -32,6 +32,9 @@ class BoundedCache(Generic[K, V]):
     def pop(self, key: K) -> V | None:
         return self._items.pop(key, None)
 
+    def clear(self) -> None:
+        self._items.clear()
+
     def items(self) -> list[tuple[K, V]]:
         return list(self._items.items())
 

@@ -126,7 +126,7 @@ class PostgresDatabase(Database):
         )
 
     @translated
-    async def write(self, tx: Callable[[Connection], T]) -> T:
+    async def write(self, tx: Callable[[Connection], T], *, alone: bool = False) -> T:
         async with self.engine.begin() as conn:
             return await conn.run_sync(tx)
 
@@ -340,9 +340,10 @@ class PostgresEvents(SQLEvents):
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            except BaseException:  # cancelled (closing): so are the emits waiting for it
-                for _, done in batch:
+            except BaseException:  # cancelled (closing): so are the emits waiting
+                for _, done in [*batch, *self._to_emit]:
                     done.cancel()
+                self._to_emit = []
                 raise
             for (_, done), outcome in zip(batch, outcomes, strict=True):
                 if done.done():
@@ -375,8 +376,12 @@ class PostgresEvents(SQLEvents):
                 try:
                     row = await conn.fetchrow(_EMIT, *args)
                 except Exception as exc:
-                    if is_outage(exc) or len(batch) == 1:
+                    if len(batch) == 1:
                         raise
+                    if is_outage(exc):  # the ones stored must say so: the rest fail
+                        with contextlib.suppress(Exception):  # asyncpg may have let it go
+                            conn.terminate()
+                        return results + [exc] * (len(batch) - len(results))
                     results.append(exc)
                 else:
                     results.append((row["o_seq"], row["o_lanes"]))
@@ -400,6 +405,10 @@ class PostgresEvents(SQLEvents):
             try:
                 with contextlib.suppress(Exception):  # _wake noted and logged it
                     await self._wake(sorted(lanes))
+            except BaseException:  # cancelled (closing): the next round's lanes are noted
+                self._unwoken.update(self._to_wake)
+                waiters, self._wake_waiters = waiters + self._wake_waiters, []
+                raise
             finally:
                 for waiter in waiters:
                     if not waiter.done():  # else its emit was cancelled meanwhile

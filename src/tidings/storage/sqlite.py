@@ -16,11 +16,12 @@ import contextlib
 import dataclasses
 import json
 import sqlite3
+import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -50,8 +51,26 @@ PROBE_INTERVAL = 0.05
 CHECKPOINT_INTERVAL = 1.0
 READERS = 4
 
-_Queued = tuple[Callable[[Connection], Any], "asyncio.Future[Any]"]
-"""A write waiting for the writer: its transaction and its caller's future."""
+
+class _Queued(NamedTuple):
+    """A write waiting for the writer."""
+
+    tx: Callable[[Connection], Any]
+    done: asyncio.Future[Any]
+    """Its caller's: the result or the error, once committed or not."""
+    alone: bool
+    """In a transaction of its own (an app's work, which may commit or roll back itself)."""
+
+
+def _next_group(queued: list[_Queued]) -> list[_Queued]:
+    """The writes to commit together next: the first alone if it runs alone, else those
+    before the first that does."""
+    if queued[0].alone:
+        return queued[:1]
+    end = next((n for n, q in enumerate(queued) if q.alone), len(queued))
+    return queued[:end]
+
+
 _Settled = tuple[bool, Any]
 """A write done: (True, its result) or (False, the exception it raised)."""
 
@@ -125,21 +144,25 @@ class SQLiteDatabase(Database):
         )
 
     @translated
-    async def write(self, tx: Callable[[Connection], T]) -> T:
-        """Run ``tx`` in a write transaction: alone, or with the writes that queued while
-        the last one ran (group commit, see ``_commit_group``)."""
+    async def write(self, tx: Callable[[Connection], T], *, alone: bool = False) -> T:
+        """Run ``tx`` in a write transaction: with the writes that queued while the last
+        one ran (group commit, see ``_commit_group``), or ``alone`` in one of its own."""
         loop = asyncio.get_running_loop()
         if self._checkpointer is None:
             self._checkpointer = loop.create_task(self._checkpoint_loop())
         done: asyncio.Future[Any] = loop.create_future()
-        self._queued.append((tx, done))
+        self._queued.append(_Queued(tx, done, alone))
         if self._committing is None:
             self._commit_next(loop)
         result: T = await done
         return result
 
     def _commit_next(self, loop: asyncio.AbstractEventLoop) -> None:
-        group, self._queued = self._queued, []
+        self._queued = [queued for queued in self._queued if not queued.done.done()]
+        if not self._queued:
+            return  # every caller was cancelled before its write began: none runs
+        group = _next_group(self._queued)
+        del self._queued[: len(group)]
         try:
             committing = loop.run_in_executor(self._write_thread, self._commit_group, group)
         except RuntimeError as exc:  # closed: the writer thread takes nothing more
@@ -149,8 +172,10 @@ class SQLiteDatabase(Database):
 
         def settled(_: asyncio.Future[list[_Settled]]) -> None:
             self._committing = None
-            if committing.cancelled() or committing.exception() is not None:
-                failure = committing.exception() or RuntimeError("the write was cancelled")
+            failure: BaseException | None = (
+                RuntimeError("cancelled") if committing.cancelled() else committing.exception()
+            )
+            if failure is not None:
                 _settle(group, [(False, failure)] * len(group))
             else:
                 _settle(group, committing.result())
@@ -165,25 +190,32 @@ class SQLiteDatabase(Database):
         savepoint alone (its caller gets the error); a failed commit fails them all, and
         none of their callers was told otherwise. Under load the commit, the ``BEGIN
         IMMEDIATE`` and the hops between threads are paid once per group, not once per
-        write: a third of an emit's CPU."""
+        write: a third of an emit's CPU.
+
+        Whatever a write that failed read inside its transaction may have been cached
+        (a tenant's filters, as of a version that never committed): the filter books are
+        forgotten then, and read again as committed."""
         outcomes: list[_Settled] = []
         with self.writer.connect() as conn:
             try:
                 with conn.begin():
                     if len(group) == 1:
-                        return [(True, group[0][0](conn))]
+                        return [(True, group[0].tx(conn))]
                     driver = _driver(conn)  # SAVEPOINT through SQLAlchemy costs 5x more
-                    for tx, _ in group:
+                    for queued in group:
                         driver.execute("SAVEPOINT tidings_write")
                         try:
-                            outcomes.append((True, tx(conn)))
+                            outcomes.append((True, queued.tx(conn)))
                         except Exception as exc:
                             if is_outage(exc):
                                 raise  # the connection is suspect: the whole group fails
+                            traceback.clear_frames(exc.__traceback__)  # its open cursors
                             driver.execute("ROLLBACK TO tidings_write")
+                            self.filters.clear()
                             outcomes.append((False, exc))
                         driver.execute("RELEASE tidings_write")
             except Exception as exc:
+                self.filters.clear()
                 if is_outage(exc):  # e.g. a full disk: start afresh once it is back
                     conn.invalidate()
                 return [(False, exc)] * len(group)
@@ -240,7 +272,7 @@ class SQLiteDatabase(Database):
 
 
 def _settle(group: list[_Queued], outcomes: list[_Settled]) -> None:
-    for (_, done), (ok, value) in zip(group, outcomes, strict=True):
+    for (_, done, _), (ok, value) in zip(group, outcomes, strict=True):
         if done.done():
             continue  # its caller was cancelled; the write ran all the same
         if ok:

@@ -46,24 +46,32 @@ class ProcessWakes:
         self._sender: socket.socket | None = None
         self._peers: list[Path] = []
         self._peers_read = -PEERS_FRESH_FOR
+        self._unable = False
+        """Binding failed once: not tried again (the error is logged once)."""
         self._turn = 0
 
     def listen(self, on_wake: Callable[[], None]) -> None:
         """Call ``on_wake`` (on this event loop) when another process sends a wake."""
-        if self._folder is None or self._listener is not None:
+        if self._folder is None or self._listener is not None or self._unable:
             return
         own = self._folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         if len(os.fsencode(own)) > MAX_PATH:
             log.info("process_wakes_off", reason="path too long for a Unix socket", path=str(own))
             self._folder = None
             return
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        except OSError as exc:  # out of file descriptors, say
+            self._unable = True
+            log.info("process_wakes_off", reason=str(exc), path=str(own))
+            return
         try:
             self._folder.mkdir(mode=0o700, exist_ok=True)
             listener.setblocking(False)
             listener.bind(os.fsencode(own))
-        except OSError as exc:
+        except OSError as exc:  # a file system without sockets, a folder not ours
             listener.close()
+            self._unable = True  # it goes on looking; sending to the others still works
             log.info("process_wakes_off", reason=str(exc), path=str(own))
             return
         self._listener, self._own = listener, own
@@ -122,6 +130,7 @@ class ProcessWakes:
         return self._peers
 
     def _sending_socket(self) -> socket.socket:
+        """Raises ``OSError`` (which ``send`` ignores) if no socket can be made now."""
         if self._sender is None:
             self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._sender.setblocking(False)

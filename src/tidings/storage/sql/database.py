@@ -92,8 +92,9 @@ class Database:
         self.filters = FilterBooks()
         """Each tenant's filtered subscriptions, compiled (see ``sql/filtering.py``)."""
 
-    async def write(self, tx: Callable[[Connection], T]) -> T:
-        """Run ``tx`` in one write transaction."""
+    async def write(self, tx: Callable[[Connection], T], *, alone: bool = False) -> T:
+        """Run ``tx`` in one write transaction; ``alone``: in one that runs nothing else
+        (a connector may commit several writes' transactions together otherwise)."""
         raise NotImplementedError
 
     async def read(self, tx: Callable[[Connection], T]) -> T:

@@ -56,7 +56,7 @@ class SQLEvents(SQLPart):
         def tx(conn: Connection) -> T:
             return work(conn, _TransactionOutbox(self._db, conn, added))
 
-        result = await self._db.write(tx)
+        result = await self._db.write(tx, alone=True)  # the app may commit, say
         if added:
             self._db.notify_work()
         return result

@@ -47,6 +47,11 @@ class FilterBooks:
         with self._lock:
             return self._books.get(tenant_id)
 
+    def clear(self) -> None:
+        """Forget every book (each is read again, as committed, when next wanted)."""
+        with self._lock:
+            self._books.clear()
+
     def load(
         self, tenant_id: str, version: int | None, rows: Iterable[Sequence[Any]]
     ) -> FilterBook:
