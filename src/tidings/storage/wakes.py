@@ -31,8 +31,9 @@ log = structlog.get_logger("tidings.storage")
 PEERS_FRESH_FOR = 1.0
 """Seconds a sender trusts its list of sockets: a process that starts listening is woken
 by the others within about this long (and finds work by looking meanwhile)."""
-MAX_PATH = 100
-"""A Unix socket's path must fit in ``sun_path`` (108 bytes on Linux, 104 on macOS)."""
+MAX_PATH = 103
+"""A Unix socket's path must fit in ``sun_path`` with its NUL (108 bytes on Linux, 104 on
+macOS)."""
 SUFFIX = ".sock"
 
 
