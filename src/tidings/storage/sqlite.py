@@ -333,19 +333,20 @@ class SQLiteQueue(SQLQueue):
         return await self._db.write(lambda conn: _repair(_driver(conn), now_ms))
 
 
+def _due_lanes(request: ClaimRequest, lanes: int) -> dict[str, Any]:
+    """``_DUE_LANES``' arguments: the first ``lanes`` due lanes the request may take."""
+    return {"now": request.now_ms, "skip": json.dumps(list(request.skip)), "lanes": lanes}
+
+
 def _any_due(db: sqlite3.Connection, request: ClaimRequest) -> bool:
-    arguments = {"now": request.now_ms, "skip": json.dumps(list(request.skip)), "lanes": 1}
-    return db.execute(_DUE_LANES, arguments).fetchone() is not None
+    return db.execute(_DUE_LANES, _due_lanes(request, 1)).fetchone() is not None
 
 
 def _claim(db: sqlite3.Connection, request: ClaimRequest, token: str) -> list[sqlite3.Row]:
     now = request.now_ms
     cursor = db.cursor()
     cursor.row_factory = sqlite3.Row
-    found = cursor.execute(
-        _DUE_LANES,
-        {"now": now, "skip": json.dumps(list(request.skip)), "lanes": request.lanes},
-    ).fetchall()
+    found = cursor.execute(_DUE_LANES, _due_lanes(request, request.lanes)).fetchall()
     states = [_lane_state(db, row, now) for row in found]
     plan = request.plan([state.lane(now) for state in states])
     lease_until = now + request.lease_ms

@@ -60,18 +60,15 @@ class ProcessWakes:
             log.info("process_wakes_off", reason="path too long for a Unix socket", path=str(own))
             self._folder = None
             return
+        listener = None
         try:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        except OSError as exc:  # out of file descriptors, say
-            self._unable = True
-            log.info("process_wakes_off", reason=str(exc), path=str(own))
-            return
-        try:
             self._folder.mkdir(mode=0o700, exist_ok=True)
             listener.setblocking(False)
             listener.bind(os.fsencode(own))
-        except OSError as exc:  # a file system without sockets, a folder not ours
-            listener.close()
+        except OSError as exc:  # out of descriptors, a file system without sockets, ...
+            if listener is not None:
+                listener.close()
             self._unable = True  # it goes on looking; sending to the others still works
             log.info("process_wakes_off", reason=str(exc), path=str(own))
             return
