@@ -44,7 +44,7 @@ async def fill(env: dict[str, str], url: str, count: int) -> float:
         encryption_key=env["TIDINGS_ENCRYPTION_KEY"],
     )
     tidings = Tidings.from_settings(settings)
-    await tidings.store.migrate()
+    await tidings.prepare_database()  # as any tidings process does before it writes
     key, _ = await tidings.create_api_key("backlog", ["admin"])
     sub, _ = await tidings.create_subscription(key.tenant_id, url, ["client.created"])
     started = time.monotonic()

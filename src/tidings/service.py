@@ -25,7 +25,7 @@ from aiohttp.resolver import ThreadedResolver
 from tidings.apps import App, load_apps
 from tidings.config import Settings
 from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host, refuse_literal
-from tidings.dispatcher.retention import run_pruner
+from tidings.dispatcher.retention import make_partitions, run_pruner
 from tidings.dispatcher.sender import AiohttpSender, Sender, SenderFactory, SenderOptions
 from tidings.dispatcher.worker import Dispatcher
 from tidings.domain import filters
@@ -927,7 +927,7 @@ class Tidings:
     async def prepare_database(self) -> None:
         """Migrate, then make the partitions ahead (until then, rows land in DEFAULT)."""
         await self.store.migrate()
-        await self.store.retention.prepare_partitions(self.settings.partition_rows)
+        await make_partitions(self.store.retention, self.settings.partition_rows)
 
     async def readiness(self) -> dict[str, str]:
         """What is not ready (empty when ready): the database, the dispatcher."""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, insert, text
 from structlog.testing import capture_logs
 
+from tests.conftest import eventually
 from tidings.config import Settings
+from tidings.domain.clock import now_ms
 from tidings.service import Tidings
-from tidings.storage.schema import metadata
+from tidings.storage.schema import events, metadata
 
 pytestmark = pytest.mark.asyncio
 
@@ -96,6 +99,115 @@ async def test_partitions_are_made_ahead_and_rows_past_them_land_in_default(
         assert again is not None and again.seq == 21
     finally:
         await tidings.close()
+
+
+async def test_a_row_written_into_default_while_its_range_is_made_moves_in_with_the_rest(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Maintenance lagging, an emit commits into DEFAULT while the range it belongs to is
+    being made: the range still attaches, holding both rows (the row used to be left in
+    DEFAULT, so ATTACH refused the range and a worker starting then exited)."""
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL partitions")
+    from tidings.storage import partitions
+    from tidings.storage.postgres import PostgresDatabase
+
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "30s")  # the wait below is the point
+    tidings = Tidings.from_settings(settings.model_copy(update={"partition_rows": 5}))
+    try:
+        await tidings.prepare_database()
+        db = tidings.store.db  # type: ignore[attr-defined]
+        assert isinstance(db, PostgresDatabase)
+        tenant = await tidings.store.keys.ensure_tenant("acme")
+        # Ranges made up to 11: the next one made is 11-16, and the rows are in it.
+        await db.write(lambda conn: conn.execute(text("SELECT setval('events_seq_seq', 11)")))
+        await tidings.emit(tenant.id, "client.created", {"n": 1})  # seq 12, in DEFAULT
+        async with db.engine.begin() as emitting:
+            await emitting.execute(insert(events).values(**_event_row(tenant.id, "evt_late")))
+            making = asyncio.create_task(tidings.store.retention.prepare_partitions(5))
+            await eventually(lambda: _waiting_on(db, "events_default"))
+        await making
+
+        def where(conn: Connection) -> list[tuple[int, str]]:
+            found = "SELECT seq, tableoid::regclass::text FROM events ORDER BY seq"
+            return [(int(seq), str(table)) for seq, table in conn.execute(text(found))]
+
+        assert await db.read(where) == [(12, "events_p11"), (13, "events_p11")]
+    finally:
+        await tidings.close()
+
+
+async def test_a_partition_that_cannot_be_made_stops_neither_a_start_nor_retention(
+    settings: Settings,
+) -> None:
+    """The database refuses new tables (an event trigger, as a DBA's policy might): a
+    process starts all the same, the retention loop logs each round and goes on (it used
+    to crash the process within seconds), and emits land in DEFAULT meanwhile."""
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL partitions")
+    from tidings.dispatcher.retention import run_pruner
+
+    tidings = Tidings.from_settings(settings.model_copy(update={"partition_rows": 5}))
+    try:
+        await tidings.prepare_database()
+        db = tidings.store.db  # type: ignore[attr-defined]
+        for statement in REFUSE_NEW_TABLES:
+            await db.write(lambda conn, sql=statement: conn.execute(text(sql)))
+        await db.write(lambda conn: conn.execute(text("SELECT setval('events_seq_seq', 11)")))
+        stop = asyncio.Event()
+        with capture_logs() as logs:
+            await tidings.prepare_database()
+            pruning = asyncio.create_task(
+                run_pruner(
+                    tidings.store.retention,
+                    tidings.store.queue,
+                    stop,
+                    retention_days=30,
+                    body_retention_days=7,
+                    batch=100,
+                    interval=0.01,
+                    partition_rows=5,
+                )
+            )
+
+            async def failed_rounds() -> bool:
+                return [e["event"] for e in logs].count("partitions_not_made") >= 3
+
+            await eventually(failed_rounds)
+            assert not pruning.done()
+            stop.set()
+            await pruning
+        tenant = await tidings.store.keys.ensure_tenant("acme")
+        event, _ = await tidings.emit(tenant.id, "client.created", {"n": 1})
+        table = f"SELECT tableoid::regclass::text FROM events WHERE seq = {event.seq}"
+        assert await db.read(lambda conn: conn.execute(text(table)).scalar()) == "events_default"
+    finally:
+        await tidings.close()
+
+
+REFUSE_NEW_TABLES = (
+    """CREATE FUNCTION refuse_new_tables() RETURNS event_trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'no new tables here'; END $$""",
+    """CREATE EVENT TRIGGER refuse_new_tables ON ddl_command_start
+        WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION refuse_new_tables()""",
+)
+
+
+def _event_row(tenant_id: str, event_id: str) -> dict[str, Any]:
+    body = f'{{"id": "{event_id}", "type": "client.created", "data": {{}}}}'
+    return {
+        "id": event_id,
+        "tenant_id": tenant_id,
+        "type": "client.created",
+        "created_ms": now_ms(),
+        "body": body,
+    }
+
+
+async def _waiting_on(db: Any, table: str) -> bool:
+    waiting = "SELECT count(*) FROM pg_locks WHERE relation = to_regclass(:table) AND NOT granted"
+    found = await db.read(lambda conn: conn.execute(text(waiting), {"table": table}).scalar())
+    return bool(found)
 
 
 async def test_the_emit_function_locks_the_stream_the_rest_of_the_code_locks() -> None:

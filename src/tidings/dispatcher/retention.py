@@ -59,6 +59,18 @@ async def _drain(step: Callable[[], Awaitable[int]], batch: int) -> int:
         await asyncio.sleep(0)
 
 
+async def make_partitions(store: Retention, rows: int) -> None:
+    """Make the partitions ahead (PostgreSQL). A failure other than an outage is logged,
+    not raised: until they are made rows land in DEFAULT, and nothing else waits for
+    them, so neither a process's start nor the rest of a retention round should."""
+    try:
+        await store.prepare_partitions(rows)
+    except StorageUnavailable:
+        raise
+    except Exception:
+        log.exception("partitions_not_made", consequence="rows land in DEFAULT until made")
+
+
 async def run_pruner(
     store: Retention,
     queue: DeliveryQueue,
@@ -72,26 +84,37 @@ async def run_pruner(
 ) -> None:
     """Every ``interval`` seconds make the partitions ahead (``partition_rows`` keys each,
     where tables are partitioned), prune, then let go FIFO deliveries whose predecessor
-    was pruned; through a database outage, retry soon rather than an interval later."""
+    was pruned; through a database outage, retry soon rather than an interval later.
+
+    A round that fails otherwise is logged and tried again an interval later: this is
+    upkeep, and crashing would take the process, and the deliveries it sends, down with
+    it (see ``supervision``)."""
     outage = Outage("retention")
     while not stop.is_set():
         now = now_ms()
         try:
-            await store.prepare_partitions(partition_rows)
+            await make_partitions(store, partition_rows)
             pruned = await prune_once(store, retention_days, body_retention_days, batch, now)
             freed = await queue.repair(now)
         except StorageUnavailable as exc:
             await outage.failed(exc, stop)
             continue
-        outage.succeeded()
-        if pruned.events or pruned.bodies or pruned.sessions or pruned.partitions or freed:
-            log.info(
-                "pruned",
-                partitions=pruned.partitions,
-                events=pruned.events,
-                response_bodies=pruned.bodies,
-                portal_sessions=pruned.sessions,
-                repaired=freed,
-            )
+        except Exception:
+            log.exception("retention_failed", retry_in_s=interval)
+        else:
+            outage.succeeded()
+            _log_pruned(pruned, freed)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
+
+
+def _log_pruned(pruned: Pruned, freed: int) -> None:
+    if pruned.events or pruned.bodies or pruned.sessions or pruned.partitions or freed:
+        log.info(
+            "pruned",
+            partitions=pruned.partitions,
+            events=pruned.events,
+            response_bodies=pruned.bodies,
+            portal_sessions=pruned.sessions,
+            repaired=freed,
+        )
