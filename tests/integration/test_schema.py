@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,8 +15,12 @@ from structlog.testing import capture_logs
 
 from tests.conftest import eventually
 from tidings.config import Settings
+from tidings.dispatcher.retention import run_pruner
 from tidings.domain.clock import now_ms
 from tidings.service import Tidings
+from tidings.storage import partitions
+from tidings.storage.partitions import TABLES, ranges
+from tidings.storage.postgres import PostgresDatabase
 from tidings.storage.schema import events, metadata
 
 pytestmark = pytest.mark.asyncio
@@ -61,128 +67,100 @@ def _described(difference: Any) -> tuple[str, str, tuple[str, ...]]:
     return kind, item.table.name, tuple(c.name for c in item.columns)
 
 
-async def test_partitions_are_made_ahead_and_rows_past_them_land_in_default(
-    settings: Settings,
-) -> None:
-    """Tables are partitioned by key ranges made ahead of each sequence; a row past them
-    (maintenance lagging) lands in DEFAULT, and the range made next takes it out."""
+@pytest.fixture
+async def partitioned(settings: Settings) -> AsyncIterator[tuple[Tidings, PostgresDatabase]]:
+    """PostgreSQL with ranges of 5 keys made ahead: (MINVALUE, 1), (1, 6), (6, 11)."""
     if not settings.resolved_database_url.startswith("postgresql"):
         pytest.skip("PostgreSQL partitions")
-    from tidings.storage.partitions import TABLES, ranges
-
-    tidings = Tidings.from_settings(settings.model_copy(update={"partition_rows": 5}))
-    try:
-        await tidings.prepare_database()
-        db = tidings.store.db  # type: ignore[attr-defined]
-
-        def bounds(conn: Connection) -> dict[str, list[tuple[int | None, int]]]:
-            return {t.table: [(p.low, p.high) for p in ranges(conn, t.table)] for t in TABLES}
-
-        made = await db.read(bounds)
-        assert made == {t.table: [(None, 1), (1, 6), (6, 11)] for t in TABLES}
-        tenant = await tidings.store.keys.ensure_tenant("acme")
-        await db.write(lambda conn: conn.execute(text("SELECT setval('events_seq_seq', 20)")))
-        event, _ = await tidings.emit(tenant.id, "client.created", {"n": 1})
-        assert event.seq == 21
-
-        def where(conn: Connection) -> str:
-            found = conn.execute(
-                text("SELECT tableoid::regclass::text FROM events WHERE seq = 21")
-            ).scalar_one()
-            return str(found)
-
-        assert await db.read(where) == "events_default"
-        # events: 11-16, 16-21, 21-26 (taking row 21 out of DEFAULT), 26-31, 31-36
-        assert await tidings.store.retention.prepare_partitions(5) == 5
-        assert await db.read(where) == "events_p21"
-        again = await tidings.store.events.get_event(tenant.id, event.id)
-        assert again is not None and again.seq == 21
-    finally:
-        await tidings.close()
-
-
-async def test_a_row_written_into_default_while_its_range_is_made_moves_in_with_the_rest(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Maintenance lagging, an emit commits into DEFAULT while the range it belongs to is
-    being made: the range still attaches, holding both rows (the row used to be left in
-    DEFAULT, so ATTACH refused the range and a worker starting then exited)."""
-    if not settings.resolved_database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL partitions")
-    from tidings.storage import partitions
-    from tidings.storage.postgres import PostgresDatabase
-
-    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "30s")  # the wait below is the point
     tidings = Tidings.from_settings(settings.model_copy(update={"partition_rows": 5}))
     try:
         await tidings.prepare_database()
         db = tidings.store.db  # type: ignore[attr-defined]
         assert isinstance(db, PostgresDatabase)
-        tenant = await tidings.store.keys.ensure_tenant("acme")
-        # Ranges made up to 11: the next one made is 11-16, and the rows are in it.
-        await db.write(lambda conn: conn.execute(text("SELECT setval('events_seq_seq', 11)")))
-        await tidings.emit(tenant.id, "client.created", {"n": 1})  # seq 12, in DEFAULT
-        async with db.engine.begin() as emitting:
-            await emitting.execute(insert(events).values(**_event_row(tenant.id, "evt_late")))
-            making = asyncio.create_task(tidings.store.retention.prepare_partitions(5))
-            await eventually(lambda: _waiting_on(db, "events_default"))
-        await making
-
-        def where(conn: Connection) -> list[tuple[int, str]]:
-            found = "SELECT seq, tableoid::regclass::text FROM events ORDER BY seq"
-            return [(int(seq), str(table)) for seq, table in conn.execute(text(found))]
-
-        assert await db.read(where) == [(12, "events_p11"), (13, "events_p11")]
+        yield tidings, db
     finally:
         await tidings.close()
 
 
+async def test_partitions_are_made_ahead_and_rows_past_them_land_in_default(
+    partitioned: tuple[Tidings, PostgresDatabase],
+) -> None:
+    """Tables are partitioned by key ranges made ahead of each sequence; a row past them
+    (maintenance lagging) lands in DEFAULT, and the range made next takes it out."""
+    tidings, db = partitioned
+
+    def bounds(conn: Connection) -> dict[str, list[tuple[int | None, int]]]:
+        return {t.table: [(p.low, p.high) for p in ranges(conn, t.table)] for t in TABLES}
+
+    made = await db.read(bounds)
+    assert made == {t.table: [(None, 1), (1, 6), (6, 11)] for t in TABLES}
+    tenant = await tidings.store.keys.ensure_tenant("acme")
+    await _set_next_seq(db, 21)
+    event, _ = await tidings.emit(tenant.id, "client.created", {"n": 1})
+    assert event.seq == 21
+    assert await _tables_of(db) == [(21, "events_default")]
+    # events: 11-16, 16-21, 21-26 (taking row 21 out of DEFAULT), 26-31, 31-36
+    assert await tidings.store.retention.prepare_partitions(5) == 5
+    assert await _tables_of(db) == [(21, "events_p21")]
+    again = await tidings.store.events.get_event(tenant.id, event.id)
+    assert again is not None and again.seq == 21
+
+
+async def test_a_row_written_into_default_while_its_range_is_made_moves_in_with_the_rest(
+    partitioned: tuple[Tidings, PostgresDatabase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Maintenance lagging, an emit commits into DEFAULT while the range it belongs to is
+    being made: the range still attaches, holding both rows (the row used to be left in
+    DEFAULT, so ATTACH refused the range and a worker starting then exited)."""
+    tidings, db = partitioned
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "30s")  # the wait below is the point
+    tenant = await tidings.store.keys.ensure_tenant("acme")
+    await _set_next_seq(db, 12)  # in DEFAULT, and in the next range made: 11-16
+    await tidings.emit(tenant.id, "client.created", {"n": 1})
+    async with db.engine.begin() as emitting:
+        await emitting.execute(insert(events).values(**_event_row(tenant.id, "evt_late")))
+        making = asyncio.create_task(tidings.store.retention.prepare_partitions(5))
+        await eventually(lambda: _waiting_on(db, "events_default"))
+    await making
+    assert await _tables_of(db) == [(12, "events_p11"), (13, "events_p11")]
+
+
 async def test_a_partition_that_cannot_be_made_stops_neither_a_start_nor_retention(
-    settings: Settings,
+    partitioned: tuple[Tidings, PostgresDatabase],
 ) -> None:
     """The database refuses new tables (an event trigger, as a DBA's policy might): a
     process starts all the same, the retention loop logs each round and goes on (it used
     to crash the process within seconds), and emits land in DEFAULT meanwhile."""
-    if not settings.resolved_database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL partitions")
-    from tidings.dispatcher.retention import run_pruner
-
-    tidings = Tidings.from_settings(settings.model_copy(update={"partition_rows": 5}))
-    try:
+    tidings, db = partitioned
+    for statement in REFUSE_NEW_TABLES:
+        await db.write(functools.partial(_run, sql=statement))
+    await _set_next_seq(db, 12)
+    stop = asyncio.Event()
+    with capture_logs() as logs:
         await tidings.prepare_database()
-        db = tidings.store.db  # type: ignore[attr-defined]
-        for statement in REFUSE_NEW_TABLES:
-            await db.write(lambda conn, sql=statement: conn.execute(text(sql)))
-        await db.write(lambda conn: conn.execute(text("SELECT setval('events_seq_seq', 11)")))
-        stop = asyncio.Event()
-        with capture_logs() as logs:
-            await tidings.prepare_database()
-            pruning = asyncio.create_task(
-                run_pruner(
-                    tidings.store.retention,
-                    tidings.store.queue,
-                    stop,
-                    retention_days=30,
-                    body_retention_days=7,
-                    batch=100,
-                    interval=0.01,
-                    partition_rows=5,
-                )
+        pruning = asyncio.create_task(
+            run_pruner(
+                tidings.store.retention,
+                tidings.store.queue,
+                stop,
+                retention_days=30,
+                body_retention_days=7,
+                batch=100,
+                interval=0.01,
+                partition_rows=5,
             )
+        )
 
-            async def failed_rounds() -> bool:
-                return [e["event"] for e in logs].count("partitions_not_made") >= 3
+        async def failed_rounds() -> bool:
+            return [e["event"] for e in logs].count("partitions_not_made") >= 3
 
-            await eventually(failed_rounds)
-            assert not pruning.done()
-            stop.set()
-            await pruning
-        tenant = await tidings.store.keys.ensure_tenant("acme")
-        event, _ = await tidings.emit(tenant.id, "client.created", {"n": 1})
-        table = f"SELECT tableoid::regclass::text FROM events WHERE seq = {event.seq}"
-        assert await db.read(lambda conn: conn.execute(text(table)).scalar()) == "events_default"
-    finally:
-        await tidings.close()
+        await eventually(failed_rounds)
+        assert not pruning.done()
+        stop.set()
+        await pruning
+    tenant = await tidings.store.keys.ensure_tenant("acme")
+    await tidings.emit(tenant.id, "client.created", {"n": 1})
+    assert await _tables_of(db) == [(12, "events_default")]
 
 
 REFUSE_NEW_TABLES = (
@@ -191,6 +169,21 @@ REFUSE_NEW_TABLES = (
     """CREATE EVENT TRIGGER refuse_new_tables ON ddl_command_start
         WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION refuse_new_tables()""",
 )
+
+
+def _run(conn: Connection, sql: str) -> None:
+    conn.execute(text(sql))
+
+
+async def _set_next_seq(db: PostgresDatabase, seq: int) -> None:
+    set_seq = text("SELECT setval('events_seq_seq', :last)")
+    await db.write(lambda conn: conn.execute(set_seq, {"last": seq - 1}))
+
+
+async def _tables_of(db: PostgresDatabase) -> list[tuple[int, str]]:
+    """Every event's seq and the partition that holds it."""
+    found = text("SELECT seq, tableoid::regclass::text FROM events ORDER BY seq")
+    return await db.read(lambda conn: [(int(q), str(t)) for q, t in conn.execute(found)])
 
 
 def _event_row(tenant_id: str, event_id: str) -> dict[str, Any]:
@@ -204,7 +197,7 @@ def _event_row(tenant_id: str, event_id: str) -> dict[str, Any]:
     }
 
 
-async def _waiting_on(db: Any, table: str) -> bool:
+async def _waiting_on(db: PostgresDatabase, table: str) -> bool:
     waiting = "SELECT count(*) FROM pg_locks WHERE relation = to_regclass(:table) AND NOT granted"
     found = await db.read(lambda conn: conn.execute(text(waiting), {"table": table}).scalar())
     return bool(found)
