@@ -125,6 +125,25 @@ async def test_a_row_written_into_default_while_its_range_is_made_moves_in_with_
     assert await _tables_of(db) == [(12, "events_p11"), (13, "events_p11")]
 
 
+async def test_a_transaction_that_read_default_and_then_writes_it_is_not_deadlocked(
+    partitioned: tuple[Tidings, PostgresDatabase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim reads DEFAULT (its lease count scans every partition), then writes it;
+    a range being made meanwhile waits for it instead of holding a lock the write
+    waits for (a deadlock: PostgreSQL kills one of the two after a second)."""
+    tidings, db = partitioned
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "30s")
+    tenant = await tidings.store.keys.ensure_tenant("acme")
+    await _set_next_seq(db, 12)
+    async with db.engine.begin() as claiming:
+        await claiming.execute(text("SELECT count(*) FROM events"))
+        making = asyncio.create_task(tidings.store.retention.prepare_partitions(5))
+        await eventually(lambda: _waiting_on(db, "events_default"))
+        await claiming.execute(insert(events).values(**_event_row(tenant.id, "evt_claim")))
+    await making
+    assert await _tables_of(db) == [(12, "events_p11")]
+
+
 async def test_a_partition_that_cannot_be_made_stops_neither_a_start_nor_retention(
     partitioned: tuple[Tidings, PostgresDatabase],
 ) -> None:

@@ -8,7 +8,7 @@ is a span of time. Two jobs keep them:
   ``AHEAD`` empty ranges wait ahead of each sequence. Should that lag (tidings down, a
   burst), inserts land in the DEFAULT partition instead of failing; the next range
   created takes its rows out of DEFAULT first (ATTACH refuses a range DEFAULT holds rows
-  of), with DEFAULT locked against writes from before the move to the commit.
+  of), with DEFAULT locked from before the move to the commit.
 * **Retention.** ``drop_if_done`` drops a closed partition (its sequence is past it, so no
   new row lands there) when its newest row is past the cutoff and it holds no row of an
   event that is kept: an event with a pending delivery. Those are exactly rows the
@@ -145,10 +145,11 @@ def create_next(conn: Connection, table: Partitioned, rows: int) -> str | None:
         return None
     name = f"{table.table}_p{top}"
     t, k = table.table, table.key
-    # Before the move, not at ATTACH: a row committed into DEFAULT in between (an emit
-    # while maintenance lags) would be one ATTACH finds there and refuses the range for.
-    # Reads go on; writes to DEFAULT wait for the commit, as they would for ATTACH.
-    conn.execute(text(f"LOCK TABLE {t}_default IN EXCLUSIVE MODE"))
+    # ATTACH's own lock, taken before the move: a row committed into DEFAULT in between
+    # (an emit while maintenance lags) would be one ATTACH finds there and refuses the
+    # range for. Nothing weaker: holding EXCLUSIVE, then asking ATTACH's lock, deadlocks
+    # with a claim that read DEFAULT and then writes it (it waits for us, we for its read).
+    conn.execute(text(f"LOCK TABLE {t}_default IN ACCESS EXCLUSIVE MODE"))
     conn.execute(text(f"CREATE TABLE {name} (LIKE {t} INCLUDING DEFAULTS)"))
     conn.execute(
         text(
