@@ -17,6 +17,7 @@ from tests.conftest import eventually
 from tidings.config import Settings
 from tidings.dispatcher.retention import run_pruner
 from tidings.domain.clock import now_ms
+from tidings.domain.events import Envelope
 from tidings.service import Tidings
 from tidings.storage import partitions
 from tidings.storage.partitions import TABLES, ranges
@@ -206,13 +207,14 @@ async def _tables_of(db: PostgresDatabase) -> list[tuple[int, str]]:
 
 
 def _event_row(tenant_id: str, event_id: str) -> dict[str, Any]:
-    body = f'{{"id": "{event_id}", "type": "client.created", "data": {{}}}}'
+    """An event's row as an emit stores it, written here by a transaction of the test's."""
+    envelope = Envelope(event_id, "client.created", now_ms(), tenant_id, {})
     return {
         "id": event_id,
         "tenant_id": tenant_id,
-        "type": "client.created",
-        "created_ms": now_ms(),
-        "body": body,
+        "type": envelope.type,
+        "created_ms": envelope.created_ms,
+        "body": envelope.to_json(),
     }
 
 
