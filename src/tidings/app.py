@@ -124,9 +124,7 @@ def create_app(
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:
-        body, content_type = await tidings.metrics.render(
-            tidings.store.queue, tidings.store.reports
-        )
+        body, content_type = await tidings.metrics.render(tidings.store)
         return Response(body, media_type=content_type)
 
     if portal:

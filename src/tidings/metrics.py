@@ -1,8 +1,9 @@
 """Prometheus metrics: what an operator watches (events, outcomes, latency, queue, breaker).
 
 Counters and the latency histogram live in this process; queue depth and the age of the
-oldest due delivery are read from the database when /metrics is scraped, so they are
-the same whichever process answers.
+oldest due delivery, the per-subscription figures and the partitions' headroom are read
+from the database when /metrics is scraped, so they are the same whichever process
+answers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from prometheus_client import (
 )
 
 from tidings.domain.clock import now_ms
-from tidings.storage import DeliveryQueue, Reports
+from tidings.storage import Store
 
 TOP_SUBSCRIPTIONS = 20
 """Subscriptions with the largest backlogs get their own series: enough to see who is
@@ -83,19 +84,28 @@ class Metrics:
             "Age of the oldest due delivery.",
             registry=self.registry,
         )
+        self.partition_headroom = Gauge(
+            "tidings_partition_headroom_keys",
+            "Keys the table's sequence hands out before rows land in its DEFAULT partition "
+            "(PostgreSQL). Upkeep keeps two ranges ahead: below one, it is failing.",
+            ["table"],
+            registry=self.registry,
+        )
         self.lanes = {
             figure: Gauge(name, doc, ["subscription_id", "tenant_id"], registry=self.registry)
             for figure, (name, doc) in LANE_GAUGES.items()
         }
 
-    async def render(self, queue: DeliveryQueue, reports: Reports) -> tuple[bytes, str]:
+    async def render(self, store: Store) -> tuple[bytes, str]:
         """Figures read from the database at scrape time: the same whichever process
         answers, workers included (they report their lanes through the database)."""
-        pending, oldest_due_ms = await queue.queue_state(now_ms())
+        pending, oldest_due_ms = await store.queue.queue_state(now_ms())
         self.queue_depth.set(pending)
         age = 0.0 if oldest_due_ms is None else max(0.0, time.time() - oldest_due_ms / 1000)
         self.oldest_due_age.set(age)
-        figures = await reports.lane_figures(None, None, TOP_SUBSCRIPTIONS)
+        for table, keys in (await store.retention.partition_headroom()).items():
+            self.partition_headroom.labels(table).set(keys)
+        figures = await store.reports.lane_figures(None, None, TOP_SUBSCRIPTIONS)
         for gauge in self.lanes.values():
             gauge.clear()
         for f in figures:

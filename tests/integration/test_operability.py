@@ -41,3 +41,16 @@ async def test_metrics_count_what_happened(api: Api, receiver: Receiver) -> None
     assert sample(text, "tidings_attempt_duration_seconds_count") == 2
     assert sample(text, "tidings_queue_depth") == 0
     assert sample(text, "tidings_oldest_due_age_seconds") == 0
+
+
+async def test_metrics_show_how_far_ahead_each_tables_partitions_are_made(api: Api) -> None:
+    """PostgreSQL: keys left before rows land in DEFAULT, per table (upkeep keeps two
+    ranges ahead: less than one means it is failing); SQLite has no partitions."""
+    text = (await api.client.get("/metrics")).text
+    series = [line for line in text.splitlines() if line.startswith("tidings_partition_headroom")]
+    if api.tidings.settings.resolved_database_url.startswith("sqlite"):
+        assert series == []
+        return
+    rows = api.tidings.settings.partition_rows
+    for table in ("events", "deliveries", "attempts"):
+        assert sample(text, f'tidings_partition_headroom_keys{{table="{table}"}}') >= 2 * rows

@@ -183,6 +183,35 @@ async def test_a_partition_that_cannot_be_made_stops_neither_a_start_nor_retenti
     assert await _tables_of(db) == [(12, "events_default")]
 
 
+async def test_a_table_whose_range_cannot_be_made_holds_back_only_its_own(
+    partitioned: tuple[Tidings, PostgresDatabase],
+) -> None:
+    """A lasting obstacle on one table (a table squatting the name of events' next range)
+    does not keep the others' ranges from being made (it used to stop the round at the
+    first table); the failure is raised once they are, and /metrics shows which table is
+    short of room."""
+    tidings, db = partitioned
+    await _set_next_key(db, "events", "seq", 12)
+    await _set_next_key(db, "deliveries", "id", 12)
+    await db.write(functools.partial(_run, sql="CREATE TABLE events_p11 (n int)"))
+    with pytest.raises(ExceptionGroup) as raised:
+        await tidings.store.retention.prepare_partitions(5)
+    [failure] = raised.value.exceptions
+    assert "events_p11" in str(failure)
+
+    def highs(conn: Connection) -> dict[str, int]:
+        return {t.table: ranges(conn, t.table)[-1].high for t in TABLES}
+
+    assert await db.read(highs) == {"events": 11, "deliveries": 26, "attempts": 11}
+    body, _ = await tidings.metrics.render(tidings.store)
+    headroom = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith("tidings_partition_headroom_keys{")
+    }
+    assert headroom == {"events": -1, "deliveries": 14, "attempts": 10}
+
+
 REFUSE_NEW_TABLES = (
     """CREATE FUNCTION refuse_new_tables() RETURNS event_trigger LANGUAGE plpgsql AS
         $$ BEGIN RAISE EXCEPTION 'no new tables here'; END $$""",
@@ -196,8 +225,14 @@ def _run(conn: Connection, sql: str) -> None:
 
 
 async def _set_next_seq(db: PostgresDatabase, seq: int) -> None:
-    set_seq = text("SELECT setval('events_seq_seq', :last)")
-    await db.write(lambda conn: conn.execute(set_seq, {"last": seq - 1}))
+    await _set_next_key(db, "events", "seq", seq)
+
+
+async def _set_next_key(db: PostgresDatabase, table: str, column: str, key: int) -> None:
+    """The key ``table``'s sequence hands out next."""
+    set_key = text("SELECT setval(pg_get_serial_sequence(:table, :column), :last)")
+    params = {"table": table, "column": column, "last": key - 1}
+    await db.write(lambda conn: conn.execute(set_key, params))
 
 
 async def _tables_of(db: PostgresDatabase) -> list[tuple[int, str]]:

@@ -295,6 +295,11 @@ class Retention(Protocol):
         were made (0 where tables are not partitioned)."""
         ...
 
+    async def partition_headroom(self) -> dict[str, int]:
+        """Per partitioned table, the keys handed out before rows land in its DEFAULT
+        partition (an operator's alert: upkeep is failing); empty where none is."""
+        ...
+
     async def drop_partitions(self, before_ms: int) -> int:
         """Drop whole partitions of rows ``prune_events`` would delete, before it runs;
         returns how many were dropped (0 where tables are not partitioned)."""

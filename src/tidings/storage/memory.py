@@ -949,6 +949,9 @@ class MemoryStore:
     async def drop_partitions(self, before_ms: int) -> int:
         return 0
 
+    async def partition_headroom(self) -> dict[str, int]:
+        return {}
+
     async def prune_sessions(self, before_ms: int, batch: int) -> int:
         old = sorted(
             (s for s in self._data.sessions.values() if s.expires_ms < before_ms),

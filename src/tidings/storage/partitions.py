@@ -39,6 +39,7 @@ import structlog
 from sqlalchemy import ColumnElement, Connection, and_, or_, text
 from sqlalchemy.exc import DBAPIError
 
+from tidings.storage.errors import StorageUnavailable
 from tidings.storage.schema import PENDING, events
 from tidings.storage.sql.database import Database
 from tidings.storage.sql.retention import SQLRetention
@@ -167,6 +168,17 @@ def create_next(conn: Connection, table: Partitioned, rows: int) -> str | None:
     return name
 
 
+def headroom(conn: Connection) -> dict[str, int]:
+    """Per table, the keys its sequence hands out before rows land in DEFAULT: below one
+    range, partition upkeep is failing (below zero, rows are landing there)."""
+    found = {}
+    for table in TABLES:
+        existing = ranges(conn, table.table)
+        upto = next_key(conn, table)
+        found[table.table] = (existing[-1].high if existing else upto) - upto
+    return found
+
+
 def closed(conn: Connection, table: Partitioned) -> list[Partition]:
     """The ranges no new row can land in: the table's sequence is past them."""
     upto = next_key(conn, table)
@@ -289,14 +301,32 @@ class PartitionedRetention(SQLRetention):
         if not await self._db.read(all_partitioned):
             return 0
         made = 0
+        failed: list[Exception] = []
         for table in TABLES:
-            for _ in range(MOST_CREATED):
-                if await self._try(functools.partial(create_next, table=table, rows=rows)) is None:
-                    break
-                made += 1
+            try:
+                made += await self._make_ahead(table, rows)
+            except StorageUnavailable:
+                raise
+            except Exception as exc:  # a lasting obstacle on one table spares the others
+                failed.append(exc)
         if made:
             log.info("partitions_created", partitions=made, rows_each=rows)
+        if failed:
+            raise ExceptionGroup("partitions not made", failed)
         return made
+
+    async def _make_ahead(self, table: Partitioned, rows: int) -> int:
+        made = 0
+        for _ in range(MOST_CREATED):
+            if await self._try(functools.partial(create_next, table=table, rows=rows)) is None:
+                return made
+            made += 1
+        return made
+
+    async def partition_headroom(self) -> dict[str, int]:
+        if not await self._db.read(all_partitioned):
+            return {}
+        return await self._db.read(headroom)
 
     async def drop_partitions(self, before_ms: int) -> int:
         if not await self._db.read(all_partitioned):

@@ -74,6 +74,9 @@ class SQLRetention(SQLPart):
     async def drop_partitions(self, before_ms: int) -> int:
         return 0
 
+    async def partition_headroom(self) -> dict[str, int]:
+        return {}
+
     async def prune_sessions(self, before_ms: int, batch: int) -> int:
         old = (
             select(portal_sessions.c.id)
