@@ -390,6 +390,42 @@ def _delivered(world: World) -> int:
     )
 
 
+@dataclass
+class SlowRecords:
+    """A queue whose records take a second each, and which notes how many each held."""
+
+    inner: MemoryStore
+    sizes: list[int]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def record(self, outcomes: Any) -> dict[str, int]:
+        self.sizes.append(len(outcomes))
+        await asyncio.sleep(1.0)
+        return await self.inner.record(outcomes)
+
+
+async def test_what_finished_while_recording_is_recorded_a_batch_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """Attempts that end while a record is being written pile up; they are written in
+    transactions of at most a claim's batch, so a claim never waits behind a whole
+    wave's bookkeeping (on SQLite they share one writer)."""
+    world = World.make(tmp_path)
+    t = await world.tenant("t")
+    await world.subscribe(t, "http://ok.test/")
+    for n in range(23):
+        await world.emit(t, n)
+    sizes: list[int] = []
+    dispatcher = world.dispatcher(batch_size=5)
+    dispatcher._queue = SlowRecords(world.store, sizes)  # type: ignore[assignment]
+    async with world.running(dispatcher):
+        await world.until(lambda: _delivered(world) == 23)
+    assert sum(sizes) == 23
+    assert max(sizes) == 5 and len(sizes) > 23 // 5
+
+
 async def test_max_concurrency_holds_across_workers(tmp_path: Path) -> None:
     world = World.make(tmp_path)
     t = await world.tenant("t")

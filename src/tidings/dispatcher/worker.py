@@ -484,7 +484,10 @@ class Dispatcher:
 
         Waiting a moment costs no delivery latency (the receiver already has the event)
         and turns a trickle of one-row transactions into a few larger ones. A crash
-        inside the window only means those deliveries are sent again.
+        inside the window only means those deliveries are sent again. What piled up
+        meanwhile (a wave of slow receivers' answers: thousands) is written a claim's
+        batch per transaction, so the claims that refill the slots, which share SQLite's
+        one writer, wait behind one of them rather than behind the whole wave.
         """
         while True:
             await self._finished_ready.wait()
@@ -492,8 +495,8 @@ class Dispatcher:
                 await asyncio.sleep(RECORD_WINDOW)
             self._finished_ready.clear()
             batch, self._finished = self._finished, []
-            if batch:
-                await self._record(batch)
+            for first in range(0, len(batch), self._batch_size):
+                await self._record(batch[first : first + self._batch_size])
             if self._closing and not self._finished:
                 return
 
