@@ -419,7 +419,7 @@ async def test_what_finished_while_recording_is_recorded_a_batch_at_a_time(
         await world.emit(t, n)
     sizes: list[int] = []
     dispatcher = world.dispatcher(batch_size=5)
-    dispatcher._queue = SlowRecords(world.store, sizes)  # type: ignore[assignment]
+    dispatcher._queue = SlowRecords(world.store, sizes)
     async with world.running(dispatcher):
         await world.until(lambda: _delivered(world) == 23)
     assert sum(sizes) == 23
