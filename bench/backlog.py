@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import psutil
@@ -94,18 +95,28 @@ def _insert_chunk(
     conn.execute(update(lanes).where(lanes.c.subscription_id == sub_id).values(next_due_ms=now))
 
 
+class Sample(NamedTuple):
+    """What a delivering process had done ``elapsed`` seconds after it started."""
+
+    elapsed: float
+    rss_mb: float
+    delivered: int
+    """Deliveries the receiver has counted."""
+    cpu_s: float
+    """CPU seconds the process has used, all its threads."""
+
+
 async def sample_delivering(
     db: str, env: dict[str, str], work: Path, rx: str, seconds: float
-) -> list[tuple[float, float, int]]:
+) -> list[Sample]:
     """Run the delivering process a user would run for ``db`` (``serve`` on SQLite, a
-    ``worker`` on PostgreSQL) for ``seconds``; every second: (elapsed s, its RSS in MB,
-    deliveries the receiver has counted)."""
+    ``worker`` on PostgreSQL) for ``seconds``, sampling it every second."""
     command = (
         [*harness.TIDINGS, "serve", "--port", str(free_port())]
         if db == "sqlite"
         else [*harness.TIDINGS, "worker"]
     )
-    samples: list[tuple[float, float, int]] = []
+    samples: list[Sample] = []
     async with httpx.AsyncClient() as client:
         await client.post(f"{rx}/reset")
         with harness.process(command, env, work / f"{db}.log") as proc:
@@ -114,7 +125,9 @@ async def sample_delivering(
             while (elapsed := time.monotonic() - started) < seconds:
                 await asyncio.sleep(1)
                 count = (await client.get(f"{rx}/stats")).json()["count"]
-                samples.append((elapsed, ps.memory_info().rss / 2**20, int(count)))
+                cpu = ps.cpu_times()
+                rss = ps.memory_info().rss / 2**20
+                samples.append(Sample(elapsed, rss, int(count), cpu.user + cpu.system))
     return samples
 
 
@@ -126,13 +139,13 @@ async def observe(
     samples = await sample_delivering(db, env, work, rx, args.seconds)
     print(f"\n{db}: backlog {args.backlog} inserted in {fill_s:.0f} s")
     print(f"{'t (s)':>6s} {'RSS MB':>8s} {'delivered':>10s}")
-    for elapsed, rss, count in samples[:: max(1, len(samples) // 12)] + samples[-1:]:
-        print(f"{elapsed:6.0f} {rss:8.1f} {count:10d}")
-    early = [rss for t, rss, _ in samples if t >= 5][:3]
+    for sample in samples[:: max(1, len(samples) // 12)] + samples[-1:]:
+        print(f"{sample.elapsed:6.0f} {sample.rss_mb:8.1f} {sample.delivered:10d}")
+    early = [s.rss_mb for s in samples if s.elapsed >= 5][:3]
     if early:
         print(
-            f"RSS after 5 s {early[0]:.1f} MB, at the end {samples[-1][1]:.1f} MB, "
-            f"peak {max(r for _, r, _ in samples):.1f} MB"
+            f"RSS after 5 s {early[0]:.1f} MB, at the end {samples[-1].rss_mb:.1f} MB, "
+            f"peak {max(s.rss_mb for s in samples):.1f} MB"
         )
 
 

@@ -23,6 +23,8 @@ import math
 import statistics
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,10 +36,16 @@ from bench.senders import bare_aiohttp, bare_curl  # noqa: E402
 from tidings.domain.scheduling import RESERVE_SHARE  # noqa: E402
 
 
-async def drain(
-    args: argparse.Namespace, db: str, url: str, work: Path, rx: str
-) -> tuple[float, float]:
-    """Deliveries/s over the second half of the run, and the peak RSS in MB."""
+@dataclass(frozen=True)
+class Drained:
+    rate: float
+    """Deliveries per second over the second half of the run."""
+    peak_mb: float
+    cpu_ms: float
+    """CPU ms the delivering process used per delivery, over the second half."""
+
+
+async def drain(args: argparse.Namespace, db: str, url: str, work: Path, rx: str) -> Drained:
     env = harness.tidings_env(url, work / "data", new_key=True)
     # One tenant may fill all but the reserve kept for light tenants: size the worker so
     # that what one tenant can hold is --in-flight.
@@ -50,18 +58,32 @@ async def drain(
     backlog = int(args.in_flight * (args.seconds + 5))
     await fill(env, f"{rx}/slow/1000/tidings", backlog)
     samples = await sample_delivering(db, env, work, rx, args.seconds)
-    half = [s for s in samples if s[0] >= args.seconds / 2]
-    rate = (half[-1][2] - half[0][2]) / (half[-1][0] - half[0][0])
-    peak = max(rss for _, rss, _ in samples)
-    print(f"{db}: {rate:.0f} deliveries/s over the second half, peak RSS {peak:.0f} MB")
-    return rate, peak
+    half = [s for s in samples if s.elapsed >= args.seconds / 2]
+    first, last = half[0], half[-1]
+    delivered = last.delivered - first.delivered
+    found = Drained(
+        rate=delivered / (last.elapsed - first.elapsed),
+        peak_mb=max(s.rss_mb for s in samples),
+        cpu_ms=1000 * (last.cpu_s - first.cpu_s) / max(1, delivered),
+    )
+    print(
+        f"{db}: {found.rate:.0f} deliveries/s over the second half, {found.cpu_ms:.2f} CPU ms "
+        f"each, peak RSS {found.peak_mb:.0f} MB",
+        flush=True,
+    )
+    return found
+
+
+async def bare_curl_measured(url: str, total: int, in_flight: int) -> tuple[float, float]:
+    """The bare curl sender's POSTs/s, and the CPU ms this process spent per POST."""
+    cpu = time.process_time()
+    rate = await bare_curl(url, total, in_flight)
+    return rate, 1000 * (time.process_time() - cpu) / total
 
 
 async def run(args: argparse.Namespace) -> None:
-    rates: dict[str, list[float]] = {db: [] for db in args.db}
-    ratios: dict[str, list[float]] = {db: [] for db in args.db}
-    peaks: dict[str, list[float]] = {db: [] for db in args.db}
-    bares: list[float] = []
+    runs: dict[str, list[tuple[Drained, float, float]]] = {db: [] for db in args.db}
+    """Per database, each run and the bare curl sender's POSTs/s and CPU ms just before."""
     with tempfile.TemporaryDirectory(prefix="tidings-inflight-") as tmp:
         async with harness.fast_receiver({}, Path(tmp) / "receiver.log") as rx:
             total = int(args.in_flight * args.seconds / 2)
@@ -73,22 +95,28 @@ async def run(args: argparse.Namespace) -> None:
                 for db, work, url in harness.each_database(args.db, place):
                     # The machine's speed drifts over minutes: each run of tidings is
                     # compared with the ceiling measured just before it.
-                    bare = await bare_curl(f"{rx}/slow/1000/bare", total, args.in_flight)
-                    bares.append(bare)
+                    bare, bare_cpu = await bare_curl_measured(
+                        f"{rx}/slow/1000/bare", total, args.in_flight
+                    )
                     print(f"round {round_}: bare curl sender {bare:.0f} POSTs/s", flush=True)
-                    rate, peak = await drain(args, db, url, work, rx)
-                    rates[db].append(rate)
-                    ratios[db].append(rate / bare)
-                    peaks[db].append(peak)
+                    runs[db].append((await drain(args, db, url, work, rx), bare, bare_cpu))
     print(f"\n{args.in_flight} in flight to receivers answering after 1 s, {args.rounds} rounds:")
     print(f"  bare aiohttp sender (no DB)   {aiohttp_rate:7.0f} deliveries/s")
-    print(f"  bare curl sender (no DB)      {_spread(bares)} deliveries/s (tidings' default)")
+    bares = [bare for db in args.db for _, bare, _ in runs[db]]
+    bare_cpus = [cpu for db in args.db for _, _, cpu in runs[db]]
+    print(
+        f"  bare curl sender (no DB)      {_spread(bares)} deliveries/s (tidings' default), "
+        f"{statistics.median(bare_cpus):.2f} CPU ms each"
+    )
     for db in args.db:
-        each = ", ".join(f"{r:.0%}" for r in ratios[db])
+        ratios = ", ".join(f"{d.rate / bare:.0%}" for d, bare, _ in runs[db])
+        median = statistics.median(d.rate / bare for d, bare, _ in runs[db])
+        cpu = statistics.median(d.cpu_ms for d, _, _ in runs[db])
         print(
-            f"  tidings ({db:10s})         {_spread(rates[db])} deliveries/s; of the bare "
-            f"curl sender just before: {each} (median {statistics.median(ratios[db]):.0%}); "
-            f"peak RSS {max(peaks[db]):.0f} MB"
+            f"  tidings ({db:10s})         {_spread([d.rate for d, _, _ in runs[db]])} "
+            f"deliveries/s; of the bare curl sender just before: {ratios} (median "
+            f"{median:.0%}); {cpu:.2f} CPU ms each; peak RSS "
+            f"{max(d.peak_mb for d, _, _ in runs[db]):.0f} MB"
         )
 
 
