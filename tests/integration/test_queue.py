@@ -113,6 +113,25 @@ async def test_a_claim_leases_and_a_lapsed_lease_is_claimed_again(tidings: Tidin
     assert await tidings.store.queue.delivery_counts() == {DeliveryStatus.SUCCEEDED.value: 1}
 
 
+@pytest.mark.parametrize("late_first", [True, False])
+async def test_a_late_record_beside_the_current_one_in_a_batch_moves_nothing(
+    tidings: Tidings, late_first: bool
+) -> None:
+    """Both attempts are kept; only the current claim's moves the delivery, whichever
+    comes first in the batch (SQLite reads the tokens once for a whole batch)."""
+    tid = await tenant(tidings)
+    await subscription(tidings, tid)
+    await emit(tidings, tid)
+    now = int(time.time() * 1000)
+    [first] = await claim_all(tidings.store.queue, now)
+    [again] = await claim_all(tidings.store.queue, now + LEASE + 1)
+    late, current = done(first, 500), done(again)
+    await tidings.store.queue.record([late, current] if late_first else [current, late])
+    assert await tidings.store.queue.delivery_counts() == {DeliveryStatus.SUCCEEDED.value: 1}
+    attempts = await tidings.store.events.event_attempts(tid, first.event_id)
+    assert sorted(a.status_code for a in attempts) == [200, 500]
+
+
 async def test_lanes_are_offered_least_recently_served_first(tidings: Tidings) -> None:
     tid = await tenant(tidings)
     subs = [await subscription(tidings, tid) for _ in range(3)]

@@ -399,11 +399,12 @@ def _record(db: sqlite3.Connection, outcomes: Sequence[AttemptOutcome]) -> dict[
     marks = ",".join("?" * len(subs))
     enabled = dict(db.execute(q.ENABLED.format(ids=f"id IN ({marks})"), subs).fetchall())
     db.executemany(q.INSERT_ATTEMPT, [attempt_row(o) for o in outcomes])
+    updates = [delivery_update(o, enabled.get(o.claimed.subscription_id)) for o in outcomes]
+    applied = _still_claimed(db, updates)
+    db.executemany(q.RECORD, [u for u, holds in zip(updates, applied, strict=True) if holds])
     wakes = LaneWakes()
-    for o in outcomes:
-        params = delivery_update(o, enabled.get(o.claimed.subscription_id))
-        applied = db.execute(q.RECORD, params).fetchone() is not None
-        if applied:
+    for o, params, holds in zip(outcomes, updates, applied, strict=True):
+        if holds:
             wakes.recorded(o, params["b_status"])
             if lets_next_go(o, params["b_status"]):
                 unblocked = db.execute(q.UNBLOCK_NEXT, q.key_params(o.claimed)).fetchone()
@@ -418,6 +419,17 @@ def _record(db: sqlite3.Connection, outcomes: Sequence[AttemptOutcome]) -> dict[
             streaks[sub_id] = int(row[0])
     db.executemany(q.WAKE_LANE, wakes.params())
     return streaks
+
+
+def _still_claimed(db: sqlite3.Connection, updates: list[dict[str, Any]]) -> list[bool]:
+    """Whether each update's claim still holds: its token is still its row's. One that
+    does not was claimed again after its lease ran out; only its attempt is recorded.
+    Read once for the batch (this transaction holds the write lock: nothing changes
+    before the updates), so the updates go in one ``executemany``."""
+    ids = [u["b_id"] for u in updates]
+    marks = ",".join("?" * len(ids))
+    tokens = dict(db.execute(q.CLAIM_TOKENS.format(ids=f"id IN ({marks})"), ids).fetchall())
+    return [tokens.get(u["b_id"]) == u["b_token"] for u in updates]
 
 
 def _repair(db: sqlite3.Connection, now_ms: int) -> int:

@@ -72,8 +72,8 @@ RECORD = """
     UPDATE deliveries SET status = :b_status, attempts = :b_attempt, due_ms = :b_due,
                           claim_token = NULL, last_status_code = :b_code, updated_ms = :b_now
     WHERE id = :b_id AND claim_token = :b_token
-    RETURNING id
 """
+CLAIM_TOKENS = "SELECT id, claim_token FROM deliveries WHERE {ids}"
 UNBLOCK_NEXT = f"""
     UPDATE deliveries SET blocked = FALSE
     WHERE id = (
