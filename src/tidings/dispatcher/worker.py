@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,7 +42,7 @@ from tidings.domain.deliveries import (
     judge_attempt,
 )
 from tidings.domain.retry import RetryPolicy
-from tidings.domain.scheduling import Scheduler, Signal
+from tidings.domain.scheduling import STALL_SECONDS, Scheduler, Signal
 from tidings.domain.signatures import SignatureScheme, signature_headers
 from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
@@ -153,7 +154,8 @@ class Dispatcher:
         self.scheduler = Scheduler(capacity=concurrency, ceiling=subscription_concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self._started: dict[int, tuple[str, float]] = {}
-        """Delivery id -> (subscription id, start time) of every attempt in flight."""
+        """Delivery id -> (subscription id, start time) of every attempt in flight, in the
+        order they started (the watch loop relies on it)."""
         self._waiting: dict[str, deque[tuple[ClaimedDelivery, float]]] = {}
         """Per subscription, deliveries claimed ahead and the time of their claim (the
         scheduler counts them, in ``Scheduler.waiting``)."""
@@ -355,10 +357,16 @@ class Dispatcher:
         now = self._clock.monotonic()
         self.scheduler.started(delivery.subscription_id, delivery.tenant_id, now)
         if not delivery.transformation:  # else its stall clock starts after the script
-            self._started[delivery.delivery_id] = (delivery.subscription_id, now)
+            self._mark_started(delivery, now)
         task = asyncio.create_task(self._deliver(delivery))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+
+    def _mark_started(self, delivery: ClaimedDelivery, now: float) -> None:
+        """Moved to the end if there already (a lapsed lease claimed again): the order of
+        ``_started`` stays the order of start times."""
+        self._started.pop(delivery.delivery_id, None)
+        self._started[delivery.delivery_id] = (delivery.subscription_id, now)
 
     def _secret(self, secret_enc: str) -> str:
         secret = self._secrets.get(secret_enc)
@@ -378,7 +386,7 @@ class Dispatcher:
                 url, body = request
                 if delivery.transformation:  # the receiver's clocks start now
                     started = self._clock.monotonic()
-                    self._started[delivery.delivery_id] = (delivery.subscription_id, started)
+                    self._mark_started(delivery, started)
                 secrets = [self._secret(delivery.secret_enc)]
                 if delivery.previous_secret_enc:
                     secrets.append(self._secret(delivery.previous_secret_enc))
@@ -572,13 +580,20 @@ class Dispatcher:
         while not stop.is_set():
             await _first_of(stop.wait(), timeout=WATCH_INTERVAL)
             now = self._clock.monotonic()
-            for sub_id, started in list(self._started.values()):
+            for sub_id, started in self._old_enough_to_stall(now):
                 self.scheduler.stalled(sub_id, started, now)
             stale = self._waiting_until(now - self._longest_wait)
             if stale:
                 log.info("waiting_given_back", count=len(stale))
                 self._give_back(stale)
                 self._room_freed.set()
+
+    def _old_enough_to_stall(self, now: float) -> Iterator[tuple[str, float]]:
+        """The attempts in flight for ``STALL_SECONDS`` or more. ``_started`` is in start
+        order, so the look ends at the first younger one: a worker holds thousands of
+        attempts, nearly all of them young."""
+        young = now - STALL_SECONDS
+        return itertools.takewhile(lambda entry: entry[1] <= young, self._started.values())
 
     async def _report_loop(self, stop: asyncio.Event) -> None:
         """Publish this worker's figures, so any process can show them (/metrics, portal)."""
