@@ -310,6 +310,19 @@ class Retention(Protocol):
         ...
 
 
+class Unpartitioned:
+    """``Retention``'s partition methods where tables are not partitioned."""
+
+    async def prepare_partitions(self, rows: int) -> int:
+        return 0
+
+    async def drop_partitions(self, before_ms: int) -> int:
+        return 0
+
+    async def partition_headroom(self) -> dict[str, int]:
+        return {}
+
+
 class Store(Protocol):
     """One database, seen through each interface."""
 

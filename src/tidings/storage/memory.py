@@ -25,7 +25,7 @@ from tidings.domain.deliveries import DeliveryStatus, DisableReason
 from tidings.domain.ids import new_id
 from tidings.domain.scheduling import LaneState
 from tidings.domain.subscriptions import Ordering, Subscription
-from tidings.storage.interfaces import Outbox
+from tidings.storage.interfaces import Outbox, Unpartitioned
 from tidings.storage.records import (
     ApiKey,
     ApiKeyInfo,
@@ -214,7 +214,7 @@ class _Data:
         return False
 
 
-class MemoryStore:
+class MemoryStore(Unpartitioned):
     """A ``Store``: one object serves every interface (``keys``, ``events``, ...)."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -942,15 +942,6 @@ class MemoryStore:
             for seq in gone:
                 del self._data.events[seq]
             return len(old)
-
-    async def prepare_partitions(self, rows: int) -> int:
-        return 0
-
-    async def drop_partitions(self, before_ms: int) -> int:
-        return 0
-
-    async def partition_headroom(self) -> dict[str, int]:
-        return {}
 
     async def prune_sessions(self, before_ms: int, batch: int) -> int:
         old = sorted(

@@ -11,11 +11,12 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, Connection, delete, select, true, update
 
 from tidings.domain.deliveries import DeliveryStatus
+from tidings.storage.interfaces import Unpartitioned
 from tidings.storage.schema import attempts, deliveries, events, portal_sessions
 from tidings.storage.sql.database import SQLPart
 
 
-class SQLRetention(SQLPart):
+class SQLRetention(SQLPart, Unpartitioned):
     async def prune_response_bodies(self, before_ms: int, batch: int) -> int:
         old = (
             select(attempts.c.id)
@@ -67,15 +68,6 @@ class SQLRetention(SQLPart):
             return len(rows)
 
         return await self._db.write(tx)
-
-    async def prepare_partitions(self, rows: int) -> int:
-        return 0
-
-    async def drop_partitions(self, before_ms: int) -> int:
-        return 0
-
-    async def partition_headroom(self) -> dict[str, int]:
-        return {}
 
     async def prune_sessions(self, before_ms: int, batch: int) -> int:
         old = (
