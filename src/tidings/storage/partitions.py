@@ -140,9 +140,8 @@ def create_next(conn: Connection, table: Partitioned, rows: int) -> str | None:
     """Add the range after the last one unless ``AHEAD`` empty ranges wait already;
     rows DEFAULT holds of it move in first. Returns the new partition's name."""
     _serialised(conn)
-    existing = ranges(conn, table.table)
-    top = existing[-1].high if existing else next_key(conn, table)
-    if top >= next_key(conn, table) + AHEAD * rows:
+    top, upto = _top_and_next(conn, table)
+    if top >= upto + AHEAD * rows:
         return None
     name = f"{table.table}_p{top}"
     t, k = table.table, table.key
@@ -170,13 +169,22 @@ def create_next(conn: Connection, table: Partitioned, rows: int) -> str | None:
 
 def headroom(conn: Connection) -> dict[str, int]:
     """Per table, the keys its sequence hands out before rows land in DEFAULT: below one
-    range, partition upkeep is failing (below zero, rows are landing there)."""
+    range, partition upkeep is failing (below zero, rows are landing there). Empty where
+    the tables are not partitioned."""
+    if not all_partitioned(conn):
+        return {}
     found = {}
     for table in TABLES:
-        existing = ranges(conn, table.table)
-        upto = next_key(conn, table)
-        found[table.table] = (existing[-1].high if existing else upto) - upto
+        top, upto = _top_and_next(conn, table)
+        found[table.table] = top - upto
     return found
+
+
+def _top_and_next(conn: Connection, table: Partitioned) -> tuple[int, int]:
+    """Where the table's last range ends (its next key, if it has none), and that key."""
+    upto = next_key(conn, table)
+    existing = ranges(conn, table.table)
+    return (existing[-1].high if existing else upto), upto
 
 
 def closed(conn: Connection, table: Partitioned) -> list[Partition]:
@@ -324,8 +332,6 @@ class PartitionedRetention(SQLRetention):
         return made
 
     async def partition_headroom(self) -> dict[str, int]:
-        if not await self._db.read(all_partitioned):
-            return {}
         return await self._db.read(headroom)
 
     async def drop_partitions(self, before_ms: int) -> int:
