@@ -1,10 +1,12 @@
 """The SQLite connector's writer: writes that queue while one runs commit as a group, each
-in a savepoint of its own (``SQLiteDatabase.write``)."""
+in a savepoint of its own (``SQLiteDatabase.write``); across processes, one writer at a
+time under the write lock (``storage/write_lock.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from tidings.storage.errors import StorageUnavailable
 from tidings.storage.sqlite import SQLiteDatabase
+from tidings.storage.write_lock import WriteLock
 
 
 @pytest.fixture
@@ -173,3 +176,69 @@ async def test_a_write_after_close_is_refused(db: SQLiteDatabase) -> None:
     await db.close()
     with pytest.raises(RuntimeError):
         await db.write(insert(1))
+
+
+async def test_a_writer_on_the_same_file_waits_for_the_write_lock_not_on_sqlites_busy_sleep(
+    db: SQLiteDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two databases on one file exclude each other as two processes would. The second has
+    no busy timeout: had it reached ``BEGIN IMMEDIATE`` while the first wrote, SQLite
+    would have refused it at once ("database is locked")."""
+    monkeypatch.setattr("tidings.storage.sqlite.BUSY_TIMEOUT_MS", 0)
+    other = SQLiteDatabase.from_url(f"sqlite:///{tmp_path / 'writer.db'}")
+    try:
+        busy, release = threading.Event(), threading.Event()
+        first = asyncio.create_task(db.write(insert(1, holding(busy, release))))
+        await asyncio.to_thread(busy.wait, 10)
+        second = asyncio.create_task(other.write(insert(2)))
+        done, _ = await asyncio.wait([second], timeout=0.2)
+        assert not done, "the second writer went ahead while the first held the file"
+        release.set()
+        assert await first == 1 and await second == 2
+        assert await stored(db) == [1, 2]
+    finally:
+        await other.close()
+
+
+async def test_a_process_killed_while_it_holds_the_write_lock_holds_up_no_one(
+    db: SQLiteDatabase, tmp_path: Path
+) -> None:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLD_THE_LOCK,
+        str(tmp_path / "writer.db.writer"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and await holder.stdout.readline() == b"held\n"
+        write = asyncio.create_task(db.write(insert(1)))
+        done, _ = await asyncio.wait([write], timeout=0.2)
+        assert not done, "the write went ahead while another process held the lock"
+        holder.kill()
+        assert await asyncio.wait_for(write, 10) == 1
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+        await holder.wait()
+
+
+HOLD_THE_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+async def test_writes_go_on_where_the_write_lock_cannot_be_had(tmp_path: Path) -> None:
+    lock = WriteLock(tmp_path / "no such folder" / "writer.db.writer")
+    database = SQLiteDatabase.from_url(f"sqlite:///{tmp_path / 'writer.db'}")
+    database._write_lock = lock
+    try:
+        await database.write(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER)")))
+        assert await database.write(insert(1)) == 1
+        assert await stored(database) == [1]
+    finally:
+        await database.close()

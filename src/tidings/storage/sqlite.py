@@ -6,7 +6,8 @@ spinning on SQLITE_BUSY. The writes that queue while one runs go next as a group
 in a savepoint of one transaction (group commit): one hop between the event loop and that
 thread, and one commit, for the whole group. Reads run on a small pool of their own; WAL
 lets them proceed while a write is in progress. Across processes (``serve`` plus
-``worker``) the busy timeout serialises writers.
+``worker``) a lock on a file beside the database does (``storage/write_lock.py``), with
+the busy timeout behind it for writers that are not tidings.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from tidings.storage.sql.queue import (
     delivery_update,
 )
 from tidings.storage.wakes import ProcessWakes
+from tidings.storage.write_lock import SUFFIX as WRITE_LOCK_SUFFIX
+from tidings.storage.write_lock import WriteLock
 
 T = TypeVar("T")
 
@@ -119,11 +122,18 @@ class SQLiteDatabase(Database):
                    = substr(p.value, 1, length(p.value) - 1)))"""
     MATCHED_IDS = "SELECT value FROM json_each(:matched)"
 
-    def __init__(self, writer: Engine, reader: Engine, wakes: ProcessWakes | None = None) -> None:
+    def __init__(
+        self,
+        writer: Engine,
+        reader: Engine,
+        wakes: ProcessWakes | None = None,
+        write_lock: WriteLock | None = None,
+    ) -> None:
         super().__init__()
         self.writer = writer
         self.reader = reader
         self._wakes = wakes or ProcessWakes(None)
+        self._write_lock = write_lock or WriteLock(None)
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="tidings-sqlite-write")
         self._read_threads = ThreadPoolExecutor(READERS, thread_name_prefix="tidings-sqlite-read")
         self._checkpointer: asyncio.Task[None] | None = None
@@ -133,14 +143,16 @@ class SQLiteDatabase(Database):
     @classmethod
     def from_url(cls, url: str) -> SQLiteDatabase:
         parsed = make_url(url).set(drivername="sqlite+pysqlite")
-        folder = None
+        folder = lock = None
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             folder = Path(parsed.database + ".wake")
+            lock = Path(parsed.database + WRITE_LOCK_SUFFIX)
         return cls(
             _engine(parsed, immediate=True, pool_size=1, checkpoints=False),
             _engine(parsed, immediate=False, pool_size=READERS),
             ProcessWakes(folder),
+            WriteLock(lock),
         )
 
     @translated
@@ -196,7 +208,7 @@ class SQLiteDatabase(Database):
         (a tenant's filters, as of a version that never committed): the filter books are
         forgotten then, and read again as committed."""
         outcomes: list[_Settled] = []
-        with self.writer.connect() as conn:
+        with self._write_lock.held(), self.writer.connect() as conn:
             try:
                 with conn.begin():
                     if len(group) == 1:
@@ -267,6 +279,7 @@ class SQLiteDatabase(Database):
                 await self._checkpointer
         self._write_thread.shutdown(wait=True)
         self._read_threads.shutdown(wait=True)
+        self._write_lock.close()
         self.writer.dispose()
         self.reader.dispose()
 
