@@ -4,6 +4,7 @@ they spare the database file: a claim that finds nothing takes no write lock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sqlite3
 from collections.abc import AsyncIterator
@@ -59,6 +60,46 @@ async def test_each_send_wakes_another_listener_in_turn_and_never_the_sender(
         for wakes in (sender, first, second):
             wakes.close()
     assert sockets_in(folder) == []  # each took its socket away
+
+
+async def test_the_wakes_asked_in_one_turn_of_the_loop_reach_each_process_once(
+    folder: Path,
+) -> None:
+    """A group commit finishes many emits at once, each asking for a wake."""
+    peers = bound_sockets(folder, "1-a.sock", "2-b.sock")
+    sender = ProcessWakes(folder)
+    try:
+        for _ in range(10):
+            sender.send()
+        await asyncio.sleep(0)  # the loop's turn ends: the wakes go out
+        assert [len(datagrams(peer)) for peer in peers] == [1, 1]
+        sender.send()
+        await asyncio.sleep(0)
+        assert sorted(len(datagrams(peer)) for peer in peers) == [0, 1]
+    finally:
+        sender.close()
+        for peer in peers:
+            peer.close()
+
+
+def bound_sockets(folder: Path, *names: str) -> list[socket.socket]:
+    """Sockets in ``folder`` as listening processes bind them, read here by hand."""
+    folder.mkdir()
+    bound = []
+    for name in names:
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        peer.bind(str(folder / name))
+        peer.setblocking(False)
+        bound.append(peer)
+    return bound
+
+
+def datagrams(peer: socket.socket) -> list[bytes]:
+    received = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            received.append(peer.recv(64))
+    return received
 
 
 async def test_the_socket_of_a_process_that_died_is_removed_and_the_next_one_woken(
