@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -64,6 +65,10 @@ class Result:
     p99_ms: float = 0.0
     rss_mb: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    share: float | None = None
+    """Of the bare sender's deliveries/s, same round (tidings rows)."""
+    ratio: float | None = None
+    """Multiple of the Celery baseline, where it is not this round's (the medians)."""
 
 
 def _workers(parent: psutil.Process) -> list[psutil.Process]:
@@ -342,7 +347,11 @@ def print_table(results: list[Result], baseline: Result | None) -> None:
     columns = ["deliveries/s", "x celery", "p50 ms", "p95 ms", "p99 ms"]
     print(f"{'sender':34s} " + " ".join(f"{c:>12s}" for c in columns) + "  peak RSS MB")
     for r in results:
-        ratio = f"{r.deliveries_per_s / baseline.deliveries_per_s:.1f}x" if baseline else "-"
+        ratio = "-"
+        if r.ratio is not None:
+            ratio = f"{r.ratio:.1f}x"
+        elif baseline and baseline.deliveries_per_s:
+            ratio = f"{r.deliveries_per_s / baseline.deliveries_per_s:.1f}x"
         rss = ", ".join(f"{k} {v:.0f}" for k, v in r.rss_mb.items())
         figures = [f"{r.deliveries_per_s:12.0f}", f"{ratio:>12s}"] + [
             f"{v:12.1f}" for v in (r.p50_ms, r.p95_ms, r.p99_ms)
@@ -388,8 +397,28 @@ def main() -> None:
         "transformation (a typical one: reshape + one conditional), filter (matching all)",
     )
     parser.add_argument("--no-celery", action="store_true")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run everything this many times, then print each row's median (and its p99's "
+        "range): on a shared machine one run's latency tail is mostly its neighbours'",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args()
+    rounds = []
+    for n in range(args.rounds):
+        if args.rounds > 1:
+            print(f"\nround {n + 1} of {args.rounds}", flush=True)
+        rounds.append(one_round(args))
+        print_table(*rounds[-1])
+    if args.rounds > 1:
+        print(f"\nmedian of {args.rounds} rounds (each row against the Celery of its own round)")
+        print_table(*medians(rounds))
+
+
+def one_round(args: argparse.Namespace) -> tuple[list[Result], Result | None]:
+    """Every sender, measured once, in one run: the results and the Celery baseline."""
     with (
         _workdir(args.keep) as tmp,
         harness.process(
@@ -418,15 +447,45 @@ def main() -> None:
         ceilings = {"aiohttp": ceiling, "curl": curl}
         for db, sender, options in itertools.product(args.db, args.sender, args.options):
             result = asyncio.run(run_tidings(db, sender, args, rx, Path(tmp), options))
-            share = result.deliveries_per_s / ceilings[sender].deliveries_per_s
-            result.notes.insert(0, f"{share:.0%} of the bare {sender} sender")
+            result.share = result.deliveries_per_s / ceilings[sender].deliveries_per_s
+            result.notes.insert(0, f"{result.share:.0%} of the bare {sender} sender")
             results.append(result)
     total = args.events * args.subs
     print(
         f"\n{args.events} events x {args.subs} subscriptions = {total} deliveries; "
         f"latency at {args.rate:.0f} events/s for {args.seconds:.0f} s; {os.cpu_count()} CPUs"
     )
-    print_table(results, baseline)
+    return results, baseline
+
+
+def medians(
+    rounds: list[tuple[list[Result], Result | None]],
+) -> tuple[list[Result], Result | None]:
+    """Each row's median over the rounds. Throughput is taken as a multiple of the Celery
+    baseline of its own round (its median is reported), so that a slow round slows both."""
+    summary = []
+    for rows in zip(*(results for results, _ in rounds), strict=True):
+        ratios = [
+            row.deliveries_per_s / (base.deliveries_per_s if base else 1.0)
+            for row, (_, base) in zip(rows, rounds, strict=True)
+        ]
+        p99s = sorted(row.p99_ms for row in rows)
+        median = Result(
+            rows[0].name,
+            deliveries_per_s=statistics.median(row.deliveries_per_s for row in rows),
+            p50_ms=statistics.median(row.p50_ms for row in rows),
+            p95_ms=statistics.median(row.p95_ms for row in rows),
+            p99_ms=statistics.median(p99s),
+            rss_mb={k: max(row.rss_mb.get(k, 0.0) for row in rows) for k in rows[0].rss_mb},
+        )
+        median.ratio = statistics.median(ratios) if rounds[0][1] else None
+        if rows[0].share is not None:
+            shares = statistics.median(row.share or 0.0 for row in rows)
+            median.notes.append(f"{shares:.0%} of its bare sender (median)")
+        if p99s[-1]:
+            median.notes.append(f"p99 over the rounds: {', '.join(f'{p:.0f}' for p in p99s)} ms")
+        summary.append(median)
+    return summary, None
 
 
 if __name__ == "__main__":
