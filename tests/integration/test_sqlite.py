@@ -200,8 +200,9 @@ async def test_a_writer_on_the_same_file_waits_for_the_write_lock_not_on_sqlites
         await other.close()
 
 
+@pytest.mark.parametrize("brief", [False, True])
 async def test_a_process_killed_while_it_holds_the_write_lock_holds_up_no_one(
-    db: SQLiteDatabase, tmp_path: Path
+    db: SQLiteDatabase, tmp_path: Path, brief: bool
 ) -> None:
     holder = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -212,7 +213,7 @@ async def test_a_process_killed_while_it_holds_the_write_lock_holds_up_no_one(
     )
     try:
         assert holder.stdout is not None and await holder.stdout.readline() == b"held\n"
-        write = asyncio.create_task(db.write(insert(1)))
+        write = asyncio.create_task(db.write(insert(1), brief=brief))
         done, _ = await asyncio.wait([write], timeout=0.2)
         assert not done, "the write went ahead while another process held the lock"
         holder.kill()
@@ -242,3 +243,39 @@ async def test_writes_go_on_where_the_write_lock_cannot_be_had(tmp_path: Path) -
         assert await stored(database) == [1]
     finally:
         await database.close()
+
+
+def on_thread(threads: list[str], n: int) -> Callable[[Connection], int]:
+    """``insert(n)``, noting the thread it ran on."""
+    return insert(n, lambda: threads.append(threading.current_thread().name))
+
+
+async def test_brief_writes_run_on_the_event_loop_while_no_other_process_writes(
+    db: SQLiteDatabase,
+) -> None:
+    threads: list[str] = []
+    await db.write(on_thread(threads, 1), brief=True)
+    await db.write(on_thread(threads, 2))
+    await asyncio.gather(*(db.write(on_thread(threads, n), brief=True) for n in (3, 4)))
+    loop = threading.current_thread().name
+    assert threads[0] == loop and threads[1] != loop and threads[2:] == [loop, loop]
+    assert await stored(db) == [1, 2, 3, 4]
+
+
+async def test_a_brief_write_waits_for_a_writer_that_is_not_tidings_off_the_event_loop(
+    db: SQLiteDatabase, tmp_path: Path
+) -> None:
+    """The sqlite3 shell, say, holds the file: the loop must not sit out the busy
+    timeout; the write thread does, and writes once the file is free."""
+    shell = sqlite3.connect(tmp_path / "writer.db", isolation_level=None)
+    try:
+        shell.execute("BEGIN IMMEDIATE")
+        threads: list[str] = []
+        write = asyncio.create_task(db.write(on_thread(threads, 1), brief=True))
+        done, _ = await asyncio.wait([write], timeout=0.2)
+        assert not done
+        shell.execute("COMMIT")
+        assert await asyncio.wait_for(write, 10) == 1
+        assert threads != [threading.current_thread().name]
+    finally:
+        shell.close()

@@ -126,7 +126,9 @@ class PostgresDatabase(Database):
         )
 
     @translated
-    async def write(self, tx: Callable[[Connection], T], *, alone: bool = False) -> T:
+    async def write(
+        self, tx: Callable[[Connection], T], *, alone: bool = False, brief: bool = False
+    ) -> T:
         async with self.engine.begin() as conn:
             return await conn.run_sync(tx)
 

@@ -65,6 +65,23 @@ class WriteLock:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def try_hold(self) -> bool:
+        """Take the lock if no other process holds it; False if one does, or if there is
+        no lock to take (then nothing tells this process that it writes alone)."""
+        fd = self._open()
+        if fd is None:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def let_go(self) -> None:
+        """Let go of the lock ``try_hold`` took."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
     def close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
             os.close(self._fd)

@@ -92,9 +92,13 @@ class Database:
         self.filters = FilterBooks()
         """Each tenant's filtered subscriptions, compiled (see ``sql/filtering.py``)."""
 
-    async def write(self, tx: Callable[[Connection], T], *, alone: bool = False) -> T:
+    async def write(
+        self, tx: Callable[[Connection], T], *, alone: bool = False, brief: bool = False
+    ) -> T:
         """Run ``tx`` in one write transaction; ``alone``: in one that runs nothing else
-        (a connector may commit several writes' transactions together otherwise)."""
+        (a connector may commit several writes' transactions together otherwise);
+        ``brief``: a few statements on indexed rows, which a connector may run on the
+        event loop rather than on a thread (SQLite does)."""
         raise NotImplementedError
 
     async def read(self, tx: Callable[[Connection], T]) -> T:
