@@ -5,6 +5,8 @@ time under the write lock (``storage/write_lock.py``)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 import sys
 import threading
@@ -15,6 +17,7 @@ import pytest
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import OperationalError
 
+from tidings.storage import sqlite as sqlite_module
 from tidings.storage.errors import StorageUnavailable
 from tidings.storage.sqlite import SQLiteDatabase
 from tidings.storage.write_lock import WriteLock
@@ -50,14 +53,14 @@ async def stored(db: SQLiteDatabase) -> list[int]:
 
 
 async def queued_behind_a_busy_writer(
-    db: SQLiteDatabase, writes: list[Callable[[Connection], int]]
+    db: SQLiteDatabase, writes: list[Callable[[Connection], int]], *, brief: bool = False
 ) -> list[int | BaseException]:
     """Hold the writer in a first write, queue ``writes`` meanwhile, then let it go: the
     queued ones are written as one group. Returns each one's result or error."""
     busy, release = threading.Event(), threading.Event()
     first = asyncio.create_task(db.write(insert(0, holding(busy, release))))
     await asyncio.to_thread(busy.wait, 10)
-    pending = [asyncio.create_task(db.write(write)) for write in writes]
+    pending = [asyncio.create_task(db.write(write, brief=brief)) for write in writes]
     await asyncio.sleep(0)  # every write is queued before the writer is free
     release.set()
     await first
@@ -172,12 +175,6 @@ async def test_a_failed_write_forgets_the_filters_read_inside_it(db: SQLiteDatab
     assert db.filters.get("ten_a") is None
 
 
-async def test_a_write_after_close_is_refused(db: SQLiteDatabase) -> None:
-    await db.close()
-    with pytest.raises(RuntimeError):
-        await db.write(insert(1))
-
-
 async def test_a_writer_on_the_same_file_waits_for_the_write_lock_not_on_sqlites_busy_sleep(
     db: SQLiteDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,3 +276,59 @@ async def test_a_brief_write_waits_for_a_writer_that_is_not_tidings_off_the_even
         assert threads != [threading.current_thread().name]
     finally:
         shell.close()
+
+
+async def test_a_long_queue_of_brief_writes_is_written_on_the_thread_not_the_loop(
+    db: SQLiteDatabase,
+) -> None:
+    """Behind a slow write the queue grows; written on the loop it would stall it."""
+    threads: list[str] = []
+    writes = [on_thread(threads, n) for n in (1, 2)]
+    few = await queued_behind_a_busy_writer(db, writes, brief=True)
+    assert few == [1, 2] and threads == [threading.current_thread().name] * 2
+    threads.clear()
+    many = [on_thread(threads, n) for n in range(3, 3 + sqlite_module.HERE_AT_MOST + 1)]
+    assert len(await queued_behind_a_busy_writer(db, many, brief=True)) == len(many)
+    assert threading.current_thread().name not in threads
+
+
+@pytest.mark.parametrize("brief", [False, True])
+async def test_a_write_after_close_is_refused(db: SQLiteDatabase, brief: bool) -> None:
+    await db.close()
+    with pytest.raises(RuntimeError):
+        await db.write(insert(1), brief=brief)
+
+
+async def test_a_child_forked_while_the_lock_is_held_does_not_keep_it_after_its_parent_dies(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "writer.db.writer"
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLD_AND_FORK, str(path), stdout=asyncio.subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    child = int(await parent.stdout.readline())
+    try:
+        parent.kill()
+        await parent.wait()
+        ours = WriteLock(path)
+        assert ours.try_hold(), "the forked child still holds its dead parent's lock"
+        ours.close()
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+HOLD_AND_FORK = """
+import os, sys, time
+from pathlib import Path
+from tidings.storage.write_lock import WriteLock
+lock = WriteLock(Path(sys.argv[1]))
+assert lock.try_hold()
+child = os.fork()
+if child == 0:
+    os.close(1)  # the test waits for its parent's output to end
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""

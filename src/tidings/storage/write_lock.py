@@ -12,14 +12,17 @@ So each tidings process takes an exclusive ``flock`` on a file beside the databa
 (``<file>.writer``) around each of its write transactions, and the kernel wakes a waiter
 as soon as it is let go. The busy timeout stays, for writers that are not tidings (the
 ``sqlite3`` shell, a backup). The kernel lets go of a process's lock when the process
-dies, kill -9 included; a process stopped while it holds the lock (SIGSTOP) holds up
-the others' writes until it goes on, as it would with SQLite's own lock.
+dies, kill -9 included (a child forked without exec closes its copy of the parent's file
+first thing, or it would hold the lock of a parent killed while holding it). A process
+stopped while it holds the lock (SIGSTOP) holds up the others' writes until it goes on,
+as it would with SQLite's own lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +37,17 @@ log = structlog.get_logger("tidings.storage")
 
 SUFFIX = ".writer"
 
+_LOCKS: weakref.WeakSet[WriteLock] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_LOCKS):
+        lock._forget_parents()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class WriteLock:
     """The lock on ``path`` (None: no file to share, e.g. ``:memory:``)."""
@@ -41,9 +55,7 @@ class WriteLock:
     def __init__(self, path: Path | None) -> None:
         self._path = path if fcntl is not None else None
         self._fd: int | None = None
-        self._pid = 0
-        """The process that opened ``_fd``: a forked child shares its parent's open file,
-        and with it the lock, so it opens its own."""
+        _LOCKS.add(self)
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -63,7 +75,7 @@ class WriteLock:
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            self.let_go()
 
     def try_hold(self) -> bool:
         """Take the lock if no other process holds it; False if one does, or if there is
@@ -78,25 +90,34 @@ class WriteLock:
         return True
 
     def let_go(self) -> None:
-        """Let go of the lock ``try_hold`` took."""
-        if self._fd is not None:
+        """Let go of the lock (what was written under it is written: an error here is
+        logged, and closing the file lets go of it all the same)."""
+        if self._fd is None:
+            return
+        try:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            self._give_up(exc)
 
     def close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None:
             os.close(self._fd)
         self._fd = None
+
+    def _forget_parents(self) -> None:
+        """In a forked child: the parent's open file, and with it any lock the parent
+        holds, must not live on in the child (a parent killed -9 would leave it held)."""
+        self.close()
 
     def _open(self) -> int | None:
         if self._path is None:
             return None
-        if self._fd is None or self._pid != os.getpid():
+        if self._fd is None:
             try:
                 self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
                 self._give_up(exc)
                 return None
-            self._pid = os.getpid()
         return self._fd
 
     def _give_up(self, exc: OSError) -> None:
