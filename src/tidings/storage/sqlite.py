@@ -52,7 +52,6 @@ from tidings.storage.write_lock import WriteLock
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
-BUSY = sqlite3.SQLITE_BUSY
 BEGUN = "tidings_begun"
 """In a connection's ``info``: ``BEGIN IMMEDIATE`` is done already (``_begun_at_once``)."""
 HERE_AT_MOST = 64
@@ -135,7 +134,7 @@ def _begun_at_once(conn: Connection) -> bool:
         finally:
             driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     except sqlite3.Error as exc:
-        if not (isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode == BUSY):
+        if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
             conn.invalidate()
         return False
     conn.info[BEGUN] = True
@@ -215,7 +214,6 @@ class SQLiteDatabase(Database):
             return  # every caller was cancelled before its write began: none runs
         group = _next_group(self._queued)
         del self._queued[: len(group)]
-        committing: asyncio.Future[list[_Settled]]
         if self._closed:
             _settle(group, [(False, RuntimeError("closed"))] * len(group))
             return
@@ -224,6 +222,7 @@ class SQLiteDatabase(Database):
         except BaseException as exc:  # KeyboardInterrupt, say: its callers hear of it
             _settle(group, [(False, exc)] * len(group))
             raise
+        committing: asyncio.Future[list[_Settled]]
         if done_here is not None:
             committing = loop.create_future()
             committing.set_result(done_here)  # settled on the loop's next turn

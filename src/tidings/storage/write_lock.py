@@ -41,8 +41,10 @@ _LOCKS: weakref.WeakSet[WriteLock] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    """The parent's open file, and with it any lock the parent holds, must not live on in
+    a forked child (a parent killed -9 would leave it held while the child lives)."""
     for lock in list(_LOCKS):
-        lock._forget_parents()
+        lock.close()
 
 
 if hasattr(os, "register_at_fork"):
@@ -103,11 +105,6 @@ class WriteLock:
         if self._fd is not None:
             os.close(self._fd)
         self._fd = None
-
-    def _forget_parents(self) -> None:
-        """In a forked child: the parent's open file, and with it any lock the parent
-        holds, must not live on in the child (a parent killed -9 would leave it held)."""
-        self.close()
 
     def _open(self) -> int | None:
         if self._path is None:
