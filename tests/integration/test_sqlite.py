@@ -91,36 +91,59 @@ async def test_writes_that_queue_behind_one_commit_together(db: SQLiteDatabase) 
     assert len(commits) == 2  # the first write's, then the group's
 
 
-async def test_a_write_that_fails_in_a_group_is_undone_alone(db: SQLiteDatabase) -> None:
-    """Its caller gets its error; the others of the group commit as if it had not been."""
+@pytest.mark.parametrize("brief", [False, True])
+async def test_a_write_that_fails_in_a_group_is_undone_alone(
+    db: SQLiteDatabase, brief: bool
+) -> None:
+    """Its caller gets its error; the others of the group commit as if it had not been.
+    ``brief``: the group is written on the event loop (and the same holds there)."""
     bad = insert(2, fail(ValueError("no")))
-    results = await queued_behind_a_busy_writer(db, [insert(1), bad, insert(3)])
+    results = await queued_behind_a_busy_writer(db, [insert(1), bad, insert(3)], brief=brief)
     assert results[0] == 1 and results[2] == 3
     assert isinstance(results[1], ValueError)
     assert await stored(db) == [0, 1, 3]
 
 
-async def test_a_statement_that_fails_in_a_group_is_undone_alone(db: SQLiteDatabase) -> None:
+@pytest.mark.parametrize("brief", [False, True])
+async def test_a_statement_that_fails_in_a_group_is_undone_alone(
+    db: SQLiteDatabase, brief: bool
+) -> None:
     def bad(conn: Connection) -> int:
         conn.execute(text("INSERT INTO t (n) VALUES (2)"))
         conn.execute(text("INSERT INTO no_such_table (n) VALUES (2)"))
         return 2
 
-    results = await queued_behind_a_busy_writer(db, [insert(1), bad, insert(3)])
+    results = await queued_behind_a_busy_writer(db, [insert(1), bad, insert(3)], brief=brief)
     assert results[0] == 1 and results[2] == 3
     assert isinstance(results[1], OperationalError)
     assert await stored(db) == [0, 1, 3]
 
 
-async def test_an_outage_in_a_group_fails_the_whole_group(db: SQLiteDatabase) -> None:
+@pytest.mark.parametrize("brief", [False, True])
+async def test_an_outage_in_a_group_fails_the_whole_group(db: SQLiteDatabase, brief: bool) -> None:
     """The connection is suspect (a full disk, say): nothing of the group is kept, and
     every caller is told, so none of them acknowledges a write that is not there."""
     outage = insert(2, fail(sqlite3.OperationalError("disk I/O error")))
-    results = await queued_behind_a_busy_writer(db, [insert(1), outage, insert(3)])
+    results = await queued_behind_a_busy_writer(db, [insert(1), outage, insert(3)], brief=brief)
     assert all(isinstance(result, StorageUnavailable) for result in results)
     assert await stored(db) == [0]
-    assert await db.write(insert(4)) == 4  # a fresh connection once it is back
+    assert await db.write(insert(4), brief=brief) == 4  # a fresh connection once it is back
     assert await stored(db) == [0, 4]
+
+
+async def test_the_event_loop_never_opens_the_writers_connection(db: SQLiteDatabase) -> None:
+    """Opening one can wait out the busy timeout (its pragmas): after an outage dropped
+    it, the next brief write opens a new one on the write thread, and the loop goes on
+    using it."""
+    outage = insert(1, fail(sqlite3.OperationalError("disk I/O error")))
+    with pytest.raises(StorageUnavailable):
+        await db.write(outage, brief=True)
+    threads: list[str] = []
+    await db.write(on_thread(threads, 2), brief=True)
+    await db.write(on_thread(threads, 3), brief=True)
+    loop = threading.current_thread().name
+    assert threads[0] != loop and threads[1] == loop
+    assert await stored(db) == [2, 3]
 
 
 async def test_a_caller_cancelled_before_its_write_began_leaves_it_unwritten(

@@ -176,6 +176,13 @@ class SQLiteDatabase(Database):
         self._queued: list[_Queued] = []
         self._committing: asyncio.Future[list[_Settled]] | None = None
         self._closed = False
+        self._writer_connections = 0
+        """The writer's open ``sqlite3`` connections: the event loop uses one, never opens it."""
+        event.listen(writer, "connect", lambda *_: self._count_writer_connections(1))
+        event.listen(writer, "close", lambda *_: self._count_writer_connections(-1))
+
+    def _count_writer_connections(self, change: int) -> None:
+        self._writer_connections += change
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteDatabase:
@@ -267,6 +274,8 @@ class SQLiteDatabase(Database):
             self._write_lock.let_go()
 
     def _transactions_at_once(self, group: list[_Queued]) -> list[_Settled] | None:
+        if not self._writer_connections:
+            return None  # opening one waits on the file (busy timeout): the thread does
         try:
             conn = self.writer.connect()
         except Exception:  # the write thread meets it too, and handles it as ever
