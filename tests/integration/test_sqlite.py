@@ -315,6 +315,61 @@ async def test_a_long_queue_of_brief_writes_is_written_on_the_thread_not_the_loo
     assert threading.current_thread().name not in threads
 
 
+async def test_every_write_queued_at_close_is_refused_not_left_waiting(
+    db: SQLiteDatabase,
+) -> None:
+    """Behind a write on the thread, groups queue (an ``alone`` write splits them); close
+    comes: each caller hears of it."""
+    busy, release = threading.Event(), threading.Event()
+    first = asyncio.create_task(db.write(insert(0, holding(busy, release))))
+    await asyncio.to_thread(busy.wait, 10)
+    queued = [
+        asyncio.create_task(db.write(insert(1), brief=True)),
+        asyncio.create_task(db.write(insert(2), alone=True)),
+        asyncio.create_task(db.write(insert(3), brief=True)),
+    ]
+    await asyncio.sleep(0)
+    threading.Timer(0.1, release.set).start()  # close waits for the thread's write
+    await db.close()
+    assert await first == 0
+    results = await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 5)
+    assert all(isinstance(result, RuntimeError) for result in results), results
+
+
+async def test_behind_a_writer_that_is_not_tidings_every_process_gives_up_after_one_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sqlite3 shell holds the file. The process holding the write lock sits out its
+    busy timeout; those waiting for the lock meanwhile must not then sit out one more
+    each, in turn: every one answers 503 after about one busy timeout."""
+    busy_ms = 1000
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_MS", busy_ms)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    processes = [SQLiteDatabase.from_url(url) for _ in range(3)]  # a write lock each
+    shell = None
+    try:
+        await processes[0].write(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER)")))
+        shell = sqlite3.connect(tmp_path / "shared.db", isolation_level=None)
+        shell.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+
+        async def seconds_to_give_up(db: SQLiteDatabase) -> float:
+            asked = loop.time()
+            with pytest.raises(StorageUnavailable):
+                await db.write(insert(1), brief=True)
+            return loop.time() - asked
+
+        waited = await asyncio.gather(*(seconds_to_give_up(db) for db in processes))
+        assert max(waited) < 1.7 * busy_ms / 1000, waited  # not 1, 2, 3 busy timeouts
+        shell.execute("ROLLBACK")
+        assert await processes[1].write(insert(2)) == 2  # and writes go on once it is free
+    finally:
+        if shell is not None:
+            shell.close()
+        for db in processes:
+            await db.close()
+
+
 @pytest.mark.parametrize("brief", [False, True])
 async def test_a_write_after_close_is_refused(db: SQLiteDatabase, brief: bool) -> None:
     await db.close()

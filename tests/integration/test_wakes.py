@@ -82,6 +82,22 @@ async def test_the_wakes_asked_in_one_turn_of_the_loop_reach_each_process_once(
             peer.close()
 
 
+async def test_a_wake_asked_just_before_close_is_sent_and_none_after(folder: Path) -> None:
+    """An emit acknowledged in the turn the process closes must still wake the others."""
+    (peer,) = bound_sockets(folder, "1-a.sock")
+    sender = ProcessWakes(folder)
+    try:
+        sender.send()
+        sender.close()
+        assert datagrams(peer) == [b"w"]
+        sender.send()
+        await asyncio.sleep(0)
+        assert datagrams(peer) == []
+    finally:
+        sender.close()
+        peer.close()
+
+
 def bound_sockets(folder: Path, *names: str) -> list[socket.socket]:
     """Sockets in ``folder`` as listening processes bind them, read here by hand."""
     folder.mkdir()

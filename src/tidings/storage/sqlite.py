@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import sqlite3
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
@@ -126,19 +127,26 @@ def _begun_at_once(conn: Connection) -> bool:
     event loop, a writer that is not tidings (the ``sqlite3`` shell) must not stall it.
     False on any error, and the connection is given up (its busy timeout may be left
     at 0): the write thread tries again on a new one, and meets it as it always has."""
-    driver = _driver(conn)
     try:
-        driver.execute("PRAGMA busy_timeout=0")
-        try:
-            driver.execute("BEGIN IMMEDIATE")
-        finally:
-            driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        _begin_immediate(conn, 0)
     except sqlite3.Error as exc:
         if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
             conn.invalidate()
         return False
-    conn.info[BEGUN] = True
     return True
+
+
+def _begin_immediate(conn: Connection, busy_timeout_ms: int) -> None:
+    """``BEGIN IMMEDIATE``, waiting at most ``busy_timeout_ms`` for a writer that is not
+    tidings; then the connection's own busy timeout again. The transaction that follows
+    is this one (``on_begin`` begins no other)."""
+    driver = _driver(conn)
+    driver.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    finally:
+        driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.info[BEGUN] = True
 
 
 def _driver(conn: Connection) -> sqlite3.Connection:
@@ -219,11 +227,11 @@ class SQLiteDatabase(Database):
         self._queued = [queued for queued in self._queued if not queued.done.done()]
         if not self._queued:
             return  # every caller was cancelled before its write began: none runs
+        if self._closed:
+            self._refuse_queued(RuntimeError("closed"))
+            return
         group = _next_group(self._queued)
         del self._queued[: len(group)]
-        if self._closed:
-            _settle(group, [(False, RuntimeError("closed"))] * len(group))
-            return
         try:
             done_here = self._commit_here(group)
         except BaseException as exc:  # KeyboardInterrupt, say: its callers hear of it
@@ -238,6 +246,7 @@ class SQLiteDatabase(Database):
                 committing = loop.run_in_executor(self._write_thread, self._commit_group, group)
             except RuntimeError as exc:  # closed: the writer thread takes nothing more
                 _settle(group, [(False, exc)] * len(group))
+                self._refuse_queued(exc)
                 return
         self._committing = committing
 
@@ -254,6 +263,12 @@ class SQLiteDatabase(Database):
                 self._commit_next(loop)
 
         committing.add_done_callback(settled)
+
+    def _refuse_queued(self, exc: Exception) -> None:
+        """Every write still queued fails with ``exc``: none is left waiting for a writer
+        that takes no more."""
+        queued, self._queued = self._queued, []
+        _settle(queued, [(False, exc)] * len(queued))
 
     def _commit_here(self, group: list[_Queued]) -> list[_Settled] | None:
         """Commit a group of brief writes on the event loop, if no other process writes
@@ -290,8 +305,23 @@ class SQLiteDatabase(Database):
         return outcomes
 
     def _commit_group(self, group: list[_Queued]) -> list[_Settled]:
-        """On the write thread, once the file is this process's: ``_transactions``."""
+        """On the write thread, once the file is this process's: ``_transactions``.
+
+        The wait for the write lock counts against the busy timeout. Behind a writer that
+        is not tidings (the ``sqlite3`` shell holding the file) the process holding the
+        lock sits out its busy timeout; the others, waiting for the lock meanwhile, then
+        give up at once instead of each sitting out one more in turn: every process
+        answers 503 after one busy timeout, not the k-th after k of them."""
+        asked = time.monotonic()
         with self._write_lock.held(), self.writer.connect() as conn:
+            waited_ms = int((time.monotonic() - asked) * 1000)
+            if waited_ms:
+                try:
+                    _begin_immediate(conn, max(0, BUSY_TIMEOUT_MS - waited_ms))
+                except Exception as exc:
+                    if is_outage(exc):
+                        conn.invalidate()
+                    return [(False, exc)] * len(group)
             return self._transactions(conn, group)
 
     def _transactions(self, conn: Connection, group: list[_Queued]) -> list[_Settled]:

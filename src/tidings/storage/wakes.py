@@ -124,9 +124,12 @@ class ProcessWakes:
             wanted -= 1
 
     def close(self) -> None:
+        """Send what was asked for this turn (an emit acknowledged just now must wake the
+        others), then nothing more: a ``send`` after ``close`` is dropped."""
         if self._flush is not None:
             self._flush.cancel()
-            self._flush = None
+            self._send_asked()
+        self._folder = None
         if self._listener is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed already
                 asyncio.get_running_loop().remove_reader(self._listener.fileno())
