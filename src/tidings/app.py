@@ -66,6 +66,7 @@ def create_app(
         for installed in tidings.apps:
             if installed.on_startup is not None:
                 await installed.on_startup(tidings)
+        app.state.started()
         worker = None
         if run_dispatcher:
             worker = asyncio.create_task(tidings.run_dispatcher(stop))
@@ -90,7 +91,9 @@ def create_app(
     app.state.tidings = tidings
     app.state.failed = False
     app.state.stop_serving = lambda: None
-    # whoever runs the app (cli.serve) sets stop_serving to end the server
+    app.state.started = lambda: None
+    # whoever runs the app (cli.serve) sets stop_serving to end the server, and started
+    # for what its process does once the app has started (cli: settle the collector)
     install_error_handlers(app)
     for module in (
         routes_events,

@@ -17,6 +17,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
+from tidings import collector
 from tidings.config import Settings
 from tidings.devtools import Options, Target, run_listen, run_trigger
 from tidings.domain.signatures import SignatureScheme
@@ -72,6 +73,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int = 0) -> None:
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log)
     server = uvicorn.Server(config)
     app.state.stop_serving = lambda: setattr(server, "should_exit", True)
+    app.state.started = collector.settle
     with _workers_beside(workers, server, app):
         server.run()
     if app.state.failed:
@@ -183,6 +185,7 @@ async def _worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await tidings.wait_for_database(stop)
+        collector.settle()
         typer.echo("tidings worker: delivering (SIGTERM to stop)")
         await tidings.run_dispatcher(stop)
     except Fatal as exc:

@@ -185,6 +185,7 @@ async def test_serve_runs_workers_beside_the_api_and_stops_them_with_it(
     running: set[int] = set()
     try:
         running = await one_worker_delivering(base, serve)
+        assert serve.log.read_text().count("collector_settled") == 2  # serve's and the worker's
         key, _ = await tidings.create_api_key("acme", ["admin"])
         await tidings.create_subscription(key.tenant_id, receiver.url("/p"), ["client.created"])
         await emit_and_receive(tidings, key.tenant_id, receiver, range(5))

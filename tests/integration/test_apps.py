@@ -59,3 +59,19 @@ async def test_on_startup_runs_after_migration_with_the_service(tmp_path: Path) 
     async with app.router.lifespan_context(app):
         assert started == [service]
         assert await service.readiness() == {}
+
+
+async def test_the_processs_started_hook_runs_once_every_app_has_started(tmp_path: Path) -> None:
+    """``tidings serve`` sets it to settle the garbage collector (``tidings.collector``)."""
+    calls: list[str] = []
+
+    async def on_startup(service: Tidings) -> None:
+        calls.append("app")
+
+    settings = Settings(data_dir=tmp_path, encryption_key=Fernet.generate_key().decode())
+    service = Tidings.from_settings(settings)
+    service.apps = (App("probe", on_startup=on_startup),)
+    app = create_app(service, run_dispatcher=False)
+    app.state.started = lambda: calls.append("process")
+    async with app.router.lifespan_context(app):
+        assert calls == ["app", "process"]
