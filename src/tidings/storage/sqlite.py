@@ -281,6 +281,8 @@ class SQLiteDatabase(Database):
         through, and the loop waits only for its CPU."""
         if len(group) > HERE_AT_MOST or not all(queued.brief for queued in group):
             return None
+        if not self._writer_connections:
+            return None  # opening one waits on the file (busy timeout): the thread does
         if not self._write_lock.try_hold():
             return None
         try:
@@ -289,8 +291,6 @@ class SQLiteDatabase(Database):
             self._write_lock.let_go()
 
     def _transactions_at_once(self, group: list[_Queued]) -> list[_Settled] | None:
-        if not self._writer_connections:
-            return None  # opening one waits on the file (busy timeout): the thread does
         try:
             conn = self.writer.connect()
         except Exception:  # the write thread meets it too, and handles it as ever
@@ -315,18 +315,15 @@ class SQLiteDatabase(Database):
         asked = time.monotonic()
         with self._write_lock.held(), self.writer.connect() as conn:
             waited_ms = int((time.monotonic() - asked) * 1000)
-            if waited_ms:
-                try:
-                    _begin_immediate(conn, max(0, BUSY_TIMEOUT_MS - waited_ms))
-                except Exception as exc:
-                    if is_outage(exc):
-                        conn.invalidate()
-                    return [(False, exc)] * len(group)
-            return self._transactions(conn, group)
+            left_ms = max(0, BUSY_TIMEOUT_MS - waited_ms) if waited_ms else None
+            return self._transactions(conn, group, busy_timeout_ms=left_ms)
 
-    def _transactions(self, conn: Connection, group: list[_Queued]) -> list[_Settled]:
-        """The group's transactions, each in a savepoint of one
-        transaction, and one commit. A transaction that raises rolls back to its
+    def _transactions(
+        self, conn: Connection, group: list[_Queued], *, busy_timeout_ms: int | None = None
+    ) -> list[_Settled]:
+        """The group's transactions, each in a savepoint of one transaction, and one
+        commit (begun waiting at most ``busy_timeout_ms`` for another writer, if given;
+        else the connection's own busy timeout). A transaction that raises rolls back to its
         savepoint alone (its caller gets the error); a failed commit fails them all, and
         none of their callers was told otherwise. Under load the commit, the ``BEGIN
         IMMEDIATE`` and any hops between threads are paid once per group, not once per
@@ -337,6 +334,8 @@ class SQLiteDatabase(Database):
         forgotten then, and read again as committed."""
         outcomes: list[_Settled] = []
         try:
+            if busy_timeout_ms is not None:
+                _begin_immediate(conn, busy_timeout_ms)
             with conn.begin():
                 if len(group) == 1:
                     return [(True, group[0].tx(conn))]
