@@ -660,6 +660,20 @@ async def test_a_claim_that_finds_its_due_lanes_held_by_another_claim_tries_agai
         await other.close()
 
 
+async def test_notices_forgotten_before_a_claim_wake_no_one(tidings: Tidings) -> None:
+    """``forget_work`` drops the notices of new work so far (the dispatcher calls it as a
+    claim starts: that claim finds what they announced); the next notice wakes as ever."""
+    queue = tidings.store.queue
+    await queue.wait_for_work(0.01)  # PostgreSQL: listening from now on
+    queue.notify_work()
+    queue.forget_work()
+    waiting = asyncio.ensure_future(queue.wait_for_work(60))
+    done, _ = await asyncio.wait([waiting], timeout=0.3)
+    assert not done, "woken by a notice it was told to forget"
+    queue.notify_work()
+    await asyncio.wait_for(waiting, 5)
+
+
 async def woken_at_once(store: Store, within: float = 5) -> bool:
     """The store's ``wait_for_work`` returns ``within`` seconds, well before its 60 s."""
     try:

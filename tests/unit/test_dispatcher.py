@@ -23,6 +23,7 @@ from tests.support.fakes import FakeSender, LoopClock, Received, Route
 from tidings.apps import App
 from tidings.config import Settings
 from tidings.dispatcher.worker import (
+    CLAIM_GAP,
     GATHER_WINDOW,
     LONGEST_WAIT,
     RELEASE_TIMEOUT,
@@ -37,6 +38,7 @@ from tidings.secretbox import SecretBox
 from tidings.service import Tidings
 from tidings.storage.errors import StorageUnavailable
 from tidings.storage.memory import MemoryStore
+from tidings.storage.records import ClaimedDelivery, ClaimRequest
 from tidings.transform import (
     Cancelled,
     Transformed,
@@ -220,6 +222,66 @@ def idle_time(received: list[Received], latency: float) -> float:
         idle += max(0.0, r.at - busy_until)
         busy_until = max(busy_until, r.at + latency)
     return idle
+
+
+async def test_an_event_to_an_idle_worker_is_claimed_at_once(tmp_path: Path) -> None:
+    """No timer stands between the notification of new work and the claim: a gap there
+    would be every event's latency whenever the system is not busy."""
+    world = World.make(tmp_path)
+    t = await world.tenant("t")
+    await world.subscribe(t, "http://quick.test/")
+    loop = asyncio.get_running_loop()
+    latencies = []
+    async with world.running(world.dispatcher()):
+        for n in range(20):
+            sent = loop.time()
+            await world.emit(t, n)
+            await world.until(partial(arrived_more_than, world, "http://quick.test/", n))
+            latencies.append(world.sender.at("http://quick.test/")[-1].at - sent)
+            await asyncio.sleep(0.1)
+    assert max(latencies) < CLAIM_GAP / 5, latencies
+
+
+async def test_new_work_cuts_short_the_wait_to_gather_freed_room(tmp_path: Path) -> None:
+    """An event every 6 ms to a receiver answering in 2 ms: each answer frees room, and
+    the worker waits ``GATHER_WINDOW`` for more to free before claiming, but not once an
+    event is there to claim."""
+    world = World.make(tmp_path)
+    t = await world.tenant("t")
+    await world.subscribe(t, "http://quick.test/", Route(latency=0.002))
+    loop = asyncio.get_running_loop()
+    emitted = []
+    async with world.running(world.dispatcher()):
+        for n in range(100):
+            emitted.append(loop.time())
+            await world.emit(t, n)
+            await asyncio.sleep(CLAIM_GAP + 0.001)
+        await world.until(lambda: len(world.sender.at("http://quick.test/")) == 100)
+    received = {r.event["payload"]["n"]: r.at for r in world.sender.at("http://quick.test/")}  # type: ignore[index]
+    latencies = [received[n] - at for n, at in enumerate(emitted)]
+    assert max(latencies) < GATHER_WINDOW / 4, latencies
+
+
+async def test_a_flood_of_notifications_with_nothing_due_is_claimed_at_a_bounded_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second of notifications, a thousand of them, with nothing to claim: claims are
+    ``CLAIM_GAP`` apart, not one per notification."""
+    world = World.make(tmp_path)
+    claims = 0
+    claim = world.store.claim
+
+    async def counted(request: ClaimRequest) -> list[ClaimedDelivery]:
+        nonlocal claims
+        claims += 1
+        return await claim(request)
+
+    monkeypatch.setattr(world.store, "claim", counted)
+    async with world.running(world.dispatcher(poll_interval=10.0)):
+        for _ in range(1000):
+            world.store.notify_work()
+            await asyncio.sleep(0.001)
+    assert 10 < claims <= 1.0 / CLAIM_GAP + 2, claims
 
 
 async def test_a_quick_receiver_is_claimed_ahead(tmp_path: Path) -> None:

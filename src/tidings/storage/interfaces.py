@@ -244,6 +244,11 @@ class DeliveryQueue(Protocol):
         """Return when new work may be due (another process's too), or after ``seconds``."""
         ...
 
+    def forget_work(self) -> None:
+        """Drop the notices of new work so far: a claim about to start finds all they
+        announced (each is sent once its work is committed)."""
+        ...
+
 
 class Reports(Protocol):
     async def subscription_health(

@@ -767,6 +767,9 @@ class MemoryStore(Unpartitioned):
             await asyncio.wait_for(self._data.work.wait(), seconds)
         self._data.work.clear()
 
+    def forget_work(self) -> None:
+        self._data.work.clear()
+
     # --- reports ----------------------------------------------------------------------
 
     async def subscription_health(

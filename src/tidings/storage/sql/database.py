@@ -132,6 +132,9 @@ class Database:
         self.woken = self._work.is_set()
         self._work.clear()
 
+    def forget_work(self) -> None:
+        self._work.clear()
+
 
 class SQLPart:
     """A part of ``SQLStore`` (its events, keys, queue, ...): queries run in ``db``."""

@@ -195,6 +195,9 @@ class SQLQueue(SQLPart):
     async def wait_for_work(self, seconds: float) -> None:
         await self._db.wait_for_work(seconds)
 
+    def forget_work(self) -> None:
+        self._db.forget_work()
+
 
 _RELEASE = (
     update(deliveries)
