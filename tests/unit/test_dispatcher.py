@@ -135,18 +135,11 @@ async def test_an_idle_tenant_waits_for_no_one(tmp_path: Path) -> None:
     for n in range(6):
         await world.subscribe(a, f"http://a.test/{n}", Route(latency=1.0))
     await world.subscribe(b, "http://b.test/hook")
-    loop = asyncio.get_running_loop()
     async with world.running(world.dispatcher(concurrency=200)):
         for n in range(300):
             await world.emit(a, n)
         await asyncio.sleep(3.0)
-        latencies = []
-        for n in range(20):
-            sent = loop.time()
-            await world.emit(b, n)
-            await world.until(partial(arrived_more_than, world, "http://b.test/hook", n))
-            latencies.append(world.sender.at("http://b.test/hook")[-1].at - sent)
-            await asyncio.sleep(0.1)
+        latencies = await lone_event_latencies(world, b, "http://b.test/hook")
         a_received = sum(len(world.sender.at(f"http://a.test/{n}")) for n in range(6))
     assert max(latencies) < 0.03, latencies
     assert a_received >= 180 * 3, "A meanwhile kept all but the reserve busy"
@@ -230,15 +223,8 @@ async def test_an_event_to_an_idle_worker_is_claimed_at_once(tmp_path: Path) -> 
     world = World.make(tmp_path)
     t = await world.tenant("t")
     await world.subscribe(t, "http://quick.test/")
-    loop = asyncio.get_running_loop()
-    latencies = []
     async with world.running(world.dispatcher()):
-        for n in range(20):
-            sent = loop.time()
-            await world.emit(t, n)
-            await world.until(partial(arrived_more_than, world, "http://quick.test/", n))
-            latencies.append(world.sender.at("http://quick.test/")[-1].at - sent)
-            await asyncio.sleep(0.1)
+        latencies = await lone_event_latencies(world, t, "http://quick.test/")
     assert max(latencies) < CLAIM_GAP / 5, latencies
 
 
@@ -440,6 +426,19 @@ async def test_a_release_that_hangs_holds_up_neither_watching_nor_stopping(
     hanging_ends = max(r.at for r in world.sender.received) + 25.0
     stopped = world.clock.monotonic()
     assert stopped <= hanging_ends + RELEASE_TIMEOUT + 0.1, "it gave up on the release"
+
+
+async def lone_event_latencies(world: World, tenant_id: str, url: str) -> list[float]:
+    """Emit 20 events 0.1 s apart, each once the one before arrived: emit -> arrival."""
+    loop = asyncio.get_running_loop()
+    latencies = []
+    for n in range(20):
+        sent = loop.time()
+        await world.emit(tenant_id, n)
+        await world.until(partial(arrived_more_than, world, url, n))
+        latencies.append(world.sender.at(url)[-1].at - sent)
+        await asyncio.sleep(0.1)
+    return latencies
 
 
 def arrived_more_than(world: World, url: str, count: int) -> bool:
