@@ -665,8 +665,9 @@ async def test_notices_forgotten_before_a_claim_wake_no_one(tidings: Tidings) ->
     claim starts: that claim finds what they announced); the next notice wakes as ever."""
     queue = tidings.store.queue
     await queue.wait_for_work(0.01)  # PostgreSQL: listening from now on
+    assert not queue.forget_work()
     queue.notify_work()
-    queue.forget_work()
+    assert queue.forget_work()
     waiting = asyncio.ensure_future(queue.wait_for_work(60))
     done, _ = await asyncio.wait([waiting], timeout=0.3)
     assert not done, "woken by a notice it was told to forget"

@@ -228,6 +228,26 @@ async def test_an_event_to_an_idle_worker_is_claimed_at_once(tmp_path: Path) -> 
     assert max(latencies) < CLAIM_GAP / 5, latencies
 
 
+class ClockBehind(LoopClock):
+    """A worker's host clock 2 ms behind the emitting host's."""
+
+    def now_ms(self) -> int:
+        return super().now_ms() - 2
+
+
+async def test_new_work_from_a_host_whose_clock_runs_ahead_waits_no_poll(
+    tmp_path: Path,
+) -> None:
+    """The event is due by the emitting host's clock, not yet by the worker's when the
+    notice comes: the worker looks again ``CLAIM_GAP`` later, not at its next poll."""
+    world = World.make(tmp_path)
+    t = await world.tenant("t")
+    await world.subscribe(t, "http://quick.test/")
+    async with world.running(world.dispatcher(clock=ClockBehind(), poll_interval=1.0)):
+        latencies = await lone_event_latencies(world, t, "http://quick.test/")
+    assert max(latencies) <= 2 * CLAIM_GAP, latencies
+
+
 async def test_new_work_cuts_short_the_wait_to_gather_freed_room(tmp_path: Path) -> None:
     """An event every 6 ms to a receiver answering in 2 ms: each answer frees room, and
     the worker waits ``GATHER_WINDOW`` for more to free before claiming, but not once an

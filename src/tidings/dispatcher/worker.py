@@ -74,9 +74,12 @@ GATHER_WINDOW = 0.01
 freed up meanwhile."""
 
 CLAIM_GAP = 0.005
-"""Least time from the start of one claim to that of the next one new work prompts.
-Notifications come in floods (one per event at 1,000 events/s): a claim at each costs
-more than the events it finds; new work after a quiet spell is claimed at once."""
+"""Least time from the start of one claim (the end of one that found nothing) to the next
+that new work prompts. Notices come in floods (one per event at 1,000 events/s): a claim
+at each costs more than the events it finds; new work after a quiet spell is claimed at
+once. A claim that a notice prompted (or that dropped one) and that found nothing looks
+once more this much later: the emitting host's clock may run a few ms ahead of this
+one's, and what it made due be due here a moment later."""
 
 START_CHUNK = 16
 """Deliveries started between two yields to the event loop."""
@@ -175,6 +178,8 @@ class Dispatcher:
         self._closing = False
         """Everything has finished: the recorder writes what is left and ends."""
         self._claims = Outage("claim")
+        self._prompted = False
+        """New work prompted the next claim (see ``CLAIM_GAP``)."""
         self._repair_due = False
         self._records = Outage("record")
 
@@ -222,8 +227,8 @@ class Dispatcher:
     async def _fill(self, stop: asyncio.Event) -> None:
         """Claim once, then wait until claiming again can find something.
 
-        New work (a NOTIFY, a poll) is claimed at once, unless the last claim started a
-        moment ago (``CLAIM_GAP``): that is what keeps an idle tenant's latency low.
+        New work (a NOTIFY, a poll) is claimed at once, unless the last claim was a moment
+        ago (``CLAIM_GAP``): that is what keeps an idle tenant's latency low.
         Room freed on a subscription this worker had saturated is claimed after
         ``GATHER_WINDOW``, so a busy receiver's completions are refilled in batches rather
         than with a transaction each; new work meanwhile cuts the window short.
@@ -243,7 +248,8 @@ class Dispatcher:
             skip=skip,
         )
         self._room_freed.clear()
-        self._queue.forget_work()
+        prompted = self._queue.forget_work() or self._prompted
+        self._prompted = False
         try:
             claimed = await self._queue.claim(request)
         except StorageUnavailable as exc:
@@ -256,21 +262,31 @@ class Dispatcher:
             await self._repair_after_outage()
         if len(claimed) >= wanted:
             return  # held back by our own batch size: there may well be more
+        if prompted and not claimed:
+            await _first_of(asyncio.sleep(CLAIM_GAP), stop.wait())
+            return
+        last = now if claimed else self._clock.monotonic()
+        self._prompted = await self._wait_for_more(stop, room=bool(skip or claimed))
+        if self._prompted:
+            await asyncio.sleep(max(0.0, CLAIM_GAP - (self._clock.monotonic() - last)))
+
+    async def _wait_for_more(self, stop: asyncio.Event, *, room: bool) -> bool:
+        """Wait for new work (or the poll), for ``stop``, or, with ``room``, for room to
+        free and then ``GATHER_WINDOW`` unless new work comes first. True: new work came."""
         work = asyncio.ensure_future(self._queue.wait_for_work(self._poll_interval))
-        room = asyncio.ensure_future(self._room_freed.wait())
+        freed = asyncio.ensure_future(self._room_freed.wait())
         stopped = asyncio.ensure_future(stop.wait())
-        waits = [work, stopped, room] if skip or claimed else [work, stopped]
         try:
+            waits = [work, stopped, freed] if room else [work, stopped]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done() and room.done():
+            if not work.done() and freed.done():
                 await asyncio.wait(
                     [work, stopped], timeout=GATHER_WINDOW, return_when=asyncio.FIRST_COMPLETED
                 )
         finally:
-            for task in (work, room, stopped):
+            for task in (work, freed, stopped):
                 task.cancel()
-        if work.done() and not work.cancelled():
-            await asyncio.sleep(max(0.0, CLAIM_GAP - (self._clock.monotonic() - now)))
+        return work.done() and not work.cancelled()
 
     async def _repair_after_outage(self) -> None:
         """An outage can fall between an emit's commit and its lanes' wake (PostgreSQL

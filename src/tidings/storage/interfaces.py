@@ -244,9 +244,9 @@ class DeliveryQueue(Protocol):
         """Return when new work may be due (another process's too), or after ``seconds``."""
         ...
 
-    def forget_work(self) -> None:
+    def forget_work(self) -> bool:
         """Drop the notices of new work so far: a claim about to start finds all they
-        announced (each is sent once its work is committed)."""
+        announced (each is sent once its work is committed). True if there were any."""
         ...
 
 

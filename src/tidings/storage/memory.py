@@ -767,8 +767,10 @@ class MemoryStore(Unpartitioned):
             await asyncio.wait_for(self._data.work.wait(), seconds)
         self._data.work.clear()
 
-    def forget_work(self) -> None:
+    def forget_work(self) -> bool:
+        noticed = self._data.work.is_set()
         self._data.work.clear()
+        return noticed
 
     # --- reports ----------------------------------------------------------------------
 

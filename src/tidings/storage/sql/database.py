@@ -132,8 +132,10 @@ class Database:
         self.woken = self._work.is_set()
         self._work.clear()
 
-    def forget_work(self) -> None:
+    def forget_work(self) -> bool:
+        noticed = self._work.is_set()
         self._work.clear()
+        return noticed
 
 
 class SQLPart:

@@ -195,8 +195,8 @@ class SQLQueue(SQLPart):
     async def wait_for_work(self, seconds: float) -> None:
         await self._db.wait_for_work(seconds)
 
-    def forget_work(self) -> None:
-        self._db.forget_work()
+    def forget_work(self) -> bool:
+        return self._db.forget_work()
 
 
 _RELEASE = (
