@@ -765,7 +765,7 @@ class MemoryStore(Unpartitioned):
     async def wait_for_work(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._data.work.wait(), seconds)
-        self._data.work.clear()
+        self.forget_work()
 
     def forget_work(self) -> bool:
         noticed = self._data.work.is_set()

@@ -129,8 +129,7 @@ class Database:
     async def wait_for_work(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), seconds)
-        self.woken = self._work.is_set()
-        self._work.clear()
+        self.woken = self.forget_work()
 
     def forget_work(self) -> bool:
         noticed = self._work.is_set()
