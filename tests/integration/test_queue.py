@@ -240,6 +240,32 @@ async def test_disabling_pauses_and_enabling_resumes(tidings: Tidings) -> None:
     assert all(c.paused_ms >= 0 and c.window_start_ms >= c.event_created_ms for c in resumed)
 
 
+async def test_enabling_a_subscription_wakes_every_worker_for_what_it_resumes(
+    tidings: Tidings,
+) -> None:
+    """What waited paused is due the moment its subscription is enabled again: workers,
+    in this process and (SQLite, PostgreSQL) in another, are told at once, not at their
+    next poll (a second, by default)."""
+    from tidings.storage.factory import open_store
+
+    tid = await tenant(tidings)
+    sub = await subscription(tidings, tid)
+    await tidings.store.subscriptions.disable(tid, sub.id, DisableReason.MANUAL)
+    await emit(tidings, tid)
+    url = tidings.settings.database_url
+    stores = [tidings.store, *([open_store(url)] if url else [])]
+    try:
+        for store in stores:
+            await store.queue.wait_for_work(0.1)  # listening from now on; woken once, to look
+            assert not await woken_at_once(store, within=0.3), store
+        await tidings.store.subscriptions.update(tid, sub.id, {"enabled": True})
+        assert [await woken_at_once(store) for store in stores] == [True] * len(stores)
+        assert payloads(await claim_all(stores[-1].queue, FAR)) == [0]
+    finally:
+        for store in stores[1:]:
+            await store.close()
+
+
 async def test_a_retry_recorded_after_a_disable_waits_paused(tidings: Tidings) -> None:
     tid = await tenant(tidings)
     sub = await subscription(tidings, tid)

@@ -473,6 +473,7 @@ class MemoryStore(Unpartitioned):
                 d.paused_ms += paused_for
                 d.updated_ms = now
         self._data.lanes[sub.subscription.id].next_due_ms = now
+        self.notify_work()
 
     def _stop(self, subscription_id: str, reason: DisableReason, now: int) -> None:
         for d in self._data.sub_deliveries(subscription_id):

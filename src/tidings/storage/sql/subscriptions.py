@@ -96,7 +96,8 @@ class SQLSubscriptions(SQLPart):
     async def update(
         self, tenant_id: str, subscription_id: str, changes: Mapping[str, Any]
     ) -> Subscription | None:
-        """Apply ``changes``; disabling pauses its deliveries, enabling resumes them."""
+        """Apply ``changes``; disabling pauses its deliveries, enabling resumes them (and
+        wakes the workers: what was paused is due now)."""
         values = dialect_columns(subscription_changes(changes))
         if "event_types" in values:
             values["event_types"] = json.dumps(list(values["event_types"]))
@@ -128,11 +129,16 @@ class SQLSubscriptions(SQLPart):
             row = conn.execute(statement).mappings().first()
             if enabling and not before.enabled:
                 resume(conn, subscription_id, now, before.disabled_ms)
+                self._db.announce_work(conn)
+                resumed.append(subscription_id)
             elif values.get("enabled") is False and before.enabled:
                 stop(conn, subscription_id, DisableReason(values["disabled_reason"]), now)
             return row
 
+        resumed: list[str] = []
         row = await self._db.write(tx)
+        if resumed:
+            self._db.notify_work()
         return subscription_of(row) if row is not None else None
 
     async def delete(self, tenant_id: str, subscription_id: str) -> bool:
@@ -227,7 +233,10 @@ class SQLSubscriptions(SQLPart):
                 stop(conn, subscription_id, reason, now)
             return row
 
+        resumed: list[str] = []
         row = await self._db.write(tx)
+        if resumed:
+            self._db.notify_work()
         return subscription_of(row) if row is not None else None
 
 
