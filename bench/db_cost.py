@@ -1,15 +1,18 @@
 """What one event and one delivery cost PostgreSQL: statements, transactions, rows, WAL
 bytes and server CPU, measured on a throwaway cluster with pg_stat_statements.
 
-Run: ``.venv/bin/python bench/db_cost.py [--events 2000] [--subs 2]``.
+Run: ``.venv/bin/python bench/db_cost.py [--events 2000] [--subs 2] [--rate 200]``.
 
 ``tidings serve`` (API only) takes ``--events`` emits from 16 clients, each to ``--subs``
-subscriptions; then one ``tidings worker`` drains them into bench/receiver.py. Each phase
-is measured from the server's own counters (pg_stat_statements, pg_stat_database,
-pg_current_wal_lsn, and the CPU time of the postgres processes), so the figures hold
-whatever machine runs the Python side. From the server CPU per delivery follows how many
-deliveries one primary core could keep the books for: the "one primary" figure of
-docs/scaling.md. Loopback only; every loop bounded.
+subscriptions; then one ``tidings worker`` drains them into bench/receiver.py. Last, with
+``tidings worker --processes N`` running (``--dispatchers``, 2: the benchmark's layout), events
+are emitted at ``--rate`` per second for ``--seconds`` to one more subscription: what a paced event
+costs, where each statement finds little to batch. Each phase is measured from the
+server's own counters (pg_stat_statements, pg_stat_database, pg_current_wal_lsn, and the
+CPU time of the postgres processes), so the figures hold whatever machine runs the Python
+side. From the server CPU per delivery follows how many deliveries one primary core could
+keep the books for: the "one primary" figure of docs/scaling.md. Loopback only; every
+loop bounded.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 from tests.support import postgres  # noqa: E402
 
 from bench import harness  # noqa: E402
+from bench.benchmark import emit_paced  # noqa: E402
 from bench.celery_baseline import free_port  # noqa: E402
 
 COUNTERS = """
@@ -45,9 +49,10 @@ COUNTERS = """
 """
 
 TOP_STATEMENTS = """
-    SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements s
+    SELECT calls, round(total_exec_time::numeric, 1), regexp_replace(query, '\\s+', ' ', 'g')
+    FROM pg_stat_statements s
     JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()
-    ORDER BY calls DESC LIMIT 14
+    ORDER BY calls DESC LIMIT 16
 """
 
 STORED_BYTES = """
@@ -114,7 +119,7 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
         url = postgres.create_database(server.url)
         await asyncio.to_thread(psql, url, "CREATE EXTENSION pg_stat_statements")
         env = harness.tidings_env(url, work / "data")
-        key = await asyncio.to_thread(harness.create_key, env, work)
+        key = await asyncio.to_thread(harness.create_key, env)
         rx_port, port = free_port(), free_port()
         rx, base = f"http://127.0.0.1:{rx_port}", f"http://127.0.0.1:{port}"
         receiver = [harness.PYTHON, str(ROOT / "bench" / "receiver.py"), str(rx_port)]
@@ -144,10 +149,8 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
                     drained = await asyncio.to_thread(read, url, server.data)
                     top = await asyncio.to_thread(psql, url, TOP_STATEMENTS)
                     stored = int(await asyncio.to_thread(psql, url, STORED_BYTES))
-    print("\nstatements by calls (both phases; pg_stat_statements, nested ones included):")
-    for line in top.splitlines():
-        calls, query = line.split(" ", 1)
-        print(f"  {int(calls) / args.events:6.2f} per event  {query[:110]}")
+                paced, paced_top = await _paced(args, url, server.data, env, api, client, rx, work)
+    print_top("both phases", top, args.events)
     emit, deliver = emitted.minus(before), drained.minus(emitted)
     print(f"\n{args.events} events x {args.subs} subscriptions on PostgreSQL; server counters\n")
     report("emit (event + its rows)", "event", args.events, emit)
@@ -159,10 +162,56 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
         f"WAL {(emit.wal_bytes + deliver.wal_bytes) / deliveries:,.0f} B, stored "
         f"{stored / deliveries:,.0f} B (events, deliveries, attempts with their indexes)"
     )
+    paced_events = int(args.rate * args.seconds)
+    print_top(f"paced, {args.rate:.0f} events/s", paced_top, paced_events)
+    print()
+    report(f"paced at {args.rate:.0f}/s, 1 sub", "event", paced_events, paced)
+
+
+async def _paced(
+    args: argparse.Namespace,
+    url: str,
+    data: Path,
+    env: dict[str, str],
+    api: aiohttp.ClientSession,
+    client: httpx.AsyncClient,
+    rx: str,
+    work: Path,
+) -> tuple[Counters, str]:
+    """Emit at ``--rate`` to one subscription of its own while ``--dispatchers`` worker
+    processes run; the server's counters over the paced seconds (after 2 s of warm-up)."""
+    body = {"url": f"{rx}/latency", "eventTypes": ["lead.created"]}
+    async with api.post("/api/v1/webhooks/subscriptions", json=body) as r:
+        assert r.status == 201, await r.text()
+    processes = ["--processes", str(args.dispatchers)]
+    log = work / "paced-worker.log"
+    with harness.process([*harness.TIDINGS, "worker", *processes], env, log):
+        await client.post(f"{rx}/reset")
+        warm = await emit_paced(api, args.rate, 2)
+        await harness.wait_received(client, rx, len(warm), 120)
+        await asyncio.to_thread(psql, url, "SELECT pg_stat_statements_reset()")
+        before = await asyncio.to_thread(read, url, data)
+        sent = await emit_paced(api, args.rate, args.seconds)
+        await harness.wait_received(client, rx, len(warm) + len(sent), 120)
+        after = await asyncio.to_thread(read, url, data)
+        top = await asyncio.to_thread(psql, url, TOP_STATEMENTS)
+    return after.minus(before), top
+
+
+def print_top(phase: str, top: str, events: int) -> None:
+    print(f"\nstatements by calls ({phase}; pg_stat_statements, nested ones included):")
+    for line in top.splitlines():
+        calls, total_ms, query = line.split(" ", 2)
+        print(
+            f"  {int(calls) / events:6.2f} per event {float(total_ms) * 1000 / events:6.0f} µs"
+            f"  {query[:100]}"
+        )
 
 
 def main() -> None:
-    args = harness.command_line(__doc__, events=2000, subs=2).parse_args()
+    args = harness.command_line(
+        __doc__, events=2000, subs=2, rate=200.0, seconds=10.0, dispatchers=2
+    ).parse_args()
     with tempfile.TemporaryDirectory(prefix="tidings-dbcost-") as tmp:
         asyncio.run(measure(args, Path(tmp)))
 

@@ -112,6 +112,8 @@ def tidings_env(database_url: str, data_dir: Path, *, new_key: bool = False) -> 
             filter(None, [str(ROOT / "src"), os.environ.get("BENCH_PYTHONPATH")])
         ),
     )
+    # BENCH_TIDINGS_X=v: TIDINGS_X=v for tidings' processes, to measure a setting
+    env.update((k[6:], v) for k, v in os.environ.items() if k.startswith("BENCH_TIDINGS_"))
     if new_key:
         env["TIDINGS_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
     return env
