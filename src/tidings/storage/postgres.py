@@ -641,8 +641,8 @@ _LEASED = f"""
     WHERE subscription_id = ANY($1::text[]) AND {LEASED} AND due_ms > $2
     GROUP BY subscription_id
 """
-_TAKE = f"""
-    WITH taken AS (
+_TAKEN = f"""
+    taken AS (
         UPDATE deliveries SET due_ms = $3, claim_token = $4
         WHERE id = ANY(ARRAY(
             SELECT c.id FROM unnest($1::text[], $2::int[]) AS plan(sub, n) CROSS JOIN LATERAL (
@@ -650,22 +650,18 @@ _TAKE = f"""
                 WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
                 ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c))
         RETURNING *)
-    {q.DETAILS.format(deliveries="taken", ids="e.seq = ANY(ARRAY(SELECT event_seq FROM taken))")}
 """
+_TAKEN_DETAILS = q.DETAILS.format(
+    deliveries="taken", ids="e.seq = ANY(ARRAY(SELECT event_seq FROM taken))"
+)
+_TAKE = f"WITH {_TAKEN} {_TAKEN_DETAILS}"
 """Lease the planned deliveries and read what sending them takes, in one round trip. Ids
 and event seqs go through arrays so both tables are read by primary key whatever the
 planner thinks of their sizes: joining instead, it cannot know how few rows ``LIMIT
 plan.n`` gives, and a generic plan made while the tables were small (a new install, then
 a burst) read every event of the table for each claim."""
 _TAKE_AND_MOVE_ON = f"""
-    WITH taken AS (
-        UPDATE deliveries SET due_ms = $3, claim_token = $4
-        WHERE id = ANY(ARRAY(
-            SELECT c.id FROM unnest($1::text[], $2::int[]) AS plan(sub, n) CROSS JOIN LATERAL (
-                SELECT id FROM deliveries
-                WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
-                ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c))
-        RETURNING *),
+    WITH {_TAKEN},
     moved AS (
         UPDATE lanes SET
             served_ms = CASE WHEN EXISTS (SELECT 1 FROM taken AS t
@@ -680,7 +676,7 @@ _TAKE_AND_MOVE_ON = f"""
                  WHERE t.subscription_id = lanes.subscription_id))
         WHERE lanes.subscription_id = ANY($6::text[])
         RETURNING 1)
-    {q.DETAILS.format(deliveries="taken", ids="e.seq = ANY(ARRAY(SELECT event_seq FROM taken))")}
+    {_TAKEN_DETAILS}
 """
 """``_TAKE`` and ``_UPDATE_LANES`` in one round trip, for lanes without cluster-wide limits
 (``$6``: every lane the claim locked), so the lanes are unlocked a round trip sooner. One

@@ -233,10 +233,7 @@ class SQLSubscriptions(SQLPart):
                 stop(conn, subscription_id, reason, now)
             return row
 
-        resumed: list[str] = []
         row = await self._db.write(tx)
-        if resumed:
-            self._db.notify_work()
         return subscription_of(row) if row is not None else None
 
 
