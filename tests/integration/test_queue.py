@@ -701,6 +701,26 @@ async def test_notices_forgotten_before_a_claim_wake_no_one(tidings: Tidings) ->
     await asyncio.wait_for(waiting, 5)
 
 
+async def test_a_claim_that_skipped_its_look_wakes_its_worker_only_for_held_lanes(
+    tidings: Tidings, request: pytest.FixtureRequest
+) -> None:
+    """A PostgreSQL claim after one that took work goes straight to its transaction. If
+    that finds no lane, it tells its worker to claim again only when lanes are due but
+    held (above), not when nothing is due: else every drained backlog, and every event of
+    a trickle, cost its worker two more claims."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL claims skip their look")
+    tid = await tenant(tidings)
+    await subscription(tidings, tid)
+    await emit(tidings, tid)
+    queue = tidings.store.queue
+    await queue.wait_for_work(0.1)  # the emit's notices, here and by NOTIFY, arrive
+    assert len(await claim_all(queue, FAR)) == 1
+    queue.forget_work()
+    assert await claim_all(queue, FAR) == []
+    assert not queue.forget_work(), "an empty claim woke its own worker"
+
+
 async def woken_at_once(store: Store, within: float = 5) -> bool:
     """The store's ``wait_for_work`` returns ``within`` seconds, well before its 60 s."""
     try:

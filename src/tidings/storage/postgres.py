@@ -480,8 +480,9 @@ class PostgresQueue(SQLQueue):
                 return []
             async with conn.transaction():
                 found = await conn.fetch(_DUE_LANES.sql, *_DUE_LANES.args(params))
-                if not found:  # due a moment ago: held by another worker's claim now
-                    self._pg.notify_work()
+                if not found:
+                    if not found_work or await conn.fetch(_ANY_DUE_LANE.sql, *look):
+                        self._pg.notify_work()  # due lanes, held by another worker's claim
                     return []
                 rows = await _take(conn, request, found, token)
         self._found_work = bool(rows)
