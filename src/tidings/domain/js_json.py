@@ -141,34 +141,41 @@ def _c_printable(value: Any) -> Any:
             return value
         raise _NeedsJavaScriptForm
     if isinstance(value, dict):
-        changed: dict[Any, Any] | None = None
-        reorder = False
-        for key, item in value.items():
+        result = value
+        if changes := _changed_items(value.items()):
+            result = dict(value)
+            result.update(changes)
+        for key in value:
             if type(key) is not str or key.isdecimal():  # _may_reorder, inlined
-                reorder = True
-            kind = type(item)
-            if kind is str or kind is int or kind is bool or item is None:
-                continue
-            new = _c_printable(item)
-            if new is not item:
-                if changed is None:
-                    changed = dict(value)
-                changed[key] = new
-        result = value if changed is None else changed
-        return _js_key_order(result) if reorder else result
+                return _js_key_order(result)
+        return result
     if isinstance(value, list | tuple):
-        items: list[Any] | None = None
-        for index, item in enumerate(value):
-            kind = type(item)
-            if kind is str or kind is int or kind is bool or item is None:
-                continue
-            new = _c_printable(item)
-            if new is not item:
-                if items is None:
-                    items = list(value)
-                items[index] = new
-        return value if items is None else items
+        changes = _changed_items(enumerate(value))
+        if changes is None:
+            return value
+        items = list(value)
+        for index, new in changes:
+            items[index] = new
+        return items
     return value
+
+
+def _changed_items(pairs: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]] | None:
+    """The (key or index, printable form) of each item whose form differs, or None if
+    none does. The commonest leaves (exactly str, int, bool, None) are skipped without a
+    call."""
+    changes = None
+    for at, item in pairs:
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        new = _c_printable(item)
+        if new is not item:
+            if changes is None:
+                changes = [(at, new)]
+            else:
+                changes.append((at, new))
+    return changes
 
 
 def _write(value: Any, out: list[str]) -> None:
