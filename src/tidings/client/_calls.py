@@ -209,6 +209,18 @@ class SubscriptionChanges(TypedDict, total=False):
     transformation: str | None
 
 
+def subscription_body(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A create's or an update's JSON body: camelCase keys, ``event_types`` as a list,
+    mappings (``filter``, ``headers``, ``retry_policy``) as plain dicts."""
+    return {models.camel(name): subscription_value(name, value) for name, value in fields.items()}
+
+
+def subscription_value(name: str, value: Any) -> Any:
+    if name == "event_types":
+        return strings(value)
+    return dict(value) if isinstance(value, Mapping) else value
+
+
 def create_subscription(
     url: str,
     event_types: str | Sequence[str],
@@ -231,23 +243,8 @@ def create_subscription(
     events that pass ``filter`` are delivered (e.g. ``{"payload.amount": {"$gte": 1000}}``);
     ``transformation`` (JavaScript ``function handler(webhook)``) reshapes, redirects or
     cancels each delivery before it is signed."""
-    body = drop_none(
-        url=url,
-        event_types=strings(event_types),
-        enabled=enabled,
-        description=description,
-        signing_secret=signing_secret,
-        max_concurrency=max_concurrency,
-        rate_limit=rate_limit,
-        signature_scheme=signature_scheme,
-        verify_endpoint=verify_endpoint,
-        ordering=ordering,
-        retry_policy=dict(retry_policy) if retry_policy is not None else None,
-        headers=dict(headers) if headers is not None else None,
-        propagate_trace=propagate_trace,
-        filter=dict(filter) if filter is not None else None,
-        transformation=transformation,
-    )
+    # The first statement, so that locals() holds the arguments and nothing else.
+    body = subscription_body({k: v for k, v in locals().items() if v is not None})
     return Call("POST", path(*SUBSCRIPTIONS), one(models.CreatedSubscription.from_json), body=body)
 
 
@@ -274,7 +271,7 @@ def update_subscription(
 ) -> Call[models.Subscription]:
     """Change some fields; ``enabled=True`` also resets the circuit breaker, ``filter=None``
     removes the filter."""
-    body = {models.camel(k): strings(v) if k == "event_types" else v for k, v in changes.items()}
+    body = subscription_body(changes)
     return Call("PATCH", path(*SUBSCRIPTIONS, id), one(models.Subscription.from_json), body=body)
 
 
