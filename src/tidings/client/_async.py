@@ -15,24 +15,17 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class AsyncClient(Resources):
+class AsyncClient(Resources[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """The asyncio client: ``async with AsyncClient(...)``, or ``await aclose()``.
 
     ``transport`` (e.g. ``httpx.ASGITransport(app)``) or a whole ``http_client`` may be
     injected; an injected client is neither configured nor closed here.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        timeout: float = 10,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self._http = http_client or httpx.AsyncClient(timeout=timeout, transport=transport)
-        self._attach(base_url, api_key, owns_http=http_client is None)
+    def _new_http(
+        self, timeout: float, transport: httpx.AsyncBaseTransport | None
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=timeout, transport=transport)
 
     async def send(self, call: Call[T]) -> T:
         """Send one call and parse its answer (the resources' methods all come here)."""

@@ -14,19 +14,8 @@ from urllib.parse import quote
 import httpx
 
 from tidings import __version__
+from tidings.client import models
 from tidings.client.errors import TidingsError, error_from
-from tidings.client.models import (
-    Attempt,
-    CreatedSubscription,
-    Event,
-    EventType,
-    Page,
-    Redelivery,
-    Subscription,
-    TestResult,
-    TransformationResult,
-    camel,
-)
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -52,7 +41,7 @@ class Call(Generic[T]):
 class Pages(Generic[T]):
     """A listing walked page by page: ``at(None)`` is the first page's call."""
 
-    at: Callable[[str | None], Call[Page[T]]]
+    at: Callable[[str | None], Call[models.Page[T]]]
 
 
 @dataclass(frozen=True)
@@ -106,8 +95,8 @@ def many(build: Callable[[Mapping[str, Any]], M]) -> Parse[list[M]]:
     return lambda response: [build(item) for item in response.json()]
 
 
-def paged(build: Callable[[Mapping[str, Any]], M]) -> Parse[Page[M]]:
-    return lambda response: Page(many(build)(response), response.headers.get(CURSOR_HEADER))
+def paged(build: Callable[[Mapping[str, Any]], M]) -> Parse[models.Page[M]]:
+    return lambda response: models.Page(many(build)(response), response.headers.get(CURSOR_HEADER))
 
 
 def nothing(_: httpx.Response) -> None:
@@ -127,7 +116,7 @@ def strings(value: Any) -> list[str] | None:
 
 
 def drop_none(**values: Any) -> dict[str, Any]:
-    return {camel(k): v for k, v in values.items() if v is not None}
+    return {models.camel(k): v for k, v in values.items() if v is not None}
 
 
 # Events
@@ -139,17 +128,17 @@ def emit_event(
     metadata: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
     ordering_key: str | None = None,
-) -> Call[Event]:
+) -> Call[models.Event]:
     """Emit an event. Retrying with the same ``idempotency_key`` returns the same event;
     FIFO subscriptions get the events of one ``ordering_key`` one at a time, in order."""
     headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
     body = drop_none(type=type, payload=payload, metadata=metadata, ordering_key=ordering_key)
-    return Call("POST", path("events"), one(Event.from_dict), body=body, headers=headers)
+    return Call("POST", path("events"), one(models.Event.from_dict), body=body, headers=headers)
 
 
-def get_event(id: str) -> Call[Event]:
+def get_event(id: str) -> Call[models.Event]:
     """One event by id."""
-    return Call("GET", path("events", id), one(Event.from_dict))
+    return Call("GET", path("events", id), one(models.Event.from_dict))
 
 
 def list_events(
@@ -157,31 +146,33 @@ def list_events(
     limit: int | None = None,
     cursor: str | None = None,
     after: str | None = None,
-) -> Call[Page[Event]]:
+) -> Call[models.Page[models.Event]]:
     """One page of events, oldest first; filter by one type or several.
 
     ``cursor`` is a previous page's ``next_cursor``; ``after`` resumes after an event id.
     """
     params = {"type": strings(type) or None, "limit": limit, "cursor": cursor, "after": after}
-    return Call("GET", path("events"), paged(Event.from_dict), params=params)
+    return Call("GET", path("events"), paged(models.Event.from_dict), params=params)
 
 
 def event_pages(
     type: str | Sequence[str] | None = None, limit: int | None = None, after: str | None = None
-) -> Pages[Event]:
+) -> Pages[models.Event]:
     """Every event, oldest first, fetched ``limit`` per request."""
     return Pages(lambda c: list_events(type, limit, cursor=c, after=None if c else after))
 
 
-def event_deliveries(id: str) -> Call[list[Attempt]]:
+def event_deliveries(id: str) -> Call[list[models.Attempt]]:
     """Every delivery attempt for this event, oldest first."""
-    return Call("GET", path("events", id, "deliveries"), many(Attempt.from_json))
+    return Call("GET", path("events", id, "deliveries"), many(models.Attempt.from_json))
 
 
-def redeliver_event(id: str, subscription_id: str | None = None) -> Call[Redelivery]:
+def redeliver_event(id: str, subscription_id: str | None = None) -> Call[models.Redelivery]:
     """Queue the event again, for one subscription or every one that matches it now."""
     body = drop_none(subscription_id=subscription_id)
-    return Call("POST", path("events", id, "redeliver"), one(Redelivery.from_json), body=body)
+    return Call(
+        "POST", path("events", id, "redeliver"), one(models.Redelivery.from_json), body=body
+    )
 
 
 # Subscriptions
@@ -218,6 +209,18 @@ class SubscriptionChanges(TypedDict, total=False):
     transformation: str | None
 
 
+def subscription_body(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A create's or an update's JSON body: camelCase keys, ``event_types`` as a list,
+    mappings (``filter``, ``headers``, ``retry_policy``) as plain dicts."""
+    return {models.camel(name): subscription_value(name, value) for name, value in fields.items()}
+
+
+def subscription_value(name: str, value: Any) -> Any:
+    if name == "event_types":
+        return strings(value)
+    return dict(value) if isinstance(value, Mapping) else value
+
+
 def create_subscription(
     url: str,
     event_types: str | Sequence[str],
@@ -234,55 +237,42 @@ def create_subscription(
     propagate_trace: bool | None = None,
     filter: Mapping[str, Any] | None = None,
     transformation: str | None = None,
-) -> Call[CreatedSubscription]:
+) -> Call[models.CreatedSubscription]:
     """Create a subscription; the result's ``signing_secret`` is shown only this once.
     ``headers`` go with every delivery (stored encrypted; read back as names); only
     events that pass ``filter`` are delivered (e.g. ``{"payload.amount": {"$gte": 1000}}``);
     ``transformation`` (JavaScript ``function handler(webhook)``) reshapes, redirects or
     cancels each delivery before it is signed."""
-    body = drop_none(
-        url=url,
-        event_types=strings(event_types),
-        enabled=enabled,
-        description=description,
-        signing_secret=signing_secret,
-        max_concurrency=max_concurrency,
-        rate_limit=rate_limit,
-        signature_scheme=signature_scheme,
-        verify_endpoint=verify_endpoint,
-        ordering=ordering,
-        retry_policy=dict(retry_policy) if retry_policy is not None else None,
-        headers=dict(headers) if headers is not None else None,
-        propagate_trace=propagate_trace,
-        filter=dict(filter) if filter is not None else None,
-        transformation=transformation,
-    )
-    return Call("POST", path(*SUBSCRIPTIONS), one(CreatedSubscription.from_json), body=body)
+    # The first statement, so that locals() holds the arguments and nothing else.
+    body = subscription_body({k: v for k, v in locals().items() if v is not None})
+    return Call("POST", path(*SUBSCRIPTIONS), one(models.CreatedSubscription.from_json), body=body)
 
 
-def get_subscription(id: str) -> Call[Subscription]:
+def get_subscription(id: str) -> Call[models.Subscription]:
     """One subscription by id."""
-    return Call("GET", path(*SUBSCRIPTIONS, id), one(Subscription.from_json))
+    return Call("GET", path(*SUBSCRIPTIONS, id), one(models.Subscription.from_json))
 
 
 def list_subscriptions(
     limit: int | None = None, cursor: str | None = None
-) -> Call[Page[Subscription]]:
+) -> Call[models.Page[models.Subscription]]:
     """One page of subscriptions."""
     params = {"limit": limit, "cursor": cursor}
-    return Call("GET", path(*SUBSCRIPTIONS), paged(Subscription.from_json), params=params)
+    return Call("GET", path(*SUBSCRIPTIONS), paged(models.Subscription.from_json), params=params)
 
 
-def subscription_pages(limit: int | None = None) -> Pages[Subscription]:
+def subscription_pages(limit: int | None = None) -> Pages[models.Subscription]:
     """Every subscription."""
     return Pages(lambda cursor: list_subscriptions(limit, cursor))
 
 
-def update_subscription(id: str, **changes: Unpack[SubscriptionChanges]) -> Call[Subscription]:
+def update_subscription(
+    id: str, **changes: Unpack[SubscriptionChanges]
+) -> Call[models.Subscription]:
     """Change some fields; ``enabled=True`` also resets the circuit breaker, ``filter=None``
     removes the filter."""
-    body = {camel(k): strings(v) if k == "event_types" else v for k, v in changes.items()}
-    return Call("PATCH", path(*SUBSCRIPTIONS, id), one(Subscription.from_json), body=body)
+    body = subscription_body(changes)
+    return Call("PATCH", path(*SUBSCRIPTIONS, id), one(models.Subscription.from_json), body=body)
 
 
 def delete_subscription(id: str) -> Call[None]:
@@ -292,41 +282,45 @@ def delete_subscription(id: str) -> Call[None]:
 
 def test_subscription(
     id: str, event_type: str, use_sample_payload: bool = True
-) -> Call[TestResult]:
+) -> Call[models.TestResult]:
     """Send one signed test event now and report the receiver's answer."""
     body = drop_none(event_type=event_type, use_sample_payload=use_sample_payload)
-    return Call("POST", path(*SUBSCRIPTIONS, id, "test"), one(TestResult.from_json), body=body)
+    return Call(
+        "POST", path(*SUBSCRIPTIONS, id, "test"), one(models.TestResult.from_json), body=body
+    )
 
 
-def rotate_secret(id: str, signing_secret: str | None = None) -> Call[CreatedSubscription]:
+def rotate_secret(id: str, signing_secret: str | None = None) -> Call[models.CreatedSubscription]:
     """A new signing secret (returned only here); the old one signs too for a grace period."""
     body = drop_none(signing_secret=signing_secret)
-    parse = one(CreatedSubscription.from_json)
+    parse = one(models.CreatedSubscription.from_json)
     return Call("POST", path(*SUBSCRIPTIONS, id, "rotate-secret"), parse, body=body)
 
 
-def end_rotation(id: str) -> Call[Subscription]:
+def end_rotation(id: str) -> Call[models.Subscription]:
     """End the last rotation's grace period now: only the new secret signs from here on."""
-    return Call("POST", path(*SUBSCRIPTIONS, id, "end-rotation"), one(Subscription.from_json))
+    return Call(
+        "POST", path(*SUBSCRIPTIONS, id, "end-rotation"), one(models.Subscription.from_json)
+    )
 
 
-def verify_subscription(id: str) -> Call[Subscription]:
+def verify_subscription(id: str) -> Call[models.Subscription]:
     """Send ``endpoint.verify`` again; a subscription waiting for it is enabled on 2xx."""
-    return Call("POST", path(*SUBSCRIPTIONS, id, "verify"), one(Subscription.from_json))
+    return Call("POST", path(*SUBSCRIPTIONS, id, "verify"), one(models.Subscription.from_json))
 
 
 def subscription_deliveries(
     id: str, status: Status | None = None, limit: int | None = None, cursor: str | None = None
-) -> Call[Page[Attempt]]:
+) -> Call[models.Page[models.Attempt]]:
     """One page of the delivery log, newest first; ``status``: succeeded or failed."""
     params = {"status": status, "limit": limit, "cursor": cursor}
-    parse = paged(Attempt.from_json)
+    parse = paged(models.Attempt.from_json)
     return Call("GET", path(*SUBSCRIPTIONS, id, "deliveries"), parse, params=params)
 
 
 def delivery_pages(
     id: str, status: Status | None = None, limit: int | None = None
-) -> Pages[Attempt]:
+) -> Pages[models.Attempt]:
     """The whole delivery log, newest first."""
     return Pages(lambda cursor: subscription_deliveries(id, status, limit, cursor))
 
@@ -339,7 +333,7 @@ def test_transformation(
     event_type: str,
     payload: Mapping[str, Any] | None = None,
     url: str | None = None,
-) -> Call[TransformationResult]:
+) -> Call[models.TransformationResult]:
     """Run a transformation script once on the envelope a test send of ``event_type``
     would carry (the catalog's sample payload, or ``payload``); nothing is sent. A script
     that fails raises ``TidingsError`` (422, ``transformation_failed``) whose ``details``
@@ -350,7 +344,7 @@ def test_transformation(
         payload=dict(payload) if payload is not None else None,
         url=url,
     )
-    parse = one(TransformationResult.from_json)
+    parse = one(models.TransformationResult.from_json)
     return Call("POST", path("transformations", "test"), parse, body=body)
 
 
@@ -371,17 +365,17 @@ def matched(response: httpx.Response) -> bool:
     return answer
 
 
-# Event types
+# models.Event types
 
 
-def list_event_types() -> Call[list[EventType]]:
+def list_event_types() -> Call[list[models.EventType]]:
     """The event-type catalog."""
-    return Call("GET", path("event-types"), many(EventType.from_json))
+    return Call("GET", path("event-types"), many(models.EventType.from_json))
 
 
-def get_event_type(name: str) -> Call[EventType]:
+def get_event_type(name: str) -> Call[models.EventType]:
     """One catalog entry (names are case-insensitive)."""
-    return Call("GET", path("event-types", name), one(EventType.from_json))
+    return Call("GET", path("event-types", name), one(models.EventType.from_json))
 
 
 # REST Hooks

@@ -13,12 +13,16 @@ import functools
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar, overload
 
+import httpx
+
 from tidings.client import _calls as calls
 from tidings.client._calls import Call, Pages, Target
 
 P = ParamSpec("P")
 T = TypeVar("T")
 Sender = TypeVar("Sender", covariant=True)
+Http = TypeVar("Http", bound=httpx.Client | httpx.AsyncClient)
+Transport = TypeVar("Transport", bound=httpx.BaseTransport | httpx.AsyncBaseTransport)
 
 
 class Blocking(Protocol):
@@ -140,9 +144,10 @@ class Hooks(Resource[Sender]):
     samples = Send(calls.hook_samples)
 
 
-class Resources:
-    """What ``Client`` and ``AsyncClient`` share: where their calls go, and the resources,
-    each a view of the client (``client.events.get(...)`` sends through the client)."""
+class Resources(Generic[Http, Transport]):
+    """What ``Client`` and ``AsyncClient`` share: the constructor, where their calls go, and
+    the resources, each a view of the client (``client.events.get(...)`` sends through it).
+    Each client says only how to make its own httpx client (``_new_http``)."""
 
     events: Events[Self]
     subscriptions: Subscriptions[Self]
@@ -151,12 +156,24 @@ class Resources:
     transformations: Transformations[Self]
     filters: Filters[Self]
 
-    def _attach(self: Self, base_url: str, api_key: str, *, owns_http: bool) -> None:
+    def __init__(
+        self: Self,
+        base_url: str,
+        api_key: str,
+        timeout: float = 10,
+        *,
+        transport: Transport | None = None,
+        http_client: Http | None = None,
+    ) -> None:
+        self._http = http_client or self._new_http(timeout, transport)
+        self._owns_http = http_client is None
         self._target = Target.of(base_url, api_key)
-        self._owns_http = owns_http
         self.events = Events(self)
         self.subscriptions = Subscriptions(self)
         self.event_types = EventTypes(self)
         self.hooks = Hooks(self)
         self.transformations = Transformations(self)
         self.filters = Filters(self)
+
+    def _new_http(self, timeout: float, transport: Transport | None) -> Http:
+        raise NotImplementedError

@@ -15,7 +15,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Client(Resources):
+class Client(Resources[httpx.Client, httpx.BaseTransport]):
     """A blocking client for the tidings API; use it as a context manager or ``close()`` it.
 
     ``transport`` or a whole ``http_client`` may be injected (an injected client is
@@ -23,17 +23,8 @@ class Client(Resources):
     Non-2xx answers raise ``TidingsError``; transport failures raise httpx's errors.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        timeout: float = 10,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        self._http = http_client or httpx.Client(timeout=timeout, transport=transport)
-        self._attach(base_url, api_key, owns_http=http_client is None)
+    def _new_http(self, timeout: float, transport: httpx.BaseTransport | None) -> httpx.Client:
+        return httpx.Client(timeout=timeout, transport=transport)
 
     def send(self, call: Call[T]) -> T:
         """Send one call and parse its answer (the resources' methods all come here)."""
