@@ -41,6 +41,7 @@ from tidings.storage.records import (
     PortalSession,
     Revocation,
     Revoked,
+    SecretRotation,
     StoredEvent,
     SubscriptionHealth,
     Tenant,
@@ -511,27 +512,21 @@ class MemoryStore(Unpartitioned):
         return []
 
     async def rotate_secret(
-        self,
-        tenant_id: str,
-        subscription_id: str,
-        secret_enc: str,
-        public_key: str | None,
-        grace_until_ms: int,
-        keep_previous: bool = False,
+        self, tenant_id: str, subscription_id: str, rotation: SecretRotation
     ) -> Subscription | None:
         sub = self._owned(tenant_id, subscription_id)
         if sub is None:
             return None
         previous_key = sub.subscription.previous_public_key
-        if not keep_previous:
+        if not rotation.keep_previous:
             sub.previous_secret_enc = sub.secret_enc
             previous_key = sub.subscription.public_key
-        sub.secret_enc = secret_enc
+        sub.secret_enc = rotation.secret_enc
         sub.subscription = dataclasses.replace(
             sub.subscription,
-            public_key=public_key,
+            public_key=rotation.public_key,
             previous_public_key=previous_key,
-            previous_secret_expires_ms=grace_until_ms,
+            previous_secret_expires_ms=rotation.grace_until_ms,
             updated_ms=self._data.now(),
         )
         return sub.subscription
