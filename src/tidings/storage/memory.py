@@ -142,16 +142,17 @@ class _Data:
         if lane is not None and (lane.next_due_ms is None or lane.next_due_ms > due_ms):
             lane.next_due_ms = due_ms
 
+    def join_line(self, delivery: _Delivery) -> None:
+        """Put a FIFO delivery last in its key's line, blocked if any are ahead of it."""
+        if delivery.ordering_key is None:
+            return
+        line = self.unfinished_of_key(delivery.subscription_id, delivery.ordering_key)
+        delivery.blocked = bool(line)
+        delivery.position = max((d.position or 0) for d in line) + 1 if line else 0
+
     def queue(self, event: records.StoredEvent, sub: _Sub, now: int) -> _Delivery:
         """As ``QUEUE_ROWS``: pending or paused; FIFO ones behind their key's last."""
         s = sub.subscription
-        key = position = None
-        blocked = False
-        if s.ordering is Ordering.FIFO:
-            key = event.ordering_key or ""
-            line = self.unfinished_of_key(s.id, key)
-            blocked = bool(line)
-            position = max((d.position or 0) for d in line) + 1 if line else 0
         delivery = _Delivery(
             id=next(self.ids),
             tenant_id=event.tenant_id,
@@ -161,12 +162,11 @@ class _Data:
             due_ms=now,
             created_ms=now,
             updated_ms=now,
-            ordering_key=key,
-            position=position,
-            blocked=blocked,
+            ordering_key=(event.ordering_key or "") if s.ordering is Ordering.FIFO else None,
         )
+        self.join_line(delivery)
         self.add_delivery(delivery)
-        if delivery.status == PENDING and not blocked:
+        if delivery.status == PENDING and not delivery.blocked:
             self.wake(s.id, now)
         return delivery
 
@@ -848,10 +848,7 @@ class MemoryStore(Unpartitioned):
                     or event.created_ms < since_ms
                 ):
                     continue
-                if d.ordering_key is not None:
-                    line = self._data.unfinished_of_key(d.subscription_id, d.ordering_key)
-                    d.blocked = bool(line)
-                    d.position = max((x.position or 0) for x in line) + 1 if line else 0
+                self._data.join_line(d)
                 d.status, d.attempts, d.due_ms, d.claim_token, d.updated_ms = (
                     PENDING,
                     0,
