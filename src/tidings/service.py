@@ -67,6 +67,7 @@ from tidings.metrics import Metrics
 from tidings.secretbox import SecretBox
 from tidings.storage import ApiKey, AppWork, Revocation, Revoked, Store, StoredEvent, open_store
 from tidings.storage.errors import Outage, StorageUnavailable
+from tidings.storage.records import SecretRotation
 from tidings.supervision import TaskState, supervise
 from tidings.tracing import from_environment as tracing_from_environment
 from tidings.transform import (
@@ -685,13 +686,14 @@ class Tidings:
         scheme = subscription.signature_scheme
         secret, public_key = await self._new_secret(scheme, signing_secret)
         grace_until = int((time.time() + self.settings.secret_rotation_grace) * 1000)
-        rotated = await self.store.subscriptions.rotate_secret(
-            subscription.tenant_id,
-            subscription.id,
+        rotation = SecretRotation(
             self.secretbox.encrypt(secret),
             public_key,
             grace_until,
             keep_previous=scheme.signs_once and _in_grace(subscription),
+        )
+        rotated = await self.store.subscriptions.rotate_secret(
+            subscription.tenant_id, subscription.id, rotation
         )
         if rotated is None:
             raise Invalid("id", "subscription vanished")

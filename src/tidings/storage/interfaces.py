@@ -35,6 +35,7 @@ from tidings.storage.records import (
     Page,
     PortalSession,
     Revoked,
+    SecretRotation,
     StoredEvent,
     SubscriptionHealth,
     Tenant,
@@ -161,16 +162,11 @@ class SubscriptionStore(Protocol):
         ...
 
     async def rotate_secret(
-        self,
-        tenant_id: str,
-        subscription_id: str,
-        secret_enc: str,
-        public_key: str | None,
-        grace_until_ms: int,
-        keep_previous: bool = False,
+        self, tenant_id: str, subscription_id: str, rotation: SecretRotation
     ) -> Subscription | None:
-        """Make ``secret_enc`` current; the old one keeps signing until ``grace_until_ms``
-        (with ``keep_previous``, the one already in its grace period does, for longer)."""
+        """Make ``rotation.secret_enc`` current; the old one keeps signing until
+        ``rotation.grace_until_ms`` (with ``keep_previous``, the one already in its grace
+        period does, for longer)."""
         ...
 
     async def attempts(

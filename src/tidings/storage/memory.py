@@ -25,27 +25,8 @@ from tidings.domain.deliveries import DeliveryStatus, DisableReason
 from tidings.domain.ids import new_id
 from tidings.domain.scheduling import LaneState
 from tidings.domain.subscriptions import Ordering, Subscription
+from tidings.storage import records
 from tidings.storage.interfaces import Outbox, Unpartitioned
-from tidings.storage.records import (
-    ApiKey,
-    ApiKeyInfo,
-    AttemptOutcome,
-    AttemptRecord,
-    ClaimedDelivery,
-    ClaimRequest,
-    DeliveryRecord,
-    EventFilter,
-    EventSummary,
-    LaneFigures,
-    Page,
-    PortalSession,
-    Revocation,
-    Revoked,
-    StoredEvent,
-    SubscriptionHealth,
-    Tenant,
-    WorkerLane,
-)
 from tidings.storage.rules import (
     TERMINAL,
     attempt_outcome,
@@ -65,7 +46,7 @@ LANE_STATS_TTL_MS = 60_000
 
 @dataclass
 class _Key:
-    info: ApiKeyInfo
+    info: records.ApiKeyInfo
     key_hash: str
 
     @property
@@ -117,18 +98,20 @@ class _Data:
     """All rows; one lock serialises every transaction, as SQLite's single writer does."""
 
     clock: Clock
-    tenants: dict[str, Tenant] = field(default_factory=dict)
+    tenants: dict[str, records.Tenant] = field(default_factory=dict)
     keys: dict[str, _Key] = field(default_factory=dict)
     """By key id."""
-    sessions: dict[str, PortalSession] = field(default_factory=dict)
-    events: dict[int, StoredEvent] = field(default_factory=dict)
+    sessions: dict[str, records.PortalSession] = field(default_factory=dict)
+    events: dict[int, records.StoredEvent] = field(default_factory=dict)
     idempotency: dict[tuple[str, str], int] = field(default_factory=dict)
     subs: dict[str, _Sub] = field(default_factory=dict)
     deliveries: dict[int, _Delivery] = field(default_factory=dict)
     by_sub: dict[str, dict[int, _Delivery]] = field(default_factory=dict)
     lanes: dict[str, _Lane] = field(default_factory=dict)
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    lane_stats: dict[tuple[str, str], tuple[WorkerLane, int, int]] = field(default_factory=dict)
+    attempts: list[records.AttemptRecord] = field(default_factory=list)
+    lane_stats: dict[tuple[str, str], tuple[records.WorkerLane, int, int]] = field(
+        default_factory=dict
+    )
     ids: Any = field(default_factory=lambda: itertools.count(1))
     work: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -159,16 +142,17 @@ class _Data:
         if lane is not None and (lane.next_due_ms is None or lane.next_due_ms > due_ms):
             lane.next_due_ms = due_ms
 
-    def queue(self, event: StoredEvent, sub: _Sub, now: int) -> _Delivery:
+    def join_line(self, delivery: _Delivery) -> None:
+        """Put a FIFO delivery last in its key's line, blocked if any are ahead of it."""
+        if delivery.ordering_key is None:
+            return
+        line = self.unfinished_of_key(delivery.subscription_id, delivery.ordering_key)
+        delivery.blocked = bool(line)
+        delivery.position = max((d.position or 0) for d in line) + 1 if line else 0
+
+    def queue(self, event: records.StoredEvent, sub: _Sub, now: int) -> _Delivery:
         """As ``QUEUE_ROWS``: pending or paused; FIFO ones behind their key's last."""
         s = sub.subscription
-        key = position = None
-        blocked = False
-        if s.ordering is Ordering.FIFO:
-            key = event.ordering_key or ""
-            line = self.unfinished_of_key(s.id, key)
-            blocked = bool(line)
-            position = max((d.position or 0) for d in line) + 1 if line else 0
         delivery = _Delivery(
             id=next(self.ids),
             tenant_id=event.tenant_id,
@@ -178,16 +162,15 @@ class _Data:
             due_ms=now,
             created_ms=now,
             updated_ms=now,
-            ordering_key=key,
-            position=position,
-            blocked=blocked,
+            ordering_key=(event.ordering_key or "") if s.ordering is Ordering.FIFO else None,
         )
+        self.join_line(delivery)
         self.add_delivery(delivery)
-        if delivery.status == PENDING and not blocked:
+        if delivery.status == PENDING and not delivery.blocked:
             self.wake(s.id, now)
         return delivery
 
-    def add_event(self, event: StoredEvent, key: str | None) -> StoredEvent:
+    def add_event(self, event: records.StoredEvent, key: str | None) -> records.StoredEvent:
         stored = dataclasses.replace(event, seq=next(self.ids))
         self.events[stored.seq] = stored
         if key is not None:
@@ -240,73 +223,73 @@ class MemoryStore(Unpartitioned):
 
     # --- keys -----------------------------------------------------------------------
 
-    async def ensure_tenant(self, name: str) -> Tenant:
+    async def ensure_tenant(self, name: str) -> records.Tenant:
         found = await self.find_tenant(name)
         if found is not None:
             return found
-        tenant = Tenant(new_id("ten"), name)
+        tenant = records.Tenant(new_id("ten"), name)
         self._data.tenants[tenant.id] = tenant
         return tenant
 
-    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+    async def get_tenant(self, tenant_id: str) -> records.Tenant | None:
         return self._data.tenants.get(tenant_id)
 
-    async def find_tenant(self, name: str) -> Tenant | None:
+    async def find_tenant(self, name: str) -> records.Tenant | None:
         return next((t for t in self._data.tenants.values() if t.name == name), None)
 
     async def insert_api_key(
         self, tenant_id: str, key_hash: str, prefix: str, scopes: Sequence[str]
-    ) -> ApiKey:
-        key = ApiKey(new_id("key"), tenant_id, frozenset(scopes))
-        info = ApiKeyInfo(key.id, tenant_id, prefix, key.scopes, self._data.now(), None)
+    ) -> records.ApiKey:
+        key = records.ApiKey(new_id("key"), tenant_id, frozenset(scopes))
+        info = records.ApiKeyInfo(key.id, tenant_id, prefix, key.scopes, self._data.now(), None)
         self._data.keys[key.id] = _Key(info, key_hash)
         return key
 
-    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+    async def find_api_key(self, key_hash: str) -> records.ApiKey | None:
         for k in self._data.keys.values():
             if k.key_hash == key_hash and k.info.revoked_ms is None:
-                return ApiKey(k.info.id, k.info.tenant_id, k.info.scopes)
+                return records.ApiKey(k.info.id, k.info.tenant_id, k.info.scopes)
         return None
 
     async def count_api_keys(self, tenant_id: str) -> int:
         return sum(1 for k in self._data.keys.values() if k.info.tenant_id == tenant_id)
 
-    async def list_api_keys(self, tenant_id: str) -> list[ApiKeyInfo]:
+    async def list_api_keys(self, tenant_id: str) -> list[records.ApiKeyInfo]:
         found = [k.info for k in self._data.keys.values() if k.info.tenant_id == tenant_id]
         return sorted(found, key=lambda info: (info.created_ms, info.id))
 
-    async def get_api_key(self, tenant_id: str, key_id: str) -> ApiKeyInfo | None:
+    async def get_api_key(self, tenant_id: str, key_id: str) -> records.ApiKeyInfo | None:
         found = self._data.keys.get(key_id)
         return found.info if found is not None and found.info.tenant_id == tenant_id else None
 
     async def revoke_api_key(
         self, key_id: str, tenant_id: str | None, now_ms: int, keep_last_admin: bool
-    ) -> Revoked:
+    ) -> records.Revoked:
         async with self._lock:
             found = self._data.keys.get(key_id)
             if found is None or tenant_id not in (None, found.info.tenant_id):
-                return Revoked(Revocation.NOT_FOUND, None)
+                return records.Revoked(records.Revocation.NOT_FOUND, None)
             if found.info.revoked_ms is not None:
-                return Revoked(Revocation.ALREADY_REVOKED, found.info)
+                return records.Revoked(records.Revocation.ALREADY_REVOKED, found.info)
             admins = sum(
                 1
                 for k in self._data.keys.values()
                 if k.info.tenant_id == found.info.tenant_id and k.is_admin
             )
             if keep_last_admin and found.is_admin and admins <= 1:
-                return Revoked(Revocation.LAST_ADMIN, found.info)
+                return records.Revoked(records.Revocation.LAST_ADMIN, found.info)
             found.info = dataclasses.replace(found.info, revoked_ms=now_ms)
             ended = [s for s in self._data.sessions.values() if s.key_id == key_id]
             for session in ended:
                 del self._data.sessions[session.id]
-            return Revoked(Revocation.REVOKED, found.info, len(ended))
+            return records.Revoked(records.Revocation.REVOKED, found.info, len(ended))
 
     # --- portal sessions --------------------------------------------------------------
 
-    async def open_session(self, session: PortalSession) -> None:
+    async def open_session(self, session: records.PortalSession) -> None:
         self._data.sessions[session.id] = session
 
-    async def find_session(self, session_id: str, now_ms: int) -> PortalSession | None:
+    async def find_session(self, session_id: str, now_ms: int) -> records.PortalSession | None:
         session = self._data.sessions.get(session_id)
         if session is None or session.expires_ms <= now_ms:
             return None
@@ -322,8 +305,8 @@ class MemoryStore(Unpartitioned):
     # --- events ---------------------------------------------------------------------
 
     async def insert_event(
-        self, event: StoredEvent, idempotency_key: str | None
-    ) -> tuple[StoredEvent, bool]:
+        self, event: records.StoredEvent, idempotency_key: str | None
+    ) -> tuple[records.StoredEvent, bool]:
         async with self._lock:
             if idempotency_key is not None:
                 seq = self._data.idempotency.get((event.tenant_id, idempotency_key))
@@ -336,10 +319,10 @@ class MemoryStore(Unpartitioned):
     async def in_transaction(self, work: Callable[[Any, Outbox], T]) -> T:
         """Runs ``work`` with ``None`` for a connection: apps that write their own tables
         need a SQL store. Events added through the outbox are kept only if it returns."""
-        added: list[StoredEvent] = []
+        added: list[records.StoredEvent] = []
 
         class _Outbox:
-            def add(_, event: StoredEvent) -> StoredEvent:
+            def add(_, event: records.StoredEvent) -> records.StoredEvent:
                 added.append(event)
                 return event
 
@@ -351,7 +334,7 @@ class MemoryStore(Unpartitioned):
             self.notify_work()
         return result
 
-    async def get_event(self, tenant_id: str, event_id: str) -> StoredEvent | None:
+    async def get_event(self, tenant_id: str, event_id: str) -> records.StoredEvent | None:
         return next(
             (
                 e
@@ -363,7 +346,7 @@ class MemoryStore(Unpartitioned):
 
     async def list_events(
         self, tenant_id: str, types: Sequence[str], after: int | None, limit: int
-    ) -> Page[StoredEvent]:
+    ) -> records.Page[records.StoredEvent]:
         found = [
             e
             for seq, e in sorted(self._data.events.items())
@@ -378,7 +361,9 @@ class MemoryStore(Unpartitioned):
             e.tenant_id == tenant_id and e.type == event_type for e in self._data.events.values()
         )
 
-    async def recent_events(self, tenant_id: str, event_type: str, limit: int) -> list[StoredEvent]:
+    async def recent_events(
+        self, tenant_id: str, event_type: str, limit: int
+    ) -> list[records.StoredEvent]:
         found = [
             e
             for e in self._data.events.values()
@@ -386,13 +371,13 @@ class MemoryStore(Unpartitioned):
         ]
         return sorted(found, key=lambda e: -e.seq)[:limit]
 
-    async def event_attempts(self, tenant_id: str, event_id: str) -> list[AttemptRecord]:
+    async def event_attempts(self, tenant_id: str, event_id: str) -> list[records.AttemptRecord]:
         tenant_events = {e.id for e in self._data.events.values() if e.tenant_id == tenant_id}
         return [
             a for a in self._data.attempts if a.event_id == event_id and a.event_id in tenant_events
         ]
 
-    async def enqueue(self, event: StoredEvent, subscription_ids: Sequence[str]) -> int:
+    async def enqueue(self, event: records.StoredEvent, subscription_ids: Sequence[str]) -> int:
         async with self._lock:
             now = self._data.now()
             for sub_id in subscription_ids:
@@ -422,14 +407,16 @@ class MemoryStore(Unpartitioned):
         sub = self._owned(tenant_id, subscription_id)
         return sub.subscription if sub is not None else None
 
-    async def page(self, tenant_id: str, after: int | None, limit: int) -> Page[Subscription]:
+    async def page(
+        self, tenant_id: str, after: int | None, limit: int
+    ) -> records.Page[Subscription]:
         found = sorted(
             (s for s in self._data.subs.values() if s.subscription.tenant_id == tenant_id),
             key=lambda s: s.seq,
         )
         found = [s for s in found if after is None or s.seq > after]
         page = _page(found, limit, lambda s: s.seq)
-        return Page([s.subscription for s in page.items], page.next_key)
+        return records.Page([s.subscription for s in page.items], page.next_key)
 
     async def matching(self, tenant_id: str, event_type: str) -> list[Subscription]:
         return [
@@ -511,27 +498,21 @@ class MemoryStore(Unpartitioned):
         return []
 
     async def rotate_secret(
-        self,
-        tenant_id: str,
-        subscription_id: str,
-        secret_enc: str,
-        public_key: str | None,
-        grace_until_ms: int,
-        keep_previous: bool = False,
+        self, tenant_id: str, subscription_id: str, rotation: records.SecretRotation
     ) -> Subscription | None:
         sub = self._owned(tenant_id, subscription_id)
         if sub is None:
             return None
         previous_key = sub.subscription.previous_public_key
-        if not keep_previous:
+        if not rotation.keep_previous:
             sub.previous_secret_enc = sub.secret_enc
             previous_key = sub.subscription.public_key
-        sub.secret_enc = secret_enc
+        sub.secret_enc = rotation.secret_enc
         sub.subscription = dataclasses.replace(
             sub.subscription,
-            public_key=public_key,
+            public_key=rotation.public_key,
             previous_public_key=previous_key,
-            previous_secret_expires_ms=grace_until_ms,
+            previous_secret_expires_ms=rotation.grace_until_ms,
             updated_ms=self._data.now(),
         )
         return sub.subscription
@@ -543,7 +524,7 @@ class MemoryStore(Unpartitioned):
         outcome: str | None,
         before: int | None,
         limit: int,
-    ) -> Page[AttemptRecord]:
+    ) -> records.Page[records.AttemptRecord]:
         found = [
             a
             for a in reversed(self._data.attempts)
@@ -566,11 +547,11 @@ class MemoryStore(Unpartitioned):
 
     # --- the delivery queue ---------------------------------------------------------
 
-    async def claim(self, request: ClaimRequest) -> list[ClaimedDelivery]:
+    async def claim(self, request: records.ClaimRequest) -> list[records.ClaimedDelivery]:
         async with self._lock:
             return self._claim(request)
 
-    def _claim(self, request: ClaimRequest) -> list[ClaimedDelivery]:
+    def _claim(self, request: records.ClaimRequest) -> list[records.ClaimedDelivery]:
         data, now, token = self._data, request.now_ms, uuid.uuid4().hex
         due = [
             lane
@@ -627,10 +608,10 @@ class MemoryStore(Unpartitioned):
             lease_ends_ms=min(leased, default=None) if s.max_concurrency is not None else None,
         )
 
-    def _claimed(self, d: _Delivery, token: str, now: int) -> ClaimedDelivery:
+    def _claimed(self, d: _Delivery, token: str, now: int) -> records.ClaimedDelivery:
         sub = self._data.subs[d.subscription_id]
         event = self._data.events[d.event_seq]
-        return ClaimedDelivery(
+        return records.ClaimedDelivery(
             delivery_id=d.id,
             claim_token=token,
             attempt=d.attempts + 1,
@@ -655,7 +636,7 @@ class MemoryStore(Unpartitioned):
             transformation=sub.subscription.transformation,
         )
 
-    async def release(self, deferrals: Sequence[tuple[ClaimedDelivery, int]]) -> None:
+    async def release(self, deferrals: Sequence[tuple[records.ClaimedDelivery, int]]) -> None:
         async with self._lock:
             for claimed, due in deferrals:
                 d = self._data.deliveries.get(claimed.delivery_id)
@@ -664,17 +645,17 @@ class MemoryStore(Unpartitioned):
                     self._data.wake(d.subscription_id, due)
         self.notify_work()
 
-    async def record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
+    async def record(self, outcomes: Sequence[records.AttemptOutcome]) -> dict[str, int]:
         async with self._lock:
             return self._record(outcomes)
 
-    def _record(self, outcomes: Sequence[AttemptOutcome]) -> dict[str, int]:
+    def _record(self, outcomes: Sequence[records.AttemptOutcome]) -> dict[str, int]:
         data = self._data
         streaks: dict[str, int] = {}
         for o in outcomes:
             c = o.claimed
             data.attempts.append(
-                AttemptRecord(
+                records.AttemptRecord(
                     id=next(data.ids),
                     delivery_id=c.delivery_id,
                     event_id=c.event_id,
@@ -737,7 +718,7 @@ class MemoryStore(Unpartitioned):
             return freed
 
     async def report_lanes(
-        self, worker_id: str, capacity: int, figures: Sequence[WorkerLane], now_ms: int
+        self, worker_id: str, capacity: int, figures: Sequence[records.WorkerLane], now_ms: int
     ) -> None:
         stats = self._data.lane_stats
         for key in [
@@ -777,24 +758,24 @@ class MemoryStore(Unpartitioned):
 
     async def subscription_health(
         self, tenant_id: str, subscription_ids: Sequence[str], sample: int
-    ) -> dict[str, SubscriptionHealth]:
-        health: dict[str, SubscriptionHealth] = {}
+    ) -> dict[str, records.SubscriptionHealth]:
+        health: dict[str, records.SubscriptionHealth] = {}
         for sub_id in subscription_ids:
             newest = [a for a in reversed(self._data.attempts) if a.subscription_id == sub_id]
             newest = newest[:sample] if self._owned(tenant_id, sub_id) is not None else []
             if not newest:
-                health[sub_id] = SubscriptionHealth(0, 0, None, None, None)
+                health[sub_id] = records.SubscriptionHealth(0, 0, None, None, None)
                 continue
             ok = sum(a.outcome == "succeeded" for a in newest)
             first = newest[0]
-            health[sub_id] = SubscriptionHealth(
+            health[sub_id] = records.SubscriptionHealth(
                 len(newest), ok, first.created_ms, first.outcome, first.status_code
             )
         return health
 
     async def browse_events(
-        self, tenant_id: str, where: EventFilter, before: int | None, limit: int
-    ) -> Page[EventSummary]:
+        self, tenant_id: str, where: records.EventFilter, before: int | None, limit: int
+    ) -> records.Page[records.EventSummary]:
         found = []
         for seq, e in sorted(self._data.events.items(), reverse=True):
             if e.tenant_id != tenant_id or (before is not None and seq >= before):
@@ -813,16 +794,16 @@ class MemoryStore(Unpartitioned):
             statuses: dict[str, int] = {}
             for d in ds:
                 statuses[d.status] = statuses.get(d.status, 0) + 1
-            found.append(EventSummary(e, statuses))
+            found.append(records.EventSummary(e, statuses))
         page = _page(found, limit, lambda s: s.event.seq)
         return page
 
-    async def event_deliveries(self, tenant_id: str, event_id: str) -> list[DeliveryRecord]:
+    async def event_deliveries(self, tenant_id: str, event_id: str) -> list[records.DeliveryRecord]:
         event = await self.get_event(tenant_id, event_id)
         if event is None:
             return []
         return [
-            DeliveryRecord(
+            records.DeliveryRecord(
                 d.id,
                 d.subscription_id,
                 d.status,
@@ -867,10 +848,7 @@ class MemoryStore(Unpartitioned):
                     or event.created_ms < since_ms
                 ):
                     continue
-                if d.ordering_key is not None:
-                    line = self._data.unfinished_of_key(d.subscription_id, d.ordering_key)
-                    d.blocked = bool(line)
-                    d.position = max((x.position or 0) for x in line) + 1 if line else 0
+                self._data.join_line(d)
                 d.status, d.attempts, d.due_ms, d.claim_token, d.updated_ms = (
                     PENDING,
                     0,
@@ -886,7 +864,7 @@ class MemoryStore(Unpartitioned):
 
     async def lane_figures(
         self, tenant_id: str | None, subscription_ids: Sequence[str] | None, top: int
-    ) -> list[LaneFigures]:
+    ) -> list[records.LaneFigures]:
         now = self._data.now()
         fresh = [
             (f, capacity, worker)
@@ -904,7 +882,7 @@ class MemoryStore(Unpartitioned):
             held = [f for f, _, _ in fresh if f.subscription_id == sub_id]
             in_flight = sum(f.in_flight for f in held)
             figures.append(
-                LaneFigures(
+                records.LaneFigures(
                     subscription_id=sub_id,
                     tenant_id=sub.subscription.tenant_id,
                     backlog=sum(d.status == PENDING for d in mine),
@@ -959,6 +937,6 @@ class MemoryStore(Unpartitioned):
         return len(old)
 
 
-def _page(items: Sequence[T], limit: int, key: Callable[[T], int]) -> Page[T]:
+def _page(items: Sequence[T], limit: int, key: Callable[[T], int]) -> records.Page[T]:
     next_key = key(items[limit - 1]) if len(items) > limit else None
-    return Page(list(items[:limit]), next_key)
+    return records.Page(list(items[:limit]), next_key)

@@ -96,6 +96,19 @@ class Page(Generic[T]):
 
 
 @dataclass(frozen=True)
+class SecretRotation:
+    """A subscription's new current secret (``SubscriptionStore.rotate_secret``)."""
+
+    secret_enc: str
+    public_key: str | None
+    grace_until_ms: int
+    """The secret it replaces keeps signing until then."""
+    keep_previous: bool = False
+    """Replace the current secret but keep the one already in its grace period signing
+    (for longer) instead: for schemes that send one signature, whose receivers hold it."""
+
+
+@dataclass(frozen=True)
 class AttemptRecord:
     id: int
     delivery_id: int

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, RowMapping, and_, delete, insert, select, tex
 from tidings.domain.clock import now_ms
 from tidings.domain.deliveries import DeliveryStatus, DisableReason
 from tidings.domain.subscriptions import Subscription
-from tidings.storage.records import AttemptRecord, Page
+from tidings.storage.records import AttemptRecord, Page, SecretRotation
 from tidings.storage.rows import (
     attempt_of,
     dialect_columns,
@@ -171,21 +171,15 @@ class SQLSubscriptions(SQLPart):
         return await self._db.read(lambda conn: conn.execute(query).scalar_one_or_none())
 
     async def rotate_secret(
-        self,
-        tenant_id: str,
-        subscription_id: str,
-        secret_enc: str,
-        public_key: str | None,
-        grace_until_ms: int,
-        keep_previous: bool = False,
+        self, tenant_id: str, subscription_id: str, rotation: SecretRotation
     ) -> Subscription | None:
         values: dict[str, Any] = {
-            "previous_secret_expires_ms": grace_until_ms,
-            "secret_enc": secret_enc,
-            "public_key": public_key,
+            "previous_secret_expires_ms": rotation.grace_until_ms,
+            "secret_enc": rotation.secret_enc,
+            "public_key": rotation.public_key,
             "updated_ms": now_ms(),
         }
-        if not keep_previous:
+        if not rotation.keep_previous:
             values["previous_secret_enc"] = subscriptions.c.secret_enc
             values["previous_public_key"] = subscriptions.c.public_key
         statement = (
