@@ -27,7 +27,7 @@ from tidings.config import Settings
 from tidings.dispatcher.guard import BlockedAddress, GuardedResolver, check_host, refuse_literal
 from tidings.dispatcher.retention import make_partitions, run_pruner
 from tidings.dispatcher.sender import AiohttpSender, Sender, SenderFactory, SenderOptions
-from tidings.dispatcher.worker import Dispatcher
+from tidings.dispatcher.worker import Dispatcher, DispatcherTuning
 from tidings.domain import filters
 from tidings.domain.cache import BoundedCache
 from tidings.domain.catalog import Catalog
@@ -868,11 +868,7 @@ class Tidings:
             s.retry_policy,
             self.disable_subscription,
             breaker_threshold=s.breaker_threshold,
-            concurrency=s.dispatcher_concurrency,
-            subscription_concurrency=s.subscription_concurrency,
-            batch_size=s.dispatcher_batch_size,
-            lease_seconds=s.lease_seconds,
-            poll_interval=s.dispatcher_poll_interval,
+            tuning=DispatcherTuning.from_settings(s),
             metrics=self.metrics,
             tracing=self.tracing,
             transforms=self.transforms,

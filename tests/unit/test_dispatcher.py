@@ -29,8 +29,11 @@ from tidings.dispatcher.worker import (
     RELEASE_TIMEOUT,
     WATCH_INTERVAL,
     Dispatcher,
+    DispatcherTuning,
+    Transforms,
 )
 from tidings.domain.catalog import event_type
+from tidings.domain.clock import Clock
 from tidings.domain.deliveries import DeliveryStatus
 from tidings.domain.scheduling import INITIAL_LIMIT, STALL_SECONDS
 from tidings.domain.subscriptions import Ordering, Subscription
@@ -74,23 +77,23 @@ class World:
         service = Tidings(Settings(**options), store, SecretBox([key]), [ORDERS])
         return cls(service, store, FakeSender(service.settings.delivery_timeout), clock)
 
-    def dispatcher(self, **options: Any) -> Dispatcher:
+    def dispatcher(
+        self, clock: Clock | None = None, transforms: Transforms | None = None, **tuning: Any
+    ) -> Dispatcher:
+        """A worker tuned as the service's settings say, but for ``tuning``'s knobs and a
+        poll every half second."""
         s = self.service.settings
-        defaults: dict[str, Any] = {
-            "breaker_threshold": s.breaker_threshold,
-            "concurrency": s.dispatcher_concurrency,
-            "subscription_concurrency": s.subscription_concurrency,
-            "lease_seconds": s.lease_seconds,
-            "poll_interval": 0.5,
-            "clock": self.clock,
-        }
+        knobs = replace(DispatcherTuning.from_settings(s), poll_interval=0.5)
         return Dispatcher(
             self.store,
             self.sender,
             self.service.secretbox,
             s.retry_policy,
             self.service.disable_subscription,
-            **{**defaults, **options},
+            breaker_threshold=s.breaker_threshold,
+            tuning=replace(knobs, **tuning),
+            clock=clock or self.clock,
+            transforms=transforms,
         )
 
     @contextlib.asynccontextmanager

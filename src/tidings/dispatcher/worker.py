@@ -26,6 +26,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -62,6 +63,7 @@ from tidings.transform import (
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from tidings.config import Settings
     from tidings.tracing import Tracing
 
 log = structlog.get_logger("tidings.dispatcher")
@@ -116,6 +118,33 @@ Disable = Callable[[str, str, DisableReason, int], Awaitable[None]]
 """Disables a subscription, given (tenant id, subscription id, reason, failure streak)."""
 
 
+@dataclass(frozen=True)
+class DispatcherTuning:
+    """How much a worker takes on, and how often it looks (``TIDINGS_*``, through
+    :meth:`from_settings`)."""
+
+    concurrency: int = 1000
+    """Attempts in flight at once, deliveries claimed ahead included."""
+    subscription_concurrency: int = 50
+    """The most any one subscription's adaptive limit may reach."""
+    batch_size: int = 200
+    """Deliveries per claim and results per record transaction (at most ``concurrency``)."""
+    lease_seconds: float = 30.0
+    """How long a claim lasts: past it, another worker may retry the delivery."""
+    poll_interval: float = 1.0
+    """Seconds between two looks for due work when no notice of new work comes."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DispatcherTuning:
+        return cls(
+            concurrency=settings.dispatcher_concurrency,
+            subscription_concurrency=settings.subscription_concurrency,
+            batch_size=settings.dispatcher_batch_size,
+            lease_seconds=settings.lease_seconds,
+            poll_interval=settings.dispatcher_poll_interval,
+        )
+
+
 class Dispatcher:
     """Keeps up to ``concurrency`` attempts in flight, claimed as the scheduler decides."""
 
@@ -128,11 +157,7 @@ class Dispatcher:
         disable: Disable,
         *,
         breaker_threshold: int = 20,
-        concurrency: int = 1000,
-        subscription_concurrency: int = 50,
-        batch_size: int = 200,
-        lease_seconds: float = 30.0,
-        poll_interval: float = 1.0,
+        tuning: DispatcherTuning = DispatcherTuning(),
         metrics: Metrics | None = None,
         clock: Clock = SYSTEM_CLOCK,
         worker_id: str | None = None,
@@ -146,17 +171,18 @@ class Dispatcher:
         self._policy = policy
         self._disable = disable
         self._breaker_threshold = breaker_threshold
-        self._concurrency = concurrency
-        self._batch_size = min(batch_size, concurrency)
-        self._lease_ms = int(lease_seconds * 1000)
-        self._poll_interval = poll_interval
+        self._tuning = tuning
+        self._batch_size = min(tuning.batch_size, tuning.concurrency)
+        self._lease_ms = int(tuning.lease_seconds * 1000)
         self._metrics = metrics
         self._clock = clock
         self._tracing = tracing
         self._transforms = transforms
         self._allow_http = allow_http
         self.worker_id = worker_id or "wrk_" + uuid.uuid4().hex[:16]
-        self.scheduler = Scheduler(capacity=concurrency, ceiling=subscription_concurrency)
+        self.scheduler = Scheduler(
+            capacity=tuning.concurrency, ceiling=tuning.subscription_concurrency
+        )
         self._inflight: set[asyncio.Task[None]] = set()
         self._started: dict[int, tuple[str, float]] = {}
         """Delivery id -> (subscription id, start time) of every attempt in flight, in the
@@ -164,7 +190,7 @@ class Dispatcher:
         self._waiting: dict[str, deque[tuple[ClaimedDelivery, float]]] = {}
         """Per subscription, deliveries claimed ahead and the time of their claim (the
         scheduler counts them, in ``Scheduler.waiting``)."""
-        self._longest_wait = min(LONGEST_WAIT, lease_seconds / 4)
+        self._longest_wait = min(LONGEST_WAIT, tuning.lease_seconds / 4)
         self._releases: set[asyncio.Task[None]] = set()
         self._finished: list[AttemptOutcome] = []
         self._finished_ready = asyncio.Event()
@@ -233,7 +259,7 @@ class Dispatcher:
         ``GATHER_WINDOW``, so a busy receiver's completions are refilled in batches rather
         than with a transaction each; new work meanwhile cuts the window short.
         """
-        free = self._concurrency - len(self._inflight) - self._waiting_count
+        free = self._tuning.concurrency - len(self._inflight) - self._waiting_count
         if free <= 0:
             self._room_freed.clear()
             await _first_of(self._room_freed.wait(), stop.wait())
@@ -273,7 +299,7 @@ class Dispatcher:
     async def _wait_for_more(self, stop: asyncio.Event, *, room: bool) -> bool:
         """Wait for new work (or the poll), for ``stop``, or, with ``room``, for room to
         free and then ``GATHER_WINDOW`` unless new work comes first. True: new work came."""
-        work = asyncio.ensure_future(self._queue.wait_for_work(self._poll_interval))
+        work = asyncio.ensure_future(self._queue.wait_for_work(self._tuning.poll_interval))
         freed = asyncio.ensure_future(self._room_freed.wait())
         stopped = asyncio.ensure_future(stop.wait())
         try:
@@ -628,7 +654,7 @@ class Dispatcher:
             self.scheduler.forget_idle(now)
             try:
                 await self._queue.report_lanes(
-                    self.worker_id, self._concurrency, self.lanes(), self._clock.now_ms()
+                    self.worker_id, self._tuning.concurrency, self.lanes(), self._clock.now_ms()
                 )
             except StorageUnavailable as exc:
                 outage.noted(exc)
