@@ -260,7 +260,7 @@ async def _measure(
     serve = [*harness.TIDINGS, "serve", "--port", str(port)]
     sampler = Sampler()
     async with (
-        aiohttp.ClientSession(base, headers={"X-Api-Key": key}) as api,
+        harness.api_session(base, key) as api,
         httpx.AsyncClient(timeout=30) as client,
     ):
         stopper = asyncio.Event()

@@ -133,7 +133,7 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
             await harness.wait_http(f"{rx}/stats")
             await harness.wait_http(f"{base}/healthz")
             async with (
-                aiohttp.ClientSession(base, headers={"X-Api-Key": key}) as api,
+                harness.api_session(base, key) as api,
                 httpx.AsyncClient(timeout=30) as client,
             ):
                 for _ in range(args.subs):

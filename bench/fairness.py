@@ -172,7 +172,7 @@ def tidings_running(setup: Setup, extra: dict[str, str]) -> Iterator[None]:
 async def probe_tenant_b(setup: Setup, rx: str, code: str, scenario: str) -> Figures:
     key_b = await asyncio.to_thread(harness.create_key, setup.env, "tenant-b")
     path = f"/b-{scenario}-{setup.db}-{code}"
-    async with aiohttp.ClientSession(setup.base, headers={"X-Api-Key": key_b}) as b:
+    async with harness.api_session(setup.base, key_b) as b:
         await subscribe(b, f"{rx}{path}", ["lead.created"])
         answered = await emit_paced(b, "lead.created", PROBE_EVERY, PROBE_SECONDS)
     stats = await path_stats(rx, path, len(answered), 30)
@@ -183,7 +183,7 @@ async def slow(setup: Setup, rx: str, code: str) -> list[Figures]:
     key_a = await asyncio.to_thread(harness.create_key, setup.env, "tenant-a")
     with tidings_running(setup, {}):
         await harness.wait_http(f"{setup.base}/healthz")
-        async with aiohttp.ClientSession(setup.base, headers={"X-Api-Key": key_a}) as a:
+        async with harness.api_session(setup.base, key_a) as a:
             for n in range(6):
                 await subscribe(a, f"{rx}/slow/1000/a{n}", ["client.created"])
             await emit_at_once(a, 3000, "client.created")
@@ -197,7 +197,7 @@ async def hanging(setup: Setup, rx: str, code: str) -> list[Figures]:
         with tidings_running(setup, {"TIDINGS_DELIVERY_TIMEOUT": str(timeout)}):
             await harness.wait_http(f"{setup.base}/healthz")
             event_type = "payment.succeeded"
-            async with aiohttp.ClientSession(setup.base, headers={"X-Api-Key": key}) as api:
+            async with harness.api_session(setup.base, key) as api:
                 for n in range(5):
                     await subscribe(api, f"{rx}/hang/{timeout}/{n}", [event_type])
                 healthy = f"/healthy-{timeout}-{setup.db}-{code}"

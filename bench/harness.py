@@ -144,6 +144,14 @@ async def wait_received(
             await asyncio.sleep(0.05)
 
 
+def api_session(base: str, key: str) -> aiohttp.ClientSession:
+    """A session on tidings' API as ``key``. It drops idle connections before the server
+    does (uvicorn closes them after 5 s), so a phase after a long drain does not send its
+    first request down a connection the server has just closed."""
+    connector = aiohttp.TCPConnector(keepalive_timeout=2)
+    return aiohttp.ClientSession(base, headers={"X-Api-Key": key}, connector=connector)
+
+
 async def emit_many(api: aiohttp.ClientSession, count: int, event_type: str) -> float:
     """Emit ``count`` events from 16 concurrent clients; returns events/s."""
     pending = list(range(count))
