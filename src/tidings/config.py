@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     """The most slots one subscription's adaptive limit may reach in a worker: a backstop,
     since the limit stops growing once the receiver's latency inflates. At 50, this, not
     the receiver, capped a receiver answering within a millisecond (every attempt takes a
-    few ms through a busy worker); see the README's scheduler section."""
+    few ms through a busy worker); see the README's benchmark section."""
     dispatcher_batch_size: int = Field(200, ge=1)
     dispatcher_poll_interval: float = Field(1.0, gt=0)
     claim_lease: float | None = None
