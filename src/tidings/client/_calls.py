@@ -243,7 +243,8 @@ def create_subscription(
     events that pass ``filter`` are delivered (e.g. ``{"payload.amount": {"$gte": 1000}}``);
     ``transformation`` (JavaScript ``function handler(webhook)``) reshapes, redirects or
     cancels each delivery before it is signed."""
-    # The first statement, so that locals() holds the arguments and nothing else.
+    # The first statement, so that locals() holds the arguments and nothing else. Each
+    # is a field of the request body: a parameter that is not must be left out here.
     body = subscription_body({k: v for k, v in locals().items() if v is not None})
     return Call("POST", path(*SUBSCRIPTIONS), one(models.CreatedSubscription.from_json), body=body)
 
