@@ -366,7 +366,7 @@ def matched(response: httpx.Response) -> bool:
     return answer
 
 
-# Event types
+# models.Event types
 
 
 def list_event_types() -> Call[list[models.EventType]]:

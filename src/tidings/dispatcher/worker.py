@@ -125,7 +125,7 @@ class DispatcherTuning:
 
     concurrency: int = 1000
     """Attempts in flight at once, deliveries claimed ahead included."""
-    subscription_concurrency: int = 100
+    subscription_concurrency: int = 50
     """The most any one subscription's adaptive limit may reach."""
     batch_size: int = 200
     """Deliveries per claim and results per record transaction (at most ``concurrency``)."""

@@ -107,8 +107,6 @@ class AdaptiveLimit:
     last_used: float = 0.0
     cluster_limited: bool = False
     """It has ``maxConcurrency`` or ``rateLimit``: never claimed ahead."""
-    relearn: bool = False
-    """Trouble since the last answer: the next answer's latency is the new usual one."""
 
     def __post_init__(self) -> None:
         self.limit = min(self.limit, self.ceiling)
@@ -130,19 +128,13 @@ class AdaptiveLimit:
         return self.value if quick and not self.cluster_limited else 0
 
     def answered(self, latency_ms: float) -> None:
-        """Grow, unless the answer took so much longer than usual that the receiver is
-        queueing our requests. Such an answer does not move the usual latency either:
-        followed up by every answer, it caught up within a few round trips, and a
-        receiver that queues was pushed to the ceiling. One that slowed for good is
-        relearned after its next trouble (``congested``)."""
         usual = self.usual_latency_ms
-        if usual is None or latency_ms < usual or self.relearn:
+        if usual is None or latency_ms < usual:
             self.usual_latency_ms = latency_ms
-            self.relearn = False
-        elif latency_ms > usual * LATENCY_TOLERANCE + LATENCY_SLACK_MS:
-            return
-        else:
+        else:  # drift up slowly, so a receiver that became slower for good is relearned
             self.usual_latency_ms = usual + (latency_ms - usual) * 0.01
+        if usual is not None and latency_ms > usual * LATENCY_TOLERANCE + LATENCY_SLACK_MS:
+            return
         step = 1.0 if self.limit < self.threshold else 1.0 / self.limit
         self.limit = min(float(self.ceiling), self.limit + step)
 
@@ -152,7 +144,6 @@ class AdaptiveLimit:
         self.troubled_until = now + TROUBLE_SECONDS
         if started < self.last_decrease:
             return
-        self.relearn = True
         self.limit = max(1.0, self.limit / 2)
         self.threshold = self.limit
         self.last_decrease = now
