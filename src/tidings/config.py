@@ -80,11 +80,10 @@ class Settings(BaseSettings):
     """``serve`` runs a dispatcher too; turn off for API-only processes beside workers."""
     dispatcher_concurrency: int = Field(1000, ge=1)
     """Attempts in flight at once per worker: cheap (asyncio), so sized for slow receivers."""
-    subscription_concurrency: int = Field(100, ge=1)
-    """The most slots one subscription's adaptive limit may reach in a worker: a backstop,
-    since the limit stops growing once the receiver's latency inflates. At 50, this, not
-    the receiver, capped a receiver answering within a millisecond (every attempt takes a
-    few ms through a busy worker); see the README's benchmark section."""
+    subscription_concurrency: int = Field(50, ge=1)
+    """The most slots one subscription's adaptive limit may reach in a worker; twice that
+    while its receiver usually answers within 100 ms (``domain/scheduling.py``,
+    ``QUICK_REACH``)."""
     dispatcher_batch_size: int = Field(200, ge=1)
     dispatcher_poll_interval: float = Field(1.0, gt=0)
     claim_lease: float | None = None

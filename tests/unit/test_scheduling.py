@@ -7,8 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tidings.domain.scheduling import (
+    AHEAD_LATENCY_MS,
     INITIAL_LIMIT,
     PARKED_MS,
+    QUICK_REACH,
     TROUBLE_SECONDS,
     AdaptiveLimit,
     Lane,
@@ -118,10 +120,37 @@ def test_limit_stops_growing_while_latency_inflates() -> None:
     assert limit.limit > grown
 
 
+def test_a_quick_receiver_may_reach_twice_the_ceiling_and_a_slow_one_the_ceiling() -> None:
+    quick, slow = AdaptiveLimit(ceiling=10), AdaptiveLimit(ceiling=10)
+    for _ in range(100):
+        quick.answered(latency_ms=5)
+        slow.answered(latency_ms=AHEAD_LATENCY_MS + 400)
+    assert (quick.value, slow.value) == (10 * QUICK_REACH, 10)
+
+
+def test_a_quick_receiver_that_slows_down_is_held_to_the_ceiling_again() -> None:
+    limit = AdaptiveLimit(ceiling=10)
+    for _ in range(100):
+        limit.answered(latency_ms=5)
+    while (limit.usual_latency_ms or 0) <= AHEAD_LATENCY_MS:
+        limit.answered(latency_ms=400)  # queueing: no growth, the usual latency drifts up
+    assert limit.value == 10
+    limit.congested(started=0.0, now=1.0)
+    assert limit.value == 5, "halved from what it may hold, not from what it held when quick"
+
+
+def test_a_quick_receiver_with_cluster_wide_limits_keeps_the_ceiling() -> None:
+    scheduler = Scheduler(capacity=1000, ceiling=10)
+    scheduler.cap("paced", max_concurrency=None, rate_limit=50.0)
+    for _ in range(100):
+        scheduler.limit("paced").answered(latency_ms=5)
+    assert scheduler.limit("paced").value == 10
+
+
 def test_limit_stays_under_its_ceiling() -> None:
     limit = AdaptiveLimit(ceiling=3)
     for _ in range(10):
-        limit.answered(latency_ms=1)
+        limit.answered(latency_ms=AHEAD_LATENCY_MS + 1)
     assert limit.value == 3
 
 

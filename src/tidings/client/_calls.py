@@ -366,7 +366,7 @@ def matched(response: httpx.Response) -> bool:
     return answer
 
 
-# models.Event types
+# Event types
 
 
 def list_event_types() -> Call[list[models.EventType]]:

@@ -8,8 +8,9 @@ Two rules, applied each time the worker claims work:
   whatever the due times say.
 * **Adaptive limits.** Each subscription may hold at most its ``AdaptiveLimit`` of slots:
   it grows while the receiver answers (quickly doubling at first, then by one per
-  round trip) and halves when it times out, refuses connections, answers 429/503, or
-  leaves an attempt unanswered for long (``STALL_SECONDS``).
+  round trip), up to the ceiling (twice that for a quick receiver, ``QUICK_REACH``), and
+  halves when it times out, refuses connections, answers 429/503, or leaves an attempt
+  unanswered for long (``STALL_SECONDS``).
 * **A reserve for light tenants.** A tenant's backlog may fill the worker but for
   ``RESERVE_SHARE`` of its slots, which only tenants holding little may use: the next
   tenant's delivery finds a free slot at once, even when the worker is busy.
@@ -68,6 +69,14 @@ AHEAD_LATENCY_MS = 100.0
 """A subscription whose receiver usually answers within this is claimed ahead: its
 attempts end faster than a claim's round trips to the database."""
 
+QUICK_REACH = 2
+"""A subscription whose receiver usually answers within ``AHEAD_LATENCY_MS`` may grow to
+this many times the ceiling. Its slots turn over fast, so how many it needs is set by the
+distance (a receiver 100 ms away needs 100 in flight for 1,000 deliveries/s) and by our
+own queue through a busy worker (7 ms an attempt in a drain here), not by what the
+receiver can take. One that queues our requests until it answers slower than that is
+held to the ceiling again."""
+
 IDLE_SECONDS = 600.0
 """A subscription unused this long is forgotten (its limit starts over when it returns)."""
 
@@ -113,7 +122,14 @@ class AdaptiveLimit:
 
     @property
     def value(self) -> int:
-        return max(1, int(self.limit))
+        return max(1, int(min(self.limit, self.reach())))
+
+    def reach(self) -> int:
+        """The most slots it may grow to: its ceiling, ``QUICK_REACH`` times that while
+        its receiver usually answers quickly and it has no cluster-wide limits."""
+        usual = self.usual_latency_ms
+        quick = usual is not None and usual <= AHEAD_LATENCY_MS and not self.cluster_limited
+        return self.ceiling * QUICK_REACH if quick else self.ceiling
 
     def troubled(self, now: float) -> bool:
         return now < self.troubled_until
@@ -136,7 +152,7 @@ class AdaptiveLimit:
         if usual is not None and latency_ms > usual * LATENCY_TOLERANCE + LATENCY_SLACK_MS:
             return
         step = 1.0 if self.limit < self.threshold else 1.0 / self.limit
-        self.limit = min(float(self.ceiling), self.limit + step)
+        self.limit = min(float(self.reach()), self.limit + step)
 
     def congested(self, started: float, now: float) -> None:
         """Halve, once per round trip: attempts that started before the last decrease
@@ -144,7 +160,7 @@ class AdaptiveLimit:
         self.troubled_until = now + TROUBLE_SECONDS
         if started < self.last_decrease:
             return
-        self.limit = max(1.0, self.limit / 2)
+        self.limit = max(1.0, min(self.limit, self.reach()) / 2)
         self.threshold = self.limit
         self.last_decrease = now
 
