@@ -701,20 +701,23 @@ async def test_notices_forgotten_before_a_claim_wake_no_one(tidings: Tidings) ->
     await asyncio.wait_for(waiting, 5)
 
 
-async def test_a_claim_that_skipped_its_look_wakes_its_worker_only_for_held_lanes(
+async def test_a_claim_that_finds_nothing_due_does_not_wake_its_worker(
     tidings: Tidings, request: pytest.FixtureRequest
 ) -> None:
-    """A PostgreSQL claim after one that took work goes straight to its transaction. If
-    that finds no lane, it tells its worker to claim again only when lanes are due but
-    held (above), not when nothing is due: else every drained backlog, and every event of
-    a trickle, cost its worker two more claims."""
+    """A PostgreSQL claim tells its worker to claim again only when lanes are due but
+    held (above): not when nothing is due, and not when its plan wants nothing of the due
+    lanes (the worker has no room for them: it would claim again at once, and again).
+    Else every drained backlog, and every event of a trickle, would cost it more claims."""
     if request.node.callspec.params["tidings"] != "postgresql":
-        pytest.skip("only PostgreSQL claims skip their look")
+        pytest.skip("the PostgreSQL claim's wake for held lanes")
     tid = await tenant(tidings)
     await subscription(tidings, tid)
     await emit(tidings, tid)
     queue = tidings.store.queue
     await queue.wait_for_work(0.1)  # the emit's notices, here and by NOTIFY, arrive
+    queue.forget_work()
+    assert await queue.claim(ClaimRequest(FAR, LEASE, plan_of({}))) == []
+    assert not queue.forget_work(), "a claim that wanted nothing woke its own worker"
     assert len(await claim_all(queue, FAR)) == 1
     queue.forget_work()
     assert await claim_all(queue, FAR) == []

@@ -464,28 +464,31 @@ class PostgresQueue(SQLQueue):
     def __init__(self, db: PostgresDatabase) -> None:
         super().__init__(db)
         self._pg = db
-        self._found_work = False
-        """The last claim took something: the next one skips its first look (a backlog
-        is being drained, and the look would only delay it)."""
 
     @translated
     async def claim(self, request: ClaimRequest) -> list[ClaimedDelivery]:
         token = uuid.uuid4().hex
         now = request.now_ms
         params = {"now": now, "skip": list(request.skip), "lanes": request.lanes}
-        found_work, self._found_work = self._found_work, False
         async with self._pg.hot_connection() as conn:
-            look = _ANY_DUE_LANE.args(params | {"lanes": 1})
-            if not found_work and not await conn.fetch(_ANY_DUE_LANE.sql, *look):
+            due = await conn.fetch(_ANY_DUE_LANE.sql, *_ANY_DUE_LANE.args(params))
+            if not due:
                 return []
-            async with conn.transaction():
-                found = await conn.fetch(_DUE_LANES.sql, *_DUE_LANES.args(params))
-                if not found:
-                    if not found_work or await conn.fetch(_ANY_DUE_LANE.sql, *look):
-                        self._pg.notify_work()  # due lanes, held by another worker's claim
-                    return []
-                rows = await _take(conn, request, found, token)
-        self._found_work = bool(rows)
+            states = [q.lane_state(row, 0, None) for row in due]
+            if any(state.room(now) is not None for state in states):
+                async with conn.transaction():
+                    found = await conn.fetch(_DUE_LANES.sql, *_DUE_LANES.args(params))
+                    rows = await _take(conn, request, found, token) if found else []
+                held = not found
+            else:
+                plan = request.plan([state.lane(now) for state in states])
+                wanted = {sub: n for sub, n in plan.items() if n > 0}
+                lease_until = now + request.lease_ms
+                claim = (list(wanted), list(wanted.values()), lease_until, token, now)
+                rows = await conn.fetch(_CLAIM, *claim) if wanted else []
+                held = bool(wanted) and not rows
+        if held:
+            self._pg.notify_work()  # due lanes, held by another worker's claim
         return claimed_deliveries(rows, token)
 
     @translated
@@ -550,11 +553,6 @@ async def _take(
     wanted = {sub: n for sub, n in plan.items() if n > 0}
     lease_until = now + request.lease_ms
     rows: list[asyncpg.Record] = []
-    if wanted and all(state.room(now) is None for state in states):
-        lanes = [state.subscription_id for state in states]
-        plan_args = (list(wanted), list(wanted.values()), lease_until, token, now)
-        rows = await conn.fetch(_TAKE_AND_MOVE_ON, *plan_args, lanes)
-        return rows
     if wanted:
         rows = await conn.fetch(_TAKE, list(wanted), list(wanted.values()), lease_until, token, now)
     took: dict[str, int] = {}
@@ -631,12 +629,14 @@ FILTERS_IN_THREAD = 500
 _NOT_SKIPPED = "l.subscription_id <> ALL(CAST(:skip AS text[]))"
 _DUE_LANES = Statement(q.DUE_LANES.format(skip=_NOT_SKIPPED, lock="FOR UPDATE OF l SKIP LOCKED"))
 _ANY_DUE_LANE = Statement(q.DUE_LANES.format(skip=_NOT_SKIPPED, lock=""))
-"""A claim's first look, outside its transaction: is any lane due that it may take? If
-not (most claims under a trickle of events, every worker woken by each NOTIFY), the claim
-costs one round trip, not a transaction's four. If so, and ``_DUE_LANES`` then finds them
-all held by another worker's claim (``SKIP LOCKED``), the worker claims again in a moment,
-not at the next NOTIFY or poll: with few busy lanes, waiting a poll interval left every
-worker but one idle through a backlog."""
+"""A claim's look, outside any transaction: the due lanes it may take, least recently
+served first. None (most claims under a trickle of events, every worker woken by each
+NOTIFY): the claim costs this one round trip. On lanes without cluster-wide limits the
+worker plans from what it found and ``_CLAIM`` does the rest in one call; with such limits
+a transaction locks the lanes (``_DUE_LANES``) and plans again from them. Lanes found due
+but held by another worker's claim (``SKIP LOCKED``) make the worker claim again in a
+moment, not at the next NOTIFY or poll: with few busy lanes, waiting a poll interval left
+every worker but one idle through a backlog."""
 _LEASED = f"""
     SELECT subscription_id, count(*) AS leased, min(due_ms) AS ends FROM deliveries
     WHERE subscription_id = ANY($1::text[]) AND {LEASED} AND due_ms > $2
@@ -661,28 +661,10 @@ and event seqs go through arrays so both tables are read by primary key whatever
 planner thinks of their sizes: joining instead, it cannot know how few rows ``LIMIT
 plan.n`` gives, and a generic plan made while the tables were small (a new install, then
 a burst) read every event of the table for each claim."""
-_TAKE_AND_MOVE_ON = f"""
-    WITH {_TAKEN},
-    moved AS (
-        UPDATE lanes SET
-            served_ms = CASE WHEN EXISTS (SELECT 1 FROM taken AS t
-                                          WHERE t.subscription_id = lanes.subscription_id)
-                             THEN $5 ELSE lanes.served_ms END,
-            tokens = NULL, tokens_ms = $5,
-            next_due_ms = least(
-                (SELECT min(d.due_ms) FROM deliveries AS d
-                 WHERE d.subscription_id = lanes.subscription_id AND {CLAIMABLE}
-                   AND d.id <> ALL(ARRAY(SELECT id FROM taken))),
-                (SELECT max($3::bigint) FROM taken AS t
-                 WHERE t.subscription_id = lanes.subscription_id))
-        WHERE lanes.subscription_id = ANY($6::text[])
-        RETURNING 1)
-    {_TAKEN_DETAILS}
-"""
-"""``_TAKE`` and ``_UPDATE_LANES`` in one round trip, for lanes without cluster-wide limits
-(``$6``: every lane the claim locked), so the lanes are unlocked a round trip sooner. One
-statement sees one snapshot, where the rows it leases are still due: the next due time is
-worked out without them, and their lease's end (``$3``) stands in for them."""
+_CLAIM = "SELECT * FROM tidings_claim_v1($1, $2, $3, $4, $5)"
+"""A claim on lanes without cluster-wide limits, in one call outside a transaction
+(migration 0014): lock the planned lanes still due, lease, move them on, and return
+``DETAILS``' columns. The lanes stay locked only while it runs."""
 _UPDATE_LANES = f"""
     UPDATE lanes SET served_ms = coalesce(u.served, lanes.served_ms), tokens = u.tokens,
                      tokens_ms = $5,
