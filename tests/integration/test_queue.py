@@ -701,6 +701,32 @@ async def test_notices_forgotten_before_a_claim_wake_no_one(tidings: Tidings) ->
     await asyncio.wait_for(waiting, 5)
 
 
+async def test_a_claim_whose_planned_lanes_are_held_takes_from_the_others(
+    tidings: Tidings, request: pytest.FixtureRequest
+) -> None:
+    """A PostgreSQL claim plans from an unlocked look, so its plan may go to lanes another
+    worker's claim holds while others wait (every worker sees the same least recently
+    served lanes first). It then plans again without them, at once: with many lanes and
+    room for few, workers would otherwise crowd the same lanes and take nothing."""
+    if request.node.callspec.params["tidings"] != "postgresql":
+        pytest.skip("only PostgreSQL claims plan before they lock")
+    tid = await tenant(tidings)
+    first, second = await subscription(tidings, tid), await subscription(tidings, tid)
+    await emit(tidings, tid)
+    store = tidings.store
+    assert isinstance(store, SQLStore) and isinstance(store.db, PostgresDatabase)
+
+    def one_preferring_first(lanes: Sequence[Lane]) -> Mapping[str, int]:
+        offered = [lane.subscription_id for lane in lanes]
+        return {first.id if first.id in offered else offered[0]: 1} if offered else {}
+
+    async with store.db.engine.begin() as holder:  # another worker's claim, under way
+        lock = "SELECT 1 FROM lanes WHERE subscription_id = :sub FOR UPDATE"
+        await holder.execute(text(lock), {"sub": first.id})
+        claimed = await store.queue.claim(ClaimRequest(FAR, LEASE, one_preferring_first))
+    assert [c.subscription_id for c in claimed] == [second.id]
+
+
 async def test_a_claim_that_finds_nothing_due_does_not_wake_its_worker(
     tidings: Tidings, request: pytest.FixtureRequest
 ) -> None:

@@ -1,6 +1,6 @@
 """The PostgreSQL connector: many API processes and workers share one database.
 
-* Claims lock the lanes they look at and the rows they take with ``FOR UPDATE SKIP
+* Claims lock the lanes they take from and the rows they take with ``FOR UPDATE SKIP
   LOCKED``, so concurrent workers never take the same row and never wait for each other.
 * New work is announced with ``NOTIFY`` inside the inserting transaction (delivered on
   commit); each process LISTENs on one dedicated connection and wakes its dispatcher.
@@ -63,8 +63,13 @@ WAKE_RETRY_MAX = 30.0
 T = TypeVar("T")
 
 
-HOT_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
-"""The hot path's prepared statements keep one generic plan. With the history tables
+HOT_SETTINGS = {
+    "plan_cache_mode": "force_generic_plan",
+    "default_transaction_isolation": "read committed",
+}
+"""Read committed whatever the database's default: ``tidings_claim_v1`` relies on each of
+its statements taking a fresh snapshot (migration 0014). The hot path's prepared
+statements keep one generic plan. With the history tables
 partitioned (migration 0013), PostgreSQL's default kept planning them afresh for every
 execution, across every partition and index: a fifth more server CPU per delivery
 (``bench/db_cost.py``: 1,022-1,080 µs against 875 µs with this, and 872 µs before the
@@ -481,12 +486,7 @@ class PostgresQueue(SQLQueue):
                     rows = await _take(conn, request, found, token) if found else []
                 held = not found
             else:
-                plan = request.plan([state.lane(now) for state in states])
-                wanted = {sub: n for sub, n in plan.items() if n > 0}
-                lease_until = now + request.lease_ms
-                claim = (list(wanted), list(wanted.values()), lease_until, token, now)
-                rows = await conn.fetch(_CLAIM, *claim) if wanted else []
-                held = bool(wanted) and not rows
+                rows, held = await _claim_unlimited(conn, request, states, token)
         if held:
             self._pg.notify_work()  # due lanes, held by another worker's claim
         return claimed_deliveries(rows, token)
@@ -540,6 +540,30 @@ class PostgresQueue(SQLQueue):
             return len(heads) + len(woken)
 
         return await self._pg.write(tx)
+
+
+async def _claim_unlimited(
+    conn: asyncpg.Connection, request: ClaimRequest, states: Sequence[LaneState], token: str
+) -> tuple[list[asyncpg.Record], bool]:
+    """Plan from the look and claim in one call (``_CLAIM``). The look took no lock, so the
+    lanes planned may be held by another worker's claim while others wait: if the call
+    takes nothing, plan once more without them. Returns the rows, and whether lanes it
+    wanted were held (its worker should claim again in a moment)."""
+    now = request.now_ms
+    lanes = [state.lane(now) for state in states]
+    tried = False
+    for _ in range(2):
+        plan = request.plan(lanes)
+        wanted = {sub: n for sub, n in plan.items() if n > 0}
+        if not wanted:
+            break
+        claim = (list(wanted), list(wanted.values()), now + request.lease_ms, token, now)
+        rows: list[asyncpg.Record] = await conn.fetch(_CLAIM, *claim)
+        if rows:
+            return rows, False
+        tried = True
+        lanes = [lane for lane in lanes if lane.subscription_id not in wanted]
+    return [], tried
 
 
 async def _take(

@@ -17,10 +17,12 @@ returns what sending the leased deliveries takes. Called outside a transaction, 
 are locked only while it runs.
 
 Why two statements inside it, not one: each statement of a VOLATILE function takes a
-fresh snapshot. The second one's snapshot is taken after the lanes are locked, so it sees
-every emit that committed before the lock, and an emit that commits later waits for the
-lock to wake the lane. A single statement's snapshot would predate its lock: an emit
-committed in between would be missed, and its lane parked past it.
+fresh snapshot (at read committed, which the hot connections set). The second one's
+snapshot is taken after the lanes are locked, so it sees every delivery made claimable
+before the lock, and a wake that comes later (every path that makes a delivery claimable
+wakes its lane, taking the lane's row lock) waits for the function to end. A single
+statement's snapshot would predate its lock: a delivery made claimable in between would
+be missed, and its lane parked past it.
 
 Lanes with ``maxConcurrency`` or ``rateLimit`` keep the transaction: parking them needs
 the count of what was taken and the lane's token bucket.
