@@ -72,7 +72,7 @@ attempts end faster than a claim's round trips to the database."""
 QUICK_REACH = 2
 """A subscription whose receiver usually answers within ``AHEAD_LATENCY_MS`` may grow to
 this many times the ceiling. Its slots turn over fast, so how many it needs is set by the
-distance (a receiver 100 ms away needs 100 in flight for 1,000 deliveries/s) and by our
+distance (a receiver 50 ms away needs 100 in flight for 2,000 deliveries/s) and by our
 own queue through a busy worker (7 ms an attempt in a drain here), not by what the
 receiver can take. One that queues our requests until it answers slower than that is
 held to the ceiling again."""
