@@ -575,9 +575,9 @@ async def _take(
     states = await _lane_states(conn, found, now)
     plan = request.plan([state.lane(now) for state in states])
     wanted = {sub: n for sub, n in plan.items() if n > 0}
-    lease_until = now + request.lease_ms
     rows: list[asyncpg.Record] = []
     if wanted:
+        lease_until = now + request.lease_ms
         rows = await conn.fetch(_TAKE, list(wanted), list(wanted.values()), lease_until, token, now)
     took: dict[str, int] = {}
     for row in rows:
@@ -666,8 +666,8 @@ _LEASED = f"""
     WHERE subscription_id = ANY($1::text[]) AND {LEASED} AND due_ms > $2
     GROUP BY subscription_id
 """
-_TAKEN = f"""
-    taken AS (
+_TAKE = f"""
+    WITH taken AS (
         UPDATE deliveries SET due_ms = $3, claim_token = $4
         WHERE id = ANY(ARRAY(
             SELECT c.id FROM unnest($1::text[], $2::int[]) AS plan(sub, n) CROSS JOIN LATERAL (
@@ -675,11 +675,8 @@ _TAKEN = f"""
                 WHERE subscription_id = plan.sub AND {CLAIMABLE} AND due_ms <= $5
                 ORDER BY due_ms LIMIT plan.n FOR UPDATE SKIP LOCKED) AS c))
         RETURNING *)
+    {q.DETAILS.format(deliveries="taken", ids="e.seq = ANY(ARRAY(SELECT event_seq FROM taken))")}
 """
-_TAKEN_DETAILS = q.DETAILS.format(
-    deliveries="taken", ids="e.seq = ANY(ARRAY(SELECT event_seq FROM taken))"
-)
-_TAKE = f"WITH {_TAKEN} {_TAKEN_DETAILS}"
 """Lease the planned deliveries and read what sending them takes, in one round trip. Ids
 and event seqs go through arrays so both tables are read by primary key whatever the
 planner thinks of their sizes: joining instead, it cannot know how few rows ``LIMIT
